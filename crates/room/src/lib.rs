@@ -1,1 +1,22 @@
-//! placeholder
+//! `parla-room`: the chat core of Parla.
+//!
+//! Like quinn-proto, this crate is deterministic and does no I/O: no sockets, no clock, no tokio,
+//! no threads. The caller feeds it events (a connection opened, a line arrived, a connection
+//! closed, the time is now T) and drains the effects it decided on (send these bytes to this
+//! connection, close that one), so the same inputs always give the same outputs, byte for byte.
+//! The real TCP server and the turmoil simulation drive this same code.
+//!
+//! - [`message`]: the IRC message model, parser and serializer.
+//! - [`names`]: nick and room name rules, case folding, glob masks.
+//! - [`numerics`]: IRC numeric reply codes as named constants.
+//! - [`server`]: the state machine itself ([`Server`]), with its [`Config`] and [`Output`].
+
+pub mod message;
+pub mod names;
+pub mod numerics;
+pub mod server;
+mod time;
+
+pub use message::{Message, ParseError};
+pub use server::{Config, ConnId, Output, Server};
+pub use time::Millis;

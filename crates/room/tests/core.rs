@@ -1,0 +1,684 @@
+//! State-machine tests for the chat core: fake clients, no sockets, asserting on drained outputs
+//! (the shape of quinn-proto's `tests/util.rs`).
+
+use parla_room::{Config, ConnId, Millis, Output, Server};
+use rstest::rstest;
+
+/// A socket-free driver: feeds lines to the core and collects what it sends, per connection.
+struct Harness {
+    server: Server,
+    now: Millis,
+    /// Everything drained so far, as `(connection, line without CRLF)`; closes are `CLOSE <reason>`.
+    log: Vec<(ConnId, String)>,
+}
+
+const T0: u64 = 1_795_000_000_000;
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Config::default())
+    }
+
+    fn with(config: Config) -> Self {
+        Harness {
+            server: Server::new(config, Millis(T0)),
+            now: Millis(T0),
+            log: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self) -> ConnId {
+        self.server.handle_connect(self.now, "192.0.2.7")
+    }
+
+    fn send(&mut self, c: ConnId, line: &str) {
+        self.server.handle_line(self.now, c, line.as_bytes());
+        self.drain();
+    }
+
+    /// Drains outputs into the log; returns the new ones.
+    fn drain(&mut self) -> Vec<(ConnId, String)> {
+        let mut new = Vec::new();
+        while let Some(out) = self.server.poll_output() {
+            new.push(match out {
+                Output::Send { to, line } => {
+                    let text = std::str::from_utf8(&line)
+                        .expect("core sends UTF-8")
+                        .to_owned();
+                    assert!(
+                        text.ends_with("\r\n"),
+                        "every line ends with CRLF: {text:?}"
+                    );
+                    assert!(
+                        line.len() <= 512 || text.starts_with('@'),
+                        "line over 512 bytes: {text:?}"
+                    );
+                    (to, text.trim_end_matches("\r\n").to_owned())
+                }
+                Output::Close { conn, reason } => (conn, format!("CLOSE {reason}")),
+            });
+        }
+        self.log.extend(new.iter().cloned());
+        new
+    }
+
+    /// Connects and registers `nick`, clearing the log.
+    fn user(&mut self, nick: &str) -> ConnId {
+        let c = self.connect();
+        self.send(c, &format!("NICK {nick}"));
+        self.send(c, &format!("USER {nick} 0 * :{nick} Example"));
+        assert!(
+            self.saw(c, " 001 "),
+            "{nick} registered: {:?}",
+            self.lines(c)
+        );
+        self.log.clear();
+        c
+    }
+
+    /// Advances the clock by `ms`, firing the core's timers on the way like a runtime would.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now.plus(ms);
+        while let Some(due) = self.server.poll_timeout().filter(|&d| d <= end) {
+            self.now = due.max(self.now);
+            self.server.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn lines(&self, c: ConnId) -> Vec<&str> {
+        self.log
+            .iter()
+            .filter(|(to, _)| *to == c)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    }
+
+    fn saw(&self, c: ConnId, needle: &str) -> bool {
+        self.lines(c).iter().any(|l| l.contains(needle))
+    }
+
+    fn clear(&mut self) {
+        self.log.clear();
+    }
+}
+
+#[test]
+fn registration_sends_welcome_isupport_motd_and_joins_the_lobby() {
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.send(c, "NICK alice");
+    assert!(h.lines(c).is_empty(), "no reply before USER");
+    h.send(c, "USER al 0 * :Alice Liddell");
+    let codes: Vec<&str> = h
+        .lines(c)
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    let expected_start = [
+        "001", "002", "003", "004", "005", "005", "251", "252", "254", "255", "265", "266", "375",
+        "372", "376", "JOIN", "353", "366",
+    ];
+    assert_eq!(codes, expected_start);
+    let lines = h.lines(c);
+    assert_eq!(
+        lines[0],
+        ":parla.local 001 alice :Welcome to the Parla IRC network, alice!~al@192.0.2.7"
+    );
+    let isupport = lines[4..6].join(" ");
+    for token in [
+        "CASEMAPPING=ascii",
+        "CHANTYPES=#",
+        "NICKLEN=30",
+        "CHANNELLEN=50",
+        "NETWORK=Parla",
+        "PREFIX=(o)@",
+    ] {
+        assert!(isupport.contains(token), "005 lacks {token}: {isupport}");
+    }
+    assert_eq!(lines[15], ":alice!~al@192.0.2.7 JOIN #lobby");
+    assert_eq!(lines[16], ":parla.local 353 alice = #lobby :alice");
+}
+
+#[test]
+fn no_default_room_gives_plain_irc_semantics() {
+    let mut h = Harness::with(Config {
+        default_room: None,
+        ..Config::default()
+    });
+    let c = h.user("alice");
+    h.send(c, "JOIN #lobby");
+    assert!(h.saw(c, "JOIN #lobby"));
+    h.clear();
+    h.send(c, "PART #lobby");
+    assert!(h.saw(c, "PART :#lobby"));
+    assert_eq!(
+        h.server.room_members("#lobby"),
+        None,
+        "an emptied room is dropped"
+    );
+}
+
+#[test]
+fn empty_motd_sends_422() {
+    let mut h = Harness::with(Config {
+        motd: vec![],
+        ..Config::default()
+    });
+    let c = h.connect();
+    h.send(c, "NICK a");
+    h.send(c, "USER a 0 * :a");
+    assert!(h.saw(c, " 422 a :MOTD File is missing"));
+    assert!(!h.saw(c, " 375 "));
+}
+
+#[rstest]
+#[case::missing("NICK", "431 * :No nickname given")]
+#[case::empty("NICK :", "431 * :No nickname given")]
+#[case::digit_first(
+    "NICK 9lives",
+    "432 * 9lives :Erroneous nickname: it must start with a letter"
+)]
+#[case::space("NICK :a b", "432 * a_b :Erroneous nickname")]
+#[case::too_long(
+    "NICK abcdefghijabcdefghijabcdefghijX",
+    "432 * abcdefghijabcdefghijabcdefghijX :Erroneous nickname: it is 31 characters long"
+)]
+#[case::taken_exact("NICK alice", "433 * alice :Nickname is already in use")]
+#[case::taken_other_case("NICK ALICE", "433 * ALICE :Nickname is already in use")]
+#[case::taken_mixed_case("NICK aLiCe", "433 * aLiCe :Nickname is already in use")]
+fn bad_names_are_refused_and_the_user_can_try_again(#[case] line: &str, #[case] expected: &str) {
+    let mut h = Harness::new();
+    h.user("alice");
+    let c = h.connect();
+    h.send(c, line);
+    h.send(c, "USER b 0 * :B");
+    assert!(h.saw(c, expected), "{line}: {:?}", h.lines(c));
+    assert!(!h.saw(c, " 001 "), "not registered after a refused name");
+    assert!(!h.saw(c, "CLOSE"), "the connection stays open");
+    h.send(c, "NICK bob");
+    assert!(
+        h.saw(c, ":parla.local 001 bob "),
+        "a valid name is then accepted"
+    );
+}
+
+#[test]
+fn two_connections_claiming_one_name_at_one_instant_exactly_one_wins() {
+    let mut h = Harness::new();
+    let (a, b) = (h.connect(), h.connect());
+    h.server.handle_line(h.now, a, b"NICK carol");
+    h.server.handle_line(h.now, b, b"NICK Carol");
+    h.server.handle_line(h.now, a, b"USER c 0 * :c");
+    h.server.handle_line(h.now, b, b"USER c 0 * :c");
+    h.drain();
+    assert!(h.saw(a, " 001 carol "));
+    assert!(h.saw(b, "433 * Carol :Nickname is already in use"));
+    assert_eq!(h.server.holder_of("CAROL"), Some(a));
+}
+
+#[test]
+fn a_name_is_reserved_from_nick_on_even_before_user() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    h.send(a, "NICK dave");
+    let b = h.user("erin");
+    h.send(b, "NICK dave");
+    assert!(h.saw(b, "433 erin dave"));
+    // ...and released when that unregistered connection picks another.
+    h.send(a, "NICK dave2");
+    h.clear();
+    h.send(b, "NICK dave");
+    assert!(h.saw(b, ":erin!~erin@192.0.2.7 NICK dave"));
+}
+
+#[rstest]
+#[case("JOIN #x")]
+#[case("PRIVMSG #lobby :hi")]
+#[case("NAMES #lobby")]
+#[case("WHO *")]
+#[case("MODE a")]
+fn commands_before_registration_get_451(#[case] line: &str) {
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.send(c, line);
+    assert_eq!(
+        h.lines(c),
+        [":parla.local 451 * :You have not registered; send NICK and USER first"]
+    );
+}
+
+#[rstest]
+#[case("FOO bar", "421 alice FOO :Unknown command")]
+#[case("JOIN", "461 alice JOIN :Not enough parameters")]
+#[case("TOPIC", "461 alice TOPIC :Not enough parameters")]
+#[case("PING", "461 alice PING :Not enough parameters")]
+#[case("WHOIS", "461 alice WHOIS :Not enough parameters")]
+#[case("PRIVMSG", "411 alice :No recipient given (PRIVMSG)")]
+#[case("PRIVMSG #lobby", "412 alice :No text to send")]
+#[case("PRIVMSG #lobby :", "412 alice :No text to send")]
+#[case("PRIVMSG nobody :hi", "401 alice nobody :No such nick/channel")]
+#[case("PRIVMSG #nowhere :hi", "403 alice #nowhere :No such channel")]
+#[case("PRIVMSG a,b,c,d,e :hi", "407 alice e :Too many recipients")]
+#[case("PART #nowhere", "403 alice #nowhere :No such channel")]
+#[case("JOIN bad", "403 alice bad :No such channel: room names start with #")]
+#[case("USER a b c d", "462 alice :You may not reregister")]
+#[case("CAP FOO", "410 alice FOO :Invalid CAP command")]
+#[case("MODE bob", "502 alice :Can't view or change mode for other users")]
+#[case("MODE alice +x", "501 alice :Unknown MODE flag")]
+#[case("MODE #lobby +m", "482 alice #lobby :You're not a channel operator")]
+fn errors(#[case] line: &str, #[case] expected: &str) {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.user("bob");
+    h.send(a, line);
+    assert!(h.saw(a, expected), "{line}: {:?}", h.lines(a));
+}
+
+#[test]
+fn notice_errors_are_never_answered() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    for line in [
+        "NOTICE",
+        "NOTICE #lobby",
+        "NOTICE nobody :x",
+        "NOTICE #nowhere :x",
+    ] {
+        h.send(a, line);
+    }
+    assert!(h.lines(a).is_empty(), "{:?}", h.lines(a));
+}
+
+#[test]
+fn cannot_send_to_a_room_you_are_not_in() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #side");
+    h.send(b, "PRIVMSG #side :hi");
+    assert!(h.saw(b, "404 bob #side :Cannot send to channel"));
+    assert!(!h.saw(a, "PRIVMSG"));
+}
+
+#[test]
+fn room_messages_reach_every_member_but_the_sender_sharing_one_encoding() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.server
+        .handle_line(h.now, a, b"PRIVMSG #lobby :hello everyone");
+    let mut sends = Vec::new();
+    while let Some(out) = h.server.poll_output() {
+        if let Output::Send { to, line } = out {
+            sends.push((to, line));
+        }
+    }
+    let recipients: Vec<ConnId> = sends.iter().map(|(to, _)| *to).collect();
+    assert_eq!(recipients, [b, c]);
+    assert_eq!(
+        &sends[0].1[..],
+        b":alice!~alice@192.0.2.7 PRIVMSG #lobby :hello everyone\r\n"
+    );
+    assert_eq!(
+        sends[0].1.as_ptr(),
+        sends[1].1.as_ptr(),
+        "encoded once, shared"
+    );
+}
+
+#[test]
+fn direct_messages_and_away() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(b, "AWAY :lunch");
+    assert!(h.saw(b, "306 bob :You have been marked as being away"));
+    h.send(a, "PRIVMSG BOB :psst");
+    assert_eq!(
+        h.lines(b).last().unwrap(),
+        &":alice!~alice@192.0.2.7 PRIVMSG bob :psst"
+    );
+    assert!(h.saw(a, "301 alice bob :lunch"));
+    h.send(b, "AWAY");
+    assert!(h.saw(b, "305 bob :You are no longer marked as being away"));
+}
+
+#[test]
+fn echo_message_and_server_time_capabilities() {
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.send(c, "CAP LS 302");
+    assert_eq!(
+        h.lines(c),
+        [":parla.local CAP * LS :echo-message server-time"]
+    );
+    h.send(c, "NICK alice");
+    h.send(c, "USER a 0 * :A");
+    assert!(!h.saw(c, " 001 "), "registration waits for CAP END");
+    h.send(c, "CAP REQ :echo-message server-time");
+    assert!(h.saw(c, ":parla.local CAP alice ACK :echo-message server-time"));
+    h.send(c, "CAP REQ :echo-message bogus");
+    assert!(h.saw(c, "CAP alice NAK :echo-message bogus"));
+    h.send(c, "CAP LIST");
+    assert!(h.saw(c, "CAP alice LIST :echo-message server-time"));
+    h.send(c, "CAP END");
+    assert!(h.saw(c, " 001 alice "));
+    let b = h.user("bob");
+    h.clear();
+    h.send(c, "PRIVMSG #lobby :hi");
+    let mine = h.lines(c);
+    assert_eq!(mine.len(), 1, "echoed to the sender: {mine:?}");
+    assert!(mine[0].starts_with("@time=2026-11-18T"), "{}", mine[0]);
+    assert!(mine[0].ends_with(" :alice!~a@192.0.2.7 PRIVMSG #lobby :hi"));
+    assert_eq!(
+        h.lines(b),
+        [":alice!~a@192.0.2.7 PRIVMSG #lobby :hi"],
+        "bob asked for neither"
+    );
+}
+
+#[test]
+fn password_protected_server() {
+    let cfg = Config {
+        password: Some("sesame".into()),
+        ..Config::default()
+    };
+    let mut h = Harness::with(cfg);
+    let bad = h.connect();
+    h.send(bad, "PASS wrong");
+    h.send(bad, "NICK a");
+    h.send(bad, "USER a 0 * :a");
+    assert!(h.saw(bad, "464 a :Password incorrect"));
+    assert_eq!(h.lines(bad).last().unwrap(), &"CLOSE Bad password");
+    assert_eq!(h.server.holder_of("a"), None, "name freed");
+    let good = h.connect();
+    h.send(good, "PASS sesame");
+    h.send(good, "NICK a");
+    h.send(good, "USER a 0 * :a");
+    assert!(h.saw(good, " 001 a "));
+}
+
+#[test]
+fn joins_parts_renames_and_topics_are_seen_by_the_room() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    assert!(h.lines(a).is_empty());
+    h.send(a, "JOIN #rust,#go");
+    h.send(b, "JOIN #Rust");
+    assert!(
+        h.saw(a, ":bob!~bob@192.0.2.7 JOIN #rust"),
+        "room names fold case: {:?}",
+        h.lines(a)
+    );
+    assert!(h.saw(b, "353 bob = #rust :alice bob"));
+    h.send(a, "TOPIC #rust :Borrow checking");
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 TOPIC #rust :Borrow checking"));
+    h.send(b, "TOPIC #rust");
+    assert!(h.saw(b, "332 bob #rust :Borrow checking"));
+    assert!(h.saw(b, "333 bob #rust alice"));
+    h.send(b, "NICK robert");
+    assert!(h.saw(a, ":bob!~bob@192.0.2.7 NICK robert"));
+    assert!(
+        h.saw(b, ":bob!~bob@192.0.2.7 NICK robert"),
+        "the renamer sees it too"
+    );
+    assert_eq!(h.server.holder_of("bob"), None, "old name freed");
+    h.send(b, "PART #rust :bye");
+    assert!(h.saw(a, ":robert!~bob@192.0.2.7 PART #rust :bye"));
+    h.send(a, "PART #lobby");
+    assert_eq!(h.server.room_members("#lobby"), Some(vec!["robert"]));
+    h.send(a, "PART #lobby");
+    assert!(h.saw(a, "442 alice #lobby :You're not on that channel"));
+}
+
+#[test]
+fn quit_tells_the_room_closes_and_frees_the_name() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "quit :see you");
+    assert_eq!(h.lines(b), [":alice!~alice@192.0.2.7 QUIT :Quit: see you"]);
+    assert_eq!(
+        h.lines(a),
+        [
+            "ERROR :Closing Link: 192.0.2.7 (Quit: see you)",
+            "CLOSE Quit: see you"
+        ]
+    );
+    let newcomer = h.user("ALICE");
+    assert!(h.server.nick(newcomer) == Some("ALICE"));
+    assert_eq!(h.server.room_members("#lobby"), Some(vec!["bob", "ALICE"]));
+}
+
+#[test]
+fn a_disconnect_without_quit_frees_the_name_and_tells_the_room() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.server
+        .handle_disconnect(h.now, a, "Connection reset by peer");
+    h.drain();
+    assert_eq!(
+        h.lines(b),
+        [":alice!~alice@192.0.2.7 QUIT :Connection reset by peer"]
+    );
+    assert!(
+        h.lines(a).is_empty(),
+        "nothing is sent to a closed connection"
+    );
+    assert_eq!(h.server.holder_of("alice"), None);
+    h.server.handle_disconnect(h.now, a, "again");
+    assert!(h.drain().is_empty(), "a second disconnect is ignored");
+}
+
+#[test]
+fn silent_users_are_pinged_then_timed_out() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.advance(59_999);
+    assert!(h.lines(a).is_empty());
+    h.advance(1);
+    assert_eq!(h.lines(a), ["PING :parla.local"]);
+    h.send(b, "PONG :parla.local");
+    h.advance(29_999);
+    assert!(!h.saw(a, "CLOSE"));
+    h.advance(1);
+    assert!(h.saw(
+        a,
+        "ERROR :Closing Link: 192.0.2.7 (Ping timeout: 90 seconds)"
+    ));
+    assert!(h.saw(a, "CLOSE Ping timeout: 90 seconds"));
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 QUIT :Ping timeout: 90 seconds"));
+    assert!(!h.saw(b, "CLOSE"), "bob answered and stays");
+    assert_eq!(h.server.holder_of("alice"), None);
+}
+
+#[test]
+fn activity_postpones_the_ping() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.advance(50_000);
+    h.send(a, "PRIVMSG #lobby :still here");
+    h.advance(59_000);
+    assert!(!h.saw(a, "PING"));
+    h.advance(1_000);
+    assert!(h.saw(a, "PING :parla.local"));
+}
+
+#[test]
+fn unregistered_connections_time_out() {
+    let mut h = Harness::new();
+    let c = h.connect();
+    h.send(c, "NICK slow");
+    h.advance(60_000);
+    assert_eq!(
+        h.lines(c),
+        [
+            "ERROR :Closing Link: 192.0.2.7 (Registration timeout: no valid NICK and USER within 60 seconds)",
+            "CLOSE Registration timeout: no valid NICK and USER within 60 seconds"
+        ]
+    );
+    assert_eq!(h.server.holder_of("slow"), None);
+    assert_eq!(h.server.conn_count(), 0);
+}
+
+#[test]
+fn shutdown_notifies_and_closes_everyone_then_refuses_newcomers() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let pending = h.connect();
+    h.server.handle_shutdown(h.now);
+    h.drain();
+    assert_eq!(
+        h.lines(a),
+        [
+            ":parla.local NOTICE alice :Server is shutting down. Goodbye!",
+            "ERROR :Server shutting down",
+            "CLOSE Server shutting down"
+        ]
+    );
+    assert_eq!(h.lines(pending)[1], "ERROR :Server shutting down");
+    assert_eq!(h.server.conn_count(), 0);
+    let late = h.connect();
+    h.drain();
+    assert_eq!(
+        h.lines(late),
+        ["ERROR :Server shutting down", "CLOSE Server shutting down"]
+    );
+}
+
+#[test]
+fn bad_input_gets_errors_and_the_connection_survives() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.server.handle_line(h.now, a, b"PRIVMSG #lobby :caf\xe9");
+    h.server.handle_line_too_long(h.now, a);
+    let long = format!("PRIVMSG #lobby :{}", "x".repeat(600));
+    h.server.handle_line(h.now, a, long.as_bytes());
+    h.server.handle_line(h.now, a, b"   ");
+    h.server.handle_line(h.now, a, b":only-a-source");
+    h.drain();
+    let lines = h.lines(a);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with(":parla.local FAIL * INVALID_UTF8 :"));
+    assert!(lines[1].starts_with(":parla.local 417 alice :Input line was too long"));
+    assert!(lines[2].starts_with(":parla.local 417 alice :"));
+    assert!(h.lines(b).is_empty(), "the room saw none of it");
+    h.send(a, "PRIVMSG #lobby :fine now");
+    assert!(h.saw(b, "PRIVMSG #lobby :fine now"));
+}
+
+#[test]
+fn a_message_that_would_exceed_512_bytes_once_prefixed_is_refused_not_cut() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    // Fits as sent (PRIVMSG #lobby : + 480 = 497 + CRLF), too long with ":alice!~alice@192.0.2.7 ".
+    h.send(a, &format!("PRIVMSG #lobby :{}", "y".repeat(480)));
+    assert!(h.saw(a, "417 alice :Message not sent: it is"));
+    assert!(h.lines(b).is_empty());
+}
+
+#[rstest]
+#[case("NAMES :#a b", "366 alice #a_b :End of /NAMES list")]
+#[case("WHOIS :x y", "401 alice x_y :No such nick/channel")]
+#[case("JOIN :#a b", "403 alice #a_b :No such channel")]
+fn user_text_echoed_in_a_middle_parameter_cannot_corrupt_the_line(
+    #[case] line: &str,
+    #[case] expected: &str,
+) {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.send(a, line);
+    assert!(h.saw(a, expected), "{line}: {:?}", h.lines(a));
+}
+
+#[test]
+fn names_replies_are_split_to_fit_512_bytes() {
+    let mut h = Harness::new();
+    for i in 0..120 {
+        h.user(&format!("user_with_a_long_name_{i:03}"));
+    }
+    let a = h.user("alice");
+    h.send(a, "NAMES #lobby");
+    let names: Vec<&str> = h
+        .lines(a)
+        .into_iter()
+        .filter(|l| l.contains(" 353 "))
+        .collect();
+    assert!(names.len() > 5, "{} lines", names.len());
+    let listed: usize = names
+        .iter()
+        .map(|l| l.rsplit(':').next().unwrap().split(' ').count())
+        .sum();
+    assert_eq!(listed, 121);
+}
+
+#[test]
+fn queries_who_whois_mode_lusers_ison_userhost_list() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let _b = h.user("bob");
+    h.send(a, "WHO #lobby");
+    assert!(h.saw(
+        a,
+        "352 alice #lobby ~bob 192.0.2.7 parla.local bob H :0 bob Example"
+    ));
+    assert!(h.saw(a, "315 alice #lobby :End of WHO list"));
+    h.send(a, "WHOIS bob");
+    for code in [
+        "311 alice bob ~bob 192.0.2.7 * :bob Example",
+        "319 alice bob :#lobby",
+        "312 alice bob parla.local",
+        "317 alice bob 0 ",
+        "318 alice bob :End of /WHOIS list",
+    ] {
+        assert!(h.saw(a, code), "missing {code}");
+    }
+    h.send(a, "WHOIS ghost");
+    assert!(h.saw(a, "401 alice ghost"));
+    h.send(a, "MODE #lobby");
+    assert!(h.saw(a, "324 alice #lobby :+n"));
+    h.send(a, "MODE #lobby b");
+    assert!(h.saw(a, "368 alice #lobby :End of channel ban list"));
+    h.send(a, "MODE alice +i");
+    assert!(h.saw(a, ":alice!~alice@192.0.2.7 MODE alice +i"));
+    h.send(a, "MODE alice");
+    assert!(h.saw(a, "221 alice :+i"));
+    h.send(a, "LUSERS");
+    assert!(h.saw(
+        a,
+        "251 alice :There are 1 users and 1 invisible on 1 servers"
+    ));
+    h.send(a, "ISON bob ghost BOB");
+    assert!(h.saw(a, "303 alice :bob bob"));
+    h.send(a, "USERHOST bob");
+    assert!(h.saw(a, "302 alice :bob=+~bob@192.0.2.7"));
+    h.send(a, "LIST");
+    assert!(h.saw(a, "322 alice #lobby 2 :"));
+    h.send(a, "PING :abc");
+    assert!(h.saw(a, ":parla.local PONG parla.local :abc"));
+}
+
+#[test]
+fn the_core_is_deterministic() {
+    fn run() -> Vec<(ConnId, String)> {
+        let mut h = Harness::new();
+        let a = h.user("alice");
+        let b = h.user("bob");
+        h.send(a, "JOIN #x");
+        h.send(b, "JOIN #x");
+        h.send(a, "PRIVMSG #x,#lobby :hi");
+        h.advance(200_000);
+        h.log.clone()
+    }
+    let first = run();
+    assert!(!first.is_empty());
+    assert_eq!(first, run());
+}
