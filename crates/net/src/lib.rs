@@ -1,1 +1,19 @@
-//! placeholder
+//! `parla-net`: Parla's network edges, one layer per module.
+//!
+//! - [`transport`]: the [`Transport`]/[`Listener`] traits and real TCP ([`Tcp`]).
+//! - [`codec`]: bytes ↔ lines, with a maximum line length.
+//! - [`server`]: the server runtime around the sans-IO core ([`server::run`]).
+//! - [`client`]: the client session: connect, register, chat, typed events ([`client::connect`]).
+//! - [`ping`]: the [`Pinger`] trait, the ICMP pinger and the miss-counting watcher.
+//! - [`addr`]: parsing what a person types as a server address.
+
+pub mod addr;
+pub mod client;
+pub mod codec;
+pub mod ping;
+pub mod server;
+pub mod transport;
+
+pub use ping::{IcmpPinger, PingConfig, Pinger};
+pub use server::{ServerOptions, run};
+pub use transport::{Listener, Tcp, Transport};

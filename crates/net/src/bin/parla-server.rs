@@ -1,1 +1,179 @@
-fn main(){}
+//! `parla-server`: the Parla chat server. Parses flags, installs logging, binds, and hands the
+//! listener to [`parla_net::server::run`] with a token that Ctrl-C or SIGTERM cancels.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use parla_net::server::{FloodControl, ServerOptions};
+use parla_net::{Tcp, Transport};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Parla chat server: an IRC server with one shared room everybody joins.
+///
+/// Connect with `parla --headless HOST` or any IRC client (irssi, weechat, HexChat) on the
+/// listen port. Ctrl-C (or SIGTERM) tells every client the server is shutting down and exits.
+/// Every flag can also be set through the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address and port to listen on.
+    #[arg(long, env = "PARLA_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The shared room every user joins on connecting.
+    #[arg(long, env = "PARLA_ROOM", default_value = "#lobby")]
+    room: String,
+    /// Don't put users in a shared room (plain IRC: they JOIN rooms themselves).
+    #[arg(long, env = "PARLA_NO_DEFAULT_ROOM")]
+    no_default_room: bool,
+    /// The server's name, shown as the source of its messages.
+    #[arg(long, env = "PARLA_SERVER_NAME", default_value = "parla.local")]
+    server_name: String,
+    /// The network name shown to IRC clients.
+    #[arg(long, env = "PARLA_NETWORK", default_value = "Parla")]
+    network: String,
+    /// Message of the day; `\n` separates lines. An empty string sends none.
+    #[arg(long, env = "PARLA_MOTD", conflicts_with = "motd_file")]
+    motd: Option<String>,
+    /// Read the message of the day from this file.
+    #[arg(long, env = "PARLA_MOTD_FILE")]
+    motd_file: Option<PathBuf>,
+    /// Require this password (IRC `PASS`) from clients.
+    #[arg(long, env = "PARLA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Most clients connected at once; more are told the server is full.
+    #[arg(long, env = "PARLA_MAX_CLIENTS", default_value_t = 10_000)]
+    max_clients: usize,
+    /// Send a PING to a client silent for this long.
+    #[arg(long, env = "PARLA_PING_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// Disconnect a pinged client that stays silent this long ("Ping timeout").
+    #[arg(long, env = "PARLA_PING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    ping_timeout: Duration,
+    /// Disconnect a connection that has not registered (NICK + USER) within this time.
+    #[arg(long, env = "PARLA_REGISTRATION_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    registration_timeout: Duration,
+    /// Bytes that may wait for one slow client before it is disconnected ("SendQ exceeded").
+    #[arg(long, env = "PARLA_SENDQ_BYTES", default_value_t = 512 * 1024)]
+    sendq_bytes: usize,
+    /// Lines a client may send in a burst before flood control slows it down.
+    #[arg(long, env = "PARLA_FLOOD_BURST", default_value_t = 20)]
+    flood_burst: u32,
+    /// Lines per second a client may send after its burst.
+    #[arg(long, env = "PARLA_FLOOD_RATE", default_value_t = 5.0)]
+    flood_rate: f64,
+    /// Turn input flood control off (for benchmarks and trusted networks).
+    #[arg(long, env = "PARLA_NO_FLOOD_CONTROL")]
+    no_flood_control: bool,
+    /// How long queued messages may take to reach clients at shutdown.
+    #[arg(long, env = "PARLA_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let motd = match (&args.motd, &args.motd_file) {
+        (_, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| {
+                format!(
+                    "could not read the MOTD file {}; check the path given to --motd-file",
+                    path.display()
+                )
+            })?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        (Some(text), None) => text
+            .split("\\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        (None, None) => parla_room::Config::default().motd,
+    };
+    if !parla_room::names::is_valid_channel(&args.room, 50) {
+        anyhow::bail!(
+            "--room {:?} is not a valid room name: it must start with # and have no spaces or commas",
+            args.room
+        );
+    }
+    let core = parla_room::Config {
+        server_name: args.server_name,
+        network: args.network,
+        default_room: (!args.no_default_room).then_some(args.room),
+        motd,
+        password: args.password,
+        ping_interval_ms: args.ping_interval.as_millis() as u64,
+        ping_timeout_ms: args.ping_timeout.as_millis() as u64,
+        registration_timeout_ms: args.registration_timeout.as_millis() as u64,
+        ..parla_room::Config::default()
+    };
+    let options = ServerOptions {
+        core,
+        max_clients: args.max_clients,
+        sendq_bytes: args.sendq_bytes,
+        flood: (!args.no_flood_control).then_some(FloodControl {
+            burst: args.flood_burst,
+            per_second: args.flood_rate,
+        }),
+        shutdown_grace: args.shutdown_grace,
+        epoch_millis: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_millis() as u64,
+        ..ServerOptions::default()
+    };
+    let listener = Tcp.bind(args.listen).await.with_context(|| {
+        format!(
+            "could not listen on {}; is another server using that port? Pick another with --listen (e.g. --listen 0.0.0.0:8081)",
+            args.listen
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    parla_net::run(listener, options, shutdown).await;
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        warn!("could not install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    info!(signal = name, "shutdown requested");
+    token.cancel();
+}
+
+/// Many clients need many file descriptors: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!(cause = %err, soft, "could not raise the open-files limit; the server may refuse connections early");
+    }
+}
