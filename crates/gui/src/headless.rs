@@ -1,0 +1,201 @@
+//! The terminal client: `parla --headless`. Asks for the address and a name on the terminal,
+//! prints the room to stdout, sends what is typed. Leaves on `quit`, `/quit`, end of input or
+//! Ctrl-C (sending `QUIT` each time); exits 0 after a clean end, 1 after a failure.
+
+use std::io::{BufRead, Write};
+
+use parla_net::IcmpPinger;
+use parla_net::addr::ServerAddr;
+use parla_net::client::{self, Command, Disconnect, Event, MessageKind};
+use parla_net::transport::Tcp;
+use tokio::sync::mpsc;
+
+use crate::cli::Args;
+use crate::input::{self, Input};
+
+/// Runs the terminal client to the end; returns the process exit code.
+pub async fn run(args: Args) -> i32 {
+    let mut lines = stdin_lines();
+    let addr = match &args.addr {
+        Some(text) => match text.parse::<ServerAddr>() {
+            Ok(addr) => addr,
+            Err(err) => {
+                eprintln!("parla: {err}");
+                return 2;
+            }
+        },
+        None => loop {
+            prompt("Server address (host or host:port, port 8080 by default): ");
+            let Some(line) = lines.recv().await else {
+                return 0;
+            };
+            match line.parse::<ServerAddr>() {
+                Ok(addr) => break addr,
+                Err(err) => println!("{err}"),
+            }
+        },
+    };
+    println!("Connecting to {addr}...");
+    let mut client =
+        match client::connect(&Tcp, IcmpPinger::new(), args.client_config(addr.clone())).await {
+            Ok(client) => client,
+            Err(err) => {
+                eprintln!("parla: {err}");
+                return 1;
+            }
+        };
+    println!("Connected to {}.", client.server);
+    let mut naming = true;
+    match &args.name {
+        Some(name) => send(&client.commands, Command::Nick(name.clone())).await,
+        None => prompt("Choose a name: "),
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut ctrl_c_seen = false;
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            event = client.events.recv() => {
+                let Some(event) = event else { return 1 };
+                match event {
+                    Event::Disconnected(why) => {
+                        return finish(&why);
+                    }
+                    Event::NameRefused { name, reason } => {
+                        println!("The name {name:?} was refused: {reason}");
+                        naming = true;
+                        prompt("Choose another name: ");
+                    }
+                    Event::Registered { name, .. } => {
+                        naming = false;
+                        println!("You are {name}. Type to chat; /help lists commands; quit leaves.");
+                    }
+                    other => show(&other),
+                }
+            }
+            _ = &mut ctrl_c, if !ctrl_c_seen => {
+                ctrl_c_seen = true;
+                println!();
+                send(&client.commands, Command::Quit(Some("Ctrl-C".into()))).await;
+            }
+            line = lines.recv(), if stdin_open => {
+                let Some(line) = line else {
+                    stdin_open = false;
+                    send(&client.commands, Command::Quit(None)).await;
+                    continue;
+                };
+                if naming {
+                    if line.trim().eq_ignore_ascii_case("quit") {
+                        send(&client.commands, Command::Quit(None)).await;
+                    } else if line.trim().is_empty() {
+                        prompt("Choose a name: ");
+                    } else {
+                        send(&client.commands, Command::Nick(line.trim().to_owned())).await;
+                    }
+                    continue;
+                }
+                match input::parse(&line) {
+                    Input::Command(cmd) => send(&client.commands, cmd).await,
+                    Input::Nothing => {}
+                    Input::Help => println!("{}", input::HELP),
+                    Input::Invalid(why) => println!("{why}"),
+                }
+            }
+        }
+    }
+}
+
+fn finish(why: &Disconnect) -> i32 {
+    if why.is_clean() {
+        println!("Disconnected: {why}.");
+        0
+    } else {
+        eprintln!("parla: disconnected: {why}");
+        1
+    }
+}
+
+async fn send(commands: &mpsc::Sender<Command>, cmd: Command) {
+    // If the session is gone, its Disconnected event says why; nothing to add here.
+    let _ = commands.send(cmd).await;
+}
+
+fn prompt(text: &str) {
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Reads stdin on a plain thread (tokio's stdin would hold the runtime open at exit).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The local wall-clock time of a message: the server's `server-time` if given, else now.
+fn clock(time: Option<&str>) -> String {
+    let local = time
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Local))
+        .unwrap_or_else(chrono::Local::now);
+    local.format("%H:%M").to_string()
+}
+
+/// Prints one event as a line of the room.
+fn show(event: &Event) {
+    match event {
+        Event::Message {
+            from,
+            target,
+            text,
+            kind,
+            own,
+            time,
+        } => {
+            let at = clock(time.as_deref());
+            let private = !target.starts_with('#');
+            let dm = match (private, own) {
+                (true, true) => format!(" (to {target})"),
+                (true, false) => " (privately)".to_owned(),
+                _ => String::new(),
+            };
+            match kind {
+                MessageKind::Normal => println!("[{at}] <{from}>{dm} {text}"),
+                MessageKind::Action => println!("[{at}] * {from}{dm} {text}"),
+                MessageKind::Notice => println!("[{at}] -{from}-{dm} {text}"),
+            }
+        }
+        Event::Joined { room } => println!("You joined {room}."),
+        Event::Members { room, names } => println!("In {room}: {}", names.join(", ")),
+        Event::UserJoined { room, name } => println!("--> {name} joined {room}"),
+        Event::UserLeft { room, name, reason } => match reason {
+            Some(r) => println!("<-- {name} left {room} ({r})"),
+            None => println!("<-- {name} left {room}"),
+        },
+        Event::UserQuit { name, reason } => println!("<-- {name} quit ({reason})"),
+        Event::Renamed { old, new } => println!("--- {old} is now known as {new}"),
+        Event::Topic { room, topic } => println!("--- Topic of {room}: {topic}"),
+        Event::ServerInfo { text } => println!("*** {text}"),
+        Event::ServerError { text } => println!("!!! {text}"),
+        Event::PingReply { .. } => {}
+        Event::PingMissed { consecutive, error } => {
+            eprintln!("parla: ping {consecutive} missed: {error}")
+        }
+        Event::PingUnavailable { reason } => {
+            eprintln!(
+                "parla: ICMP pings are not possible here ({reason}); watching the connection with IRC PING instead"
+            )
+        }
+        Event::ServerShutdown { message } => println!("*** The server is shutting down: {message}"),
+        Event::NameRefused { .. } | Event::Registered { .. } | Event::Disconnected(_) => {}
+    }
+}
