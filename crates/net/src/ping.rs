@@ -465,7 +465,7 @@ pub enum PingEvent {
 }
 
 /// How [`watch`] pings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PingConfig {
     /// Time between the starts of consecutive pings; the first ping goes out at once. If a ping
     /// takes longer than this, the next one starts as soon as it finishes and the schedule

@@ -15,6 +15,7 @@
 //!   flush within `shutdown_grace` → `run` returns.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +53,33 @@ impl Default for FloodControl {
     }
 }
 
+/// Watches the server from inside: what the core decided, as it decided it. The simulation's
+/// invariant checkers use it; it costs one branch per output when absent.
+pub trait Observer: Send + Sync + 'static {
+    /// A connection was accepted and given `conn`.
+    fn connected(&self, conn: ConnId, peer: SocketAddr) {
+        let _ = (conn, peer);
+    }
+    /// The core produced `output` (before the runtime carries it out).
+    fn output(&self, output: &Output) {
+        let _ = output;
+    }
+    /// The core handled an input; `core` is its new state.
+    fn changed(&self, core: &Server) {
+        let _ = core;
+    }
+}
+
+/// An optional [`Observer`] in [`ServerOptions`].
+#[derive(Clone, Default)]
+pub struct ObserverSlot(pub Option<Arc<dyn Observer>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(Observer)" } else { "None" })
+    }
+}
+
 /// How the runtime behaves around the core.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -70,6 +98,8 @@ pub struct ServerOptions {
     /// Wall-clock milliseconds since the Unix epoch when `run` starts; the core's clock counts
     /// from here on `tokio::time`. The binary passes the real time, a simulation a fixed one.
     pub epoch_millis: u64,
+    /// Sees every decision of the core (the simulation's checkers); usually empty.
+    pub observer: ObserverSlot,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +112,7 @@ impl Default for ServerOptions {
             max_line: DEFAULT_MAX_LINE,
             shutdown_grace: Duration::from_secs(5),
             epoch_millis: 0,
+            observer: ObserverSlot::default(),
         }
     }
 }
@@ -183,6 +214,7 @@ struct Shared {
     state: Mutex<State>,
     clock: Clock,
     sendq_bytes: usize,
+    observer: Option<Arc<dyn Observer>>,
     /// Wakes the timer task when the core may have an earlier deadline.
     timer: Notify,
 }
@@ -197,8 +229,16 @@ impl Shared {
     fn with_core<R>(&self, f: impl FnOnce(&mut Server, Millis) -> R) -> R {
         let now = self.clock.now();
         let mut state = self.lock();
+        let before = state.core.poll_timeout();
         let r = f(&mut state.core, now);
         self.apply(&mut state, now);
+        let after = state.core.poll_timeout();
+        drop(state);
+        // Any input may bring the core's next deadline forward (registering schedules the first
+        // PING): the timer task sleeps until the old one, so wake it to look again.
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+            self.timer.notify_one();
+        }
         r
     }
 
@@ -206,6 +246,9 @@ impl Shared {
         loop {
             let mut overflowed = Vec::new();
             while let Some(out) = state.core.poll_output() {
+                if let Some(observer) = &self.observer {
+                    observer.output(&out);
+                }
                 match out {
                     Output::Send { to, line } => {
                         if let Some(outbox) = state.outboxes.get(&to)
@@ -224,6 +267,9 @@ impl Shared {
                 }
             }
             if overflowed.is_empty() {
+                if let Some(observer) = &self.observer {
+                    observer.changed(&state.core);
+                }
                 return;
             }
             // Their QUITs go to others, whose queues may overflow in turn: loop until quiet.
@@ -253,6 +299,7 @@ pub async fn run<L: Listener>(
         }),
         clock,
         sendq_bytes: options.sendq_bytes,
+        observer: options.observer.0.clone(),
         timer: Notify::new(),
     });
     let limit = Arc::new(Semaphore::new(options.max_clients));
@@ -290,6 +337,9 @@ pub async fn run<L: Listener>(
             let now = shared.clock.now();
             let mut state = shared.lock();
             let conn = state.core.handle_connect(now, &peer.ip().to_string());
+            if let Some(observer) = &shared.observer {
+                observer.connected(conn, peer);
+            }
             // Registered before the outputs are applied, so even an immediate refusal arrives.
             state.outboxes.insert(conn, outbox.clone());
             shared.apply(&mut state, now);

@@ -18,5 +18,7 @@ pub mod server;
 mod time;
 
 pub use message::{Message, ParseError};
+#[cfg(feature = "deliberate-bugs")]
+pub use server::Bug;
 pub use server::{Config, ConnId, Output, Server};
 pub use time::Millis;

@@ -125,7 +125,11 @@ mod tests {
             nick_problem("9lives", 30).unwrap(),
             "must start with a letter or one of [ ] \\ ` _ ^ { | }"
         );
-        assert!(nick_problem("a b", 30).unwrap().contains("contains a space"));
+        assert!(
+            nick_problem("a b", 30)
+                .unwrap()
+                .contains("contains a space")
+        );
         assert!(
             nick_problem(&"a".repeat(31), 30)
                 .unwrap()

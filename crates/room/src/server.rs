@@ -68,6 +68,19 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// The software version shown in `002`/`004`/`351`.
     pub version: String,
+    /// A deliberate bug to plant (tests of the simulation's checkers only).
+    #[cfg(feature = "deliberate-bugs")]
+    pub bug: Option<Bug>,
+}
+
+/// Bugs the simulation's explorer must be able to find (feature `deliberate-bugs`).
+#[cfg(feature = "deliberate-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Name uniqueness is checked case-sensitively: `Alice` and `alice` can both be taken.
+    CaseSensitiveNames,
+    /// Every 5th room message is not delivered to the room's second member.
+    DropForOneMember,
 }
 
 impl Default for Config {
@@ -86,6 +99,8 @@ impl Default for Config {
             topic_len: 390,
             max_rooms_per_user: 20,
             version: concat!("parla-", env!("CARGO_PKG_VERSION")).to_owned(),
+            #[cfg(feature = "deliberate-bugs")]
+            bug: None,
         }
     }
 }
@@ -148,6 +163,8 @@ struct Conn {
     last_seen: Millis,
     last_spoke: Millis,
     ping_sent: Option<Millis>,
+    /// When this connection's live timer entry is due; heap entries with another time are stale.
+    timer_due: Millis,
 }
 
 impl Conn {
@@ -300,6 +317,9 @@ pub struct Server {
     out: VecDeque<Output>,
     max_users: usize,
     shutting_down: bool,
+    /// Room messages relayed so far (drives `Bug::DropForOneMember`).
+    #[cfg(feature = "deliberate-bugs")]
+    relayed: u64,
 }
 
 impl Server {
@@ -316,6 +336,8 @@ impl Server {
             out: VecDeque::new(),
             max_users: 0,
             shutting_down: false,
+            #[cfg(feature = "deliberate-bugs")]
+            relayed: 0,
         };
         if let Some(name) = server.config.default_room.clone() {
             server.rooms.insert(
@@ -367,6 +389,7 @@ impl Server {
                 last_seen: now,
                 last_spoke: now,
                 ping_sent: None,
+                timer_due: now.plus(self.config.registration_timeout_ms),
             },
         );
         self.timers
@@ -402,6 +425,19 @@ impl Server {
             Err(ParseError::BodyTooLong { .. } | ParseError::TagsTooLong { .. }) => {
                 return self.reply_too_long(now, conn);
             }
+            Err(ParseError::ForbiddenByte { .. }) => {
+                // A NUL or bare CR relayed to others could inject lines into their clients.
+                return self.send_server(
+                    now,
+                    conn,
+                    "FAIL",
+                    &[
+                        "*",
+                        "INVALID_MESSAGE",
+                        "Your message contained a NUL or carriage-return character and was dropped",
+                    ],
+                );
+            }
             Err(_) => return,
         };
         self.dispatch(now, conn, &msg);
@@ -431,6 +467,9 @@ impl Server {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue; // A stale entry of a connection that is gone.
             };
+            if c.timer_due != due {
+                continue; // Superseded by an earlier deadline (see `try_register`).
+            }
             if !c.registered {
                 let deadline = c.connected_at.plus(self.config.registration_timeout_ms);
                 if now >= deadline {
@@ -451,6 +490,7 @@ impl Server {
                         let secs = now.since(c.last_seen) / 1000;
                         self.quit(now, id, &format!("Ping timeout: {secs} seconds"));
                     } else {
+                        c.timer_due = deadline;
                         self.timers.push(Reverse((deadline, id)));
                     }
                 }
@@ -459,11 +499,12 @@ impl Server {
                     let due = c.last_seen.plus(self.config.ping_interval_ms);
                     if now >= due {
                         c.ping_sent = Some(now);
-                        self.timers
-                            .push(Reverse((now.plus(self.config.ping_timeout_ms), id)));
+                        c.timer_due = now.plus(self.config.ping_timeout_ms);
+                        self.timers.push(Reverse((c.timer_due, id)));
                         let server = self.config.server_name.clone();
                         self.send_msg(now, id, None, "PING", &[&server]);
                     } else {
+                        c.timer_due = due;
                         self.timers.push(Reverse((due, id)));
                     }
                 }
@@ -523,7 +564,16 @@ impl Server {
 
     /// Which connection holds `nick` (compared case-insensitively), if any.
     pub fn holder_of(&self, nick: &str) -> Option<ConnId> {
-        self.nicks.get(&casefold(nick)).copied()
+        self.nicks.get(&self.nick_key(nick)).copied()
+    }
+
+    /// The lookup key of a nick: its casefolded form.
+    fn nick_key(&self, nick: &str) -> String {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.config.bug == Some(Bug::CaseSensitiveNames) {
+            return nick.to_owned();
+        }
+        casefold(nick)
     }
 
     /// Every held nick with its connection, in connection order.
@@ -710,7 +760,7 @@ impl Server {
             let text = format!("Erroneous nickname: it {problem}");
             return self.numeric(now, id, ERR_ERRONEUSNICKNAME, &[nick, &text]);
         }
-        let key = casefold(nick);
+        let key = self.nick_key(nick);
         if let Some(&holder) = self.nicks.get(&key)
             && holder != id
         {
@@ -729,7 +779,8 @@ impl Server {
             return;
         }
         if let Some(old) = c.nick.replace(nick.to_owned()) {
-            self.nicks.remove(&casefold(&old));
+            let old_key = self.nick_key(&old);
+            self.nicks.remove(&old_key);
         }
         self.nicks.insert(key, id);
         let c = &self.conns[&id];
@@ -789,6 +840,9 @@ impl Server {
         }
         c.registered = true;
         c.last_spoke = now;
+        // From now on liveness pings, not the registration deadline, decide the next wake-up.
+        c.timer_due = now.plus(self.config.ping_interval_ms);
+        self.timers.push(Reverse((c.timer_due, id)));
         let nick = c.nick.clone().expect("checked above");
         c.prefix = format!("{nick}!{}@{}", c.user.as_deref().unwrap_or(""), c.host);
         let prefix = c.prefix.clone();
@@ -1218,12 +1272,21 @@ impl Server {
                     continue;
                 }
                 let name = room.name.clone();
-                let to: Vec<ConnId> = room
+                #[allow(unused_mut)]
+                let mut to: Vec<ConnId> = room
                     .members
                     .iter()
                     .copied()
                     .filter(|&m| echo || m != id)
                     .collect();
+                #[cfg(feature = "deliberate-bugs")]
+                {
+                    self.relayed += 1;
+                    if self.config.bug == Some(Bug::DropForOneMember) && self.relayed.is_multiple_of(5) {
+                        let second = room.members.iter().nth(1).copied();
+                        to.retain(|&m| Some(m) != second);
+                    }
+                }
                 self.fanout(now, to.into_iter(), Some(&prefix), verb, &[&name, text]);
             } else {
                 let Some(&to) = self.nicks.get(&casefold(target)) else {
@@ -1517,8 +1580,9 @@ impl Server {
         let Some(c) = self.conns.get(&id) else { return };
         let (registered, prefix) = (c.registered, c.prefix.clone());
         let rooms: Vec<String> = c.rooms.iter().cloned().collect();
-        if let Some(nick) = &c.nick {
-            self.nicks.remove(&casefold(nick));
+        if let Some(nick) = c.nick.clone() {
+            let key = self.nick_key(&nick);
+            self.nicks.remove(&key);
         }
         for key in rooms {
             self.leave_room(id, &key);

@@ -498,6 +498,46 @@ fn silent_users_are_pinged_then_timed_out() {
     assert_eq!(h.server.holder_of("alice"), None);
 }
 
+/// Regression (found by the simulation, scenario 05): the first PING after registering waited
+/// for the registration deadline whenever the ping interval was shorter than it.
+#[test]
+fn the_first_ping_comes_after_the_ping_interval_not_the_registration_timeout() {
+    let cfg = Config {
+        ping_interval_ms: 10_000,
+        ping_timeout_ms: 5_000,
+        ..Config::default()
+    };
+    let mut h = Harness::with(cfg);
+    let a = h.user("alice");
+    h.advance(9_999);
+    assert!(!h.saw(a, "PING"));
+    h.advance(1);
+    assert_eq!(h.lines(a), ["PING :parla.local"]);
+    h.advance(5_000);
+    assert!(h.saw(a, "CLOSE Ping timeout: 15 seconds"));
+    assert!(h.server.poll_timeout().is_none() || h.server.conn_count() == 0);
+}
+
+#[test]
+fn timers_stay_one_live_entry_per_connection() {
+    let cfg = Config {
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 500,
+        ..Config::default()
+    };
+    let mut h = Harness::with(cfg);
+    let a = h.user("alice");
+    // Each quiet second brings exactly one PING (no duplicate timer entries), and answering it
+    // keeps the client.
+    for round in 1..=100 {
+        h.advance(1_000);
+        let pings = h.lines(a).iter().filter(|l| l.starts_with("PING")).count();
+        assert_eq!(pings, round, "round {round}");
+        h.send(a, "PONG :parla.local");
+    }
+    assert!(!h.saw(a, "CLOSE"), "an answering client stays");
+}
+
 #[test]
 fn activity_postpones_the_ping() {
     let mut h = Harness::new();
@@ -561,14 +601,16 @@ fn bad_input_gets_errors_and_the_connection_survives() {
     h.server.handle_line_too_long(h.now, a);
     let long = format!("PRIVMSG #lobby :{}", "x".repeat(600));
     h.server.handle_line(h.now, a, long.as_bytes());
+    h.server.handle_line(h.now, a, b"PRIVMSG #lobby :a\rQUIT");
     h.server.handle_line(h.now, a, b"   ");
     h.server.handle_line(h.now, a, b":only-a-source");
     h.drain();
     let lines = h.lines(a);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(lines[0].starts_with(":parla.local FAIL * INVALID_UTF8 :"));
     assert!(lines[1].starts_with(":parla.local 417 alice :Input line was too long"));
     assert!(lines[2].starts_with(":parla.local 417 alice :"));
+    assert!(lines[3].starts_with(":parla.local FAIL * INVALID_MESSAGE :"));
     assert!(h.lines(b).is_empty(), "the room saw none of it");
     h.send(a, "PRIVMSG #lobby :fine now");
     assert!(h.saw(b, "PRIVMSG #lobby :fine now"));

@@ -1,0 +1,120 @@
+//! The invariants checked after every simulation (names are also checked at every instant, by
+//! [`crate::journal::ServerWatch`]).
+
+use crate::journal::Records;
+
+/// Checks the state at the end of a run; returns every broken invariant.
+pub fn final_state(r: &Records) -> Vec<String> {
+    let mut v = Vec::new();
+    delivery(r, &mut v);
+    let latest = r.servers.keys().max().copied();
+    let Some(latest) = latest else { return v };
+    let server = &r.servers[&latest];
+    let server_alive = !server.crashed && !server.shut_down;
+    // Which client holds each live connection of the latest server.
+    let owner = |conn: u64| -> Option<(&String, bool)> {
+        let peer = r.conns.get(&(latest, conn))?.peer?;
+        r.clients.iter().find_map(|(name, c)| {
+            c.received.contains_key(&peer).then(|| {
+                (
+                    name,
+                    c.local == Some(peer) && c.closed.is_none() && !c.crashed,
+                )
+            })
+        })
+    };
+    if server_alive {
+        // A name is free once its holder has left or timed out.
+        for (conn, nick) in &server.nicks {
+            match owner(*conn) {
+                Some((_, true)) => {}
+                Some((name, false)) => v.push(format!(
+                    "the name {nick:?} is still held for {name}, which has left"
+                )),
+                None => v.push(format!(
+                    "the name {nick:?} is held by connection c{conn}, which no client owns"
+                )),
+            }
+        }
+        let everyone_left = r
+            .clients
+            .values()
+            .all(|c| c.closed.is_some() || c.crashed || !c.connected);
+        if everyone_left && (server.conns > 0 || !server.nicks.is_empty()) {
+            v.push(format!(
+                "everyone has left but the server still has {} connection(s) and names {:?}",
+                server.conns, server.nicks
+            ));
+        }
+    }
+    for (name, c) in &r.clients {
+        if c.crashed || c.closed.is_some() || !c.connected {
+            continue;
+        }
+        if server.shut_down {
+            v.push(format!("{name} is still open after the server shut down"));
+            continue;
+        }
+        // No client hangs: an open client must have a live connection on a live server.
+        let live = server_alive
+            && c.local.is_some()
+            && r.conns
+                .iter()
+                .any(|(&(inc, _), conn)| inc == latest && !conn.closed && conn.peer == c.local);
+        if !live {
+            v.push(format!(
+                "{name} is still open but has no live connection to the server: it hangs"
+            ));
+        }
+    }
+    v
+}
+
+/// Every line the core queued for a connection reaches its client exactly once and in order,
+/// unless the connection broke (then a prefix); when the client read the final `ERROR`, or is
+/// still connected at the end, all of it.
+fn delivery(r: &Records, v: &mut Vec<String>) {
+    for (&(inc, conn), record) in &r.conns {
+        let Some(peer) = record.peer else { continue };
+        let Some((name, client)) = r
+            .clients
+            .iter()
+            .find(|(_, c)| c.received.contains_key(&peer))
+        else {
+            continue;
+        };
+        let got = &client.received[&peer];
+        let queued = &record.queued;
+        if let Some(i) = got.iter().zip(queued).position(|(a, b)| a != b) {
+            v.push(format!(
+                "{name} (server {inc} c{conn}) read line {} as {:?}, but the server queued {:?}",
+                i + 1,
+                got[i],
+                queued[i]
+            ));
+            continue;
+        }
+        if got.len() > queued.len() {
+            v.push(format!(
+                "{name} (server {inc} c{conn}) read {} lines, more than the {} the server queued",
+                got.len(),
+                queued.len()
+            ));
+            continue;
+        }
+        let read_error = got.last().is_some_and(|l| l.starts_with("ERROR"));
+        let still_connected = client.closed.is_none()
+            && !client.crashed
+            && !client.stopped_reading
+            && client.local == Some(peer)
+            && !record.closed;
+        if (read_error || still_connected) && got.len() < queued.len() {
+            v.push(format!(
+                "{name} (server {inc} c{conn}) lost messages: it read {} of the {} lines queued for it; the first missing is {:?}",
+                got.len(),
+                queued.len(),
+                queued[got.len()]
+            ));
+        }
+    }
+}

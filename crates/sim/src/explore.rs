@@ -1,0 +1,1 @@
+//! Random workloads (to be written).

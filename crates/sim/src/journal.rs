@@ -1,0 +1,356 @@
+//! What happened in a simulation: the transcript a person reads, and the records the invariant
+//! checkers compare (what the server's core queued for each connection, what each client read).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parla_net::server::Observer;
+use parla_net::transport::Transport;
+use parla_room::{ConnId, Output, Server};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::transport::Sim;
+
+/// The shared record of one simulation run. Cheap to clone; every host writes into it.
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Records>>);
+
+/// Everything recorded.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// Transcript lines, in the order they happened.
+    pub transcript: Vec<String>,
+    /// Per client host.
+    pub clients: BTreeMap<String, ClientRecord>,
+    /// Per server connection: (server incarnation, connection id).
+    pub conns: BTreeMap<(u32, u64), ConnRecord>,
+    /// The last state of each server incarnation's core.
+    pub servers: BTreeMap<u32, ServerSnapshot>,
+    /// Broken invariants seen while running.
+    pub violations: Vec<String>,
+}
+
+/// One client host's view.
+#[derive(Debug, Default, Clone)]
+pub struct ClientRecord {
+    /// The local address of its current (latest) connection.
+    pub local: Option<SocketAddr>,
+    /// Every line it read from the server, per connection (by local address), in order.
+    pub received: BTreeMap<SocketAddr, Vec<String>>,
+    /// Everything it saw or did, for `expect` (lines read and event summaries).
+    pub seen: Vec<String>,
+    /// Set once its session ended, with the reason.
+    pub closed: Option<String>,
+    /// Its host was crashed by the script.
+    pub crashed: bool,
+    /// Its session started (it connected).
+    pub connected: bool,
+    /// It stopped reading on purpose (a slow reader): what it did not read is not lost.
+    pub stopped_reading: bool,
+}
+
+/// What the server's core queued for one connection.
+#[derive(Debug, Default, Clone)]
+pub struct ConnRecord {
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// Every line the core queued for it, in order.
+    pub queued: Vec<String>,
+    /// The core closed it (after queueing `ERROR`).
+    pub closed: bool,
+}
+
+/// The last state a server's core reported.
+#[derive(Debug, Default, Clone)]
+pub struct ServerSnapshot {
+    /// Held names with their connections.
+    pub nicks: Vec<(u64, String)>,
+    /// Open connections.
+    pub conns: usize,
+    /// Shut down by Ctrl-C.
+    pub shut_down: bool,
+    /// Crashed by the script.
+    pub crashed: bool,
+}
+
+/// The current simulated time, as seen from the host that is running (or the harness).
+pub fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+impl Journal {
+    /// Locks the records.
+    pub fn lock(&self) -> MutexGuard<'_, Records> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a transcript line for `host` at time `at`.
+    pub fn line_at(&self, at: Duration, host: &str, text: &str) {
+        let line = format!("{:>9.3}s {host:<8} {text}", at.as_secs_f64());
+        self.lock().transcript.push(line);
+    }
+
+    /// Adds a transcript line for `host` at the current simulated time.
+    pub fn line(&self, host: &str, text: &str) {
+        self.line_at(now(), host, text);
+    }
+
+    /// Records something a client saw or did (also in the transcript).
+    pub fn client_saw(&self, host: &str, text: &str) {
+        self.line(host, text);
+        self.lock()
+            .clients
+            .entry(host.to_owned())
+            .or_default()
+            .seen
+            .push(text.to_owned());
+    }
+
+    /// Records a broken invariant.
+    pub fn violation(&self, text: String) {
+        let line = format!("{:>9.3}s VIOLATION {text}", now().as_secs_f64());
+        let mut records = self.lock();
+        records.transcript.push(line);
+        records.violations.push(text);
+    }
+
+    /// The transcript as one string.
+    pub fn transcript(&self) -> String {
+        let mut out = self.lock().transcript.join("\n");
+        out.push('\n');
+        out
+    }
+
+    /// An observer for server incarnation `incarnation`.
+    pub fn server_observer(&self, incarnation: u32) -> ServerWatch {
+        self.lock()
+            .servers
+            .insert(incarnation, ServerSnapshot::default());
+        ServerWatch {
+            journal: self.clone(),
+            incarnation,
+        }
+    }
+}
+
+/// Watches one server incarnation's core: records what it queues, checks names at every change.
+pub struct ServerWatch {
+    journal: Journal,
+    incarnation: u32,
+}
+
+impl Observer for ServerWatch {
+    fn connected(&self, conn: ConnId, peer: SocketAddr) {
+        self.journal
+            .line("server", &format!("accepted {conn} from {peer}"));
+        let mut r = self.journal.lock();
+        r.conns.entry((self.incarnation, conn.0)).or_default().peer = Some(peer);
+    }
+
+    fn output(&self, output: &Output) {
+        let mut r = self.journal.lock();
+        match output {
+            Output::Send { to, line } => {
+                let text = String::from_utf8_lossy(line)
+                    .trim_end_matches("\r\n")
+                    .to_owned();
+                r.conns
+                    .entry((self.incarnation, to.0))
+                    .or_default()
+                    .queued
+                    .push(text);
+            }
+            Output::Close { conn, reason } => {
+                r.conns
+                    .entry((self.incarnation, conn.0))
+                    .or_default()
+                    .closed = true;
+                drop(r);
+                self.journal
+                    .line("server", &format!("closed {conn}: {reason}"));
+            }
+        }
+    }
+
+    fn changed(&self, core: &Server) {
+        let nicks: Vec<(u64, String)> = core
+            .nicks()
+            .into_iter()
+            .map(|(c, n)| (c.0, n.to_owned()))
+            .collect();
+        // Names unique at every instant, compared the way IRC compares them.
+        let mut folded: Vec<String> = nicks
+            .iter()
+            .map(|(_, n)| parla_room::names::casefold(n))
+            .collect();
+        folded.sort();
+        let dup = folded
+            .windows(2)
+            .find(|w| w[0] == w[1])
+            .map(|w| w[0].clone());
+        let mut r = self.journal.lock();
+        let snapshot = r.servers.entry(self.incarnation).or_default();
+        snapshot.nicks = nicks;
+        snapshot.conns = core.conn_count();
+        drop(r);
+        if let Some(name) = dup {
+            self.journal
+                .violation(format!("names not unique: {name:?} is held twice"));
+        }
+    }
+}
+
+/// A transport that records, per client host, every line read and written.
+#[derive(Clone)]
+pub struct Recorder {
+    /// The client host's name.
+    pub host: String,
+    /// Where to record.
+    pub journal: Journal,
+}
+
+impl Transport for Recorder {
+    type Stream = Recorded;
+    type Listener = NoListener;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<NoListener> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "client hosts record what they connect to; they do not listen (asked for {addr})"
+            ),
+        ))
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<(Recorded, SocketAddr)> {
+        let (stream, peer) = Sim.connect(host, port).await?;
+        let local = stream.local_addr()?;
+        {
+            let mut r = self.journal.lock();
+            let c = r.clients.entry(self.host.clone()).or_default();
+            c.local = Some(local);
+            c.connected = true;
+            c.received.entry(local).or_default();
+        }
+        self.journal
+            .line(&self.host, &format!("connected from {local} to {peer}"));
+        let recorded = Recorded {
+            inner: stream,
+            host: self.host.clone(),
+            journal: self.journal.clone(),
+            local,
+            rpartial: Vec::new(),
+            wpartial: Vec::new(),
+        };
+        Ok((recorded, peer))
+    }
+}
+
+/// [`Recorder`] only connects; this is the listener type it never returns.
+pub struct NoListener;
+
+impl parla_net::transport::Listener for NoListener {
+    type Stream = Recorded;
+
+    async fn accept(&mut self) -> io::Result<(Recorded, SocketAddr)> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not a listener"))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not a listener"))
+    }
+}
+
+/// A simulated TCP stream that records complete lines in both directions.
+pub struct Recorded {
+    inner: turmoil::net::TcpStream,
+    host: String,
+    journal: Journal,
+    local: SocketAddr,
+    rpartial: Vec<u8>,
+    wpartial: Vec<u8>,
+}
+
+impl Recorded {
+    fn record(&self, incoming: bool, line: &[u8]) {
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_owned();
+        let arrow = if incoming { "<-" } else { "->" };
+        self.journal.line(&self.host, &format!("{arrow} {text}"));
+        let mut r = self.journal.lock();
+        let c = r.clients.entry(self.host.clone()).or_default();
+        if incoming {
+            c.received.entry(self.local).or_default().push(text.clone());
+            c.seen.push(text);
+        }
+    }
+
+    fn split_lines(&mut self, incoming: bool, data: &[u8]) {
+        let mut buf = std::mem::take(if incoming {
+            &mut self.rpartial
+        } else {
+            &mut self.wpartial
+        });
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+            self.record(incoming, &buf[start..start + i]);
+            start += i + 1;
+        }
+        buf.drain(..start);
+        *(if incoming {
+            &mut self.rpartial
+        } else {
+            &mut self.wpartial
+        }) = buf;
+    }
+}
+
+impl AsyncRead for Recorded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll {
+            let new = buf.filled()[before..].to_vec();
+            if new.is_empty() {
+                self.journal.line(&self.host.clone(), "<- (end of stream)");
+            } else {
+                self.split_lines(true, &new);
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Recorded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            let written = buf[..*n].to_vec();
+            self.split_lines(false, &written);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

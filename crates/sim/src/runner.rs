@@ -1,0 +1,557 @@
+//! Runs a [`Script`] in a turmoil simulation under a seed, with the real server runtime and
+//! client session, and returns its transcript and every broken invariant or expectation.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, UNIX_EPOCH};
+
+use parla_net::addr::ServerAddr;
+use parla_net::client::{self, ClientConfig, Command, Event};
+use parla_net::server::{ObserverSlot, ServerOptions, run as run_server};
+use parla_net::transport::Transport;
+use parla_room::Bug;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::check;
+use crate::journal::{Journal, Recorder};
+use crate::ping::{UdpPinger, echo_responder};
+use crate::script::{ClientFlags, Expectation, Script, ServerFlags, Step};
+use crate::transport::Sim;
+
+/// The simulated wall clock starts here (2026-11-18), so transcripts never depend on the date.
+pub const EPOCH_SECS: u64 = 1_795_000_000;
+/// The server's port inside the simulation.
+pub const PORT: u16 = 8080;
+
+/// How to run a script.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The seed for turmoil's randomness (latency jitter, loss, host order within a tick).
+    pub seed: u64,
+    /// How long to let things settle after the last step before the final checks.
+    pub settle: Duration,
+    /// A deliberate bug to plant in the core (to test the checkers).
+    pub bug: Option<Bug>,
+    /// The simulation's tick.
+    pub tick: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            seed: 1,
+            settle: Duration::from_secs(60),
+            bug: None,
+            tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The seed it ran under.
+    pub seed: u64,
+    /// Everything each host saw or did, stamped with simulated time.
+    pub transcript: String,
+    /// Broken invariants.
+    pub violations: Vec<String>,
+    /// `expect` steps that did not hold (with file and line).
+    pub failed_expectations: Vec<String>,
+}
+
+impl Outcome {
+    /// No violation and no failed expectation.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.failed_expectations.is_empty()
+    }
+}
+
+/// What the harness sends to a client host.
+#[derive(Debug)]
+enum ClientCmd {
+    Session(Command),
+    Write(Vec<u8>),
+    StopReading,
+}
+
+thread_local! {
+    /// Panics on this thread (turmoil runs every host on the test's thread).
+    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.borrow_mut().push(info.to_string()));
+            previous(info);
+        }));
+    });
+}
+
+/// Runs `script` under `options` and checks every invariant.
+pub fn run(script: &Script, options: &RunOptions) -> Outcome {
+    install_panic_hook();
+    PANICS.with(|p| p.borrow_mut().clear());
+    let journal = Journal::default();
+    let mut runner = Runner::new(journal.clone(), options);
+    let completed = runner.run_steps(script);
+    if completed {
+        runner.wait(options.settle);
+    }
+    let mut failed = std::mem::take(&mut runner.failed);
+    drop(runner);
+    let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for panic in panics {
+        journal.violation(format!("a host panicked: {panic}"));
+    }
+    let records = journal.lock();
+    let mut violations = records.violations.clone();
+    violations.extend(check::final_state(&records));
+    drop(records);
+    failed.dedup();
+    Outcome {
+        seed: options.seed,
+        transcript: journal.transcript(),
+        violations,
+        failed_expectations: failed,
+    }
+}
+
+struct Runner<'a> {
+    sim: turmoil::Sim<'a>,
+    journal: Journal,
+    bug: Option<Bug>,
+    clients: BTreeMap<String, mpsc::UnboundedSender<ClientCmd>>,
+    server_token: Arc<Mutex<Option<CancellationToken>>>,
+    server_incarnation: Arc<AtomicU32>,
+    pings_blocked: Arc<AtomicBool>,
+    crashed: BTreeSet<String>,
+    failed: Vec<String>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(journal: Journal, options: &RunOptions) -> Runner<'a> {
+        let sim = turmoil::Builder::new()
+            .rng_seed(options.seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .tick_duration(options.tick)
+            .simulation_duration(Duration::from_secs(24 * 3600))
+            .build();
+        Runner {
+            sim,
+            journal,
+            bug: options.bug,
+            clients: BTreeMap::new(),
+            server_token: Arc::default(),
+            server_incarnation: Arc::default(),
+            pings_blocked: Arc::default(),
+            crashed: BTreeSet::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// Every host: the server (once started) and the clients.
+    fn hosts(&self) -> Vec<String> {
+        let server =
+            (self.server_incarnation.load(Ordering::Relaxed) > 0).then(|| "server".to_owned());
+        server
+            .into_iter()
+            .chain(self.clients.keys().cloned())
+            .collect()
+    }
+
+    /// Runs the simulation for `d`; `false` if a host failed (recorded as a violation).
+    fn wait(&mut self, d: Duration) -> bool {
+        let target = self.sim.elapsed() + d;
+        while self.sim.elapsed() < target {
+            if let Err(err) = self.sim.step() {
+                self.journal
+                    .violation(format!("host software failed: {err}"));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn script_line(&self, text: &str) {
+        self.journal.line_at(self.sim.elapsed(), "script", text);
+    }
+
+    fn run_steps(&mut self, script: &Script) -> bool {
+        for (line, text, step) in &script.steps {
+            self.script_line(text);
+            let where_ = format!("{}:{line}", script.file);
+            if !self.apply(&where_, step) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn send(&mut self, where_: &str, client: &str, cmd: ClientCmd) {
+        match self.clients.get(client) {
+            Some(tx) => {
+                let _ = tx.send(cmd);
+            }
+            None => self.failed.push(format!(
+                "{where_}: there is no client {client:?}; add it first with `client {client}`"
+            )),
+        }
+    }
+
+    fn apply(&mut self, where_: &str, step: &Step) -> bool {
+        match step {
+            Step::Server(flags) => self.start_server(flags.clone()),
+            Step::Client { name, flags } => self.start_client(name, flags.clone(), false),
+            Step::Raw { name } => self.start_client(name, ClientFlags::default(), true),
+            Step::Name { client, nick } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Nick(nick.clone())),
+            ),
+            Step::Say { client, text } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Say(text.clone())),
+            ),
+            Step::SayMany {
+                client,
+                count,
+                text,
+            } => {
+                for i in 1..=*count {
+                    self.send(
+                        where_,
+                        client,
+                        ClientCmd::Session(Command::Say(format!("{text} {i}"))),
+                    );
+                }
+            }
+            Step::Quit { client } => {
+                self.send(where_, client, ClientCmd::Session(Command::Quit(None)))
+            }
+            Step::Close { client } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Quit(Some("Window closed".into()))),
+            ),
+            Step::CtrlC { host } if host == "server" => {
+                if let Some(token) = self
+                    .server_token
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    token.cancel();
+                }
+            }
+            Step::CtrlC { host } => self.send(
+                where_,
+                host,
+                ClientCmd::Session(Command::Quit(Some("Ctrl-C".into()))),
+            ),
+            Step::Write { client, bytes } => {
+                self.send(where_, client, ClientCmd::Write(bytes.clone()))
+            }
+            Step::StopReading { client } => self.send(where_, client, ClientCmd::StopReading),
+            Step::Wait(d) => return self.wait(*d),
+            Step::Partition(a, b) => self.sim.partition(a.as_str(), b.as_str()),
+            Step::Repair(a, b) => self.sim.repair(a.as_str(), b.as_str()),
+            Step::Hold(a, b) => self.sim.hold(a.as_str(), b.as_str()),
+            Step::Release(a, b) => self.sim.release(a.as_str(), b.as_str()),
+            Step::Crash(host) => {
+                // A host that loses power sends nothing more, not even a FIN: cut its links first
+                // (turmoil's crash alone closes its sockets like a killed process would).
+                for other in self.hosts() {
+                    if other != *host {
+                        self.sim.partition(host.as_str(), other.as_str());
+                    }
+                }
+                self.sim.crash(host.as_str());
+                self.crashed.insert(host.clone());
+                let mut r = self.journal.lock();
+                if host == "server" {
+                    let inc = self
+                        .server_incarnation
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(1);
+                    r.servers.entry(inc).or_default().crashed = true;
+                } else if let Some(c) = r.clients.get_mut(host) {
+                    c.crashed = true;
+                }
+            }
+            Step::Restart(host) => {
+                self.crashed.remove(host);
+                for other in self.hosts() {
+                    if other != *host {
+                        self.sim.repair(host.as_str(), other.as_str());
+                    }
+                }
+                self.sim.bounce(host.as_str());
+            }
+            Step::Latency(a, b, d) => self.sim.set_link_latency(a.as_str(), b.as_str(), *d),
+            Step::Jitter(d) => self.sim.set_max_message_latency(*d),
+            Step::Loss(a, b, rate) => self.sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate),
+            Step::BlockPings => self.pings_blocked.store(true, Ordering::Relaxed),
+            Step::UnblockPings => self.pings_blocked.store(false, Ordering::Relaxed),
+            Step::Expect { client, what } => self.expect(where_, client, what),
+        }
+        true
+    }
+
+    fn expect(&mut self, where_: &str, client: &str, what: &Expectation) {
+        let r = self.journal.lock();
+        let Some(c) = r.clients.get(client) else {
+            self.failed
+                .push(format!("{where_}: there is no client {client:?}"));
+            return;
+        };
+        let tail = || {
+            c.seen
+                .iter()
+                .rev()
+                .take(5)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        let problem = match what {
+            Expectation::Saw(text) if !c.seen.iter().any(|l| l.contains(text.as_str())) => {
+                Some(format!(
+                    "expected {client} to have seen {text:?}, but it did not (its last lines: {})",
+                    tail()
+                ))
+            }
+            Expectation::NotSaw(text) => {
+                c.seen.iter().find(|l| l.contains(text.as_str())).map(|l| {
+                    format!("expected {client} not to have seen {text:?}, but it saw {l:?}")
+                })
+            }
+            Expectation::Closed(reason) => match (&c.closed, reason) {
+                (None, _) => Some(format!(
+                    "expected {client} to have closed, but it is still open (its last lines: {})",
+                    tail()
+                )),
+                (Some(got), Some(want)) if !got.contains(want.as_str()) => Some(format!(
+                    "expected {client} to have closed because of {want:?}, but it closed because {got:?}"
+                )),
+                _ => None,
+            },
+            Expectation::Open if c.closed.is_some() || c.crashed => Some(format!(
+                "expected {client} to be open, but it closed: {}",
+                c.closed.clone().unwrap_or("crashed".into())
+            )),
+            _ => None,
+        };
+        drop(r);
+        if let Some(problem) = problem {
+            self.journal.line_at(
+                self.sim.elapsed(),
+                "script",
+                &format!("EXPECTATION FAILED: {problem}"),
+            );
+            self.failed.push(format!("{where_}: {problem}"));
+        }
+    }
+
+    fn start_server(&mut self, flags: ServerFlags) {
+        let journal = self.journal.clone();
+        let token_slot = self.server_token.clone();
+        let incarnation = self.server_incarnation.clone();
+        let blocked = self.pings_blocked.clone();
+        let bug = self.bug;
+        self.sim.host("server", move || {
+            let inc = incarnation.fetch_add(1, Ordering::Relaxed);
+            let token = CancellationToken::new();
+            *token_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+            let core = parla_room::Config {
+                default_room: flags.room.clone(),
+                motd: Vec::new(),
+                ping_interval_ms: flags.ping_interval.as_millis() as u64,
+                ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
+                registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
+                bug,
+                ..parla_room::Config::default()
+            };
+            let options = ServerOptions {
+                core,
+                max_clients: flags.max_clients,
+                sendq_bytes: flags.sendq_bytes,
+                flood: flags.flood,
+                epoch_millis: EPOCH_SECS * 1000,
+                observer: ObserverSlot(Some(Arc::new(journal.server_observer(inc)))),
+                ..ServerOptions::default()
+            };
+            let (journal, blocked) = (journal.clone(), blocked.clone());
+            async move {
+                journal.line("server", &format!("started (incarnation {inc})"));
+                tokio::spawn(echo_responder(blocked));
+                let listener = Sim
+                    .bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT))
+                    .await?;
+                run_server(listener, options, token).await;
+                journal.lock().servers.entry(inc).or_default().shut_down = true;
+                journal.line("server", "stopped");
+                Ok(())
+            }
+        });
+    }
+
+    fn start_client(&mut self, name: &str, flags: ClientFlags, raw: bool) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.clients.insert(name.to_owned(), tx);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let journal = self.journal.clone();
+        journal.lock().clients.entry(name.to_owned()).or_default();
+        let host = name.to_owned();
+        self.sim.host(name, move || {
+            let (rx, journal, host, flags) =
+                (rx.clone(), journal.clone(), host.clone(), flags.clone());
+            async move {
+                let transport = Recorder {
+                    host: host.clone(),
+                    journal: journal.clone(),
+                };
+                let mut rx = rx.lock().await;
+                if raw {
+                    raw_client(&host, &journal, &transport, &mut rx).await
+                } else {
+                    session_client(&host, &journal, &transport, flags, &mut rx).await
+                }
+            }
+        });
+    }
+}
+
+fn closed(journal: &Journal, host: &str, reason: String) {
+    journal
+        .lock()
+        .clients
+        .entry(host.to_owned())
+        .or_default()
+        .closed = Some(reason);
+}
+
+/// A person using Parla's client session.
+async fn session_client(
+    host: &str,
+    journal: &Journal,
+    transport: &Recorder,
+    flags: ClientFlags,
+    rx: &mut mpsc::UnboundedReceiver<ClientCmd>,
+) -> turmoil::Result {
+    let mut config = ClientConfig::new(ServerAddr {
+        host: "server".into(),
+        port: PORT,
+    });
+    config.ping = flags.ping;
+    config.username = host.to_owned();
+    config.connect_timeout = Duration::from_secs(5);
+    config.irc_ping_interval = Duration::from_secs(10);
+    config.irc_ping_timeout = Duration::from_secs(10);
+    let mut client = match client::connect(transport, UdpPinger::default(), config).await {
+        Ok(client) => client,
+        Err(err) => {
+            journal.client_saw(host, &format!("! {err}"));
+            closed(journal, host, err.to_string());
+            return Ok(());
+        }
+    };
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            event = client.events.recv() => {
+                let Some(event) = event else { break };
+                if let Some(text) = summarize(&event) {
+                    journal.client_saw(host, &text);
+                }
+                if let Event::Disconnected(why) = event {
+                    closed(journal, host, why.to_string());
+                    break;
+                }
+            }
+            cmd = rx.recv(), if commands_open => match cmd {
+                Some(ClientCmd::Session(cmd)) => {
+                    let _ = client.commands.send(cmd).await;
+                }
+                Some(_) => {}
+                None => commands_open = false,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The session's events worth a transcript line (the wire lines show the rest).
+fn summarize(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Registered { name, .. } => format!("! registered as {name}"),
+        Event::NameRefused { name, reason } => format!("! name {name:?} refused: {reason}"),
+        Event::PingMissed { consecutive, error } => {
+            format!("! ping missed ({consecutive} in a row): {error}")
+        }
+        Event::PingUnavailable { reason } => format!("! pings unavailable: {reason}"),
+        Event::ServerShutdown { message } => format!("! server shutting down: {message}"),
+        Event::ServerError { text } => format!("! server error: {text}"),
+        Event::Disconnected(why) => format!("! closed: {why}"),
+        _ => return None,
+    })
+}
+
+/// A host that writes raw bytes and reads (or stops reading) what comes back.
+async fn raw_client(
+    host: &str,
+    journal: &Journal,
+    transport: &Recorder,
+    rx: &mut mpsc::UnboundedReceiver<ClientCmd>,
+) -> turmoil::Result {
+    let (stream, _) = match transport.connect("server", PORT).await {
+        Ok(pair) => pair,
+        Err(err) => {
+            journal.client_saw(host, &format!("! could not connect: {err}"));
+            closed(journal, host, err.to_string());
+            return Ok(());
+        }
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buf = vec![0u8; 4096];
+    let (mut reading, mut commands_open) = (true, true);
+    loop {
+        tokio::select! {
+            biased;
+            n = reader.read(&mut buf), if reading => match n {
+                Ok(0) | Err(_) => {
+                    journal.client_saw(host, "! connection closed");
+                    closed(journal, host, "connection closed".into());
+                    break;
+                }
+                Ok(_) => {}
+            },
+            cmd = rx.recv(), if commands_open => match cmd {
+                Some(ClientCmd::Write(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        journal.client_saw(host, "! write failed");
+                    }
+                }
+                Some(ClientCmd::StopReading) => {
+                    reading = false;
+                    journal.lock().clients.entry(host.to_owned()).or_default().stopped_reading = true;
+                }
+                Some(ClientCmd::Session(_)) => {}
+                None => commands_open = false,
+            },
+            _ = std::future::pending::<()>(), if !reading && !commands_open => {}
+        }
+    }
+    Ok(())
+}
