@@ -43,8 +43,7 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// ICMP liveness pings to the server's IP; `None` turns them off.
     pub ping: Option<PingConfig>,
-    /// When ICMP is off or not permitted: after this long without a line from the server, send
-    /// it an IRC `PING`...
+    /// After this long without a line from the server, send it an IRC `PING`...
     pub irc_ping_interval: Duration,
     /// ...and give up if nothing arrives for this long after that.
     pub irc_ping_timeout: Duration,
@@ -365,7 +364,6 @@ pub async fn connect<T: Transport, P: Pinger>(
         members: BTreeMap::new(),
         pending_names: BTreeMap::new(),
         quitting: false,
-        icmp: watcher.is_some(),
         last_rx: Instant::now(),
         irc_ping_sent: false,
     };
@@ -396,8 +394,6 @@ struct Session<S> {
     /// `353` lines collected until `366`.
     pending_names: BTreeMap<String, Vec<String>>,
     quitting: bool,
-    /// Whether ICMP watches the server (else IRC `PING` does).
-    icmp: bool,
     last_rx: Instant,
     irc_ping_sent: bool,
 }
@@ -432,11 +428,12 @@ impl<S: Stream> Session<S> {
         commands: &mut mpsc::Receiver<Command>,
         pings: &mut mpsc::Receiver<PingEvent>,
     ) -> End {
-        let mut pings_open = self.icmp;
+        let mut pings_open = self.config.ping.is_some();
         loop {
-            let silence_deadline = if self.icmp {
-                None
-            } else if self.irc_ping_sent {
+            // ICMP says the server's host is up; only traffic says our connection still is (a
+            // restarted server leaves a half-open connection that pings can't see). So the
+            // session always probes a silent server with an IRC PING, ICMP or not.
+            let silence_deadline = if self.irc_ping_sent {
                 Some(self.last_rx + self.config.irc_ping_interval + self.config.irc_ping_timeout)
             } else {
                 Some(self.last_rx + self.config.irc_ping_interval)
@@ -572,7 +569,6 @@ impl<S: Stream> Session<S> {
                 self.emit(Event::PingMissed { consecutive, error }).await
             }
             PingEvent::Unavailable { reason } => {
-                self.icmp = false;
                 self.emit(Event::PingUnavailable { reason }).await;
             }
             PingEvent::Failed { misses, target } => {

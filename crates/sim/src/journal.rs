@@ -33,6 +33,8 @@ pub struct Records {
     pub servers: BTreeMap<u32, ServerSnapshot>,
     /// Broken invariants seen while running.
     pub violations: Vec<String>,
+    /// When the run ended (simulated time).
+    pub ended_at: Duration,
 }
 
 /// One client host's view.
@@ -59,8 +61,8 @@ pub struct ClientRecord {
 pub struct ConnRecord {
     /// The client's address.
     pub peer: Option<SocketAddr>,
-    /// Every line the core queued for it, in order.
-    pub queued: Vec<String>,
+    /// Every line the core queued for it, in order, with when.
+    pub queued: Vec<(Duration, String)>,
     /// The core closed it (after queueing `ERROR`).
     pub closed: bool,
 }
@@ -115,6 +117,9 @@ impl Journal {
     pub fn violation(&self, text: String) {
         let line = format!("{:>9.3}s VIOLATION {text}", now().as_secs_f64());
         let mut records = self.lock();
+        if records.violations.contains(&text) {
+            return;
+        }
         records.transcript.push(line);
         records.violations.push(text);
     }
@@ -134,14 +139,18 @@ impl Journal {
         ServerWatch {
             journal: self.clone(),
             incarnation,
+            relayed: Mutex::default(),
         }
     }
 }
 
-/// Watches one server incarnation's core: records what it queues, checks names at every change.
+/// Watches one server incarnation's core: records what it queues, and at every change checks
+/// that names are unique and that each room message went to every member of the room.
 pub struct ServerWatch {
     journal: Journal,
     incarnation: u32,
+    /// Room messages queued during the current input: (line without tags, recipient).
+    relayed: Mutex<Vec<(String, ConnId)>>,
 }
 
 impl Observer for ServerWatch {
@@ -159,11 +168,21 @@ impl Observer for ServerWatch {
                 let text = String::from_utf8_lossy(line)
                     .trim_end_matches("\r\n")
                     .to_owned();
+                let untagged = match text.strip_prefix('@') {
+                    Some(rest) => rest.split_once(' ').map_or("", |(_, l)| l),
+                    None => &text,
+                };
+                if room_message(untagged).is_some() {
+                    self.relayed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((untagged.to_owned(), *to));
+                }
                 r.conns
                     .entry((self.incarnation, to.0))
                     .or_default()
                     .queued
-                    .push(text);
+                    .push((now(), text));
             }
             Output::Close { conn, reason } => {
                 r.conns
@@ -202,7 +221,36 @@ impl Observer for ServerWatch {
             self.journal
                 .violation(format!("names not unique: {name:?} is held twice"));
         }
+        // Every room message went to every member of the room but (maybe) its sender.
+        let relayed = std::mem::take(&mut *self.relayed.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut by_line: BTreeMap<&str, Vec<ConnId>> = BTreeMap::new();
+        for (line, to) in &relayed {
+            by_line.entry(line).or_default().push(*to);
+        }
+        for (line, recipients) in by_line {
+            let Some((sender, room)) = room_message(line) else {
+                continue;
+            };
+            let got: Vec<&str> = recipients.iter().filter_map(|c| core.nick(*c)).collect();
+            for member in core.room_members(room).unwrap_or_default() {
+                if !member.eq_ignore_ascii_case(sender) && !got.contains(&member) {
+                    self.journal
+                        .violation(format!("{member} is in {room} but was not sent {line:?}"));
+                }
+            }
+        }
     }
+}
+
+/// `(sender, room)` if `line` (without tags) is a message relayed to a room.
+fn room_message(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix(':')?;
+    let (source, rest) = rest.split_once(' ')?;
+    let (verb, rest) = rest.split_once(' ')?;
+    let room = rest.split(' ').next()?;
+    let sender = source.split('!').next()?;
+    (matches!(verb, "PRIVMSG" | "NOTICE") && room.starts_with('#') && source.contains('!'))
+        .then_some((sender, room))
 }
 
 /// A transport that records, per client host, every line read and written.

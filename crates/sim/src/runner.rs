@@ -106,6 +106,7 @@ pub fn run(script: &Script, options: &RunOptions) -> Outcome {
     if completed {
         runner.wait(options.settle);
     }
+    journal.lock().ended_at = runner.sim.elapsed();
     let mut failed = std::mem::take(&mut runner.failed);
     drop(runner);
     let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
