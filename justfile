@@ -4,9 +4,9 @@
 server *ARGS:
     cargo run --release -p parla-net --bin parla-server -- {{ARGS}}
 
-# Start the client (terminal mode for now); e.g. `just client 127.0.0.1 --name alice`.
+# Start the desktop client; e.g. `just client 127.0.0.1 --name alice` (add --headless for the terminal).
 client *ARGS:
-    cargo run --release -p parla-gui --bin parla -- --headless {{ARGS}}
+    cargo run --release -p parla-gui --bin parla -- {{ARGS}}
 
 # Run every test (what CI runs after fmt and clippy).
 test:
@@ -16,7 +16,99 @@ test:
 ci:
     bash .ci/run
 
-# Run the simulation tests (the real server and client inside turmoil).
+# Every simulation scenario, the CI-sized explorer run and the teeth tests.
 sim:
     cargo test -p parla-sim
 
+# A long exploration: `just explore 5000 10000` runs seeds 10000..15000 (release build).
+explore SEEDS="2000" START="0":
+    cargo run --release -p parla-sim -- explore --seeds {{SEEDS}} --start {{START}}
+
+# Replay one explored seed and print its script and transcript.
+replay SEED:
+    cargo run --release -p parla-sim -- replay --seed {{SEED}}
+
+# Review changed simulation transcripts (needs `cargo install cargo-insta`).
+review:
+    cargo insta review
+
+# The people are headless clients fed line by line; the window is typed into with xdotool. Uses
+# the debug build: dependencies are optimised in it anyway, and it shares the test build's work.
+
+# Save docs/screenshot.png: the window under Xvfb with a few people chatting (installs xvfb, imagemagick, xdotool).
+screenshot:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    need=()
+    command -v Xvfb >/dev/null || need+=(xvfb)
+    command -v import >/dev/null || need+=(imagemagick)
+    command -v xdotool >/dev/null || need+=(xdotool)
+    if ((${#need[@]})); then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+    cargo build -p parla-net --bin parla-server -p parla-gui --bin parla
+    bin=target/debug
+    work=$(mktemp -d)
+    pids=()
+    cleanup() {
+        for fd in 3 4 5; do eval "exec $fd>&-" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+        rm -rf "$work"
+    }
+    trap cleanup EXIT
+    # A free port and a free display.
+    port=18080
+    while (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+    display=99
+    while [ -e "/tmp/.X$display-lock" ]; do display=$((display + 1)); done
+    "$bin/parla-server" --listen "127.0.0.1:$port" --motd "Welcome to Parla! Be kind." >"$work/server.log" 2>&1 &
+    pids+=($!)
+    until (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+    Xvfb ":$display" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+    pids+=($!)
+    until [ -e "/tmp/.X11-unix/X$display" ]; do sleep 0.1; done
+    export DISPLAY=":$display"
+    # The window, as "ana".
+    "$bin/parla" "127.0.0.1:$port" --name ana >"$work/gui.log" 2>&1 &
+    gui=$!
+    wid=$(xdotool search --sync --name '^Parla$' | head -n 1)
+    xdotool windowfocus --sync "$wid"
+    sleep 2
+    # The others: terminal clients, one FIFO each for what they type.
+    person() { # NAME FD
+        mkfifo "$work/$1"
+        "$bin/parla" --headless "127.0.0.1:$port" --name "$1" --no-ping <"$work/$1" >"$work/$1.log" 2>&1 &
+        pids+=($!)
+        eval "exec $2>\"$work/$1\""
+        sleep 0.7
+    }
+    says() { echo "$2" >&"$1"; sleep 0.6; }
+    ana() { xdotool type --delay 15 "$1"; xdotool key Return; sleep 0.6; }
+    person ben 3
+    person chiara 4
+    person dmitri 5
+    says 3 "Morning all! Has anyone tried the new desktop client yet?"
+    ana "I'm in it right now. Names get their own colours, and it never freezes."
+    says 4 "/me waves from the terminal client"
+    says 5 "Long lines wrap instead of running off the side: the quick brown fox jumps over the lazy dog, again and again, until this line is long enough to need a second row in the window."
+    says 3 "/msg ana are you coming to the meetup on Friday?"
+    ana "/msg ben Yes! See you there."
+    says 5 "/nick dima"
+    says 4 "Nice. /help in the window lists the commands."
+    xdotool type --delay 15 "Typing a reply"
+    sleep 1
+    mkdir -p docs
+    import -window "$wid" docs/screenshot.png
+    # Leave the way a person would; the window closes by itself.
+    xdotool key ctrl+a
+    ana "quit"
+    for _ in $(seq 50); do kill -0 "$gui" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$gui" 2>/dev/null; then
+        echo "the window did not close within 10 s of typing quit" >&2
+        exit 1
+    fi
+    code=0; wait "$gui" || code=$?
+    echo "saved docs/screenshot.png (the window exited with $code)"

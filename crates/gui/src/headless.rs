@@ -15,6 +15,15 @@ use crate::input::{self, Input};
 
 /// Runs the terminal client to the end; returns the process exit code.
 pub async fn run(args: Args) -> i32 {
+    // Registered first, so a Ctrl-C at any moment leaves cleanly instead of killing us.
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                eprintln!("parla: could not install the Ctrl-C handler: {err}");
+                return 1;
+            }
+        };
     let mut lines = stdin_lines();
     let addr = match &args.addr {
         Some(text) => match text.parse::<ServerAddr>() {
@@ -26,7 +35,12 @@ pub async fn run(args: Args) -> i32 {
         },
         None => loop {
             prompt("Server address (host or host:port, port 8080 by default): ");
-            let Some(line) = lines.recv().await else {
+            let line = tokio::select! {
+                line = lines.recv() => line,
+                _ = interrupt.recv() => None,
+            };
+            let Some(line) = line else {
+                println!();
                 return 0;
             };
             match line.parse::<ServerAddr>() {
@@ -36,22 +50,27 @@ pub async fn run(args: Args) -> i32 {
         },
     };
     println!("Connecting to {addr}...");
-    let mut client =
-        match client::connect(&Tcp, IcmpPinger::new(), args.client_config(addr.clone())).await {
-            Ok(client) => client,
-            Err(err) => {
-                eprintln!("parla: {err}");
-                return 1;
-            }
-        };
+    let connecting = client::connect(&Tcp, IcmpPinger::new(), args.client_config(addr.clone()));
+    let connected = tokio::select! {
+        connected = connecting => connected,
+        _ = interrupt.recv() => {
+            println!("Cancelled.");
+            return 0;
+        }
+    };
+    let mut client = match connected {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("parla: {err}");
+            return 1;
+        }
+    };
     println!("Connected to {}.", client.server);
     let mut naming = true;
     match &args.name {
         Some(name) => send(&client.commands, Command::Nick(name.clone())).await,
         None => prompt("Choose a name: "),
     }
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut ctrl_c_seen = false;
     let mut stdin_open = true;
     loop {
@@ -75,7 +94,7 @@ pub async fn run(args: Args) -> i32 {
                     other => show(&other),
                 }
             }
-            _ = &mut ctrl_c, if !ctrl_c_seen => {
+            _ = interrupt.recv(), if !ctrl_c_seen => {
                 ctrl_c_seen = true;
                 println!();
                 send(&client.commands, Command::Quit(Some("Ctrl-C".into()))).await;

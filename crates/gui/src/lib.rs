@@ -1,9 +1,17 @@
-//! `parla-gui`: the `parla` client.
+//! `parla-gui`: the `parla` client, a desktop window (or a terminal client with `--headless`).
 //!
+//! - [`app`]: the window: [`ParlaApp`] (connect screen, chat screen, every way to close).
+//! - [`chat`]: what the chat screen shows (lines, members, status, long-input rules), no egui.
+//! - [`net_thread`]: the thread that owns the tokio runtime and the session for the window.
 //! - [`input`]: what a person types, as commands (`quit`, `/nick`, `/me`, `/msg`, `/join`).
 //! - [`headless`]: the terminal client (`parla --headless`): reads stdin, prints the room.
 //! - [`cli`]: the command-line flags shared by every front end.
 
+pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod headless;
 pub mod input;
+pub mod net_thread;
+
+pub use app::{AppConfig, ParlaApp};

@@ -1,7 +1,14 @@
-//! `parla`: the Parla chat client. `--headless` runs it in the terminal.
+//! `parla`: the Parla chat client. Opens a window; `--headless` runs it in the terminal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::Parser;
+use eframe::egui;
 use parla_gui::cli::Args;
+use parla_gui::{AppConfig, ParlaApp};
+use parla_net::IcmpPinger;
+use parla_net::addr::ServerAddr;
 
 fn main() {
     let args = Args::parse();
@@ -12,12 +19,15 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    if !args.headless {
-        eprintln!(
-            "parla: this build has only the terminal client; run `parla --headless [ADDR]` (the desktop window is not part of it yet)"
-        );
-        std::process::exit(2);
-    }
+    let code = if args.headless {
+        run_headless(args)
+    } else {
+        run_window(args)
+    };
+    std::process::exit(code);
+}
+
+fn run_headless(args: Args) -> i32 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -26,5 +36,55 @@ fn main() {
     let code = runtime.block_on(parla_gui::headless::run(args));
     // The stdin thread may still be blocked in read(): don't wait for it.
     runtime.shutdown_background();
-    std::process::exit(code);
+    code
+}
+
+fn run_window(args: Args) -> i32 {
+    if let Some(Err(err)) = args.addr.as_deref().map(str::parse::<ServerAddr>) {
+        eprintln!("parla: {err}");
+        return 2;
+    }
+    let exit_code = Arc::new(AtomicI32::new(0));
+    let flags = args.clone();
+    let mut config = AppConfig::new(Box::new(move |addr| flags.client_config(addr)));
+    config.addr = args.addr.clone();
+    config.name = args.name.clone();
+    config.exit_code = exit_code.clone();
+    // Ctrl-C in the terminal: the network thread sends QUIT and the window closes (exit 0).
+    config.interrupt = Some(Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling here: never fire rather than quit at once.
+            std::future::pending::<()>().await;
+        }
+    }));
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Parla")
+            .with_app_id("parla")
+            .with_inner_size([960.0, 640.0])
+            .with_min_inner_size([560.0, 380.0]),
+        ..Default::default()
+    };
+    let started = eframe::run_native(
+        "Parla",
+        options,
+        Box::new(move |cc| {
+            Ok(Box::new(ParlaApp::new(
+                &cc.egui_ctx,
+                config,
+                IcmpPinger::new,
+            )))
+        }),
+    );
+    match started {
+        Ok(()) => exit_code.load(Ordering::SeqCst),
+        Err(err) => {
+            let err = err.to_string();
+            eprintln!(
+                "parla: could not open the window: {}. Without a display, use `parla --headless`.",
+                err.trim_end_matches('.')
+            );
+            1
+        }
+    }
 }

@@ -144,11 +144,11 @@ mod tests {
     }
 
     #[rstest]
-    #[case::crlf(&[b"NICK a\r\nUSER b\r\n"], vec![line(b"NICK a"), line(b"USER b")])]
-    #[case::lf(&[b"NICK a\nUSER b\n"], vec![line(b"NICK a"), line(b"USER b")])]
-    #[case::split_across_reads(&[b"NI", b"CK a\r", b"\nUS", b"ER b\n"], vec![line(b"NICK a"), line(b"USER b")])]
-    #[case::empty_lines(&[b"\r\n\n"], vec![line(b""), line(b"")])]
-    #[case::invalid_utf8_passes_through(&[b"PRIVMSG #a :\xff\r\n"], vec![line(b"PRIVMSG #a :\xff")])]
+    #[case::crlf(&[b"NICK a\r\nUSER b\r\n".as_slice()], vec![line(b"NICK a"), line(b"USER b")])]
+    #[case::lf(&[b"NICK a\nUSER b\n".as_slice()], vec![line(b"NICK a"), line(b"USER b")])]
+    #[case::split_across_reads(&[b"NI".as_slice(), b"CK a\r".as_slice(), b"\nUS".as_slice(), b"ER b\n".as_slice()], vec![line(b"NICK a"), line(b"USER b")])]
+    #[case::empty_lines(&[b"\r\n\n".as_slice()], vec![line(b""), line(b"")])]
+    #[case::invalid_utf8_passes_through(&[b"PRIVMSG #a :\xff\r\n".as_slice()], vec![line(b"PRIVMSG #a :\xff")])]
     fn frames(#[case] chunks: &[&[u8]], #[case] expected: Vec<Frame>) {
         assert_eq!(decode_all(&mut LineCodec::new(64), chunks, false), expected);
     }

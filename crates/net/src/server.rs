@@ -76,7 +76,11 @@ pub struct ObserverSlot(pub Option<Arc<dyn Observer>>);
 
 impl std::fmt::Debug for ObserverSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(Observer)" } else { "None" })
+        f.write_str(if self.0.is_some() {
+            "Some(Observer)"
+        } else {
+            "None"
+        })
     }
 }
 
@@ -448,11 +452,11 @@ impl Connection {
                 biased;
                 _ = self.abort.cancelled() => break "server shut down".into(),
                 _ = sleep_until_opt(deadline) => break "flush deadline passed".into(),
-                written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                    if let Err(err) = written {
-                        break format!("write error: {err}");
-                    }
-                }
+                written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => match written {
+                    Ok(0) => break "write error: the connection accepts no more data".into(),
+                    Ok(_) => {}
+                    Err(err) => break format!("write error: {err}"),
+                },
                 _ = self.outbox.notify.notified(), if wbuf.is_empty() => {}
                 frame = lines.next(), if can_read => match frame {
                     Some(Ok(frame)) => {
@@ -536,13 +540,17 @@ impl Bucket {
     /// `None` if a line may be read now, else when the next token will be there.
     fn ready_at(&mut self, now: Instant) -> Option<Instant> {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        // Float refills can stop a hair short of a whole token; that counts as one.
+        if self.tokens >= 1.0 - 1e-9 {
             return None;
         }
         if self.config.per_second <= 0.0 {
             return Some(now + Duration::from_secs(3600));
         }
-        Some(now + Duration::from_secs_f64((1.0 - self.tokens) / self.config.per_second))
+        // Never less than a millisecond: a zero wait would be ready at once, and under simulated
+        // time (which stands still within a tick) the task would spin forever.
+        let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.config.per_second);
+        Some(now + wait.max(Duration::from_millis(1)))
     }
 }
 
@@ -574,6 +582,31 @@ mod tests {
             b.take(later);
         }
         assert!(b.ready_at(later).is_some());
+    }
+
+    /// Regression (found by the simulation, scenario 07 with seed 3): a refill that stopped a
+    /// hair short of a whole token gave a zero wait, and the connection task spun forever under
+    /// simulated time.
+    #[test]
+    fn bucket_never_asks_for_a_zero_wait() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(
+            FloodControl {
+                burst: 1,
+                per_second: 5.0,
+            },
+            t0,
+        );
+        b.take(t0);
+        b.tokens = 1.0 - 1e-12;
+        assert_eq!(
+            b.ready_at(t0),
+            None,
+            "within rounding of a token counts as one"
+        );
+        b.tokens = 0.999_999;
+        let at = b.ready_at(t0).expect("not yet a token");
+        assert!(at - t0 >= Duration::from_millis(1), "{:?}", at - t0);
     }
 
     #[test]

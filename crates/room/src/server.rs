@@ -1282,7 +1282,9 @@ impl Server {
                 #[cfg(feature = "deliberate-bugs")]
                 {
                     self.relayed += 1;
-                    if self.config.bug == Some(Bug::DropForOneMember) && self.relayed.is_multiple_of(5) {
+                    if self.config.bug == Some(Bug::DropForOneMember)
+                        && self.relayed.is_multiple_of(5)
+                    {
                         let second = room.members.iter().nth(1).copied();
                         to.retain(|&m| Some(m) != second);
                     }

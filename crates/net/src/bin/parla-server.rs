@@ -76,6 +76,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -144,27 +145,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             args.listen
         )
     })?;
+    // Handlers are installed before serving, so a Ctrl-C at any moment shuts down cleanly.
+    let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
     parla_net::run(listener, options, shutdown).await;
     Ok(())
 }
 
-async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        warn!("could not install signal handlers; stop the server with SIGKILL");
-        return;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
-    info!(signal = name, "shutdown requested");
-    token.cancel();
+/// SIGINT and SIGTERM, registered with the kernel as soon as they exist.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("could not install the Ctrl-C handler")?,
+            term: signal(SignalKind::terminate())
+                .context("could not install the SIGTERM handler")?,
+        })
+    }
+
+    async fn cancel_on_signal(mut self, token: CancellationToken) {
+        let name = tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        };
+        info!(signal = name, "shutdown requested");
+        token.cancel();
+    }
 }
 
 /// Many clients need many file descriptors: raise the soft limit to the hard one.

@@ -1,0 +1,446 @@
+//! What the chat screen shows, kept apart from how it is drawn: the lines of the room, the
+//! members, the status, and the rules for long input. [`Chat::apply`] folds session events into
+//! it; `app.rs` draws it. No egui here, so it is tested on its own.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use parla_net::client::{Event, MessageKind, split_text};
+
+/// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
+/// the work of each frame: egui lays out every line of the scroll area).
+pub const MAX_LINES: usize = 2000;
+
+/// The most a person may send in one go. The session splits anything longer than one IRC line
+/// (512 bytes with the prefix) into several messages, so this is about the flood a paste may
+/// cause (about ten messages), not about the protocol.
+pub const MAX_INPUT_BYTES: usize = 4096;
+
+/// One line in the message area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Local wall-clock time, `HH:MM`.
+    pub time: String,
+    /// What it is.
+    pub kind: LineKind,
+}
+
+/// The kinds of line, each drawn differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineKind {
+    /// Someone (maybe us) said something.
+    Message {
+        /// The sender.
+        from: String,
+        /// The text.
+        text: String,
+        /// Message, `/me` action, or notice.
+        kind: MessageKind,
+        /// We sent it.
+        own: bool,
+        /// A direct message: the other person (the recipient of ours, the sender of theirs).
+        direct: Option<String>,
+        /// The room, when it is not the current one.
+        room: Option<String>,
+    },
+    /// Joins, leaves, renames, server notices: quieter.
+    System(String),
+    /// Something went wrong or was refused: stands out.
+    Error(String),
+}
+
+impl Line {
+    /// The line as plain text: what a screen reader reads and what tests look for.
+    pub fn plain(&self) -> String {
+        let body = match &self.kind {
+            LineKind::Message {
+                from,
+                text,
+                kind,
+                own,
+                direct,
+                room,
+            } => {
+                let room = room.as_ref().map(|r| format!("[{r}] ")).unwrap_or_default();
+                let dm = match (direct, own) {
+                    (Some(to), true) => format!("(direct to {to}) "),
+                    (Some(_), false) => "(direct) ".to_owned(),
+                    (None, _) => String::new(),
+                };
+                match kind {
+                    MessageKind::Normal => format!("{room}{from}: {dm}{text}"),
+                    MessageKind::Action => format!("{room}* {from} {dm}{text}"),
+                    MessageKind::Notice => format!("{room}-{from}- {dm}{text}"),
+                }
+            }
+            LineKind::System(text) | LineKind::Error(text) => text.clone(),
+        };
+        format!("{} {body}", self.time)
+    }
+}
+
+/// The state of the ICMP liveness pings, for the status bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PingStatus {
+    /// Not pinging (`--no-ping`, or not connected).
+    #[default]
+    Off,
+    /// Pinging; no answer yet.
+    Waiting,
+    /// The last ping came back after this long.
+    Rtt(Duration),
+    /// This many pings in a row went unanswered.
+    Missed(u32),
+    /// ICMP is not permitted here; the session watches the server with IRC `PING` instead.
+    Unavailable,
+}
+
+impl PingStatus {
+    /// For the status bar.
+    pub fn describe(&self) -> String {
+        match self {
+            PingStatus::Off => "ping off".to_owned(),
+            PingStatus::Waiting => "ping …".to_owned(),
+            PingStatus::Rtt(rtt) => format!("ping {:.1} ms", rtt.as_secs_f64() * 1000.0),
+            PingStatus::Missed(n) => format!("ping missed ({n} in a row)"),
+            PingStatus::Unavailable => "ping unavailable (IRC PING instead)".to_owned(),
+        }
+    }
+}
+
+/// Everything the chat screen shows.
+#[derive(Debug, Clone, Default)]
+pub struct Chat {
+    /// The scrollback, oldest first, at most [`MAX_LINES`].
+    pub lines: VecDeque<Line>,
+    /// Our name, once registered.
+    pub me: Option<String>,
+    /// The server's name (from its welcome).
+    pub server_name: Option<String>,
+    /// The room that `Say` goes to.
+    pub room: Option<String>,
+    /// Topics by casefolded room.
+    pub topics: BTreeMap<String, String>,
+    /// Members by casefolded room, sorted.
+    pub members: BTreeMap<String, Vec<String>>,
+    /// Liveness.
+    pub ping: PingStatus,
+}
+
+impl Chat {
+    /// Adds a line at `time` (`HH:MM`), dropping the oldest beyond [`MAX_LINES`].
+    pub fn push(&mut self, time: String, kind: LineKind) {
+        if self.lines.len() == MAX_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(Line { time, kind });
+    }
+
+    /// A quiet line, stamped now.
+    pub fn system(&mut self, text: impl Into<String>) {
+        self.push(clock(None), LineKind::System(text.into()));
+    }
+
+    /// A line that stands out, stamped now.
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.push(clock(None), LineKind::Error(text.into()));
+    }
+
+    /// The members of the current room.
+    pub fn current_members(&self) -> &[String] {
+        self.room
+            .as_ref()
+            .and_then(|r| self.members.get(&fold(r)))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The topic of the current room, if it has one.
+    pub fn current_topic(&self) -> Option<&str> {
+        self.room
+            .as_ref()
+            .and_then(|r| self.topics.get(&fold(r)))
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+    }
+
+    fn is_me(&self, name: &str) -> bool {
+        self.me.as_deref().is_some_and(|me| fold(me) == fold(name))
+    }
+
+    fn is_current(&self, room: &str) -> bool {
+        self.room.as_deref().is_some_and(|r| fold(r) == fold(room))
+    }
+
+    /// Folds one session event into what is shown. Lifecycle events (name refused,
+    /// disconnected) are the app's business; this only records what the person should see.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Registered { name, server } => {
+                self.me = Some(name.clone());
+                self.server_name = (!server.is_empty()).then(|| server.clone());
+            }
+            Event::Joined { room } => {
+                self.room = Some(room.clone());
+                self.system(format!("You joined {room}."));
+            }
+            Event::Members { room, names } => {
+                self.members.insert(fold(room), names.clone());
+            }
+            Event::Message {
+                from,
+                target,
+                text,
+                kind,
+                own,
+                time,
+            } => {
+                let is_room = target.starts_with(['#', '&']);
+                let direct = (!is_room).then(|| if *own { target.clone() } else { from.clone() });
+                let room = (is_room && !self.is_current(target)).then(|| target.clone());
+                self.push(
+                    clock(time.as_deref()),
+                    LineKind::Message {
+                        from: from.clone(),
+                        text: text.clone(),
+                        kind: *kind,
+                        own: *own,
+                        direct,
+                        room,
+                    },
+                );
+            }
+            Event::UserJoined { room, name } => self.system(format!("→ {name} joined {room}")),
+            Event::UserLeft { room, name, reason } => match reason {
+                Some(r) if !r.is_empty() => self.system(format!("← {name} left {room} ({r})")),
+                _ => self.system(format!("← {name} left {room}")),
+            },
+            Event::UserQuit { name, reason } => self.system(format!("← {name} quit ({reason})")),
+            Event::Renamed { old, new } => {
+                if self.is_me(old) {
+                    self.me = Some(new.clone());
+                    self.system(format!("You are now known as {new}"));
+                } else {
+                    self.system(format!("{old} is now known as {new}"));
+                }
+            }
+            Event::Topic { room, topic } => {
+                self.topics.insert(fold(room), topic.clone());
+                if topic.is_empty() {
+                    self.system(format!("The topic of {room} was cleared"));
+                } else {
+                    self.system(format!("Topic of {room}: {topic}"));
+                }
+            }
+            Event::ServerInfo { text } => self.system(text.clone()),
+            Event::ServerError { text } => self.error(text.clone()),
+            Event::PingReply { rtt } => self.ping = PingStatus::Rtt(*rtt),
+            Event::PingMissed { consecutive, error } => {
+                self.ping = PingStatus::Missed(*consecutive);
+                self.error(format!("Ping {consecutive} unanswered: {error}"));
+            }
+            Event::PingUnavailable { reason } => {
+                self.ping = PingStatus::Unavailable;
+                self.system(format!(
+                    "ICMP pings are not possible here; watching the connection with IRC PING instead. ({reason})"
+                ));
+            }
+            Event::ServerShutdown { message } => {
+                self.error(format!("The server is shutting down: {message}"));
+            }
+            Event::NameRefused { .. } | Event::Disconnected(_) => {}
+        }
+    }
+}
+
+/// IRC casefolding as Parla does it (ASCII only).
+pub fn fold(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// The local wall-clock time of a message: the server's `server-time` if given, else now.
+pub fn clock(time: Option<&str>) -> String {
+    let local = time
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Local))
+        .unwrap_or_else(chrono::Local::now);
+    local.format("%H:%M").to_string()
+}
+
+/// Which colour of a palette of `len` a name gets: FNV-1a of the casefolded name, so the same
+/// person keeps the same colour across messages, renames of case, runs and machines (std's
+/// hasher is randomly seeded).
+pub fn colour_index(name: &str, len: usize) -> usize {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in fold(name).bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash as usize % len.max(1)
+}
+
+/// What sending a typed text will do, for the note above the input box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPlan {
+    /// One message.
+    One,
+    /// Split by the session into this many messages (nothing is cut).
+    Split(usize),
+    /// Refused: too long (this many bytes, more than [`MAX_INPUT_BYTES`]).
+    TooLong(usize),
+}
+
+/// How `text` sent by `nick` to `target` will go out. Mirrors the session's own budget
+/// (`Session::say` in `parla_net::client`): 512 bytes minus the prefix the server adds
+/// (`:nick!~user@host`, allowing a 16-byte user and a 64-byte host), the verb and target, and
+/// the CTCP framing of an action; one message per non-blank line.
+pub fn send_plan(text: &str, nick: &str, target: &str, action: bool) -> SendPlan {
+    if text.len() > MAX_INPUT_BYTES {
+        return SendPlan::TooLong(text.len());
+    }
+    let overhead = 1
+        + nick.len()
+        + 1
+        + 16
+        + 1
+        + 64
+        + " PRIVMSG ".len()
+        + target.len()
+        + 2
+        + 2
+        + if action { 9 } else { 0 };
+    let budget = 512usize.saturating_sub(overhead).max(64);
+    let pieces: usize = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| split_text(l, budget).len())
+        .sum();
+    if pieces > 1 {
+        SendPlan::Split(pieces)
+    } else {
+        SendPlan::One
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parla_net::client::Disconnect;
+
+    fn msg(from: &str, target: &str, text: &str, own: bool) -> Event {
+        Event::Message {
+            from: from.into(),
+            target: target.into(),
+            text: text.into(),
+            kind: MessageKind::Normal,
+            own,
+            time: Some("2026-01-02T03:04:05.000Z".into()),
+        }
+    }
+
+    #[test]
+    fn colours_are_stable_and_ignore_case() {
+        assert_eq!(colour_index("Alice", 12), colour_index("alice", 12));
+        assert_eq!(colour_index("ALICE", 12), colour_index("alice", 12));
+        // Pinned: the colour of a name must not change between releases.
+        assert_eq!(colour_index("alice", 12), 11);
+        let spread: std::collections::BTreeSet<_> = ["alice", "bob", "carol", "dave", "erin"]
+            .iter()
+            .map(|n| colour_index(n, 12))
+            .collect();
+        assert!(spread.len() >= 3, "names should not all share a colour");
+    }
+
+    #[test]
+    fn messages_direct_messages_and_other_rooms_read_well() {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Registered {
+            name: "alice".into(),
+            server: "parla.local".into(),
+        });
+        chat.apply(&Event::Joined {
+            room: "#lobby".into(),
+        });
+        chat.apply(&msg("bob", "#lobby", "hi", false));
+        chat.apply(&msg("alice", "bob", "psst", true));
+        chat.apply(&msg("bob", "alice", "yes?", false));
+        chat.apply(&msg("carol", "#rust", "borrowck", false));
+        let texts: Vec<String> = chat
+            .lines
+            .iter()
+            .map(|l| l.plain()[6..].to_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "You joined #lobby.",
+                "bob: hi",
+                "alice: (direct to bob) psst",
+                "bob: (direct) yes?",
+                "[#rust] carol: borrowck",
+            ]
+        );
+        assert!(matches!(
+            &chat.lines[2].kind,
+            LineKind::Message { own: true, direct: Some(to), .. } if to == "bob"
+        ));
+    }
+
+    #[test]
+    fn members_follow_the_current_room_and_renames_of_me() {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Registered {
+            name: "alice".into(),
+            server: String::new(),
+        });
+        chat.apply(&Event::Joined {
+            room: "#Lobby".into(),
+        });
+        chat.apply(&Event::Members {
+            room: "#lobby".into(),
+            names: vec!["alice".into(), "bob".into()],
+        });
+        assert_eq!(chat.current_members(), ["alice", "bob"]);
+        chat.apply(&Event::Renamed {
+            old: "Alice".into(),
+            new: "al".into(),
+        });
+        assert_eq!(chat.me.as_deref(), Some("al"));
+        chat.apply(&Event::Disconnected(Disconnect::Quit));
+        assert_eq!(
+            chat.lines.back().unwrap().kind,
+            LineKind::System("You are now known as al".into())
+        );
+    }
+
+    #[test]
+    fn scrollback_is_bounded() {
+        let mut chat = Chat::default();
+        for i in 0..MAX_LINES + 10 {
+            chat.system(format!("line {i}"));
+        }
+        assert_eq!(chat.lines.len(), MAX_LINES);
+        assert_eq!(chat.lines[0].kind, LineKind::System("line 10".into()));
+    }
+
+    #[test]
+    fn long_input_is_split_or_refused_never_cut() {
+        assert_eq!(send_plan("hello", "alice", "#lobby", false), SendPlan::One);
+        assert_eq!(
+            send_plan(&"word ".repeat(200), "alice", "#lobby", false),
+            SendPlan::Split(3)
+        );
+        assert_eq!(
+            send_plan("one\ntwo\n\nthree", "alice", "#lobby", false),
+            SendPlan::Split(3)
+        );
+        let huge = "x".repeat(MAX_INPUT_BYTES + 1);
+        assert_eq!(
+            send_plan(&huge, "alice", "#lobby", false),
+            SendPlan::TooLong(MAX_INPUT_BYTES + 1)
+        );
+        assert_eq!(
+            send_plan(&"x".repeat(MAX_INPUT_BYTES), "alice", "#lobby", false),
+            SendPlan::Split(11)
+        );
+    }
+}

@@ -1,0 +1,739 @@
+//! The window, driven headlessly by egui_kittest against a real Parla server on 127.0.0.1.
+//!
+//! Every test runs the real app (its network thread, the real client session, real TCP) and a
+//! real in-process server; other people are raw IRC clients speaking bytes over TCP. Widgets
+//! are found by their labels and roles, the way a screen reader finds them. Waiting for the
+//! network is a bounded loop of harness steps that checks the state each step, never a fixed
+//! sleep.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Key, Modifiers, Role, ViewportCommand, ViewportEvent, ViewportId};
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use parla_gui::app::{ConnState, Screen};
+use parla_gui::{AppConfig, ParlaApp};
+use parla_net::client::ClientConfig;
+use parla_net::ping::{PingConfig, PingError, Pinger};
+use parla_net::{Listener, ServerOptions, Tcp, Transport};
+use tokio_util::sync::CancellationToken;
+
+/// How long any one wait for the network may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+// ---- A real server -------------------------------------------------------------------------
+
+/// A Parla server on 127.0.0.1 with its own runtime on a background thread.
+struct TestServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = Tcp
+                    .bind("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let options = ServerOptions {
+                    shutdown_grace: Duration::from_secs(1),
+                    // Real wall-clock time, so that message times read like the time of day.
+                    epoch_millis: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64,
+                    ..ServerOptions::default()
+                };
+                parla_net::run(listener, options, token).await;
+            });
+        });
+        let addr = rx.recv_timeout(PATIENCE).expect("the server starts");
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// What a person types into the address field.
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Ctrl-C on the server: every client is told it is shutting down.
+    fn shut_down(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the server thread ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+// ---- Another person: a raw IRC client ------------------------------------------------------
+
+/// Someone else in the room, speaking raw IRC.
+struct Raw {
+    nick: String,
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// A line read in part before a read timed out.
+    partial: String,
+}
+
+impl Raw {
+    /// Connects and registers as `nick` (Parla puts everyone in #lobby).
+    fn join(server: &TestServer, nick: &str) -> Raw {
+        let stream = TcpStream::connect(server.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut raw = Raw {
+            nick: nick.to_owned(),
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+            partial: String::new(),
+        };
+        raw.send(&format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}"));
+        raw.expect(" 366 ", "the end of the #lobby member list");
+        raw
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
+    }
+
+    fn say(&mut self, target: &str, text: &str) {
+        self.send(&format!("PRIVMSG {target} :{text}"));
+    }
+
+    /// The next line from the server, if one comes within 50 ms.
+    fn line(&mut self) -> Option<String> {
+        match self.reader.read_line(&mut self.partial) {
+            Ok(_) if self.partial.ends_with('\n') => {
+                let line = std::mem::take(&mut self.partial)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
+                if let Some(token) = line.strip_prefix("PING ") {
+                    self.send(&format!("PONG {token}"));
+                }
+                Some(line)
+            }
+            Ok(_) => None, // end of stream, or a partial line so far
+            // On a timeout, what was read of the line stays in `partial` for the next call.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("{}: read failed: {e}", self.nick),
+        }
+    }
+
+    /// Reads until a line contains `needle`; returns it. Fails after [`PATIENCE`].
+    #[track_caller]
+    fn expect(&mut self, needle: &str, what: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(line) = self.line() {
+                if line.contains(needle) {
+                    return line;
+                }
+                seen.push(line);
+            }
+        }
+        panic!(
+            "{} never received {what} ({needle:?}); got:\n{}",
+            self.nick,
+            seen.join("\n")
+        );
+    }
+
+    /// The next PRIVMSG that reaches us (skipping everything else).
+    #[track_caller]
+    fn next_privmsg(&mut self) -> String {
+        self.expect(" PRIVMSG ", "a message")
+    }
+}
+
+// ---- The app ---------------------------------------------------------------------------------
+
+/// A pinger that answers (or fails) at once, as a test decides.
+#[derive(Clone, Copy)]
+struct FakePinger {
+    rtt: Option<Duration>,
+}
+
+impl Pinger for FakePinger {
+    fn ping(
+        &mut self,
+        target: IpAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Duration, PingError>> + Send {
+        let rtt = self.rtt;
+        async move { rtt.ok_or(PingError::Timeout { target, timeout }) }
+    }
+}
+
+/// The app's settings as `--no-ping` would make them, unless `ping` is given; fatal reasons
+/// stay on screen for 300 ms before the window closes.
+fn config(ping: Option<PingConfig>) -> AppConfig {
+    let mut config = AppConfig::new(Box::new(move |addr| {
+        let mut session = ClientConfig::new(addr);
+        session.ping = ping.clone();
+        session.connect_timeout = Duration::from_secs(3);
+        session
+    }));
+    config.close_delay = Duration::from_millis(300);
+    config
+}
+
+type App = Harness<'static, ParlaApp>;
+
+fn open(config: AppConfig, pinger: FakePinger) -> App {
+    Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .build_eframe(move |cc| ParlaApp::new(&cc.egui_ctx, config, move || pinger))
+}
+
+fn no_ping() -> FakePinger {
+    FakePinger { rtt: None }
+}
+
+/// Steps the app until `done` holds, for at most [`PATIENCE`]; polls every 10 ms.
+#[track_caller]
+fn wait_for(app: &mut App, what: &str, mut done: impl FnMut(&App) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        app.step();
+        if done(app) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; connection: {:?}, screen: {:?}, input: {:?}, last lines: {:#?}",
+            app.state().conn(),
+            app.state().screen(),
+            app.state().input_text(),
+            app.state()
+                .chat()
+                .lines
+                .iter()
+                .rev()
+                .take(5)
+                .map(|l| l.plain())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Some visible widget's label contains `text`.
+fn shows(app: &App, text: &str) -> bool {
+    app.query_all_by_label_contains(text).next().is_some()
+}
+
+#[track_caller]
+fn wait_to_see(app: &mut App, text: &str) {
+    wait_for(app, &format!("{text:?} on screen"), |app| shows(app, text));
+}
+
+/// The app asked the window to close (in the last frame).
+fn asked_to_close(app: &App) -> bool {
+    app.output()
+        .viewport_output
+        .get(&ViewportId::ROOT)
+        .is_some_and(|v| v.commands.contains(&ViewportCommand::Close))
+}
+
+/// Replaces the text of the field labelled `label` the way a person would: click, select all,
+/// type.
+fn fill(app: &mut App, label: &str, text: &str) {
+    app.get_by_label(label).click();
+    app.run_steps(2);
+    app.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    app.step();
+    app.get_by_label(label).type_text(text);
+    app.step();
+}
+
+/// Types a line into the message box and presses Enter.
+fn type_and_enter(app: &mut App, text: &str) {
+    app.get_by_label("Message").type_text(text);
+    app.step();
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+}
+
+/// Opens the app, connects to `server` through the connect screen as `name`, and waits for
+/// the chat screen.
+fn connect_as(
+    server: &TestServer,
+    name: &str,
+    pinger: FakePinger,
+    ping: Option<PingConfig>,
+) -> App {
+    let mut cfg = config(ping);
+    cfg.addr = Some(server.address());
+    cfg.name = Some(name.to_owned());
+    let mut app = open(cfg, pinger);
+    wait_for(&mut app, "the chat screen", |app| {
+        app.state().screen() == Screen::Chat
+    });
+    wait_for(&mut app, "the member list", |app| {
+        !app.state().chat().current_members().is_empty()
+    });
+    app
+}
+
+// ---- The tests -------------------------------------------------------------------------------
+
+#[test]
+fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = open(config(None), no_ping());
+
+    // The connect screen: address and name fields, found by their labels.
+    assert_eq!(app.state().screen(), Screen::Connect);
+    app.check_accessibility();
+    fill(&mut app, "Server address", &server.address());
+    fill(&mut app, "Your name", "alice");
+    app.key_press(Key::Enter);
+    wait_for(&mut app, "the chat screen", |app| {
+        app.state().screen() == Screen::Chat
+    });
+
+    // The chat screen: member list, status bar, focused text box.
+    wait_for(&mut app, "alice and bob in the member list", |app| {
+        app.state().chat().current_members() == ["alice", "bob"]
+    });
+    app.run_steps(2);
+    assert!(shows(&app, "Members (2)"));
+    app.get_by_label("alice");
+    app.get_by_label("bob");
+    assert!(shows(&app, "connected"));
+    assert!(shows(&app, &format!("server {}", server.addr)));
+    assert!(shows(&app, "you are alice"));
+    assert!(shows(&app, "ping off"));
+    assert!(
+        app.get_by_label("Message").accesskit_node().is_focused(),
+        "the text box has the focus"
+    );
+    app.check_accessibility();
+
+    // Enter sends and clears.
+    type_and_enter(&mut app, "hello from Enter");
+    assert!(
+        bob.next_privmsg()
+            .ends_with("PRIVMSG #lobby :hello from Enter")
+    );
+    wait_to_see(&mut app, "alice: hello from Enter");
+    assert_eq!(app.state().input_text(), "");
+    assert!(app.get_by_label("Message").accesskit_node().is_focused());
+
+    // Empty input sends nothing: the next thing bob gets is the next real line.
+    type_and_enter(&mut app, "");
+    type_and_enter(&mut app, "   ");
+
+    // The Send button sends too, and gives the focus back to the box.
+    app.get_by_label("Message")
+        .type_text("hello from the button");
+    app.step();
+    app.get_by_role_and_label(Role::Button, "Send").click();
+    app.run_steps(3);
+    assert!(
+        bob.next_privmsg()
+            .ends_with("PRIVMSG #lobby :hello from the button")
+    );
+    wait_to_see(&mut app, "alice: hello from the button");
+    assert_eq!(app.state().input_text(), "");
+    assert!(app.get_by_label("Message").accesskit_node().is_focused());
+}
+
+#[test]
+fn a_refused_name_is_explained_next_to_the_field_and_can_be_retried() {
+    let server = TestServer::start();
+    let _bob = Raw::join(&server, "bob");
+    let mut cfg = config(None);
+    // An address on the command line: straight to connecting, no connect screen first.
+    cfg.addr = Some(server.address());
+    cfg.name = Some("bob".into());
+    let mut app = open(cfg, no_ping());
+
+    wait_to_see(&mut app, "“bob” was refused");
+    assert!(shows(&app, "in use"), "the server's reason is shown");
+    assert_eq!(app.state().screen(), Screen::Connect);
+    assert!(matches!(app.state().conn(), ConnState::Registering { .. }));
+
+    // Try again with a name the server finds invalid: refused again, with its reason.
+    fill(&mut app, "Your name", "9lives");
+    app.get_by_role_and_label(Role::Button, "Join").click();
+    wait_to_see(&mut app, "“9lives” was refused");
+
+    // And again, with Enter this time: accepted.
+    fill(&mut app, "Your name", "carol");
+    app.key_press(Key::Enter);
+    wait_for(&mut app, "the chat screen", |app| {
+        app.state().screen() == Screen::Chat
+    });
+    wait_for(&mut app, "carol and bob in the member list", |app| {
+        app.state().chat().current_members() == ["bob", "carol"]
+    });
+    app.run_steps(2);
+    assert!(shows(&app, "you are carol"));
+}
+
+#[test]
+fn other_peoples_messages_joins_and_quits_appear() {
+    let server = TestServer::start();
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    assert_eq!(app.state().chat().current_members(), ["alice"]);
+
+    // Someone arrives: the member list grows and a quiet line says so.
+    let mut dave = Raw::join(&server, "dave");
+    wait_for(&mut app, "dave in the member list", |app| {
+        app.state().chat().current_members() == ["alice", "dave"]
+    });
+    wait_to_see(&mut app, "dave joined #lobby");
+    app.get_by_label("dave");
+    assert!(shows(&app, "Members (2)"));
+
+    // What they say appears, with their name.
+    dave.say("#lobby", "hi alice, how are you?");
+    wait_to_see(&mut app, "dave: hi alice, how are you?");
+
+    // A direct message is marked as one.
+    dave.say("alice", "a secret");
+    wait_to_see(&mut app, "dave: (direct) a secret");
+
+    // Long lines wrap inside the message area instead of running off the side.
+    let long = format!("start {} end", "lorem ipsum dolor sit amet ".repeat(12));
+    dave.say("#lobby", &long);
+    wait_to_see(&mut app, "lorem ipsum dolor sit amet lorem");
+    let rect = app
+        .get_by_label_contains("lorem ipsum dolor sit amet lorem")
+        .rect();
+    assert!(
+        rect.right() <= 900.0 - 170.0,
+        "the line stays left of the member list: {rect:?}"
+    );
+    assert!(
+        rect.height() > 30.0,
+        "a long line takes several rows: {rect:?}"
+    );
+
+    // They leave: the member list shrinks and a quiet line says why.
+    dave.send("QUIT :bye now");
+    wait_for(&mut app, "dave gone from the member list", |app| {
+        app.state().chat().current_members() == ["alice"]
+    });
+    wait_to_see(&mut app, "dave quit");
+    assert!(app.query_by_label("dave").is_none());
+    assert!(shows(&app, "Members (1)"));
+}
+
+#[test]
+fn slash_commands_work_and_mistakes_are_explained() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+
+    type_and_enter(&mut app, "/me waves");
+    assert!(
+        bob.next_privmsg()
+            .ends_with("PRIVMSG #lobby :\u{1}ACTION waves\u{1}")
+    );
+    wait_to_see(&mut app, "* alice waves");
+
+    type_and_enter(&mut app, "/msg bob just between us");
+    assert!(bob.next_privmsg().ends_with("PRIVMSG bob :just between us"));
+    wait_to_see(&mut app, "alice: (direct to bob) just between us");
+
+    // A mistake is explained above the box, and what was typed is kept for fixing.
+    type_and_enter(&mut app, "/frobnicate");
+    wait_to_see(&mut app, "/frobnicate is not a command here");
+    assert_eq!(app.state().input_text(), "/frobnicate");
+    fill(&mut app, "Message", "/help");
+    app.key_press(Key::Enter);
+    wait_to_see(&mut app, "/nick NAME renames you");
+
+    type_and_enter(&mut app, "/nick alicia");
+    wait_to_see(&mut app, "You are now known as alicia");
+    wait_to_see(&mut app, "you are alicia");
+    bob.expect("NICK", "alice's rename");
+
+    type_and_enter(&mut app, "/join #rust");
+    wait_for(&mut app, "#rust as the current room", |app| {
+        app.state().chat().room.as_deref() == Some("#rust")
+    });
+    app.run_steps(2);
+    assert!(shows(&app, "You joined #rust"));
+    assert_eq!(app.state().chat().current_members(), ["alicia"]);
+    // bob, in #lobby, now appears with the room named.
+    bob.say("#lobby", "still here");
+    wait_to_see(&mut app, "[#lobby] bob: still here");
+}
+
+#[test]
+fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+
+    // About 1 KB: the note says it will go out as several messages, and it all arrives.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(23);
+    app.get_by_label("Message").type_text(&long);
+    app.run_steps(2);
+    assert!(shows(&app, "Long message: it will go out as 3 messages"));
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+    let mut received = String::new();
+    for _ in 0..3 {
+        let line = bob.next_privmsg();
+        received.push_str(line.split_once(" :").unwrap().1);
+    }
+    assert_eq!(received, long.trim_end(), "nothing is cut");
+
+    // Over 4 KB: refused with the reason, the Send button is disabled, nothing is sent.
+    let huge = "x".repeat(5000);
+    app.get_by_label("Message").type_text(&huge);
+    app.run_steps(2);
+    assert!(shows(&app, "Too long to send: 5000 bytes"));
+    assert!(
+        app.get_by_role_and_label(Role::Button, "Send")
+            .accesskit_node()
+            .is_disabled(),
+        "Send is disabled"
+    );
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+    assert_eq!(app.state().input_text().len(), 5000, "the text is kept");
+    fill(&mut app, "Message", "short again");
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+    assert!(
+        bob.next_privmsg().ends_with("PRIVMSG #lobby :short again"),
+        "the refused text was never sent"
+    );
+}
+
+#[test]
+fn typing_quit_sends_quit_and_closes() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    type_and_enter(&mut app, "quit");
+    bob.expect(" QUIT ", "alice's QUIT");
+    wait_for(&mut app, "the window to close", asked_to_close);
+    assert_eq!(app.state().exit_code(), 0);
+}
+
+#[test]
+fn the_close_button_sends_quit_then_closes() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+
+    // The window manager's close button.
+    app.input_mut()
+        .viewports
+        .entry(ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(ViewportEvent::Close);
+    app.step();
+    let commands = &app.output().viewport_output[&ViewportId::ROOT].commands;
+    assert!(
+        commands.contains(&ViewportCommand::CancelClose),
+        "closing waits for the QUIT to go out"
+    );
+    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    assert!(quit.starts_with(":alice!"), "{quit}");
+    wait_for(&mut app, "the window to close", asked_to_close);
+    assert_eq!(app.state().exit_code(), 0);
+}
+
+#[test]
+fn ctrl_c_in_the_terminal_sends_quit_and_closes() {
+    let server = TestServer::start();
+    let mut bob = Raw::join(&server, "bob");
+    let (press, pressed) = tokio::sync::oneshot::channel::<()>();
+    let mut cfg = config(None);
+    cfg.addr = Some(server.address());
+    cfg.name = Some("alice".into());
+    // The same path as tokio::signal::ctrl_c(), fired by the test.
+    cfg.interrupt = Some(Box::pin(async move {
+        let _ = pressed.await;
+    }));
+    let mut app = open(cfg, no_ping());
+    wait_for(&mut app, "the chat screen", |app| {
+        app.state().screen() == Screen::Chat
+    });
+
+    press.send(()).unwrap();
+    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    assert!(quit.contains("Ctrl-C"), "{quit}");
+    wait_for(&mut app, "the window to close", asked_to_close);
+    assert_eq!(app.state().exit_code(), 0);
+}
+
+#[test]
+fn a_server_shutdown_is_shown_and_closes_the_window() {
+    let mut server = TestServer::start();
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+
+    server.shut_down();
+    wait_to_see(&mut app, "Disconnected: the server shut down.");
+    assert!(shows(&app, "The server is shutting down"));
+    assert!(!app.state().is_closed(), "the reason stays up for a moment");
+    wait_for(&mut app, "the window to close", asked_to_close);
+    assert_eq!(app.state().exit_code(), 0);
+}
+
+#[test]
+fn a_ping_failure_is_explained_and_closes_the_window() {
+    let server = TestServer::start();
+    let ping = PingConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(20),
+        max_misses: 3,
+    };
+    let mut bob = Raw::join(&server, "bob");
+    let mut app = connect_as(&server, "alice", FakePinger { rtt: None }, Some(ping));
+
+    wait_to_see(
+        &mut app,
+        "Disconnected: server 127.0.0.1 stopped answering pings (3 missed in a row)",
+    );
+    assert!(shows(&app, "The window closes in a moment."));
+    assert!(!app.state().is_closed(), "the reason stays up for a moment");
+    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    assert!(quit.contains("Ping to server failed"), "{quit}");
+    wait_for(&mut app, "the window to close", asked_to_close);
+    assert_eq!(app.state().exit_code(), 1);
+}
+
+#[test]
+fn the_status_bar_shows_the_last_ping_time() {
+    let server = TestServer::start();
+    let ping = PingConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(50),
+        max_misses: 3,
+    };
+    let pinger = FakePinger {
+        rtt: Some(Duration::from_micros(3200)),
+    };
+    let mut app = connect_as(&server, "alice", pinger, Some(ping));
+    wait_to_see(&mut app, "ping 3.2 ms");
+}
+
+#[test]
+fn a_refused_connection_is_shown_on_the_connect_screen() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut app = open(config(None), no_ping());
+
+    // A malformed address is explained before anything is tried.
+    fill(&mut app, "Server address", "[::1");
+    app.get_by_role_and_label(Role::Button, "Connect").click();
+    app.run_steps(2);
+    assert!(shows(&app, "opens an IPv6 bracket but does not close it"));
+
+    fill(&mut app, "Server address", &format!("127.0.0.1:{port}"));
+    fill(&mut app, "Your name", "alice");
+    app.get_by_role_and_label(Role::Button, "Connect").click();
+    wait_to_see(
+        &mut app,
+        &format!("Could not connect to 127.0.0.1:{port}: the connection was refused"),
+    );
+    assert_eq!(app.state().screen(), Screen::Connect);
+    assert_eq!(app.state().conn(), &ConnState::Offline);
+    // Still usable: the button is back for another try.
+    assert!(
+        !app.get_by_role_and_label(Role::Button, "Connect")
+            .accesskit_node()
+            .is_disabled()
+    );
+    assert!(!app.state().is_closed());
+}
+
+#[test]
+fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
+    // A "server" that welcomes us and then hangs up without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hang_up, when) = std::sync::mpsc::channel::<()>();
+    let fake = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 {
+            if line.starts_with("USER") {
+                break;
+            }
+            line.clear();
+        }
+        writer
+            .write_all(b":fake 001 alice :Welcome\r\n:alice!a@h JOIN #lobby\r\n:fake 353 alice = #lobby :alice\r\n:fake 366 alice #lobby :End\r\n")
+            .unwrap();
+        when.recv().unwrap();
+    });
+    let mut cfg = config(None);
+    cfg.addr = Some(addr.to_string());
+    cfg.name = Some("alice".into());
+    let mut app = open(cfg, no_ping());
+    wait_for(&mut app, "the chat screen", |app| {
+        app.state().screen() == Screen::Chat
+    });
+
+    hang_up.send(()).unwrap();
+    fake.join().unwrap();
+    wait_to_see(&mut app, "Disconnected: the connection was lost");
+    assert!(shows(&app, "disconnected"), "the status bar says so");
+    // Not fatal: the window stays, and offers a way back.
+    for _ in 0..20 {
+        app.step();
+    }
+    assert!(!asked_to_close(&app) && !app.state().is_closed());
+    app.get_by_role_and_label(Role::Button, "Reconnect…")
+        .click();
+    app.run_steps(2);
+    assert_eq!(app.state().screen(), Screen::Connect);
+    assert_eq!(
+        app.get_by_label("Server address").value().as_deref(),
+        Some(addr.to_string().as_str())
+    );
+}

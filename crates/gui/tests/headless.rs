@@ -1,0 +1,484 @@
+//! The `parla --headless` binary end to end: piped stdin/stdout against an in-process server on
+//! an ephemeral 127.0.0.1 port, with a raw IRC client in the room to see what it sends.
+//!
+//! Every `parla` process is SIGKILLed by a guard if the test fails; every wait is bounded by
+//! [`WAIT`]. All runs but the ICMP one pass `--no-ping`.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use parla_net::server::ServerOptions;
+use parla_net::{Tcp, Transport};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An in-process server; dropping it cancels the server.
+struct TestServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let listener = Tcp.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.0.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(parla_net::run(
+            listener,
+            ServerOptions::default(),
+            shutdown.clone(),
+        ));
+        TestServer {
+            addr,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.handle.take().unwrap())
+            .await
+            .expect("run returns after the token is cancelled")
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A raw IRC client in `#lobby`.
+struct Raw {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    seen: Vec<String>,
+}
+
+impl Raw {
+    async fn register(addr: SocketAddr, nick: &str) -> Raw {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let (r, w) = stream.into_split();
+        let mut raw = Raw {
+            reader: BufReader::new(r),
+            writer: w,
+            seen: Vec::new(),
+        };
+        raw.send(&format!("NICK {nick}")).await;
+        raw.send(&format!("USER {nick} 0 * :{nick}")).await;
+        raw.expect(|l| l.contains(&format!(" 366 {nick} #lobby ")))
+            .await;
+        raw
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Reads lines until one matches (answering PINGs); fails on timeout or EOF.
+    async fn expect(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line))
+                .await
+                .unwrap_or_else(|_| panic!("raw: no expected line; got {:#?}", self.seen))
+                .unwrap();
+            assert_ne!(n, 0, "raw: EOF; got {:#?}", self.seen);
+            let line = line.trim_end().to_owned();
+            if let Some(token) = line.strip_prefix("PING ") {
+                self.send(&format!("PONG {token}")).await;
+            }
+            if pred(&line) {
+                return line;
+            }
+            self.seen.push(line);
+        }
+    }
+}
+
+/// Output of the child, line by line, with what was read so far.
+struct Lines {
+    name: &'static str,
+    rx: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn read(name: &'static str, stream: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            name,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a line contains `needle` (prompts have no newline of their own, so a prompt
+    /// and the next line arrive as one). Fails on timeout or end of output.
+    async fn expect(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("{} ended before {needle:?}: {:#?}", self.name, self.seen),
+                Err(_) => panic!(
+                    "{}: no {needle:?} within {WAIT:?}: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Everything up to the end of output (bounded by [`WAIT`]), including what was seen.
+    async fn all(&mut self) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => self.seen.push(line),
+                Ok(None) => return self.seen.clone(),
+                Err(_) => panic!(
+                    "{} did not end within {WAIT:?}: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+}
+
+/// A running `parla --headless`. Dropping it SIGKILLs the process unless it has exited.
+struct Parla {
+    pid: Pid,
+    exited: Arc<AtomicBool>,
+    stdin: Option<ChildStdin>,
+    stdout: Lines,
+    stderr: Lines,
+    status: Option<oneshot::Receiver<ExitStatus>>,
+}
+
+impl Parla {
+    fn spawn(args: &[&str]) -> Parla {
+        Parla::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Parla {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parla"));
+        command
+            .arg("--headless")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            // The IRC username defaults to $USER: make it predictable.
+            .env_remove("USER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PARLA_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().copied());
+        let mut child = command.spawn().expect("parla starts");
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdin = child.stdin.take();
+        let stdout = Lines::read("stdout", child.stdout.take().unwrap());
+        let stderr = Lines::read("stderr", child.stderr.take().unwrap());
+        let exited = Arc::new(AtomicBool::new(false));
+        let (status_tx, status) = oneshot::channel();
+        let flag = exited.clone();
+        std::thread::spawn(move || {
+            let status = child.wait().expect("wait for parla");
+            flag.store(true, Ordering::SeqCst);
+            let _ = status_tx.send(status);
+        });
+        Parla {
+            pid,
+            exited,
+            stdin,
+            stdout,
+            stderr,
+            status: Some(status),
+        }
+    }
+
+    /// Types a line.
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("parla reads its stdin");
+    }
+
+    /// Closes stdin (end of input).
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits (bounded) for the exit code.
+    async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(WAIT, self.status.take().unwrap())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "parla still running after {WAIT:?}; stdout {:#?}",
+                    self.stdout.seen
+                )
+            })
+            .unwrap();
+        status.code()
+    }
+}
+
+impl Drop for Parla {
+    fn drop(&mut self) {
+        if !self.exited.load(Ordering::SeqCst) {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// `parla --headless --no-ping --name NAME ADDR`, waited for until `watcher` sees it join.
+async fn joined(server: &TestServer, watcher: &mut Raw, name: &str) -> Parla {
+    let addr = server.addr.to_string();
+    let mut parla = Parla::spawn(&["--no-ping", "--name", name, &addr]);
+    parla.stdout.expect(&format!("You are {name}.")).await;
+    watcher
+        .expect(|l| l == format!(":{name}!~{name}@127.0.0.1 JOIN #lobby"))
+        .await;
+    parla
+}
+
+#[tokio::test]
+async fn a_taken_name_is_refused_and_another_is_asked_for() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let addr = server.addr.to_string();
+    let mut parla = Parla::spawn(&["--no-ping", &addr]);
+    parla.stdout.expect(&format!("Connected to {addr}.")).await;
+    parla.type_line("alice");
+    let line = parla.stdout.expect("was refused").await;
+    assert!(
+        line.ends_with(
+            "The name \"alice\" was refused: Nickname is already in use; pick another name"
+        ),
+        "{line}"
+    );
+    parla.type_line("bob");
+    let line = parla.stdout.expect("You are bob.").await;
+    assert!(line.starts_with("Choose another name: "), "{line}");
+    // No --name and no $USER: the IRC username is "parla".
+    alice
+        .expect(|l| l == ":bob!~parla@127.0.0.1 JOIN #lobby")
+        .await;
+    parla.type_line("quit");
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut parla = joined(&server, &mut alice, "carol").await;
+
+    parla.type_line("hello from the terminal");
+    alice
+        .expect(|l| l == ":carol!~carol@127.0.0.1 PRIVMSG #lobby :hello from the terminal")
+        .await;
+    parla.type_line("/me waves");
+    alice
+        .expect(|l| l == ":carol!~carol@127.0.0.1 PRIVMSG #lobby :\x01ACTION waves\x01")
+        .await;
+
+    alice.send("PRIVMSG #lobby :hi carol").await;
+    let line = parla.stdout.expect("<alice>").await;
+    // "[HH:MM] <alice> hi carol"
+    assert!(line.ends_with("] <alice> hi carol"), "{line}");
+    assert!(line.starts_with('['), "{line}");
+
+    parla.type_line("quit");
+    alice
+        .expect(|l| l == ":carol!~carol@127.0.0.1 QUIT :Quit: Leaving")
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    parla
+        .stdout
+        .expect("Disconnected: you left the chat.")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn end_of_input_leaves_and_exits_0() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut parla = joined(&server, &mut alice, "dave").await;
+    parla.close_stdin();
+    alice
+        .expect(|l| l == ":dave!~dave@127.0.0.1 QUIT :Quit: Leaving")
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_exits_1_saying_the_connection_was_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut parla = Parla::spawn(&["--no-ping", "--name", "erin", &addr]);
+    assert_eq!(parla.exit_code().await, Some(1));
+    let stderr = parla.stderr.all().await;
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&addr) && l.contains("connection was refused")),
+        "{stderr:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_address_is_asked_for_when_not_given() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut parla = Parla::spawn(&["--no-ping", "--name", "fay"]);
+    // A mistake is explained and the question asked again.
+    parla.type_line("localhost:http");
+    let line = parla.stdout.expect("not a port number").await;
+    assert!(line.starts_with("Server address"), "{line}");
+    let addr = server.addr.to_string();
+    parla.type_line(&addr);
+    let line = parla.stdout.expect("Connecting to").await;
+    assert_eq!(
+        line,
+        format!(
+            "Server address (host or host:port, port 8080 by default): Connecting to {addr}..."
+        )
+    );
+    parla.stdout.expect("You are fay.").await;
+    alice
+        .expect(|l| l == ":fay!~fay@127.0.0.1 JOIN #lobby")
+        .await;
+    parla.type_line("quit");
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ctrl_c_quits_with_a_reason_and_exits_0() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut parla = joined(&server, &mut alice, "gus").await;
+    // A round trip through the client's event loop: it has been idle (and so listening for
+    // Ctrl-C) since it printed its registration.
+    alice.send("PRIVMSG #lobby :ready?").await;
+    parla.stdout.expect("<alice> ready?").await;
+
+    kill(parla.pid, Signal::SIGINT).unwrap();
+    alice
+        .expect(|l| l == ":gus!~gus@127.0.0.1 QUIT :Quit: Ctrl-C")
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_shutdown_is_shown_and_exits_0() {
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut parla = joined(&server, &mut alice, "hal").await;
+    server.stop().await;
+    parla
+        .stdout
+        .expect("*** Server is shutting down. Goodbye!")
+        .await;
+    parla
+        .stdout
+        .expect("*** The server is shutting down: Server shutting down")
+        .await;
+    parla
+        .stdout
+        .expect("Disconnected: the server shut down.")
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn icmp_pings_to_localhost_work() {
+    if !nix::unistd::geteuid().is_root() {
+        // Raw ICMP sockets need root (or CAP_NET_RAW); this environment runs tests as root.
+        eprintln!("skipped: not root, so ICMP may be refused here");
+        return;
+    }
+    let server = TestServer::start().await;
+    let mut alice = Raw::register(server.addr, "alice").await;
+    let addr = server.addr.to_string();
+    let mut parla = Parla::spawn_env(
+        &["--ping-interval", "100ms", "--name", "ivy", &addr],
+        // The ping watcher logs each result at trace level.
+        &[("RUST_LOG", "warn,parla_net::ping=trace")],
+    );
+    alice
+        .expect(|l| l == ":ivy!~ivy@127.0.0.1 JOIN #lobby")
+        .await;
+    // Answered pings, more than once.
+    for _ in 0..2 {
+        let line = parla.stderr.expect("ping result").await;
+        assert!(
+            line.contains("target=127.0.0.1") && line.contains("event=Reply"),
+            "{line}"
+        );
+    }
+    parla.type_line("quit");
+    assert_eq!(parla.exit_code().await, Some(0));
+    let stderr = parla.stderr.all().await;
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("ICMP pings are not possible") || l.contains("missed")),
+        "{stderr:#?}"
+    );
+    server.stop().await;
+}

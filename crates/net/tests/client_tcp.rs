@@ -1,0 +1,614 @@
+//! The client session ([`parla_net::client::connect`]) on real TCP against an in-process server
+//! (and, for the liveness fallback, against a scripted fake server), asserting its typed events.
+//!
+//! Every wait is for an event (or a line) under a [`WAIT`]-bounded `timeout`; nothing sleeps.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parla_net::addr::ServerAddr;
+use parla_net::client::{
+    self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, MessageKind,
+};
+use parla_net::ping::{PingConfig, PingError, Pinger};
+use parla_net::server::ServerOptions;
+use parla_net::{Tcp, Transport};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// An in-process server on an ephemeral port; dropping it cancels the server.
+struct TestServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        init_tracing();
+        let listener = Tcp.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.0.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let options = ServerOptions {
+            flood: None,
+            ..ServerOptions::default()
+        };
+        let handle = tokio::spawn(parla_net::run(listener, options, shutdown.clone()));
+        TestServer {
+            addr,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        config_for(self.addr)
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(WAIT, handle)
+            .await
+            .expect("run returns after the token is cancelled")
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A session config for `addr` without ICMP.
+fn config_for(addr: SocketAddr) -> ClientConfig {
+    ClientConfig {
+        ping: None,
+        ..ClientConfig::new(ServerAddr {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        })
+    }
+}
+
+/// A pinger whose answers the test decides: replies (1 ms) until `fail` is set, then times out
+/// every time; or refuses outright like a process without ICMP rights.
+#[derive(Clone)]
+enum FakePinger {
+    UntilFail(Arc<AtomicBool>),
+    NotPermitted,
+}
+
+impl Pinger for FakePinger {
+    async fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Duration, PingError> {
+        match self {
+            FakePinger::UntilFail(fail) if !fail.load(Ordering::SeqCst) => {
+                Ok(Duration::from_millis(1))
+            }
+            FakePinger::UntilFail(_) => Err(PingError::Timeout { target, timeout }),
+            FakePinger::NotPermitted => Err(PingError::NotPermitted {
+                family: "IPv4",
+                source: std::io::Error::from_raw_os_error(1),
+            }),
+        }
+    }
+}
+
+fn no_pinger() -> FakePinger {
+    FakePinger::NotPermitted
+}
+
+async fn connect(config: ClientConfig, pinger: FakePinger) -> Client {
+    tokio::time::timeout(WAIT, client::connect(&Tcp, pinger, config))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Receives events until `f` picks one (within [`WAIT`]); fails on timeout or when the session
+/// ends first, listing what was skipped.
+async fn wait_for<T>(c: &mut Client, who: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut skipped = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, c.events.recv()).await {
+            Err(_) => panic!("{who}: no expected event within {WAIT:?}; got {skipped:#?}"),
+            Ok(None) => panic!("{who}: session ended first; got {skipped:#?}"),
+            Ok(Some(ev)) => match f(&ev) {
+                Some(t) => return t,
+                None => skipped.push(ev),
+            },
+        }
+    }
+}
+
+/// Waits for an event equal to `expected`.
+async fn expect_event(c: &mut Client, who: &str, expected: Event) {
+    wait_for(c, who, |ev| (*ev == expected).then_some(())).await
+}
+
+/// The next event, whatever it is.
+async fn next_event(c: &mut Client, who: &str) -> Option<Event> {
+    tokio::time::timeout(WAIT, c.events.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{who}: no event within {WAIT:?}"))
+}
+
+/// Waits for the session's last event and checks that the channel closes after it.
+async fn expect_end(c: &mut Client, who: &str) -> Disconnect {
+    let why = wait_for(c, who, |ev| match ev {
+        Event::Disconnected(why) => Some(why.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        next_event(c, who).await,
+        None,
+        "{who}: nothing after Disconnected"
+    );
+    why
+}
+
+async fn send(c: &Client, cmd: Command) {
+    c.commands.send(cmd).await.expect("the session is running");
+}
+
+/// Connects and registers `name`; returns once the member list of `#lobby` arrived.
+async fn user(server: &TestServer, name: &str) -> Client {
+    let mut c = connect(server.config(), no_pinger()).await;
+    send(&c, Command::Nick(name.into())).await;
+    expect_event(
+        &mut c,
+        name,
+        Event::Registered {
+            name: name.into(),
+            server: "parla.local".into(),
+        },
+    )
+    .await;
+    wait_for(&mut c, name, |ev| match ev {
+        Event::Members { room, .. } if room == "#lobby" => Some(()),
+        _ => None,
+    })
+    .await;
+    c
+}
+
+fn members(names: &[&str]) -> Event {
+    Event::Members {
+        room: "#lobby".into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn registering_joins_the_lobby_and_lists_its_members() {
+    let server = TestServer::start().await;
+    let mut alice = connect(server.config(), no_pinger()).await;
+    assert_eq!(alice.server, server.addr);
+    send(&alice, Command::Nick("alice".into())).await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::Registered {
+            name: "alice".into(),
+            server: "parla.local".into(),
+        },
+    )
+    .await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::Joined {
+            room: "#lobby".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut alice, "alice").await,
+        Some(members(&["alice"]))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_name_can_be_replaced_by_another() {
+    let server = TestServer::start().await;
+    let _alice = user(&server, "alice").await;
+    let mut bob = connect(server.config(), no_pinger()).await;
+    for taken in ["alice", "ALICE"] {
+        send(&bob, Command::Nick(taken.into())).await;
+        let refused = wait_for(&mut bob, "bob", |ev| match ev {
+            Event::NameRefused { .. } | Event::Registered { .. } => Some(ev.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            refused,
+            Event::NameRefused {
+                name: taken.into(),
+                reason: "Nickname is already in use; pick another name".into(),
+            }
+        );
+    }
+    send(&bob, Command::Nick("bob".into())).await;
+    expect_event(
+        &mut bob,
+        "bob",
+        Event::Registered {
+            name: "bob".into(),
+            server: "parla.local".into(),
+        },
+    )
+    .await;
+    expect_event(&mut bob, "bob", members(&["alice", "bob"])).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn what_one_says_the_other_receives() {
+    let server = TestServer::start().await;
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+
+    send(&alice, Command::Say("hello bob".into())).await;
+    let got = wait_for(&mut bob, "bob", |ev| match ev {
+        Event::Message { .. } => Some(ev.clone()),
+        _ => None,
+    })
+    .await;
+    let Event::Message {
+        from,
+        target,
+        text,
+        kind,
+        own,
+        time,
+    } = got
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (from.as_str(), target.as_str(), text.as_str(), kind, own),
+        ("alice", "#lobby", "hello bob", MessageKind::Normal, false)
+    );
+    // The session asks for server-time: every message carries the server's timestamp.
+    assert!(time.is_some_and(|t| t.ends_with('Z')));
+    // ... and for echo-message: the sender sees its own message, marked as such.
+    let echo = wait_for(&mut alice, "alice", |ev| match ev {
+        Event::Message { own, text, .. } => Some((*own, text.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(echo, (true, "hello bob".to_owned()));
+
+    send(&alice, Command::Action("waves".into())).await;
+    let action = wait_for(&mut bob, "bob", |ev| match ev {
+        Event::Message { kind, text, .. } => Some((*kind, text.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(action, (MessageKind::Action, "waves".to_owned()));
+
+    send(
+        &alice,
+        Command::Msg {
+            to: "bob".into(),
+            text: "psst".into(),
+        },
+    )
+    .await;
+    let direct = wait_for(&mut bob, "bob", |ev| match ev {
+        Event::Message {
+            from, target, text, ..
+        } => Some((from.clone(), target.clone(), text.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(direct, ("alice".into(), "bob".into(), "psst".into()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn members_follow_joins_and_quits() {
+    let server = TestServer::start().await;
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::UserJoined {
+            room: "#lobby".into(),
+            name: "bob".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut alice, "alice").await,
+        Some(members(&["alice", "bob"]))
+    );
+
+    send(&bob, Command::Quit(Some("bye".into()))).await;
+    assert_eq!(expect_end(&mut bob, "bob").await, Disconnect::Quit);
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::UserQuit {
+            name: "bob".into(),
+            reason: "Quit: bye".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut alice, "alice").await,
+        Some(members(&["alice"]))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_shutdown_is_announced_then_ends_the_session() {
+    let server = TestServer::start().await;
+    let mut alice = user(&server, "alice").await;
+    server.stop().await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::ServerInfo {
+            text: "Server is shutting down. Goodbye!".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut alice, "alice").await,
+        Some(Event::ServerShutdown {
+            message: "Server shutting down".into()
+        })
+    );
+    assert_eq!(
+        next_event(&mut alice, "alice").await,
+        Some(Event::Disconnected(Disconnect::ServerShutdown))
+    );
+    assert_eq!(next_event(&mut alice, "alice").await, None);
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_is_refused_and_names_the_address() {
+    // A port that was just free: bind, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = config_for(SocketAddr::from((LOCALHOST, port)));
+    let err = tokio::time::timeout(WAIT, client::connect(&Tcp, no_pinger(), config))
+        .await
+        .expect("fails in time")
+        .expect_err("nothing listens there");
+    let text = err.to_string();
+    match err {
+        ConnectError::Refused { addr } => {
+            assert_eq!(addr.to_string(), format!("127.0.0.1:{port}"))
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert!(
+        text.starts_with(&format!(
+            "could not connect to 127.0.0.1:{port}: the connection was refused"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
+    let server = TestServer::start().await;
+    let mut bob = user(&server, "bob").await;
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut config = server.config();
+    config.ping = Some(PingConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(50),
+        max_misses: 2,
+    });
+    let mut alice = connect(config, FakePinger::UntilFail(fail.clone())).await;
+    send(&alice, Command::Nick("alice".into())).await;
+    expect_event(&mut alice, "alice", members(&["alice", "bob"])).await;
+    // Pings go out every 100 ms; while they are answered, they are reported as replies.
+    wait_for(&mut alice, "alice", |ev| {
+        matches!(ev, Event::PingReply { .. }).then_some(())
+    })
+    .await;
+
+    // The server's IP stops answering.
+    fail.store(true, Ordering::SeqCst);
+    let mut misses = Vec::new();
+    let why = loop {
+        match next_event(&mut alice, "alice").await {
+            Some(Event::PingMissed { consecutive, error }) => {
+                assert!(error.starts_with("no echo reply from 127.0.0.1"), "{error}");
+                misses.push(consecutive);
+            }
+            Some(Event::PingReply { .. }) => assert!(misses.is_empty(), "a reply after a miss"),
+            Some(Event::Disconnected(why)) => break why,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("ended without Disconnected"),
+        }
+    };
+    assert_eq!(misses, [1, 2]);
+    assert_eq!(
+        why,
+        Disconnect::PingFailed {
+            target: LOCALHOST,
+            misses: 2
+        }
+    );
+    assert_eq!(next_event(&mut alice, "alice").await, None);
+    // It said goodbye on its way out.
+    expect_event(
+        &mut bob,
+        "bob",
+        Event::UserQuit {
+            name: "alice".into(),
+            reason: "Quit: Ping to server failed".into(),
+        },
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_icmp_rights_the_session_reports_it_and_stays_up() {
+    let server = TestServer::start().await;
+    let mut bob = user(&server, "bob").await;
+    let mut config = server.config();
+    config.ping = Some(PingConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(50),
+        max_misses: 2,
+    });
+    let mut alice = connect(config, FakePinger::NotPermitted).await;
+    send(&alice, Command::Nick("alice".into())).await;
+    // The refusal (at the first ping, right after connecting) races with registering.
+    let (mut reason, mut joined) = (None, false);
+    while reason.is_none() || !joined {
+        wait_for(&mut alice, "alice", |ev| match ev {
+            Event::PingUnavailable { reason: r } => {
+                assert!(reason.replace(r.clone()).is_none(), "reported once");
+                Some(())
+            }
+            ev if *ev == members(&["alice", "bob"]) => {
+                joined = true;
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("this process may not send IPv4 ICMP echo requests"),
+        "{reason}"
+    );
+    send(&alice, Command::Say("still here".into())).await;
+    let text = wait_for(&mut bob, "bob", |ev| match ev {
+        Event::Message { from, text, .. } if from == "alice" => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text, "still here");
+    // Nothing ended the session: it leaves only when told to.
+    send(&alice, Command::Quit(None)).await;
+    assert_eq!(expect_end(&mut alice, "alice").await, Disconnect::Quit);
+    server.stop().await;
+}
+
+/// A scripted server for the IRC-PING fallback: registers the client, then lets the test read
+/// and answer lines.
+struct FakeServer {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl FakeServer {
+    /// Accepts the session's connection and welcomes it as `alice` in `#lobby`.
+    async fn accept(listener: &tokio::net::TcpListener) -> FakeServer {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("the session connects")
+            .unwrap();
+        let (r, w) = stream.into_split();
+        let mut fake = FakeServer {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        assert_eq!(fake.line().await, "CAP LS 302");
+        fake.send("CAP * LS :").await;
+        fake.expect("USER ").await;
+        fake.send(":fake 001 alice :Welcome").await;
+        fake.expect("JOIN #lobby").await;
+        fake.send(":alice!~a@h JOIN #lobby").await;
+        fake
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("a line from the session in time")
+            .unwrap();
+        assert_ne!(n, 0, "the session closed the connection");
+        line.trim_end().to_owned()
+    }
+
+    /// Reads until a line starts with `prefix`.
+    async fn expect(&mut self, prefix: &str) -> String {
+        for _ in 0..100 {
+            let line = self.line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        panic!("no line starting with {prefix:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_for(listener.local_addr().unwrap());
+    config.irc_ping_interval = Duration::from_millis(100);
+    config.irc_ping_timeout = Duration::from_millis(100);
+    let mut alice = connect(config, no_pinger()).await;
+    send(&alice, Command::Nick("alice".into())).await;
+    let mut fake = FakeServer::accept(&listener).await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::Joined {
+            room: "#lobby".into(),
+        },
+    )
+    .await;
+
+    // Answered PINGs keep the session up, round after round.
+    for _ in 0..3 {
+        assert_eq!(fake.line().await, "PING :parla-liveness");
+        fake.send(":fake PONG fake :parla-liveness").await;
+    }
+    send(&alice, Command::Say("hi".into())).await;
+    assert_eq!(fake.expect("PRIVMSG").await, "PRIVMSG #lobby :hi");
+
+    // An unanswered one ends it.
+    assert_eq!(fake.line().await, "PING :parla-liveness");
+    let why = expect_end(&mut alice, "alice").await;
+    let Disconnect::ServerNotResponding { silent } = why else {
+        panic!("expected ServerNotResponding, got {why:?}");
+    };
+    assert!(silent >= Duration::from_millis(200), "{silent:?}");
+}

@@ -1,0 +1,243 @@
+//! The real `parla-server` binary: started on `127.0.0.1:0` (the port is read from its
+//! `listening addr=…` log line), stopped with SIGINT/SIGTERM while clients are connected.
+//!
+//! Every process is killed by a guard if the test fails; every wait is bounded by [`WAIT`].
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `parla-server`. Dropping it SIGKILLs the process unless it has exited.
+struct Server {
+    pid: Pid,
+    exited: Arc<AtomicBool>,
+    /// stdout and stderr, merged, line by line (its log goes to stdout, errors to stderr).
+    output: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    status: Option<oneshot::Receiver<ExitStatus>>,
+}
+
+impl Server {
+    fn spawn(args: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parla-server"));
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Flags only from the command line: no PARLA_* from the environment running the tests.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PARLA_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().expect("parla-server starts");
+        let pid = Pid::from_raw(child.id() as i32);
+        let (tx, output) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let exited = Arc::new(AtomicBool::new(false));
+        let (status_tx, status) = oneshot::channel();
+        let flag = exited.clone();
+        std::thread::spawn(move || {
+            let status = child.wait().expect("wait for parla-server");
+            flag.store(true, Ordering::SeqCst);
+            let _ = status_tx.send(status);
+        });
+        Server {
+            pid,
+            exited,
+            output,
+            seen: Vec::new(),
+            status: Some(status),
+        }
+    }
+
+    /// Reads output until a line contains `needle`; fails on timeout or end of output.
+    async fn expect_output(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.output.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("output ended before {needle:?}: {:#?}", self.seen),
+                Err(_) => panic!("no {needle:?} within {WAIT:?}: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The address from the `listening addr=…` log line.
+    async fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.expect_output("listening").await;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no addr in {line:?}"));
+        addr.parse().unwrap()
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and the rest of its output.
+    async fn exit(&mut self) -> (ExitStatus, Vec<String>) {
+        let status = tokio::time::timeout(WAIT, self.status.take().unwrap())
+            .await
+            .unwrap_or_else(|_| panic!("parla-server still running after {WAIT:?}"))
+            .unwrap();
+        while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.output.recv()).await {
+            self.seen.push(line);
+        }
+        (status, self.seen.clone())
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).expect("signal parla-server");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.exited.load(Ordering::SeqCst) {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// A raw IRC client, just enough for these tests.
+struct Client {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Client {
+    async fn register(addr: SocketAddr, nick: &str) -> Client {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let (r, w) = stream.into_split();
+        let mut c = Client {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        c.writer
+            .write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())
+            .await
+            .unwrap();
+        c.expect(&format!(" 366 {nick} #lobby ")).await;
+        c
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("a line in time")
+            .unwrap();
+        (n > 0).then(|| line.trim_end().to_owned())
+    }
+
+    async fn expect(&mut self, needle: &str) -> String {
+        for _ in 0..1000 {
+            match self.line().await {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("no line containing {needle:?}");
+    }
+}
+
+async fn signal_stops_the_server_gracefully(signal: Signal) {
+    let mut server = Server::spawn(&["--listen", "127.0.0.1:0"]);
+    let addr = server.listening_addr().await;
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    let mut alice = Client::register(addr, "alice").await;
+    let mut bob = Client::register(addr, "bob").await;
+    alice.expect(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+
+    server.signal(signal);
+    for (client, nick) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        client
+            .expect(&format!(
+                ":parla.local NOTICE {nick} :Server is shutting down. Goodbye!"
+            ))
+            .await;
+        assert_eq!(
+            client.line().await.as_deref(),
+            Some("ERROR :Server shutting down")
+        );
+        assert_eq!(client.line().await, None, "EOF after the ERROR");
+    }
+    let (status, output) = server.exit().await;
+    assert_eq!(status.code(), Some(0), "{output:#?}");
+    let name = format!("signal=\"{}\"", signal.as_str());
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains("shutdown requested") && l.contains(&name)),
+        "{output:#?}"
+    );
+    assert!(
+        output.iter().any(|l| l.contains("shut down")),
+        "{output:#?}"
+    );
+}
+
+#[tokio::test]
+async fn sigint_says_goodbye_to_every_client_and_exits_0() {
+    signal_stops_the_server_gracefully(Signal::SIGINT).await;
+}
+
+#[tokio::test]
+async fn sigterm_says_goodbye_to_every_client_and_exits_0() {
+    signal_stops_the_server_gracefully(Signal::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_reported_and_exits_non_zero() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut server = Server::spawn(&["--listen", &addr.to_string()]);
+    let (status, output) = server.exit().await;
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains(&format!("could not listen on {addr}"))),
+        "{output:#?}"
+    );
+    drop(taken);
+}

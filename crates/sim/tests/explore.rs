@@ -1,0 +1,69 @@
+//! The explorer: a CI-sized run finds nothing on the real core, and finds the planted bugs.
+
+use parla_room::Bug;
+use parla_sim::explore::{Workload, explore, replay_command};
+
+fn report(failures: &[parla_sim::explore::Explored], workload: Workload) -> String {
+    failures
+        .iter()
+        .map(|f| {
+            format!(
+                "seed {}: {}\n  replay: {}",
+                f.seed,
+                f.outcome
+                    .violations
+                    .iter()
+                    .chain(&f.outcome.failed_expectations)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                replay_command(f.seed, workload)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn ci_sized_exploration_finds_no_violation() {
+    let workload = Workload::default();
+    let (failures, _) = explore(1000, 200, workload, None);
+    assert!(
+        failures.is_empty(),
+        "{} of 200 seeds failed:\n{}",
+        failures.len(),
+        report(&failures, workload)
+    );
+}
+
+/// The checkers have teeth: with a deliberately broken core, the explorer finds a failing seed
+/// within a bounded number of seeds.
+#[test]
+fn the_explorer_finds_case_sensitive_name_uniqueness() {
+    let (failures, _) = explore(0, 30, Workload::default(), Some(Bug::CaseSensitiveNames));
+    let first = failures.first().expect("a failing seed within 30");
+    assert!(
+        first
+            .outcome
+            .violations
+            .iter()
+            .any(|v| v.starts_with("names not unique")),
+        "{:?}",
+        first.outcome.violations
+    );
+}
+
+#[test]
+fn the_explorer_finds_a_message_dropped_for_one_member() {
+    let (failures, _) = explore(0, 30, Workload::default(), Some(Bug::DropForOneMember));
+    let first = failures.first().expect("a failing seed within 30");
+    assert!(
+        first
+            .outcome
+            .violations
+            .iter()
+            .any(|v| v.contains("but was not sent")),
+        "{:?}",
+        first.outcome.violations
+    );
+}
