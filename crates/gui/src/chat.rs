@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use parla_net::client::{Event, MessageKind, split_text};
+use parla_net::client::{Event, MessageKind, message_pieces};
 
 /// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
 /// the work of each frame: egui lays out every line of the scroll area).
@@ -297,23 +297,7 @@ pub fn send_plan(text: &str, nick: &str, target: &str, action: bool) -> SendPlan
     if text.len() > MAX_INPUT_BYTES {
         return SendPlan::TooLong(text.len());
     }
-    let overhead = 1
-        + nick.len()
-        + 1
-        + 16
-        + 1
-        + 64
-        + " PRIVMSG ".len()
-        + target.len()
-        + 2
-        + 2
-        + if action { 9 } else { 0 };
-    let budget = 512usize.saturating_sub(overhead).max(64);
-    let pieces: usize = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| split_text(l, budget).len())
-        .sum();
+    let pieces = message_pieces(text, nick, target, action).len();
     if pieces > 1 {
         SendPlan::Split(pieces)
     } else {

@@ -532,32 +532,17 @@ impl<S: Stream> Session<S> {
         Ok(())
     }
 
-    /// Sends `text` to `target`, one message per line and per chunk that fits the server's
-    /// 512-byte limit once it adds our `nick!user@host`.
+    /// Sends `text` to `target` as the pieces [`message_pieces`] cuts it into.
     async fn say(&mut self, target: &str, text: &str, action: bool) -> Result<(), End> {
-        let nick_len = self.nick.as_deref().map_or(30, str::len);
-        // ":nick!~user@host PRIVMSG target :" with room for a 16-byte user and a 64-byte host.
-        let overhead = 1
-            + nick_len
-            + 1
-            + 16
-            + 1
-            + 64
-            + " PRIVMSG ".len()
-            + target.len()
-            + 2
-            + 2
-            + if action { 9 } else { 0 };
-        let budget = 512usize.saturating_sub(overhead).max(64);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            for chunk in split_text(line, budget) {
-                let body = if action {
-                    format!("\x01ACTION {chunk}\x01")
-                } else {
-                    chunk.to_owned()
-                };
-                self.send(&format!("PRIVMSG {target} :{body}")).await?;
-            }
+        // Before registering, assume the longest name the server allows.
+        let nick = self.nick.clone().unwrap_or_else(|| "x".repeat(30));
+        for chunk in message_pieces(text, &nick, target, action) {
+            let body = if action {
+                format!("\x01ACTION {chunk}\x01")
+            } else {
+                chunk.to_owned()
+            };
+            self.send(&format!("PRIVMSG {target} :{body}")).await?;
         }
         Ok(())
     }
@@ -833,6 +818,30 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The messages `text` goes out as: one per non-blank line, each line split where needed so that
+/// the relayed `:nick!~user@host PRIVMSG target :piece` fits IRC's 512 bytes (leaving room for a
+/// 16-byte user and a 64-byte host, which the server adds). Front ends use it to tell the person
+/// in advance.
+pub fn message_pieces<'a>(text: &'a str, nick: &str, target: &str, action: bool) -> Vec<&'a str> {
+    let ctcp = if action { "\x01ACTION \x01".len() } else { 0 };
+    let overhead = ":".len()
+        + nick.len()
+        + "!".len()
+        + 16
+        + "@".len()
+        + 64
+        + " PRIVMSG ".len()
+        + target.len()
+        + " :".len()
+        + "\r\n".len()
+        + ctcp;
+    let budget = 512usize.saturating_sub(overhead).max(64);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .flat_map(|line| split_text(line, budget))
+        .collect()
 }
 
 /// Splits `text` into pieces of at most `max` bytes, at spaces where possible and always at
