@@ -304,6 +304,33 @@ impl<'a> Runner<'a> {
             Step::BlockPings => self.pings_blocked.store(true, Ordering::Relaxed),
             Step::UnblockPings => self.pings_blocked.store(false, Ordering::Relaxed),
             Step::Expect { client, what } => self.expect(where_, client, what),
+            Step::ExpectOne { clients, text } => {
+                let r = self.journal.lock();
+                let saw: Vec<&String> = clients
+                    .iter()
+                    .filter(|c| {
+                        r.clients
+                            .get(*c)
+                            .is_some_and(|rec| rec.seen.iter().any(|l| l.contains(text.as_str())))
+                    })
+                    .collect();
+                let problem = (saw.len() != 1).then(|| {
+                    format!(
+                        "expected exactly one of {} to have seen {text:?}, but {} did: {saw:?}",
+                        clients.join(", "),
+                        saw.len()
+                    )
+                });
+                drop(r);
+                if let Some(problem) = problem {
+                    self.journal.line_at(
+                        self.sim.elapsed(),
+                        "script",
+                        &format!("EXPECTATION FAILED: {problem}"),
+                    );
+                    self.failed.push(format!("{where_}: {problem}"));
+                }
+            }
         }
         true
     }

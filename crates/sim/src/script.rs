@@ -93,6 +93,8 @@ pub enum Step {
         client: String,
         what: Expectation,
     },
+    /// Exactly one of these clients has seen a line or event containing the text.
+    ExpectOne { clients: Vec<String>, text: String },
 }
 
 /// What `expect` checks.
@@ -300,6 +302,20 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                 .ok_or("`ctrl-c` needs a host, e.g. `ctrl-c server`")?
                 .to_string(),
         },
+        "expect-one" => {
+            let clients: Vec<String> = w
+                .get(1)
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            let text = rest_after(line, 3);
+            if clients.len() < 2 || w.get(2) != Some(&"saw") || text.is_empty() {
+                return Err("`expect-one` needs two or more clients and a text, e.g. `expect-one ann,bob saw registered as dana`".into());
+            }
+            Step::ExpectOne {
+                clients,
+                text: text.to_owned(),
+            }
+        }
         "expect" => {
             let client = w
                 .get(1)
