@@ -112,3 +112,57 @@ screenshot:
     fi
     code=0; wait "$gui" || code=$?
     echo "saved docs/screenshot.png (the window exited with $code)"
+
+# Parla against ngircd and InspIRCd, same workloads, same run (installs the peers from apt if
+# missing); prints one table with Parla/peer ratios. `just bench-peers 5` takes medians of 5 runs.
+# Results go to target/bench/*.jsonl; see docs/benchmarks.md.
+bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    need=()
+    command -v ngircd >/dev/null || need+=(ngircd)
+    command -v inspircd >/dev/null || need+=(inspircd)
+    if ((${#need[@]})); then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+    fi
+    cargo build --release -p parla-net --bin parla-server -p parla-bench
+    bench=target/release/parla-bench
+    mkdir -p target/bench
+    out=target/bench/peers-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+    work=$(mktemp -d /tmp/parla-bench.XXXXXX)
+    pid=""
+    stop() {
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+            pid=""
+        fi
+    }
+    trap 'stop; rm -rf "$work"' EXIT
+    port=16700
+    # Each workload gets a freshly started server, stopped by its PID afterwards.
+    run() { # SERVER WORKLOAD ARGS…
+        local server=$1 workload=$2; shift 2
+        while (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+        bench/run-peer "$server" "$port" "$work"
+        pid=$(cat "$work/$server.pid")
+        local common=(--addr "127.0.0.1:$port" --pid "$pid" --label "$server" --out "$out" --name "$workload" --connect-concurrency 50)
+        if [ "$server" = parla-lobby ]; then common+=(--auto-join); fi
+        timeout 300 "$bench" "$@" "${common[@]}" || echo "!! $server $workload failed (exit $?)"
+        stop
+        port=$((port + 1))
+    }
+    for r in $(seq {{RUNS}}); do
+        for s in {{SERVERS}}; do
+            echo "== run $r: $s"
+            run "$s" fanout-1000x10 fanout -c 1000 -s 10 -m 400
+            run "$s" steady-50k fanout -c 1000 -s 10 -m 50 --rate 50
+            run "$s" idle-10000 idle -n 10000 --sources 4
+            run "$s" churn-10000 churn --sessions 10000
+        done
+    done
+    echo "results: $out"
+    "$bench" table "$out" --baseline parla

@@ -33,6 +33,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::codec::{DEFAULT_MAX_LINE, Frame, LineCodec};
 use crate::transport::Listener;
 
+/// The initial read buffer of a connection (tokio-util's default is 8 KiB).
+const READ_CAPACITY: usize = 512;
+/// A write buffer larger than this is freed once empty rather than kept for the next burst.
+const KEEP_WRITE_CAPACITY: usize = 4096;
+
 /// Input flood control: a token bucket per connection. Each line costs one token; with none
 /// left, the server stops reading that connection until one refills (ergo's "fakelag"): a
 /// flooder slows itself down through TCP backpressure, nobody is dropped, nothing is lost.
@@ -427,7 +432,11 @@ struct Connection {
 impl Connection {
     async fn run<S: crate::transport::Stream>(self, stream: S) {
         let (reader, mut writer) = tokio::io::split(stream);
-        let mut lines = FramedRead::new(reader, LineCodec::new(self.max_line));
+        // Small buffers: most connections are idle most of the time, and per-connection memory
+        // is what limits how many a server holds. The read buffer grows for a long line or a
+        // burst; the write buffer is dropped again once a burst has been written.
+        let mut lines =
+            FramedRead::with_capacity(reader, LineCodec::new(self.max_line), READ_CAPACITY);
         let mut wbuf = BytesMut::new();
         let mut bucket = self.flood.map(|f| Bucket::new(f, Instant::now()));
         let mut reading = true;
@@ -436,6 +445,9 @@ impl Connection {
         let mut deadline: Option<Instant> = None;
         let reason: String = loop {
             if wbuf.is_empty() {
+                if wbuf.capacity() > KEEP_WRITE_CAPACITY {
+                    wbuf = BytesMut::new();
+                }
                 state = self.outbox.take_into(&mut wbuf);
                 match state {
                     OutboxState::Killed => break "SendQ exceeded".into(),

@@ -68,6 +68,12 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// The software version shown in `002`/`004`/`351`.
     pub version: String,
+    /// Above this many members, the default room stops broadcasting individual JOIN, PART and
+    /// QUIT lines (everyone is in it, so 10,000 joins would be ~50 million lines), and a join
+    /// gets only its own `JOIN`, the topic and an empty NAMES (`366`); `NAMES` still lists
+    /// everyone on request, and members see a person when they speak. `None` always broadcasts.
+    /// Other rooms are not affected: people join those on purpose and expect to see each other.
+    pub quiet_joins_above: Option<usize>,
     /// A deliberate bug to plant (tests of the simulation's checkers only).
     #[cfg(feature = "deliberate-bugs")]
     pub bug: Option<Bug>,
@@ -99,6 +105,7 @@ impl Default for Config {
             topic_len: 390,
             max_rooms_per_user: 20,
             version: concat!("parla-", env!("CARGO_PKG_VERSION")).to_owned(),
+            quiet_joins_above: Some(1000),
             #[cfg(feature = "deliberate-bugs")]
             bug: None,
         }
@@ -315,6 +322,10 @@ pub struct Server {
     /// so activity costs no heap operation (see `handle_timeout`).
     timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
     out: VecDeque<Output>,
+    /// Registered users, and those of them with `+i`: kept as counts because every
+    /// registration reports them (`LUSERS`), and counting the map each time is O(n) per user.
+    users: usize,
+    invisible_users: usize,
     max_users: usize,
     shutting_down: bool,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
@@ -334,6 +345,8 @@ impl Server {
             rooms: BTreeMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
+            users: 0,
+            invisible_users: 0,
             max_users: 0,
             shutting_down: false,
             #[cfg(feature = "deliberate-bugs")]
@@ -528,6 +541,8 @@ impl Server {
             self.close(id, "Server shutting down", "Server shutting down");
         }
         self.conns.clear();
+        self.users = 0;
+        self.invisible_users = 0;
         self.nicks.clear();
         self.rooms.clear();
         self.timers.clear();
@@ -554,7 +569,7 @@ impl Server {
 
     /// Registered users.
     pub fn user_count(&self) -> usize {
-        self.conns.values().filter(|c| c.registered).count()
+        self.users
     }
 
     /// The nick `conn` holds (reserved or registered), if any.
@@ -839,6 +854,7 @@ impl Server {
             return self.quit(now, id, "Bad password");
         }
         c.registered = true;
+        self.users += 1;
         c.last_spoke = now;
         // From now on liveness pings, not the registration deadline, decide the next wake-up.
         c.timer_due = now.plus(self.config.ping_interval_ms);
@@ -899,11 +915,7 @@ impl Server {
 
     fn send_lusers(&mut self, now: Millis, id: ConnId) {
         let users = self.user_count();
-        let invisible = self
-            .conns
-            .values()
-            .filter(|c| c.registered && c.invisible)
-            .count();
+        let invisible = self.invisible_users;
         let unknown = self.conns.len() - users;
         let rooms = self.rooms.len();
         let max = self.max_users;
@@ -1004,7 +1016,15 @@ impl Server {
             .expect("caller checked the connection");
         c.rooms.insert(key.clone());
         let prefix = c.prefix.clone();
-        let members: Vec<ConnId> = self.rooms[&key].members.iter().copied().collect();
+        let room = &self.rooms[&key];
+        let quiet = self.is_quiet(&key, room.members.len());
+        // A quiet room: only the joiner sees its JOIN, and the member list is not pushed (it
+        // would be O(n) lines per join); `NAMES` gives it on request.
+        let members: Vec<ConnId> = if quiet {
+            vec![id]
+        } else {
+            room.members.iter().copied().collect()
+        };
         self.fanout(
             now,
             members.into_iter(),
@@ -1013,7 +1033,11 @@ impl Server {
             &[&room_name],
         );
         self.send_topic(now, id, &key, false);
-        self.send_names(now, id, &key);
+        if quiet {
+            self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
+        } else {
+            self.send_names(now, id, &key);
+        }
     }
 
     /// `PART <room>{,<room>} [<reason>]`
@@ -1043,7 +1067,11 @@ impl Server {
             return;
         };
         let name = room.name.clone();
-        let members: Vec<ConnId> = room.members.iter().copied().collect();
+        let members: Vec<ConnId> = if self.is_quiet(key, room.members.len()) {
+            vec![id]
+        } else {
+            room.members.iter().copied().collect()
+        };
         let prefix = self.conns[&id].prefix.clone();
         match reason {
             Some(r) if !r.is_empty() => {
@@ -1481,6 +1509,11 @@ impl Server {
         }
         let after = c.invisible;
         if before != after {
+            if after {
+                self.invisible_users += 1;
+            } else {
+                self.invisible_users -= 1;
+            }
             let change = if after { "+i" } else { "-i" };
             let prefix = c.prefix.clone();
             self.fanout(
@@ -1578,9 +1611,15 @@ impl Server {
 
     /// Forgets `id`: frees its name, tells everyone who shared a room with it.
     fn remove_conn(&mut self, now: Millis, id: ConnId, reason: &str) {
-        let peers = self.peers(id);
+        let peers = self.peers_told_of_leaving(id);
         let Some(c) = self.conns.get(&id) else { return };
         let (registered, prefix) = (c.registered, c.prefix.clone());
+        if registered {
+            self.users -= 1;
+            if c.invisible {
+                self.invisible_users -= 1;
+            }
+        }
         let rooms: Vec<String> = c.rooms.iter().cloned().collect();
         if let Some(nick) = c.nick.clone() {
             let key = self.nick_key(&nick);
@@ -1631,6 +1670,34 @@ impl Server {
             .flat_map(|r| r.members.iter().copied())
             .filter(|&m| m != id)
             .collect()
+    }
+
+    /// Who sees `id` leave: everyone who shares a room with it, except in a quiet room (see
+    /// [`Config::quiet_joins_above`]), whose members only learn it if they share another room.
+    fn peers_told_of_leaving(&self, id: ConnId) -> BTreeSet<ConnId> {
+        let Some(c) = self.conns.get(&id) else {
+            return BTreeSet::new();
+        };
+        c.rooms
+            .iter()
+            .filter_map(|k| self.rooms.get(k).map(|r| (k, r)))
+            .filter(|(k, r)| !self.is_quiet(k, r.members.len()))
+            .flat_map(|(_, r)| r.members.iter().copied())
+            .filter(|&m| m != id)
+            .collect()
+    }
+
+    /// Whether room `key` with `members` members is past the quiet threshold: only the default
+    /// room ever is.
+    fn is_quiet(&self, key: &str, members: usize) -> bool {
+        self.config
+            .quiet_joins_above
+            .is_some_and(|above| members > above)
+            && self
+                .config
+                .default_room
+                .as_deref()
+                .is_some_and(|d| casefold(d) == key)
     }
 
     /// Sends a numeric: `:<server> <code> <client> <params…>`, the last param as trailing.

@@ -724,3 +724,62 @@ fn the_core_is_deterministic() {
     assert!(!first.is_empty());
     assert_eq!(first, run());
 }
+
+/// The shared room at scale: above `quiet_joins_above` members, the default room stops
+/// broadcasting individual JOIN/PART/QUIT lines (O(n²) lines for n joins) and pushes no member
+/// list on join; NAMES still lists everyone on request, and messages still reach everyone.
+#[test]
+fn default_room_goes_quiet_above_the_threshold() {
+    let mut h = Harness::with(Config {
+        quiet_joins_above: Some(3),
+        ..Config::default()
+    });
+    let a = h.user("a");
+    let b = h.user("b");
+    let c = h.user("c");
+    // The third member joined a room of 3: still at the threshold, so a and b saw it.
+    let d_conn = h.connect();
+    h.send(d_conn, "NICK d");
+    h.send(d_conn, "USER d 0 * :d");
+    // The fourth makes 4 > 3: only d sees its own JOIN, and gets an empty NAMES (366 only).
+    assert!(h.saw(d_conn, ":d!~d@192.0.2.7 JOIN #lobby"));
+    assert!(h.saw(d_conn, " 366 d #lobby :End of /NAMES list"));
+    assert!(
+        !h.saw(d_conn, " 353 "),
+        "no member list pushed: {:?}",
+        h.lines(d_conn)
+    );
+    for x in [a, b, c] {
+        assert!(!h.saw(x, "JOIN"), "{:?}", h.lines(x));
+    }
+    h.clear();
+    // NAMES on request lists everyone.
+    h.send(d_conn, "NAMES #lobby");
+    assert!(
+        h.saw(d_conn, " 353 d = #lobby :a b c d"),
+        "{:?}",
+        h.lines(d_conn)
+    );
+    // A message reaches everyone but the sender.
+    h.clear();
+    h.send(d_conn, "PRIVMSG #lobby :hi");
+    for x in [a, b, c] {
+        assert!(h.saw(x, ":d!~d@192.0.2.7 PRIVMSG #lobby :hi"));
+    }
+    // Leaving while quiet: nobody else is told.
+    h.clear();
+    h.send(d_conn, "QUIT :bye");
+    for x in [a, b, c] {
+        assert!(h.lines(x).is_empty(), "{:?}", h.lines(x));
+    }
+    // Back at 3 members the room is loud again: a PART is seen by all.
+    h.send(c, "PART #lobby");
+    assert!(h.saw(a, ":c!~c@192.0.2.7 PART :#lobby") || h.saw(a, ":c!~c@192.0.2.7 PART #lobby"));
+    assert!(h.saw(b, "PART"));
+    // Another room is never quiet: its members see each other whatever the size.
+    h.clear();
+    h.send(a, "JOIN #side");
+    h.send(b, "JOIN #side");
+    assert!(h.saw(a, ":b!~b@192.0.2.7 JOIN #side"));
+    assert_eq!(h.server.user_count(), 3);
+}

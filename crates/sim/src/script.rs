@@ -94,7 +94,10 @@ pub enum Step {
         what: Expectation,
     },
     /// Exactly one of these clients has seen a line or event containing the text.
-    ExpectOne { clients: Vec<String>, text: String },
+    ExpectOne {
+        clients: Vec<String>,
+        text: String,
+    },
 }
 
 /// What `expect` checks.

@@ -68,6 +68,10 @@ struct Args {
     /// Turn input flood control off (for benchmarks and trusted networks).
     #[arg(long, env = "PARLA_NO_FLOOD_CONTROL")]
     no_flood_control: bool,
+    /// Above this many members the default room stops broadcasting individual joins, parts
+    /// and quits, and sends no member list on join (NAMES still lists everyone). 0 = never.
+    #[arg(long, env = "PARLA_QUIET_JOINS_ABOVE", default_value_t = 1000)]
+    quiet_joins_above: usize,
     /// How long queued messages may take to reach clients at shutdown.
     #[arg(long, env = "PARLA_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -123,6 +127,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ping_interval_ms: args.ping_interval.as_millis() as u64,
         ping_timeout_ms: args.ping_timeout.as_millis() as u64,
         registration_timeout_ms: args.registration_timeout.as_millis() as u64,
+        quiet_joins_above: (args.quiet_joins_above > 0).then_some(args.quiet_joins_above),
         ..parla_room::Config::default()
     };
     let options = ServerOptions {

@@ -1,0 +1,46 @@
+//! `parla-bench`: a load bench that speaks plain IRC (RFC 1459 registration, `JOIN`, `PRIVMSG`,
+//! `PING`/`PONG`), so it drives any IRC server the same way: Parla, ngircd, InspIRCd.
+//!
+//! - [`client`]: one bench connection: a chosen 127.0.0.x source, registration, join, a line
+//!   reader that hands out complete lines without copying.
+//! - [`fanout`]: C members in one room, S of them sending M messages each (bounded in-flight
+//!   window or fixed rate); latency from timestamps carried in the messages, loss and order.
+//! - [`idle`]: N registered idle connections; the server's RSS per connection.
+//! - [`churn`]: sessions that connect, register, join, speak and quit, in a loop; sessions per
+//!   second and whether the server's memory returns to its baseline.
+//! - [`procfs`]: the server's CPU seconds and RSS from `/proc/PID`.
+//! - [`report`]: results as JSON lines, and the side-by-side table with Parla/peer ratios.
+//!
+//! The bench never touches the server's internals: it only sees what any IRC client sees, plus
+//! `/proc` for the server's PID. It is bounded: every workload has a count and a timeout.
+
+pub mod churn;
+pub mod client;
+pub mod fanout;
+pub mod idle;
+pub mod procfs;
+pub mod report;
+
+pub use client::Target;
+pub use report::Record;
+
+/// Many connections need many file descriptors: raise the soft limit to `want`, raising the
+/// hard limit too when permitted (root), else to the hard limit. Returns the soft limit now set.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return want;
+    }
+    let new = want.min(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, new, hard).is_ok() {
+        new
+    } else {
+        soft
+    }
+}

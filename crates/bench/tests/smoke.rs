@@ -1,0 +1,167 @@
+//! A CI-sized bench run: proves that the bench, Parla's fan-out and the peers' configs in
+//! `bench/` still work. The full numbers are `just bench-peers`, not part of the test suite.
+//!
+//! - Parla in-process (`parla_net::run` on 127.0.0.1:0, flood control off): a tiny fan-out in
+//!   a plain room and in the default room, and 50 idle connections.
+//! - ngircd and InspIRCd, started with `bench/run-peer` and stopped by PID, when installed
+//!   (`ci/install-test-deps` installs them; with `CI=true` a missing one fails the test).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use parla_bench::fanout::{self, FanoutConfig};
+use parla_bench::idle::{self, IdleConfig};
+use parla_bench::{Target, procfs};
+use parla_net::server::ServerOptions;
+use parla_net::{Listener, Tcp, Transport};
+use tokio_util::sync::CancellationToken;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The tiny fan-out: 20 members, 2 senders × 50 messages; every delivery must arrive, in order.
+async fn tiny_fanout(target: Target, pid: u32) {
+    let mut cfg = FanoutConfig::new(target, 20, 2, 50);
+    cfg.server_pid = Some(pid);
+    cfg.stall_timeout = Duration::from_secs(5);
+    let r = fanout::run(&cfg).await.expect("the fan-out runs");
+    println!("{r}");
+    assert_eq!(r.expected, 2 * 50 * 19);
+    assert_eq!(r.received, r.expected, "no delivery may be lost");
+    assert_eq!(r.disordered, 0, "each sender's messages arrive in order");
+    assert!(r.deliveries_per_s > 100.0, "{r}");
+    assert_eq!(r.latency_us.len(), r.received);
+    assert!(r.latency_us.max() < 5_000_000, "latency under 5 s: {r}");
+    assert!(r.ramp_s > 0.0 && r.ramp_s < 10.0, "{r}");
+    assert!(r.server_cpu_s.is_some_and(|c| c >= 0.0));
+    assert!(r.server_rss_kib.is_some_and(|k| k > 0));
+}
+
+async fn tiny_idle(target: Target, pid: u32) {
+    let mut cfg = IdleConfig::new(target, 50);
+    cfg.server_pid = Some(pid);
+    cfg.hold = Duration::from_millis(200);
+    cfg.timeout = Duration::from_secs(10);
+    let r = idle::run(&cfg).await.expect("the idle run");
+    println!("{r}");
+    assert_eq!(r.registered, 50, "{r}");
+    assert!(r.rss_per_conn_bytes().is_some(), "{r}");
+}
+
+#[test]
+fn parla_in_process_fanout_and_idle() {
+    runtime().block_on(async {
+        parla_bench::raise_fd_limit(4096);
+        let pid = std::process::id();
+        for default_room in [false, true] {
+            let listener = Tcp
+                .bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().unwrap();
+            let options = ServerOptions {
+                flood: None,
+                core: parla_room::Config {
+                    default_room: default_room.then(|| "#lobby".to_owned()),
+                    ..parla_room::Config::default()
+                },
+                ..ServerOptions::default()
+            };
+            let token = CancellationToken::new();
+            let server = tokio::spawn(parla_net::run(listener, options, token.clone()));
+            let mut target = Target::new(addr);
+            if default_room {
+                target.channel = "#lobby".to_owned();
+                target.auto_join = true;
+            }
+            tiny_fanout(target.clone(), pid).await;
+            if !default_room {
+                tiny_idle(target, pid).await;
+            }
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("the server shuts down")
+                .unwrap();
+        }
+    });
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Starts `name` with the repo's config, runs the tiny workloads, stops it by PID.
+fn smoke_peer(name: &str) {
+    if !installed(name) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is not installed; ci/install-test-deps installs it");
+        }
+        eprintln!(
+            "skipping the {name} smoke run: {name} is not installed (apt-get install {name})"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("parla-bench-smoke-{name}-{}", std::process::id()));
+    let port = free_port();
+    let status = Command::new(repo().join("bench/run-peer"))
+        .args([name, &port.to_string(), dir.to_str().unwrap()])
+        .status()
+        .expect("bench/run-peer runs");
+    assert!(
+        status.success(),
+        "{name} did not start with bench/{name}.conf.in"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.join(format!("{name}.pid")))
+        .expect("run-peer writes the PID")
+        .trim()
+        .parse()
+        .expect("a PID");
+    struct Stop(u32, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _stop = Stop(pid, dir);
+    assert!(procfs::sample(pid).is_ok(), "{name} runs as PID {pid}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    runtime().block_on(async {
+        tiny_fanout(Target::new(addr), pid).await;
+        tiny_idle(Target::new(addr), pid).await;
+    });
+}
+
+#[test]
+fn ngircd_with_the_repo_config() {
+    smoke_peer("ngircd");
+}
+
+#[test]
+fn inspircd_with_the_repo_config() {
+    smoke_peer("inspircd");
+}
