@@ -323,12 +323,7 @@ impl<'a> Runner<'a> {
                 });
                 drop(r);
                 if let Some(problem) = problem {
-                    self.journal.line_at(
-                        self.sim.elapsed(),
-                        "script",
-                        &format!("EXPECTATION FAILED: {problem}"),
-                    );
-                    self.failed.push(format!("{where_}: {problem}"));
+                    self.fail(where_, &problem);
                 }
             }
         }
@@ -382,13 +377,18 @@ impl<'a> Runner<'a> {
         };
         drop(r);
         if let Some(problem) = problem {
-            self.journal.line_at(
-                self.sim.elapsed(),
-                "script",
-                &format!("EXPECTATION FAILED: {problem}"),
-            );
-            self.failed.push(format!("{where_}: {problem}"));
+            self.fail(where_, &problem);
         }
+    }
+
+    /// Records a failed expectation in the transcript and in the outcome.
+    fn fail(&mut self, where_: &str, problem: &str) {
+        self.journal.line_at(
+            self.sim.elapsed(),
+            "script",
+            &format!("EXPECTATION FAILED: {problem}"),
+        );
+        self.failed.push(format!("{where_}: {problem}"));
     }
 
     fn start_server(&mut self, flags: ServerFlags) {

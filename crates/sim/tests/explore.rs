@@ -2,6 +2,7 @@
 
 use parla_room::Bug;
 use parla_sim::explore::{Workload, explore, replay_command};
+use rstest::rstest;
 
 fn report(failures: &[parla_sim::explore::Explored], workload: Workload) -> String {
     failures
@@ -37,33 +38,16 @@ fn ci_sized_exploration_finds_no_violation() {
 }
 
 /// The checkers have teeth: with a deliberately broken core, the explorer finds a failing seed
-/// within a bounded number of seeds.
-#[test]
-fn the_explorer_finds_case_sensitive_name_uniqueness() {
-    let (failures, _) = explore(0, 30, Workload::default(), Some(Bug::CaseSensitiveNames));
+/// within a bounded number of seeds, for the reason the bug implies.
+#[rstest]
+#[case::case_sensitive_name_uniqueness(Bug::CaseSensitiveNames, "names not unique")]
+#[case::a_message_dropped_for_one_member(Bug::DropForOneMember, "but was not sent")]
+fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
+    let (failures, _) = explore(0, 30, Workload::default(), Some(bug));
     let first = failures.first().expect("a failing seed within 30");
     assert!(
-        first
-            .outcome
-            .violations
-            .iter()
-            .any(|v| v.starts_with("names not unique")),
-        "{:?}",
-        first.outcome.violations
-    );
-}
-
-#[test]
-fn the_explorer_finds_a_message_dropped_for_one_member() {
-    let (failures, _) = explore(0, 30, Workload::default(), Some(Bug::DropForOneMember));
-    let first = failures.first().expect("a failing seed within 30");
-    assert!(
-        first
-            .outcome
-            .violations
-            .iter()
-            .any(|v| v.contains("but was not sent")),
-        "{:?}",
+        first.outcome.violations.iter().any(|v| v.contains(symptom)),
+        "{bug:?}: {:?}",
         first.outcome.violations
     );
 }
