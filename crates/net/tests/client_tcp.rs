@@ -3,78 +3,37 @@
 //!
 //! Every wait is for an event (or a line) under a [`WAIT`]-bounded `timeout`; nothing sleeps.
 
+mod common;
+
+use common::{TestServer, WAIT};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use parla_net::Tcp;
 use parla_net::addr::ServerAddr;
 use parla_net::client::{
     self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, MessageKind,
 };
 use parla_net::ping::{PingConfig, PingError, Pinger};
 use parla_net::server::ServerOptions;
-use parla_net::{Tcp, Transport};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-/// The longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-/// An in-process server on an ephemeral port; dropping it cancels the server.
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<()>>,
-}
-
 impl TestServer {
-    async fn start() -> TestServer {
-        init_tracing();
-        let listener = Tcp.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.0.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let options = ServerOptions {
+    async fn without_flood_control() -> TestServer {
+        TestServer::start(ServerOptions {
             flood: None,
             ..ServerOptions::default()
-        };
-        let handle = tokio::spawn(parla_net::run(listener, options, shutdown.clone()));
-        TestServer {
-            addr,
-            shutdown,
-            handle: Some(handle),
-        }
+        })
+        .await
     }
 
     fn config(&self) -> ClientConfig {
         config_for(self.addr)
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let handle = self.handle.take().unwrap();
-        tokio::time::timeout(WAIT, handle)
-            .await
-            .expect("run returns after the token is cancelled")
-            .unwrap();
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
-        }
     }
 }
 
@@ -201,7 +160,7 @@ fn members(names: &[&str]) -> Event {
 
 #[tokio::test]
 async fn registering_joins_the_lobby_and_lists_its_members() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut alice = connect(server.config(), no_pinger()).await;
     assert_eq!(alice.server, server.addr);
     send(&alice, Command::Nick("alice".into())).await;
@@ -231,7 +190,7 @@ async fn registering_joins_the_lobby_and_lists_its_members() {
 
 #[tokio::test]
 async fn a_refused_name_can_be_replaced_by_another() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let _alice = user(&server, "alice").await;
     let mut bob = connect(server.config(), no_pinger()).await;
     for taken in ["alice", "ALICE"] {
@@ -265,7 +224,7 @@ async fn a_refused_name_can_be_replaced_by_another() {
 
 #[tokio::test]
 async fn what_one_says_the_other_receives() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
 
@@ -329,7 +288,7 @@ async fn what_one_says_the_other_receives() {
 
 #[tokio::test]
 async fn members_follow_joins_and_quits() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
     expect_event(
@@ -366,7 +325,7 @@ async fn members_follow_joins_and_quits() {
 
 #[tokio::test]
 async fn a_server_shutdown_is_announced_then_ends_the_session() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut alice = user(&server, "alice").await;
     server.stop().await;
     expect_event(
@@ -420,7 +379,7 @@ async fn connecting_to_a_closed_port_is_refused_and_names_the_address() {
 
 #[tokio::test]
 async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut bob = user(&server, "bob").await;
     let fail = Arc::new(AtomicBool::new(false));
     let mut config = server.config();
@@ -477,7 +436,7 @@ async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
 
 #[tokio::test]
 async fn without_icmp_rights_the_session_reports_it_and_stays_up() {
-    let server = TestServer::start().await;
+    let server = TestServer::without_flood_control().await;
     let mut bob = user(&server, "bob").await;
     let mut config = server.config();
     config.ping = Some(PingConfig {

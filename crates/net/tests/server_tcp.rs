@@ -5,74 +5,22 @@
 //! Nothing here sleeps to synchronise: every wait is for a line (or EOF) under a
 //! [`WAIT`]-bounded `timeout`, so a hang fails the test instead of blocking it.
 
+mod common;
+
+use common::{TestServer, WAIT};
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parla_net::server::{FloodControl, ServerOptions};
-use parla_net::{Tcp, Transport};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// The longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-/// An in-process server on an ephemeral port. Dropping it cancels the server (so a failing
-/// test does not leave it running on the runtime).
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<()>>,
-}
 
 impl TestServer {
-    async fn start(options: ServerOptions) -> TestServer {
-        init_tracing();
-        let listener = Tcp
-            .bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.0.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(parla_net::run(listener, options, shutdown.clone()));
-        TestServer {
-            addr,
-            shutdown,
-            handle: Some(handle),
-        }
-    }
-
     async fn connect(&self, label: &str) -> RawClient {
         RawClient::connect(self.addr, label).await
-    }
-
-    /// Cancels the token and waits (bounded) for `run` to return.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let handle = self.handle.take().unwrap();
-        tokio::time::timeout(WAIT, handle)
-            .await
-            .expect("run returns after the token is cancelled")
-            .expect("run does not panic");
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
-        }
     }
 }
 
