@@ -16,14 +16,11 @@ pub fn final_state(r: &Records) -> Vec<String> {
     // Which client holds each live connection of the latest server.
     let owner = |conn: u64| -> Option<(&String, bool)> {
         let peer = r.conns.get(&(latest, conn))?.peer?;
-        r.clients.iter().find_map(|(name, c)| {
-            c.received.contains_key(&peer).then(|| {
-                (
-                    name,
-                    c.local == Some(peer) && c.closed.is_none() && !c.crashed,
-                )
-            })
-        })
+        let (name, c) = r.client_at(peer)?;
+        Some((
+            name,
+            c.local == Some(peer) && c.closed.is_none() && !c.crashed,
+        ))
     };
     if server_alive {
         // A name is free once its holder has left or timed out.
@@ -81,11 +78,7 @@ const IN_FLIGHT: Duration = Duration::from_secs(5);
 fn delivery(r: &Records, v: &mut Vec<String>) {
     for (&(inc, conn), record) in &r.conns {
         let Some(peer) = record.peer else { continue };
-        let Some((name, client)) = r
-            .clients
-            .iter()
-            .find(|(_, c)| c.received.contains_key(&peer))
-        else {
+        let Some((name, client)) = r.client_at(peer) else {
             continue;
         };
         let got = &client.received[&peer];

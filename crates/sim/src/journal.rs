@@ -37,6 +37,15 @@ pub struct Records {
     pub ended_at: Duration,
 }
 
+impl Records {
+    /// The client host that connected from `peer` (each connection has its own address).
+    pub fn client_at(&self, peer: SocketAddr) -> Option<(&String, &ClientRecord)> {
+        self.clients
+            .iter()
+            .find(|(_, c)| c.received.contains_key(&peer))
+    }
+}
+
 /// One client host's view.
 #[derive(Debug, Default, Clone)]
 pub struct ClientRecord {
