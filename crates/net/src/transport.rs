@@ -61,12 +61,24 @@ impl Listener for TcpListener {
     }
 }
 
+/// Connections waiting to be accepted (see [`Tcp::bind`]).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 impl Transport for Tcp {
     type Stream = tokio::net::TcpStream;
     type Listener = TcpListener;
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        Ok(TcpListener(tokio::net::TcpListener::bind(addr).await?))
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // tokio's default backlog is 1,024: a crowd connecting at once (a netsplit healing, a
+        // bench) overflows it, and each dropped SYN costs its client a 1-second retransmit. The
+        // kernel caps this at net.core.somaxconn.
+        Ok(TcpListener(socket.listen(LISTEN_BACKLOG)?))
     }
 
     async fn connect(&self, host: &str, port: u16) -> io::Result<(Self::Stream, SocketAddr)> {

@@ -165,13 +165,56 @@ struct Conn {
     invisible: bool,
     away: Option<String>,
     /// Folded names of the rooms this user is in.
-    rooms: BTreeSet<String>,
+    rooms: RoomKeys,
     connected_at: Millis,
     last_seen: Millis,
     last_spoke: Millis,
     ping_sent: Option<Millis>,
     /// When this connection's live timer entry is due; heap entries with another time are stale.
     timer_due: Millis,
+}
+
+/// A user's rooms as a sorted vector: a user is in a handful of rooms (at most
+/// `max_rooms_per_user`), and a `BTreeSet` would allocate a whole 11-slot node for the first.
+#[derive(Debug, Default)]
+struct RoomKeys(Vec<String>);
+
+impl RoomKeys {
+    fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+    }
+
+    fn insert(&mut self, key: String) -> bool {
+        match self.0.binary_search(&key) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, key);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        match self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn is_disjoint(&self, other: &RoomKeys) -> bool {
+        !self.0.iter().any(|k| other.contains(k))
+    }
 }
 
 impl Conn {
@@ -313,7 +356,9 @@ pub struct Server {
     config: Config,
     started: Millis,
     next_id: u64,
-    conns: BTreeMap<ConnId, Conn>,
+    /// Boxed: a B-tree node holds 11 entries and is often half full, so inline values would
+    /// cost twice their size per connection.
+    conns: BTreeMap<ConnId, Box<Conn>>,
     /// Folded nick → its holder (registered or not: a name is reserved from `NICK` on, so that
     /// two connections can never hold one name, even mid-registration).
     nicks: HashMap<String, ConnId>,
@@ -385,7 +430,7 @@ impl Server {
         }
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 host: host.to_owned(),
                 nick: None,
                 user: None,
@@ -397,13 +442,13 @@ impl Server {
                 caps: Caps::default(),
                 invisible: false,
                 away: None,
-                rooms: BTreeSet::new(),
+                rooms: RoomKeys::default(),
                 connected_at: now,
                 last_seen: now,
                 last_spoke: now,
                 ping_sent: None,
                 timer_due: now.plus(self.config.registration_timeout_ms),
-            },
+            }),
         );
         self.timers
             .push(Reverse((now.plus(self.config.registration_timeout_ms), id)));
