@@ -168,7 +168,7 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd":
             # InspIRCd's tick bounds its churn at (sessions in flight) per second.
             local_conc=50; [ "$s" = inspircd ] && local_conc=1000
             run "$s" churn-10000 churn --sessions 10000 --concurrency "$local_conc"
-            case $s in parla*) run "$s" churn-100000 churn --sessions 100000 ;; esac
+            case $s in parla*) run "$s" churn-100000 churn --sessions 100000 --warmup 10000 ;; esac
             case $s in parla-lobby) run "$s" room-10000 fanout -c 10000 -s 2 -m 20 --sources 4 ;; esac
         done
     done

@@ -607,6 +607,11 @@ impl Server {
         self.timers.peek().map(|Reverse((due, _))| *due)
     }
 
+    /// Entries in the timer heap, live and stale (at most about twice the connections).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Open connections, registered or not.
     pub fn conn_count(&self) -> usize {
         self.conns.len()
@@ -1674,9 +1679,24 @@ impl Server {
             self.leave_room(id, &key);
         }
         self.conns.remove(&id);
+        self.compact_timers();
         if registered {
             self.fanout(now, peers.into_iter(), Some(&prefix), "QUIT", &[reason]);
         }
+    }
+
+    /// Drops the timer entries of departed connections once they outnumber the live ones.
+    /// Entries are removed lazily when due, but a departed user's entry is due only at its next
+    /// PING: under churn (many short sessions) the heap would otherwise hold every recent
+    /// session, and its capacity would never come back. Amortised O(1) per departure.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.conns.len() + 64 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers
+            .retain(|Reverse((due, id))| conns.get(id).is_some_and(|c| c.timer_due == *due));
+        self.timers.shrink_to(2 * self.timers.len() + 64);
     }
 
     /// Queues `ERROR :<error>` for `id`, then its close.

@@ -783,3 +783,25 @@ fn default_room_goes_quiet_above_the_threshold() {
     assert!(h.saw(a, ":b!~b@192.0.2.7 JOIN #side"));
     assert_eq!(h.server.user_count(), 3);
 }
+
+/// Churn: a departed user's timer entry is due only at its next PING, so without compaction the
+/// heap would hold every recent session. It stays within about twice the live connections, and
+/// the users who stay are still pinged.
+#[test]
+fn churn_leaves_no_pile_of_stale_timers() {
+    let mut h = Harness::new();
+    let stay = h.user("stayer");
+    for i in 0..5_000 {
+        let c = h.user(&format!("u{i}"));
+        h.send(c, "QUIT :bye");
+        assert!(
+            h.server.timer_entries() <= 2 * h.server.conn_count() + 64,
+            "{} timer entries for {} connections after {i} sessions",
+            h.server.timer_entries(),
+            h.server.conn_count()
+        );
+    }
+    h.log.clear();
+    h.advance(Config::default().ping_interval_ms + 1);
+    assert!(h.saw(stay, "PING"), "{:?}", h.lines(stay));
+}
