@@ -19,7 +19,6 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -155,8 +154,6 @@ impl Clock {
 #[derive(Debug, Default)]
 struct Outbox {
     inner: Mutex<OutboxInner>,
-    /// Set with each change, and the task woken; the task clears it when it looks.
-    changed: AtomicBool,
     /// The connection task, while it waits. (Lock-free and kept here rather than in the task's
     /// future, unlike `Notify`: every byte of that future is paid per idle connection.)
     waker: AtomicWaker,
@@ -167,6 +164,10 @@ struct OutboxInner {
     queue: VecDeque<Bytes>,
     bytes: usize,
     state: OutboxState,
+    /// Something changed since the task last looked. Kept under the lock, beside the queue:
+    /// the core's fan-out then touches one cache line per recipient, not two (an atomic flag
+    /// of its own cost a third of the fan-out's time in a profile, in cache misses).
+    changed: bool,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -190,18 +191,16 @@ impl Outbox {
         if inner.state != OutboxState::Open {
             return true;
         }
-        if inner.bytes + line.len() > cap {
+        let fits = inner.bytes + line.len() <= cap;
+        if fits {
+            inner.bytes += line.len();
+            inner.queue.push_back(line);
+        } else {
             inner.state = OutboxState::Killed;
-            inner.queue.clear();
-            drop(inner);
-            self.wake();
-            return false;
+            inner.queue = VecDeque::new();
         }
-        inner.bytes += line.len();
-        inner.queue.push_back(line);
-        drop(inner);
-        self.wake();
-        true
+        Self::changed(inner, &self.waker);
+        fits
     }
 
     fn close(&self) {
@@ -209,26 +208,24 @@ impl Outbox {
         if inner.state == OutboxState::Open {
             inner.state = OutboxState::Closing;
         }
+        Self::changed(inner, &self.waker);
+    }
+
+    /// Marks a change and wakes the task, but only on the first change since it last looked:
+    /// a burst of lines for one connection costs one wake-up, not one per line.
+    fn changed(mut inner: MutexGuard<'_, OutboxInner>, waker: &AtomicWaker) {
+        let first = !std::mem::replace(&mut inner.changed, true);
         drop(inner);
-        self.wake();
-    }
-
-    /// Wakes the task only on the first change since it last looked: a burst of lines for one
-    /// connection costs one wake-up, not one per line.
-    fn wake(&self) {
-        if !self.changed.swap(true, Ordering::AcqRel) {
-            self.waker.wake();
+        if first {
+            waker.wake();
         }
     }
 
-    /// Ready once something changed since it was last ready.
+    /// Ready once something changed since the task last looked.
     fn poll_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.changed.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
+        // Registered before looking: a change after the look finds the waker.
         self.waker.register(cx.waker());
-        // A change between the check and the registration would have found no waker.
-        if self.changed.swap(false, Ordering::AcqRel) {
+        if std::mem::take(&mut self.lock().changed) {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -241,6 +238,7 @@ impl Outbox {
     fn take(&self, out: &mut VecDeque<Bytes>, coalesce: bool) -> OutboxState {
         debug_assert!(out.is_empty());
         let mut inner = self.lock();
+        inner.changed = false;
         let queue = std::mem::take(&mut inner.queue);
         let bytes = std::mem::replace(&mut inner.bytes, 0);
         let state = inner.state.clone();
@@ -257,8 +255,11 @@ impl Outbox {
         state
     }
 
+    /// The state, for a task still writing its last batch (what is queued stays queued).
     fn state(&self) -> OutboxState {
-        self.lock().state.clone()
+        let mut inner = self.lock();
+        inner.changed = false;
+        inner.state.clone()
     }
 }
 
@@ -668,8 +669,9 @@ impl LineReader {
             } else {
                 self.codec.decode(&mut self.buf)
             };
-            if self.buf.is_empty() && self.buf.capacity() > 0 {
-                // The lines split off keep their bytes alive; we need none of them.
+            if self.buf.is_empty() {
+                // Even empty (and with no capacity left), the buffer still holds a reference to
+                // the allocation its lines were split from: let it go.
                 self.buf = BytesMut::new();
             }
             match decoded {

@@ -196,6 +196,9 @@ impl RoomKeys {
         match self.0.binary_search(&key) {
             Ok(_) => false,
             Err(at) => {
+                // Exact growth: most users are in one room, and the default would make room
+                // for four.
+                self.0.reserve_exact(1);
                 self.0.insert(at, key);
                 true
             }
