@@ -236,7 +236,9 @@ struct Topic {
 #[derive(Debug)]
 struct Room {
     name: String,
-    members: BTreeSet<ConnId>,
+    /// Each member with its capabilities: a room message goes to every member, and what the
+    /// line looks like depends only on these, so the fan-out needs no lookup per recipient.
+    members: BTreeMap<ConnId, Caps>,
     topic: Option<Topic>,
     created: Millis,
 }
@@ -405,7 +407,7 @@ impl Server {
                 casefold(&name),
                 Room {
                     name,
-                    members: BTreeSet::new(),
+                    members: BTreeMap::new(),
                     topic: None,
                     created: now,
                 },
@@ -658,7 +660,7 @@ impl Server {
         let room = self.rooms.get(&casefold(room))?;
         Some(
             room.members
-                .iter()
+                .keys()
                 .filter_map(|id| self.conns.get(id)?.nick.as_deref())
                 .collect(),
         )
@@ -785,6 +787,13 @@ impl Server {
                     });
                 if ok {
                     c.caps = caps;
+                    for key in c.rooms.iter() {
+                        if let Some(member) =
+                            self.rooms.get_mut(key).and_then(|r| r.members.get_mut(&id))
+                        {
+                            *member = caps;
+                        }
+                    }
                 }
                 let verdict = if ok { "ACK" } else { "NAK" };
                 self.send_server(now, id, "CAP", &[&nick, verdict, requested]);
@@ -1053,13 +1062,16 @@ impl Server {
 
     fn join(&mut self, now: Millis, id: ConnId, name: &str) {
         let key = casefold(name);
+        let Some(caps) = self.conns.get(&id).map(|c| c.caps) else {
+            return;
+        };
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.to_owned(),
-            members: BTreeSet::new(),
+            members: BTreeMap::new(),
             topic: None,
             created: now,
         });
-        if !room.members.insert(id) {
+        if room.members.insert(id, caps).is_some() {
             return;
         }
         let room_name = room.name.clone();
@@ -1076,7 +1088,7 @@ impl Server {
         let members: Vec<ConnId> = if quiet {
             vec![id]
         } else {
-            room.members.iter().copied().collect()
+            room.members.keys().copied().collect()
         };
         self.fanout(
             now,
@@ -1101,7 +1113,7 @@ impl Server {
                 self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
                 continue;
             };
-            if !room.members.contains(&id) {
+            if !room.members.contains_key(&id) {
                 let name = room.name.clone();
                 self.numeric(
                     now,
@@ -1123,7 +1135,7 @@ impl Server {
         let members: Vec<ConnId> = if self.is_quiet(key, room.members.len()) {
             vec![id]
         } else {
-            room.members.iter().copied().collect()
+            room.members.keys().copied().collect()
         };
         let prefix = self.conns[&id].prefix.clone();
         match reason {
@@ -1163,7 +1175,7 @@ impl Server {
         let Some(text) = topic else {
             return self.send_topic(now, id, &key, true);
         };
-        if !room.members.contains(&id) {
+        if !room.members.contains_key(&id) {
             let name = room.name.clone();
             return self.numeric(
                 now,
@@ -1183,7 +1195,7 @@ impl Server {
             at: now,
         });
         let (room_name, prefix) = (room.name.clone(), c.prefix.clone());
-        let members: Vec<ConnId> = room.members.iter().copied().collect();
+        let members: Vec<ConnId> = room.members.keys().copied().collect();
         self.fanout(
             now,
             members.into_iter(),
@@ -1226,10 +1238,10 @@ impl Server {
     /// `353`s (as many as fit in 512 bytes each) and `366` for room `key`.
     fn send_names(&mut self, now: Millis, id: ConnId, key: &str) {
         let room = &self.rooms[key];
-        let inside = room.members.contains(&id);
+        let inside = room.members.contains_key(&id);
         let names: Vec<&str> = room
             .members
-            .iter()
+            .keys()
             .filter_map(|m| self.conns.get(m))
             .filter(|c| inside || !c.invisible)
             .filter_map(|c| c.nick.as_deref())
@@ -1337,7 +1349,7 @@ impl Server {
                     }
                     continue;
                 };
-                if !room.members.contains(&id) {
+                if !room.members.contains_key(&id) {
                     if !notice {
                         let name = room.name.clone();
                         self.numeric(
@@ -1354,11 +1366,11 @@ impl Server {
                 }
                 let name = room.name.clone();
                 #[allow(unused_mut)]
-                let mut to: Vec<ConnId> = room
+                let mut to: Vec<(ConnId, Caps)> = room
                     .members
                     .iter()
-                    .copied()
-                    .filter(|&m| echo || m != id)
+                    .map(|(&m, &caps)| (m, caps))
+                    .filter(|&(m, _)| echo || m != id)
                     .collect();
                 #[cfg(feature = "deliberate-bugs")]
                 {
@@ -1366,11 +1378,11 @@ impl Server {
                     if self.config.bug == Some(Bug::DropForOneMember)
                         && self.relayed.is_multiple_of(5)
                     {
-                        let second = room.members.iter().nth(1).copied();
-                        to.retain(|&m| Some(m) != second);
+                        let second = room.members.keys().nth(1).copied();
+                        to.retain(|&(m, _)| Some(m) != second);
                     }
                 }
-                self.fanout(now, to.into_iter(), Some(&prefix), verb, &[&name, text]);
+                self.fanout_to(now, to.into_iter(), Some(&prefix), verb, &[&name, text]);
             } else {
                 let Some(&to) = self.nicks.get(&casefold(target)) else {
                     if !notice {
@@ -1427,8 +1439,8 @@ impl Server {
         let my_rooms = &self.conns[&id].rooms;
         if is_channel_name(mask) {
             if let Some(room) = self.rooms.get(&casefold(mask)) {
-                let inside = room.members.contains(&id);
-                for c in room.members.iter().filter_map(|m| self.conns.get(m)) {
+                let inside = room.members.contains_key(&id);
+                for c in room.members.keys().filter_map(|m| self.conns.get(m)) {
                     if inside || !c.invisible {
                         rows.push(row(&room.name, c));
                     }
@@ -1735,7 +1747,7 @@ impl Server {
         c.rooms
             .iter()
             .filter_map(|k| self.rooms.get(k))
-            .flat_map(|r| r.members.iter().copied())
+            .flat_map(|r| r.members.keys().copied())
             .filter(|&m| m != id)
             .collect()
     }
@@ -1750,7 +1762,7 @@ impl Server {
             .iter()
             .filter_map(|k| self.rooms.get(k).map(|r| (k, r)))
             .filter(|(k, r)| !self.is_quiet(k, r.members.len()))
-            .flat_map(|(_, r)| r.members.iter().copied())
+            .flat_map(|(_, r)| r.members.keys().copied())
             .filter(|&m| m != id)
             .collect()
     }
@@ -1812,13 +1824,25 @@ impl Server {
         verb: &str,
         params: &[&str],
     ) {
+        let to: Vec<(ConnId, Caps)> = to
+            .filter_map(|id| Some((id, self.conns.get(&id)?.caps)))
+            .collect();
+        self.fanout_to(now, to.into_iter(), source, verb, params);
+    }
+
+    /// [`Server::fanout`] to recipients whose capabilities are known (a room's members).
+    fn fanout_to(
+        &mut self,
+        now: Millis,
+        to: impl Iterator<Item = (ConnId, Caps)>,
+        source: Option<&str>,
+        verb: &str,
+        params: &[&str],
+    ) {
         let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
-        for id in to {
-            let Some(c) = self.conns.get(&id) else {
-                continue;
-            };
-            let line = if c.caps.server_time {
-                timed.get_or_insert_with(|| encode(&time_tag(now, c.caps), source, verb, params))
+        for (id, caps) in to {
+            let line = if caps.server_time {
+                timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
             } else {
                 plain.get_or_insert_with(|| encode(&[], source, verb, params))
             };

@@ -378,6 +378,15 @@ fn echo_message_and_server_time_capabilities() {
         [":alice!~a@192.0.2.7 PRIVMSG #lobby :hi"],
         "bob asked for neither"
     );
+    // Capabilities changed after joining apply to room messages at once, both ways.
+    h.send(b, "CAP REQ server-time");
+    h.send(c, "CAP REQ -server-time");
+    h.clear();
+    h.send(c, "PRIVMSG #lobby :again");
+    let bobs = h.lines(b);
+    assert_eq!(bobs.len(), 1, "{bobs:?}");
+    assert!(bobs[0].starts_with("@time="), "{}", bobs[0]);
+    assert_eq!(h.lines(c), [":alice!~a@192.0.2.7 PRIVMSG #lobby :again"]);
 }
 
 #[test]
