@@ -328,6 +328,16 @@ impl Shared {
                             overflowed.push(to);
                         }
                     }
+                    Output::Broadcast { to, line } => {
+                        for to in to {
+                            if let Some(outbox) = state.outboxes.get(&to)
+                                && !outbox.push(line.clone(), self.sendq_bytes)
+                            {
+                                state.outboxes.remove(&to);
+                                overflowed.push(to);
+                            }
+                        }
+                    }
                     Output::Close { conn, reason } => {
                         debug!(%conn, %reason, "core closed connection");
                         if let Some(outbox) = state.outboxes.remove(&conn) {

@@ -35,6 +35,9 @@ pub enum Output {
     /// Queue `line` (a whole IRC line with its CR LF) for `to`. The same `Bytes` is shared by
     /// every recipient of a broadcast: it is encoded once.
     Send { to: ConnId, line: Bytes },
+    /// Queue the same `line` for each of `to`, in that order: a fan-out (a room message, a
+    /// QUIT to everyone who shared a room) as one entry rather than one per recipient.
+    Broadcast { to: Vec<ConnId>, line: Bytes },
     /// Flush what is queued for `conn`, then close it. The core has already forgotten it.
     Close { conn: ConnId, reason: String },
 }
@@ -1840,17 +1843,36 @@ impl Server {
         params: &[&str],
     ) {
         let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
+        // Consecutive recipients of the same encoding form one `Broadcast`, so the deliveries
+        // keep the recipients' order exactly.
+        let mut run: Option<(Bytes, Vec<ConnId>)> = None;
         for (id, caps) in to {
             let line = if caps.server_time {
                 timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
             } else {
                 plain.get_or_insert_with(|| encode(&[], source, verb, params))
             };
-            self.out.push_back(Output::Send {
-                to: id,
-                line: line.clone(),
-            });
+            match &mut run {
+                Some((current, ids)) if current.as_ptr() == line.as_ptr() => ids.push(id),
+                _ => {
+                    if let Some((line, ids)) = run.take() {
+                        self.push_broadcast(ids, line);
+                    }
+                    run = Some((line.clone(), vec![id]));
+                }
+            }
         }
+        if let Some((line, ids)) = run {
+            self.push_broadcast(ids, line);
+        }
+    }
+
+    fn push_broadcast(&mut self, to: Vec<ConnId>, line: Bytes) {
+        self.out.push_back(if to.len() == 1 {
+            Output::Send { to: to[0], line }
+        } else {
+            Output::Broadcast { to, line }
+        });
     }
 }
 

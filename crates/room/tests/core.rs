@@ -40,23 +40,31 @@ impl Harness {
     fn drain(&mut self) -> Vec<(ConnId, String)> {
         let mut new = Vec::new();
         while let Some(out) = self.server.poll_output() {
-            new.push(match out {
-                Output::Send { to, line } => {
-                    let text = std::str::from_utf8(&line)
-                        .expect("core sends UTF-8")
-                        .to_owned();
-                    assert!(
-                        text.ends_with("\r\n"),
-                        "every line ends with CRLF: {text:?}"
-                    );
-                    assert!(
-                        line.len() <= 512 || text.starts_with('@'),
-                        "line over 512 bytes: {text:?}"
-                    );
-                    (to, text.trim_end_matches("\r\n").to_owned())
+            let sends = match out {
+                Output::Send { to, line } => vec![(to, line)],
+                Output::Broadcast { to, line } => {
+                    assert!(to.len() > 1, "a broadcast to one is a Send");
+                    to.into_iter().map(|to| (to, line.clone())).collect()
                 }
-                Output::Close { conn, reason } => (conn, format!("CLOSE {reason}")),
-            });
+                Output::Close { conn, reason } => {
+                    new.push((conn, format!("CLOSE {reason}")));
+                    continue;
+                }
+            };
+            new.extend(sends.into_iter().map(|(to, line)| {
+                let text = std::str::from_utf8(&line)
+                    .expect("core sends UTF-8")
+                    .to_owned();
+                assert!(
+                    text.ends_with("\r\n"),
+                    "every line ends with CRLF: {text:?}"
+                );
+                assert!(
+                    line.len() <= 512 || text.starts_with('@'),
+                    "line over 512 bytes: {text:?}"
+                );
+                (to, text.trim_end_matches("\r\n").to_owned())
+            }));
         }
         self.log.extend(new.iter().cloned());
         new
@@ -312,8 +320,12 @@ fn room_messages_reach_every_member_but_the_sender_sharing_one_encoding() {
         .handle_line(h.now, a, b"PRIVMSG #lobby :hello everyone");
     let mut sends = Vec::new();
     while let Some(out) = h.server.poll_output() {
-        if let Output::Send { to, line } = out {
-            sends.push((to, line));
+        match out {
+            Output::Send { to, line } => sends.push((to, line)),
+            Output::Broadcast { to, line } => {
+                sends.extend(to.into_iter().map(|to| (to, line.clone())));
+            }
+            Output::Close { .. } => {}
         }
     }
     let recipients: Vec<ConnId> = sends.iter().map(|(to, _)| *to).collect();
@@ -813,4 +825,31 @@ fn churn_leaves_no_pile_of_stale_timers() {
     h.log.clear();
     h.advance(Config::default().ping_interval_ms + 1);
     assert!(h.saw(stay, "PING"), "{:?}", h.lines(stay));
+}
+
+/// A fan-out comes out as `Broadcast`s of consecutive recipients sharing an encoding, so the
+/// deliveries keep the members' order even when their capabilities differ.
+#[test]
+fn broadcasts_keep_member_order_across_encodings() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(c, "CAP REQ server-time");
+    let d = h.user("dave");
+    let e = h.user("erin");
+    h.drain();
+    h.server.handle_line(h.now, a, b"PRIVMSG #lobby :hi");
+    let mut shapes = Vec::new();
+    while let Some(out) = h.server.poll_output() {
+        match out {
+            Output::Send { to, line } => shapes.push((vec![to], line[0] == b'@')),
+            Output::Broadcast { to, line } => shapes.push((to, line[0] == b'@')),
+            Output::Close { .. } => panic!("nobody closes"),
+        }
+    }
+    assert_eq!(
+        shapes,
+        [(vec![b], false), (vec![c], true), (vec![d, e], false)]
+    );
 }

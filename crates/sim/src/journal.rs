@@ -162,6 +162,30 @@ pub struct ServerWatch {
     relayed: Mutex<Vec<(String, ConnId)>>,
 }
 
+impl ServerWatch {
+    /// Records `line` as queued for `to` (and, for a room message, as relayed to it).
+    fn queued(&self, r: &mut Records, to: ConnId, line: &[u8]) {
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches("\r\n")
+            .to_owned();
+        let untagged = match text.strip_prefix('@') {
+            Some(rest) => rest.split_once(' ').map_or("", |(_, l)| l),
+            None => &text,
+        };
+        if room_message(untagged).is_some() {
+            self.relayed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((untagged.to_owned(), to));
+        }
+        r.conns
+            .entry((self.incarnation, to.0))
+            .or_default()
+            .queued
+            .push((now(), text));
+    }
+}
+
 impl Observer for ServerWatch {
     fn connected(&self, conn: ConnId, peer: SocketAddr) {
         self.journal
@@ -173,25 +197,11 @@ impl Observer for ServerWatch {
     fn output(&self, output: &Output) {
         let mut r = self.journal.lock();
         match output {
-            Output::Send { to, line } => {
-                let text = String::from_utf8_lossy(line)
-                    .trim_end_matches("\r\n")
-                    .to_owned();
-                let untagged = match text.strip_prefix('@') {
-                    Some(rest) => rest.split_once(' ').map_or("", |(_, l)| l),
-                    None => &text,
-                };
-                if room_message(untagged).is_some() {
-                    self.relayed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((untagged.to_owned(), *to));
+            Output::Send { to, line } => self.queued(&mut r, *to, line),
+            Output::Broadcast { to, line } => {
+                for &to in to {
+                    self.queued(&mut r, to, line);
                 }
-                r.conns
-                    .entry((self.incarnation, to.0))
-                    .or_default()
-                    .queued
-                    .push((now(), text));
             }
             Output::Close { conn, reason } => {
                 r.conns
