@@ -238,11 +238,10 @@ impl Outbox {
         }
     }
 
-    /// Moves everything queued into `out` (which is empty), leaving the outbox with no buffer
-    /// at all, and returns the state seen. With `coalesce`, the lines arrive as one buffer: a
-    /// stream without vectored writes then still gets one write per batch.
-    fn take(&self, out: &mut VecDeque<Bytes>, coalesce: bool) -> OutboxState {
-        debug_assert!(out.is_empty());
+    /// Takes everything queued, leaving the outbox with no buffer at all, and the state seen.
+    /// With `coalesce`, the lines come as one buffer: a stream without vectored writes then
+    /// still gets one write per batch.
+    fn take(&self, coalesce: bool) -> (VecDeque<Bytes>, OutboxState) {
         let mut inner = self.lock();
         inner.changed = false;
         let queue = std::mem::take(&mut inner.queue);
@@ -254,11 +253,9 @@ impl Outbox {
             for line in &queue {
                 buf.extend_from_slice(line);
             }
-            out.push_back(buf.freeze());
-        } else {
-            *out = queue;
+            return (VecDeque::from([buf.freeze()]), state);
         }
-        state
+        (queue, state)
     }
 
     /// The state, for a task still writing its last batch (what is queued stays queued).
@@ -312,6 +309,16 @@ impl Shared {
         r
     }
 
+    /// Queues `line` for `to`; a client whose SendQ it would overflow is noted in `overflowed`.
+    fn deliver(&self, state: &mut State, to: ConnId, line: Bytes, overflowed: &mut Vec<ConnId>) {
+        if let Some(outbox) = state.outboxes.get(&to)
+            && !outbox.push(line, self.sendq_bytes)
+        {
+            state.outboxes.remove(&to);
+            overflowed.push(to);
+        }
+    }
+
     fn apply(&self, state: &mut State, now: Millis) {
         loop {
             let mut overflowed = Vec::new();
@@ -320,22 +327,10 @@ impl Shared {
                     observer.output(&out);
                 }
                 match out {
-                    Output::Send { to, line } => {
-                        if let Some(outbox) = state.outboxes.get(&to)
-                            && !outbox.push(line, self.sendq_bytes)
-                        {
-                            state.outboxes.remove(&to);
-                            overflowed.push(to);
-                        }
-                    }
+                    Output::Send { to, line } => self.deliver(state, to, line, &mut overflowed),
                     Output::Broadcast { to, line } => {
                         for to in to {
-                            if let Some(outbox) = state.outboxes.get(&to)
-                                && !outbox.push(line.clone(), self.sendq_bytes)
-                            {
-                                state.outboxes.remove(&to);
-                                overflowed.push(to);
-                            }
+                            self.deliver(state, to, line.clone(), &mut overflowed);
                         }
                     }
                     Output::Close { conn, reason } => {
@@ -518,10 +513,7 @@ impl Connection {
             // written (a slow reader), only look whether the core closed us meanwhile: what
             // waits in the outbox counts against the SendQ, what we took does not.
             if out.is_empty() {
-                if out.capacity() > 0 {
-                    out = VecDeque::new();
-                }
-                state = self.outbox.take(&mut out, coalesce);
+                (out, state) = self.outbox.take(coalesce);
             } else if std::mem::take(&mut notified) {
                 state = self.outbox.state();
             }
@@ -824,8 +816,8 @@ mod tests {
         let outbox = Outbox::default();
         assert!(outbox.push(Bytes::from_static(b"12345"), 8));
         assert!(!outbox.push(Bytes::from_static(b"6789"), 8));
-        let mut out = VecDeque::new();
-        assert_eq!(outbox.take(&mut out, false), OutboxState::Killed);
+        let (out, state) = outbox.take(false);
+        assert_eq!(state, OutboxState::Killed);
         assert!(out.is_empty(), "a killed outbox drops its queue");
     }
 
@@ -835,8 +827,8 @@ mod tests {
         for line in [&b"a\r\n"[..], b"bc\r\n", b"def\r\n"] {
             assert!(outbox.push(Bytes::from_static(line), 1024));
         }
-        let mut out = VecDeque::new();
-        assert_eq!(outbox.take(&mut out, false), OutboxState::Open);
+        let (out, state) = outbox.take(false);
+        assert_eq!(state, OutboxState::Open);
         assert_eq!(out, [&b"a\r\n"[..], b"bc\r\n", b"def\r\n"]);
         assert_eq!(outbox.lock().queue.capacity(), 0);
         assert_eq!(outbox.lock().bytes, 0);
@@ -844,8 +836,7 @@ mod tests {
         for line in [&b"g\r\n"[..], b"h\r\n"] {
             assert!(outbox.push(Bytes::from_static(line), 1024));
         }
-        let mut one = VecDeque::new();
-        outbox.take(&mut one, true);
+        let (one, _) = outbox.take(true);
         assert_eq!(one, [&b"g\r\nh\r\n"[..]]);
     }
 

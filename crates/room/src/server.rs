@@ -191,12 +191,17 @@ impl RoomKeys {
         self.0.len()
     }
 
+    /// Where `key` is, or where it would go.
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|k| k.as_str().cmp(key))
+    }
+
     fn contains(&self, key: &str) -> bool {
-        self.0.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+        self.find(key).is_ok()
     }
 
     fn insert(&mut self, key: String) -> bool {
-        match self.0.binary_search(&key) {
+        match self.find(&key) {
             Ok(_) => false,
             Err(at) => {
                 // Exact growth: most users are in one room, and the default would make room
@@ -209,7 +214,7 @@ impl RoomKeys {
     }
 
     fn remove(&mut self, key: &str) -> bool {
-        match self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+        match self.find(key) {
             Ok(at) => {
                 self.0.remove(at);
                 true
@@ -1385,7 +1390,14 @@ impl Server {
                         to.retain(|&(m, _)| Some(m) != second);
                     }
                 }
-                self.fanout_to(now, to.into_iter(), Some(&prefix), verb, &[&name, text]);
+                fanout_to(
+                    &mut self.out,
+                    now,
+                    to.into_iter(),
+                    Some(&prefix),
+                    verb,
+                    &[&name, text],
+                );
             } else {
                 let Some(&to) = self.nicks.get(&casefold(target)) else {
                     if !notice {
@@ -1827,53 +1839,54 @@ impl Server {
         verb: &str,
         params: &[&str],
     ) {
-        let to: Vec<(ConnId, Caps)> = to
-            .filter_map(|id| Some((id, self.conns.get(&id)?.caps)))
-            .collect();
-        self.fanout_to(now, to.into_iter(), source, verb, params);
+        let conns = &self.conns;
+        let to = to.filter_map(|id| Some((id, conns.get(&id)?.caps)));
+        fanout_to(&mut self.out, now, to, source, verb, params);
     }
+}
 
-    /// [`Server::fanout`] to recipients whose capabilities are known (a room's members).
-    fn fanout_to(
-        &mut self,
-        now: Millis,
-        to: impl Iterator<Item = (ConnId, Caps)>,
-        source: Option<&str>,
-        verb: &str,
-        params: &[&str],
-    ) {
-        let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
-        // Consecutive recipients of the same encoding form one `Broadcast`, so the deliveries
-        // keep the recipients' order exactly.
-        let mut run: Option<(Bytes, Vec<ConnId>)> = None;
-        for (id, caps) in to {
-            let line = if caps.server_time {
-                timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
-            } else {
-                plain.get_or_insert_with(|| encode(&[], source, verb, params))
-            };
-            match &mut run {
-                Some((current, ids)) if current.as_ptr() == line.as_ptr() => ids.push(id),
-                _ => {
-                    if let Some((line, ids)) = run.take() {
-                        self.push_broadcast(ids, line);
-                    }
-                    run = Some((line.clone(), vec![id]));
+/// [`Server::fanout`] to recipients whose capabilities are known (a room's members), onto
+/// `out` (the core's output queue; a free function so that its caller may still read other
+/// parts of the core while it runs).
+fn fanout_to(
+    out: &mut VecDeque<Output>,
+    now: Millis,
+    to: impl Iterator<Item = (ConnId, Caps)>,
+    source: Option<&str>,
+    verb: &str,
+    params: &[&str],
+) {
+    let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
+    // Consecutive recipients of the same encoding form one `Broadcast`, so the deliveries
+    // keep the recipients' order exactly.
+    let mut run: Option<(Bytes, Vec<ConnId>)> = None;
+    for (id, caps) in to {
+        let line = if caps.server_time {
+            timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
+        } else {
+            plain.get_or_insert_with(|| encode(&[], source, verb, params))
+        };
+        match &mut run {
+            Some((current, ids)) if current.as_ptr() == line.as_ptr() => ids.push(id),
+            _ => {
+                if let Some((line, ids)) = run.take() {
+                    push_broadcast(out, ids, line);
                 }
+                run = Some((line.clone(), vec![id]));
             }
         }
-        if let Some((line, ids)) = run {
-            self.push_broadcast(ids, line);
-        }
     }
+    if let Some((line, ids)) = run {
+        push_broadcast(out, ids, line);
+    }
+}
 
-    fn push_broadcast(&mut self, to: Vec<ConnId>, line: Bytes) {
-        self.out.push_back(if to.len() == 1 {
-            Output::Send { to: to[0], line }
-        } else {
-            Output::Broadcast { to, line }
-        });
-    }
+fn push_broadcast(out: &mut VecDeque<Output>, to: Vec<ConnId>, line: Bytes) {
+    out.push_back(if to.len() == 1 {
+        Output::Send { to: to[0], line }
+    } else {
+        Output::Broadcast { to, line }
+    });
 }
 
 fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
