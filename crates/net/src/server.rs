@@ -6,9 +6,12 @@
 //!   and one poll of its socket and outbound queue. Nothing else happens there.
 //! - Per-connection memory is what limits how many connections a server holds, so an idle
 //!   connection keeps no buffers: input is read into a stack buffer (only a partial line goes to
-//!   the heap), output is the core's shared lines written with `writev` straight from the queue
-//!   the task takes whole, and the task's future is kept small (a test guards its size). At
-//!   10,000 idle connections the server's RSS grows by ~1.9 KB per connection.
+//!   the heap), output is written with `writev` straight from the queue the task takes whole,
+//!   and the task's future is kept small (a test guards its size). At 10,000 idle connections
+//!   the server's RSS grows by ~1.7 KB per connection.
+//! - Outgoing lines are copied once into shared append-only blocks ([`Lines`]); an outbox holds
+//!   runs of consecutive lines in a block, so a recipient of a busy room takes one reference per
+//!   burst, not one per line, and the kernel copies each burst from one iovec.
 //! - The core lives behind a `std::sync::Mutex` (never held across an `.await`): each task locks
 //!   it to feed one input and to hand the outputs to the per-connection [`Outbox`]es. A lock
 //!   instead of a core task saves a channel hop per line, and the critical section is short.
@@ -29,7 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use append_only_bytes::{AppendOnlyBytes, BytesSlice};
+use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
 use parla_room::{ConnId, Millis, Output, Server};
 use rustc_hash::FxHashMap;
@@ -47,8 +51,10 @@ use crate::transport::Listener;
 /// Bytes read per `read` call, into a buffer on the stack: only a partial line is kept on the
 /// heap between reads, so an idle connection holds no read buffer at all.
 const READ_CHUNK: usize = 4096;
-/// Lines handed to one `writev` call.
+/// Runs of lines handed to one `writev` call.
 const MAX_IOVECS: usize = 512;
+/// Size of the blocks the outgoing lines are copied into (see [`Lines`]).
+const LINES_BLOCK: usize = 16 * 1024;
 
 /// Input flood control: a token bucket per connection. Each line costs one token; with none
 /// left, the server stops reading that connection until one refills (ergo's "fakelag"): a
@@ -167,7 +173,8 @@ struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxInner {
-    queue: VecDeque<Bytes>,
+    /// Runs of consecutive lines of one [`Lines`] block.
+    queue: VecDeque<BytesSlice>,
     bytes: usize,
     state: OutboxState,
     /// Something changed since the task last looked. Kept under the lock, beside the queue:
@@ -192,7 +199,9 @@ impl Outbox {
     }
 
     /// Queues `line`; `false` if that would pass `cap` bytes (the outbox is then killed).
-    fn push(&self, line: Bytes, cap: usize) -> bool {
+    /// A line that continues the last one queued in its block extends that run: no new
+    /// reference to the block, and one iovec for the run when it is written.
+    fn push(&self, line: &BytesSlice, cap: usize) -> bool {
         let mut inner = self.lock();
         if inner.state != OutboxState::Open {
             return true;
@@ -200,7 +209,13 @@ impl Outbox {
         let fits = inner.bytes + line.len() <= cap;
         if fits {
             inner.bytes += line.len();
-            inner.queue.push_back(line);
+            let merged = inner
+                .queue
+                .back_mut()
+                .is_some_and(|run| run.try_merge(line).is_ok());
+            if !merged {
+                inner.queue.push_back(line.clone());
+            }
         } else {
             inner.state = OutboxState::Killed;
             inner.queue = VecDeque::new();
@@ -241,7 +256,7 @@ impl Outbox {
     /// Takes everything queued, leaving the outbox with no buffer at all, and the state seen.
     /// With `coalesce`, the lines come as one buffer: a stream without vectored writes then
     /// still gets one write per batch.
-    fn take(&self, coalesce: bool) -> (VecDeque<Bytes>, OutboxState) {
+    fn take(&self, coalesce: bool) -> (VecDeque<BytesSlice>, OutboxState) {
         let mut inner = self.lock();
         inner.changed = false;
         let queue = std::mem::take(&mut inner.queue);
@@ -249,11 +264,11 @@ impl Outbox {
         let state = inner.state.clone();
         drop(inner);
         if coalesce && queue.len() > 1 {
-            let mut buf = BytesMut::with_capacity(bytes);
-            for line in &queue {
-                buf.extend_from_slice(line);
+            let mut buf = AppendOnlyBytes::with_capacity(bytes);
+            for run in &queue {
+                buf.push_slice(run);
             }
-            return (VecDeque::from([buf.freeze()]), state);
+            return (VecDeque::from([buf.to_slice()]), state);
         }
         (queue, state)
     }
@@ -268,9 +283,36 @@ impl Outbox {
 
 struct State {
     core: Server,
+    lines: Lines,
     /// Looked up once per delivery: a multiply-and-shift hash instead of SipHash (the ids are
     /// ours, not an attacker's).
     outboxes: FxHashMap<ConnId, Arc<Outbox>>,
+}
+
+/// Where outgoing lines are kept until written: the core's lines are copied, one after
+/// another, into shared append-only blocks of [`LINES_BLOCK`] bytes, and each outbox holds runs
+/// of them. Consecutive lines for one client are usually consecutive in the block (a busy room
+/// sends everyone the same lines in the same order), so a burst costs its recipient one
+/// reference to the block and is written as one iovec, instead of a reference count per line
+/// per recipient (contended between the two sides of the handoff) and an iovec per line.
+///
+/// A block is freed once the last run in it is written; a client that stops reading keeps at
+/// most its SendQ plus the unused rest of the blocks it has runs in.
+#[derive(Default)]
+struct Lines {
+    block: AppendOnlyBytes,
+}
+
+impl Lines {
+    /// Copies `line` into the current block (or a new one, when it is full) and returns it.
+    fn put(&mut self, line: &[u8]) -> BytesSlice {
+        if self.block.capacity() - self.block.len() < line.len() {
+            self.block = AppendOnlyBytes::with_capacity(LINES_BLOCK.max(line.len()));
+        }
+        let start = self.block.len();
+        self.block.push_slice(line);
+        self.block.slice(start..)
+    }
 }
 
 struct Shared {
@@ -310,7 +352,13 @@ impl Shared {
     }
 
     /// Queues `line` for `to`; a client whose SendQ it would overflow is noted in `overflowed`.
-    fn deliver(&self, state: &mut State, to: ConnId, line: Bytes, overflowed: &mut Vec<ConnId>) {
+    fn deliver(
+        &self,
+        state: &mut State,
+        to: ConnId,
+        line: &BytesSlice,
+        overflowed: &mut Vec<ConnId>,
+    ) {
         if let Some(outbox) = state.outboxes.get(&to)
             && !outbox.push(line, self.sendq_bytes)
         {
@@ -327,10 +375,14 @@ impl Shared {
                     observer.output(&out);
                 }
                 match out {
-                    Output::Send { to, line } => self.deliver(state, to, line, &mut overflowed),
+                    Output::Send { to, line } => {
+                        let line = state.lines.put(&line);
+                        self.deliver(state, to, &line, &mut overflowed);
+                    }
                     Output::Broadcast { to, line } => {
+                        let line = state.lines.put(&line);
                         for to in to {
-                            self.deliver(state, to, line.clone(), &mut overflowed);
+                            self.deliver(state, to, &line, &mut overflowed);
                         }
                     }
                     Output::Close { conn, reason } => {
@@ -370,6 +422,7 @@ pub async fn run<L: Listener>(
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             core: Server::new(options.core.clone(), clock.now()),
+            lines: Lines::default(),
             outboxes: FxHashMap::default(),
         }),
         clock,
@@ -501,7 +554,7 @@ impl Connection {
         let mut lines = LineReader::new(LineCodec::new(self.shared.max_line));
         // Streams without vectored writes (the simulation's) get each batch as one buffer.
         let coalesce = !stream.is_write_vectored();
-        let mut out: VecDeque<Bytes> = VecDeque::new();
+        let mut out: VecDeque<BytesSlice> = VecDeque::new();
         let mut bucket = self.shared.flood.map(|f| Bucket::new(f, Instant::now()));
         let mut reading = true;
         let mut state = OutboxState::Open;
@@ -617,12 +670,13 @@ enum Io {
     Read(Option<io::Result<Frame>>),
 }
 
-/// Writes from the front of `out` with one vectored write (up to [`MAX_IOVECS`] lines), and
-/// drops what was written. The lines are the core's shared buffers: nothing is copied here.
+/// Writes from the front of `out` with one vectored write (up to [`MAX_IOVECS`] runs of lines),
+/// and drops what was written. The runs are views of the shared [`Lines`] blocks: nothing is
+/// copied here.
 fn poll_write_lines<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     writer: &mut W,
-    out: &mut VecDeque<Bytes>,
+    out: &mut VecDeque<BytesSlice>,
 ) -> Poll<io::Result<usize>> {
     let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
     let mut n = 0;
@@ -638,7 +692,7 @@ fn poll_write_lines<W: AsyncWrite + Unpin>(
     while left > 0 {
         let Some(front) = out.front_mut() else { break };
         if front.len() > left {
-            front.advance(left);
+            front.slice_(left..);
             break;
         }
         left -= front.len();
@@ -759,6 +813,7 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {
@@ -811,33 +866,66 @@ mod tests {
         assert!(at - t0 >= Duration::from_millis(1), "{:?}", at - t0);
     }
 
+    fn runs(out: &VecDeque<BytesSlice>) -> Vec<&[u8]> {
+        out.iter().map(|run| run.as_bytes()).collect()
+    }
+
     #[test]
     fn outbox_kills_itself_past_its_cap() {
         let outbox = Outbox::default();
-        assert!(outbox.push(Bytes::from_static(b"12345"), 8));
-        assert!(!outbox.push(Bytes::from_static(b"6789"), 8));
+        let mut lines = Lines::default();
+        assert!(outbox.push(&lines.put(b"12345"), 8));
+        assert!(!outbox.push(&lines.put(b"6789"), 8));
         let (out, state) = outbox.take(false);
         assert_eq!(state, OutboxState::Killed);
         assert!(out.is_empty(), "a killed outbox drops its queue");
     }
 
     #[test]
-    fn outbox_hands_over_its_queue_and_keeps_no_buffer() {
+    fn outbox_runs_consecutive_lines_together_and_keeps_no_buffer() {
         let outbox = Outbox::default();
-        for line in [&b"a\r\n"[..], b"bc\r\n", b"def\r\n"] {
-            assert!(outbox.push(Bytes::from_static(line), 1024));
+        let mut lines = Lines::default();
+        for line in [&b"a\r\n"[..], b"bc\r\n"] {
+            assert!(outbox.push(&lines.put(line), 1024));
         }
+        // A line for somebody else breaks the run; order is kept.
+        let _other = lines.put(b"not yours\r\n");
+        assert!(outbox.push(&lines.put(b"def\r\n"), 1024));
         let (out, state) = outbox.take(false);
         assert_eq!(state, OutboxState::Open);
-        assert_eq!(out, [&b"a\r\n"[..], b"bc\r\n", b"def\r\n"]);
+        assert_eq!(runs(&out), [&b"a\r\nbc\r\n"[..], b"def\r\n"]);
         assert_eq!(outbox.lock().queue.capacity(), 0);
         assert_eq!(outbox.lock().bytes, 0);
         // Coalesced for streams that write one buffer at a time.
-        for line in [&b"g\r\n"[..], b"h\r\n"] {
-            assert!(outbox.push(Bytes::from_static(line), 1024));
-        }
+        assert!(outbox.push(&lines.put(b"g\r\n"), 1024));
+        let _other = lines.put(b"not yours\r\n");
+        assert!(outbox.push(&lines.put(b"h\r\n"), 1024));
         let (one, _) = outbox.take(true);
-        assert_eq!(one, [&b"g\r\nh\r\n"[..]]);
+        assert_eq!(runs(&one), [&b"g\r\nh\r\n"[..]]);
+    }
+
+    #[test]
+    fn lines_fill_a_block_then_start_another_and_free_the_old_one_when_written() {
+        let mut lines = Lines::default();
+        let line = [b'x'; 1000];
+        let first = lines.put(&line);
+        for _ in 1..LINES_BLOCK / line.len() {
+            assert!(
+                lines.put(&line).ptr_eq(&first),
+                "same block while it has room"
+            );
+        }
+        let next = lines.put(&line);
+        assert!(!next.ptr_eq(&first), "a full block is left for a new one");
+        assert_eq!(next.as_bytes(), line);
+        // A line longer than a block gets a block of its own size.
+        let long = vec![b'y'; LINES_BLOCK * 2];
+        assert_eq!(lines.put(&long).as_bytes(), long);
+        // Runs across blocks are not merged.
+        let outbox = Outbox::default();
+        assert!(outbox.push(&first, usize::MAX));
+        assert!(outbox.push(&next, usize::MAX));
+        assert_eq!(outbox.take(false).0.len(), 2);
     }
 
     /// Every idle connection pays for its task's future: keep it small (it was 824 bytes, task included, with
@@ -847,6 +935,7 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: Server::new(parla_room::Config::default(), Millis(0)),
+                lines: Lines::default(),
                 outboxes: FxHashMap::default(),
             }),
             clock: Clock {
@@ -874,9 +963,9 @@ mod tests {
     async fn write_lines_writes_partially_and_keeps_the_rest_in_order() {
         // A pipe that takes at most 5 bytes per write.
         let (mut tx, mut rx) = tokio::io::duplex(5);
-        let mut out: VecDeque<Bytes> = [&b"hello\r\n"[..], b"world\r\n"]
+        let mut out: VecDeque<BytesSlice> = [&b"hello\r\n"[..], b"world\r\n"]
             .into_iter()
-            .map(Bytes::from_static)
+            .map(BytesSlice::from_bytes)
             .collect();
         let mut got = Vec::new();
         while !out.is_empty() {
