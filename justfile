@@ -114,9 +114,10 @@ screenshot:
     echo "saved docs/screenshot.png (the window exited with $code)"
 
 # Parla against ngircd and InspIRCd, same workloads, same run (installs the peers from apt if
-# missing); prints one table with Parla/peer ratios. `just bench-peers 5` takes medians of 5 runs.
+# missing); prints one table with Parla/peer ratios. `just bench-peers 5` takes medians of 5 runs;
+# `just bench-peers 5 "parla inspircd" steady-50k` runs only the servers and workloads named.
 # Results go to target/bench/*.jsonl; see docs/benchmarks.md.
-bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd":
+bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all":
     #!/usr/bin/env bash
     set -euo pipefail
     need=()
@@ -146,6 +147,7 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd":
     # Each workload gets a freshly started server, stopped by its PID afterwards.
     run() { # SERVER WORKLOAD ARGS…
         local server=$1 workload=$2; shift 2
+        case " {{WORKLOADS}} " in *" all "*|*" $workload "*) ;; *) return 0 ;; esac
         while (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
         bench/run-peer "$server" "$port" "$work"
         pid=$(cat "$work/$server.pid")
@@ -164,6 +166,8 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd":
             echo "== run $r: $s"
             run "$s" fanout-1000x10 fanout -c 1000 -s 10 -m 400
             run "$s" steady-50k fanout -c 1000 -s 10 -m 50 --rate 50
+            # The same deliveries/s in a 100-member room: 10× the messages, a tenth of the fan-out.
+            run "$s" steady-50k-100 fanout -c 100 -s 10 -m 500 --rate 500
             run "$s" idle-10000 idle -n 10000 --sources 4
             # InspIRCd's tick bounds its churn at (sessions in flight) per second.
             local_conc=50; [ "$s" = inspircd ] && local_conc=1000
