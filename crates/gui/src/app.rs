@@ -743,8 +743,12 @@ impl ParlaApp {
 
     fn member_list(&self, ui: &mut egui::Ui) {
         let members = self.chat.current_members();
+        let (heading, note) = self.chat.members_heading();
         ui.add_space(4.0);
-        ui.label(RichText::new(format!("Members ({})", members.len())).strong());
+        ui.label(RichText::new(heading).strong());
+        if let Some(note) = note {
+            ui.weak(note);
+        }
         ui.separator();
         ScrollArea::vertical()
             .id_salt("members")

@@ -2,7 +2,7 @@
 //! members, the status, and the rules for long input. [`Chat::apply`] folds session events into
 //! it; `app.rs` draws it. No egui here, so it is tested on its own.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use parla_net::client::{Event, MessageKind, message_pieces};
@@ -15,6 +15,10 @@ pub const MAX_LINES: usize = 2000;
 /// (512 bytes with the prefix) into several messages, so this is about the flood a paste may
 /// cause (about ten messages), not about the protocol.
 pub const MAX_INPUT_BYTES: usize = 4096;
+
+/// Shown under the member list of a room the server did not list (Parla leaves the list out
+/// above `--quiet-joins-above` members).
+pub const PARTIAL_MEMBERS: &str = "This room is too large for the server to list on joining: people appear here as they speak. Type /names for everyone.";
 
 /// One line in the message area.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +127,9 @@ pub struct Chat {
     pub topics: BTreeMap<String, String>,
     /// Members by casefolded room, sorted.
     pub members: BTreeMap<String, Vec<String>>,
+    /// Casefolded rooms whose list the server left out (too large): their `members` are only
+    /// the people seen speaking there.
+    pub partial: BTreeSet<String>,
     /// Liveness.
     pub ping: PingStatus,
 }
@@ -154,6 +161,21 @@ impl Chat {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The heading over the current room's member list: a count, or, when the server left the
+    /// list out, how many were seen so far and how to get everyone.
+    pub fn members_heading(&self) -> (String, Option<&'static str>) {
+        let n = self.current_members().len();
+        let partial = self
+            .room
+            .as_ref()
+            .is_some_and(|r| self.partial.contains(&fold(r)));
+        if partial {
+            (format!("Members: {n} seen"), Some(PARTIAL_MEMBERS))
+        } else {
+            (format!("Members ({n})"), None)
+        }
+    }
+
     /// The topic of the current room, if it has one.
     pub fn current_topic(&self) -> Option<&str> {
         self.room
@@ -183,8 +205,17 @@ impl Chat {
                 self.room = Some(room.clone());
                 self.system(format!("You joined {room}."));
             }
-            Event::Members { room, names } => {
+            Event::Members {
+                room,
+                names,
+                complete,
+            } => {
                 self.members.insert(fold(room), names.clone());
+                if *complete {
+                    self.partial.remove(&fold(room));
+                } else {
+                    self.partial.insert(fold(room));
+                }
             }
             Event::Message {
                 from,
@@ -370,6 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn a_room_the_server_did_not_list_says_so_until_the_whole_list_comes() {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Joined {
+            room: "#lobby".into(),
+        });
+        let list = |names: &[&str], complete| Event::Members {
+            room: "#Lobby".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            complete,
+        };
+        chat.apply(&list(&["alice", "carol"], false));
+        assert_eq!(
+            chat.members_heading(),
+            ("Members: 2 seen".into(), Some(PARTIAL_MEMBERS))
+        );
+        chat.apply(&list(&["alice", "bob", "carol"], true));
+        assert_eq!(chat.members_heading(), ("Members (3)".into(), None));
+        assert_eq!(chat.current_members(), ["alice", "bob", "carol"]);
+    }
+
+    #[test]
     fn members_follow_the_current_room_and_renames_of_me() {
         let mut chat = Chat::default();
         chat.apply(&Event::Registered {
@@ -382,8 +434,10 @@ mod tests {
         chat.apply(&Event::Members {
             room: "#lobby".into(),
             names: vec!["alice".into(), "bob".into()],
+            complete: true,
         });
         assert_eq!(chat.current_members(), ["alice", "bob"]);
+        assert_eq!(chat.members_heading(), ("Members (2)".into(), None));
         chat.apply(&Event::Renamed {
             old: "Alice".into(),
             new: "al".into(),

@@ -194,7 +194,15 @@ fn show(event: &Event) {
             }
         }
         Event::Joined { room } => println!("You joined {room}."),
-        Event::Members { room, names } => println!("In {room}: {}", names.join(", ")),
+        Event::Members {
+            room,
+            names,
+            complete: true,
+        } => println!("In {room}: {}", names.join(", ")),
+        Event::Members { room, names, .. } => println!(
+            "In {room} (seen so far; the server does not list a room this large, /names lists everyone): {}",
+            names.join(", ")
+        ),
         Event::UserJoined { room, name } => println!("--> {name} joined {room}"),
         Event::UserLeft { room, name, reason } => match reason {
             Some(r) => println!("<-- {name} left {room} ({r})"),

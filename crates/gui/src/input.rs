@@ -18,7 +18,7 @@ pub enum Input {
 /// The help text for slash commands.
 pub const HELP: &str = "Commands: quit or /quit [reason] leaves; /nick NAME renames you; \
 /me ACTION describes an action; /msg NAME TEXT sends a direct message; /join #ROOM joins a room; \
-/help shows this. Anything else is said to the room (start with // to say something that begins with /).";
+/names lists everyone in the room; /help shows this. Anything else is said to the room (start with // to say something that begins with /).";
 
 /// Interprets one typed line.
 pub fn parse(line: &str) -> Input {
@@ -59,6 +59,7 @@ pub fn parse(line: &str) -> Input {
             need("a room name starting with #, e.g. /join #rust")
         }
         "join" => Input::Command(Command::Join(arg.to_owned())),
+        "names" | "who" => Input::Command(Command::Names),
         "help" => Input::Help,
         _ => Input::Invalid(format!(
             "/{cmd} is not a command here; type /help for the list"
@@ -92,6 +93,7 @@ mod tests {
     #[case("/join #rust", cmd(Command::Join("#rust".into())))]
     #[case("/join rust", Input::Invalid("/join needs a room name starting with #, e.g. /join #rust; type /help for the commands".into()))]
     #[case("//slash", cmd(Command::Say("/slash".into())))]
+    #[case("/names", cmd(Command::Names))]
     #[case("/help", Input::Help)]
     #[case("/frobnicate", Input::Invalid("/frobnicate is not a command here; type /help for the list".into()))]
     fn parses(#[case] line: &str, #[case] expected: Input) {

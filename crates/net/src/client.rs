@@ -7,7 +7,7 @@
 //! the front end's commands and the pinger's reports; the front end talks to it through two
 //! bounded channels and never blocks on the network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -114,6 +114,9 @@ pub enum Command {
     },
     /// Join a room and make it the current one.
     Join(String),
+    /// Ask for the full member list of the current room (a large room's list is not sent on
+    /// join; see [`Event::Members`]).
+    Names,
     /// Leave, with an optional reason; the session ends.
     Quit(Option<String>),
 }
@@ -151,12 +154,17 @@ pub enum Event {
         /// The room.
         room: String,
     },
-    /// The full member list of `room`, sorted, after any change.
+    /// The member list of `room`, sorted, after any change.
     Members {
         /// The room.
         room: String,
         /// Its members.
         names: Vec<String>,
+        /// Whether this is everyone. A server may leave the list out when we join a large room
+        /// (Parla does above `--quiet-joins-above` members, and then tells nobody of joins and
+        /// quits either): the list then holds us and the people seen speaking there, until
+        /// [`Command::Names`] fetches the whole of it.
+        complete: bool,
     },
     /// A message in a room or to us.
     Message {
@@ -363,6 +371,7 @@ pub async fn connect<T: Transport, P: Pinger>(
         room: None,
         members: BTreeMap::new(),
         pending_names: BTreeMap::new(),
+        partial: BTreeSet::new(),
         quitting: false,
         last_rx: Instant::now(),
         irc_ping_sent: false,
@@ -393,6 +402,8 @@ struct Session<S> {
     members: BTreeMap<String, Vec<String>>,
     /// `353` lines collected until `366`.
     pending_names: BTreeMap<String, Vec<String>>,
+    /// Rooms whose member list the server left out (folded names): see [`Event::Members`].
+    partial: BTreeSet<String>,
     quitting: bool,
     last_rx: Instant,
     irc_ping_sent: bool,
@@ -514,6 +525,16 @@ impl<S: Stream> Session<S> {
             }
             Command::Msg { to, text } => self.say(&to, &text, false).await?,
             Command::Join(room) => self.send(&format!("JOIN {room}")).await?,
+            Command::Names => {
+                let Some(room) = self.room.clone() else {
+                    self.emit(Event::ServerError {
+                        text: "You are not in a room yet; /join #room first".into(),
+                    })
+                    .await;
+                    return Ok(());
+                };
+                self.send(&format!("NAMES {room}")).await?;
+            }
             Command::Quit(reason) => {
                 self.quitting = true;
                 let reason = reason.unwrap_or_else(|| "Leaving".to_owned());
@@ -624,8 +645,17 @@ impl<S: Stream> Session<S> {
                     .extend(names);
             }
             "366" if p.len() >= 2 => {
-                let names = self.pending_names.remove(&fold(p[1])).unwrap_or_default();
-                self.members.insert(fold(p[1]), names);
+                let key = fold(p[1]);
+                let mut names = self.pending_names.remove(&key).unwrap_or_default();
+                // Every member list includes the member asking; one without us was left out.
+                let me = self.nick.clone().unwrap_or_default();
+                if names.iter().any(|n| n.eq_ignore_ascii_case(&me)) {
+                    self.partial.remove(&key);
+                } else if self.members.contains_key(&key) {
+                    self.partial.insert(key.clone());
+                    names.push(me);
+                }
+                self.members.insert(key, names);
                 self.emit_members(p[1]).await;
             }
             "332" if p.len() >= 3 => {
@@ -667,6 +697,15 @@ impl<S: Stream> Session<S> {
                     self.emit(Event::ServerInfo { text }).await;
                 } else {
                     let own = is_me(&from);
+                    // In a room whose list was left out, whoever speaks is a member we now know.
+                    let key = fold(&target);
+                    if self.partial.contains(&key)
+                        && let Some(list) = self.members.get_mut(&key)
+                        && !list.iter().any(|n| n.eq_ignore_ascii_case(&from))
+                    {
+                        list.push(from.clone());
+                        self.emit_members(&target).await;
+                    }
                     self.emit(Event::Message {
                         from,
                         target,
@@ -699,6 +738,7 @@ impl<S: Stream> Session<S> {
                 let reason = p.get(1).map(|r| r.to_string());
                 if is_me(&from) {
                     self.members.remove(&fold(&room));
+                    self.partial.remove(&fold(&room));
                     if self.room.as_deref().is_some_and(|r| fold(r) == fold(&room)) {
                         self.room = None;
                     }
@@ -801,9 +841,11 @@ impl<S: Stream> Session<S> {
         };
         let mut names = list.clone();
         names.sort_by_key(|n| n.to_ascii_lowercase());
+        let complete = !self.partial.contains(&fold(room));
         self.emit(Event::Members {
             room: room.to_owned(),
             names,
+            complete,
         })
         .await;
     }

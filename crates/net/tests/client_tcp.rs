@@ -155,6 +155,16 @@ fn members(names: &[&str]) -> Event {
     Event::Members {
         room: "#lobby".into(),
         names: names.iter().map(|n| n.to_string()).collect(),
+        complete: true,
+    }
+}
+
+/// The list of a room too large for the server to send on join: us and who was seen speaking.
+fn seen(names: &[&str]) -> Event {
+    Event::Members {
+        room: "#lobby".into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        complete: false,
     }
 }
 
@@ -319,6 +329,52 @@ async fn members_follow_joins_and_quits() {
     assert_eq!(
         next_event(&mut alice, "alice").await,
         Some(members(&["alice"]))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_room_too_large_to_list_speakers_are_added_and_names_fetches_everyone() {
+    // Past two members the default room no longer sends its list on join.
+    let server = TestServer::start(ServerOptions {
+        flood: None,
+        core: parla_room::Config {
+            quiet_joins_above: Some(2),
+            ..parla_room::Config::default()
+        },
+        ..ServerOptions::default()
+    })
+    .await;
+    let alice = user(&server, "alice").await;
+    let _bob = user(&server, "bob").await;
+    let mut carol = connect(server.config(), no_pinger()).await;
+    send(&carol, Command::Nick("carol".into())).await;
+    let first = wait_for(&mut carol, "carol", |ev| {
+        matches!(ev, Event::Members { .. }).then(|| ev.clone())
+    })
+    .await;
+    assert_eq!(
+        first,
+        seen(&["carol"]),
+        "only herself, and marked incomplete"
+    );
+
+    send(&alice, Command::Say("hello".into())).await;
+    assert_eq!(
+        next_event(&mut carol, "carol").await,
+        Some(seen(&["alice", "carol"])),
+        "whoever speaks is a member"
+    );
+    assert!(matches!(
+        next_event(&mut carol, "carol").await,
+        Some(Event::Message { from, .. }) if from == "alice"
+    ));
+
+    send(&carol, Command::Names).await;
+    assert_eq!(
+        next_event(&mut carol, "carol").await,
+        Some(members(&["alice", "bob", "carol"])),
+        "NAMES brings the whole list, complete"
     );
     server.stop().await;
 }
