@@ -55,6 +55,9 @@ const READ_CHUNK: usize = 4096;
 const MAX_IOVECS: usize = 512;
 /// Size of the blocks the outgoing lines are copied into (see [`Lines`]).
 const LINES_BLOCK: usize = 16 * 1024;
+/// Size of the blocks a client's lines are copied into once it holds runs in too many shared
+/// blocks (see [`Outbox::push`]).
+const SPILL_BLOCK: usize = 1024;
 
 /// Input flood control: a token bucket per connection. Each line costs one token; with none
 /// left, the server stops reading that connection until one refills (ergo's "fakelag"): a
@@ -176,6 +179,10 @@ struct OutboxInner {
     /// Runs of consecutive lines of one [`Lines`] block.
     queue: VecDeque<BytesSlice>,
     bytes: usize,
+    /// Shared blocks the queue has runs in.
+    blocks: u32,
+    /// This client's own blocks, once it holds runs in [`MAX_SHARED_BLOCKS`] shared ones.
+    spill: Option<Lines<SPILL_BLOCK>>,
     state: OutboxState,
     /// Something changed since the task last looked. Kept under the lock, beside the queue:
     /// the core's fan-out then touches one cache line per recipient, not two (an atomic flag
@@ -201,6 +208,13 @@ impl Outbox {
     /// Queues `line`; `false` if that would pass `cap` bytes (the outbox is then killed).
     /// A line that continues the last one queued in its block extends that run: no new
     /// reference to the block, and one iovec for the run when it is written.
+    ///
+    /// A run keeps its whole block alive, so a client that stopped reading and gets a line now
+    /// and then, far apart in the shared blocks, could hold a block per line while its SendQ
+    /// counts only the lines. Once its shared blocks past the first would fill more than its
+    /// SendQ and more than twice its queued bytes, its lines are copied into blocks of its own
+    /// instead: all it holds stays within three times its SendQ plus 17 KiB. (A client merely
+    /// behind in a busy room has most lines of its blocks queued, and never copies.)
     fn push(&self, line: &BytesSlice, cap: usize) -> bool {
         let mut inner = self.lock();
         if inner.state != OutboxState::Open {
@@ -208,17 +222,37 @@ impl Outbox {
         }
         let fits = inner.bytes + line.len() <= cap;
         if fits {
+            let inner = &mut *inner;
             inner.bytes += line.len();
             let merged = inner
                 .queue
                 .back_mut()
                 .is_some_and(|run| run.try_merge(line).is_ok());
             if !merged {
-                inner.queue.push_back(line.clone());
+                // Blocks fill in order, so a run in another block than the last run's is in a
+                // block the queue holds no run in yet (until it spills; then it always copies).
+                let new_block = inner.queue.back().is_none_or(|run| !run.ptr_eq(line));
+                let extra = inner.blocks as usize * LINES_BLOCK;
+                let spill =
+                    new_block && (inner.spill.is_some() || extra > (2 * inner.bytes).max(cap));
+                if spill {
+                    let copy = inner.spill.get_or_insert_with(Lines::new).put(line);
+                    let merged = inner
+                        .queue
+                        .back_mut()
+                        .is_some_and(|run| run.try_merge(&copy).is_ok());
+                    if !merged {
+                        inner.queue.push_back(copy);
+                    }
+                } else {
+                    inner.blocks += u32::from(new_block);
+                    inner.queue.push_back(line.clone());
+                }
             }
         } else {
             inner.state = OutboxState::Killed;
             inner.queue = VecDeque::new();
+            inner.spill = None;
         }
         Self::changed(inner, &self.waker);
         fits
@@ -261,6 +295,8 @@ impl Outbox {
         inner.changed = false;
         let queue = std::mem::take(&mut inner.queue);
         let bytes = std::mem::replace(&mut inner.bytes, 0);
+        inner.blocks = 0;
+        inner.spill = None;
         let state = inner.state.clone();
         drop(inner);
         if coalesce && queue.len() > 1 {
@@ -298,16 +334,29 @@ struct State {
 ///
 /// A block is freed once the last run in it is written; a client that stops reading keeps at
 /// most its SendQ plus the unused rest of the blocks it has runs in.
-#[derive(Default)]
-struct Lines {
+struct Lines<const BLOCK: usize = LINES_BLOCK> {
     block: AppendOnlyBytes,
 }
 
-impl Lines {
+impl<const BLOCK: usize> std::fmt::Debug for Lines<BLOCK> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("used", &self.block.len())
+            .finish()
+    }
+}
+
+impl<const BLOCK: usize> Lines<BLOCK> {
+    fn new() -> Self {
+        Lines {
+            block: AppendOnlyBytes::with_capacity(BLOCK),
+        }
+    }
+
     /// Copies `line` into the current block (or a new one, when it is full) and returns it.
     fn put(&mut self, line: &[u8]) -> BytesSlice {
         if self.block.capacity() - self.block.len() < line.len() {
-            self.block = AppendOnlyBytes::with_capacity(LINES_BLOCK.max(line.len()));
+            self.block = AppendOnlyBytes::with_capacity(BLOCK.max(line.len()));
         }
         let start = self.block.len();
         self.block.push_slice(line);
@@ -422,7 +471,7 @@ pub async fn run<L: Listener>(
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             core: Server::new(options.core.clone(), clock.now()),
-            lines: Lines::default(),
+            lines: Lines::new(),
             outboxes: FxHashMap::default(),
         }),
         clock,
@@ -873,7 +922,7 @@ mod tests {
     #[test]
     fn outbox_kills_itself_past_its_cap() {
         let outbox = Outbox::default();
-        let mut lines = Lines::default();
+        let mut lines: Lines = Lines::new();
         assert!(outbox.push(&lines.put(b"12345"), 8));
         assert!(!outbox.push(&lines.put(b"6789"), 8));
         let (out, state) = outbox.take(false);
@@ -884,7 +933,7 @@ mod tests {
     #[test]
     fn outbox_runs_consecutive_lines_together_and_keeps_no_buffer() {
         let outbox = Outbox::default();
-        let mut lines = Lines::default();
+        let mut lines: Lines = Lines::new();
         for line in [&b"a\r\n"[..], b"bc\r\n"] {
             assert!(outbox.push(&lines.put(line), 1024));
         }
@@ -906,7 +955,7 @@ mod tests {
 
     #[test]
     fn lines_fill_a_block_then_start_another_and_free_the_old_one_when_written() {
-        let mut lines = Lines::default();
+        let mut lines: Lines = Lines::new();
         let line = [b'x'; 1000];
         let first = lines.put(&line);
         for _ in 1..LINES_BLOCK / line.len() {
@@ -928,6 +977,61 @@ mod tests {
         assert_eq!(outbox.take(false).0.len(), 2);
     }
 
+    #[test]
+    fn a_stalled_client_with_sparse_lines_pins_few_shared_blocks() {
+        let mut lines: Lines = Lines::new();
+        let outbox = Outbox::default();
+        let filler = [b'.'; 1000];
+        let mut sent = Vec::new();
+        let mut shared = Vec::new();
+        for i in 0..20 {
+            // Everybody else's traffic in between: each of our lines lands in a new block.
+            for _ in 0..LINES_BLOCK / filler.len() {
+                lines.put(&filler);
+            }
+            let line = format!("line {i}\r\n");
+            let slice = lines.put(line.as_bytes());
+            assert!(outbox.push(&slice, 4 * LINES_BLOCK));
+            shared.push(slice);
+            sent.extend_from_slice(line.as_bytes());
+        }
+        let (out, _) = outbox.take(false);
+        let pinned = out
+            .iter()
+            .filter(|run| shared.iter().any(|s| s.ptr_eq(run)))
+            .count();
+        assert_eq!(
+            pinned,
+            1 + 4,
+            "the first block, and the SendQ's worth of others"
+        );
+        assert_eq!(
+            out.len(),
+            pinned + 1,
+            "the rest is copied into one run of its own"
+        );
+        let got: Vec<u8> = out.iter().flat_map(|run| run.iter().copied()).collect();
+        assert_eq!(got, sent, "nothing lost, nothing reordered");
+        // Taking the queue starts afresh: the next line is shared again.
+        let next = lines.put(b"again\r\n");
+        assert!(outbox.push(&next, usize::MAX));
+        assert!(outbox.take(false).0[0].ptr_eq(&next));
+        // A client merely behind in a busy room (most lines are for it) never copies, however
+        // many blocks its queue spans.
+        let mut blocks = Vec::new();
+        for _ in 0..10 * LINES_BLOCK / filler.len() {
+            let line = lines.put(&filler);
+            if !blocks.iter().any(|b: &BytesSlice| b.ptr_eq(&line)) {
+                blocks.push(line.clone());
+            }
+            assert!(outbox.push(&line, usize::MAX));
+        }
+        let (out, _) = outbox.take(false);
+        assert!(blocks.len() >= 10, "{}", blocks.len());
+        assert_eq!(out.len(), blocks.len(), "one shared run per block");
+        assert!(out.iter().zip(&blocks).all(|(run, b)| run.ptr_eq(b)));
+    }
+
     /// Every idle connection pays for its task's future: keep it small (it was 824 bytes, task included, with
     /// inline timers and a `Notify`; tokio rounds task cells up to 128 bytes).
     #[tokio::test]
@@ -935,7 +1039,7 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: Server::new(parla_room::Config::default(), Millis(0)),
-                lines: Lines::default(),
+                lines: Lines::new(),
                 outboxes: FxHashMap::default(),
             }),
             clock: Clock {
