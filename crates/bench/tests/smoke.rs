@@ -14,9 +14,8 @@ use std::time::Duration;
 use parla_bench::fanout::{self, FanoutConfig};
 use parla_bench::idle::{self, IdleConfig};
 use parla_bench::{Target, procfs};
+use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
-use parla_net::{Listener, Tcp, Transport};
-use tokio_util::sync::CancellationToken;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -60,11 +59,6 @@ fn parla_in_process_fanout_and_idle() {
         parla_bench::raise_fd_limit(4096);
         let pid = std::process::id();
         for default_room in [false, true] {
-            let listener = Tcp
-                .bind("127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().unwrap();
             let options = ServerOptions {
                 flood: None,
                 core: parla_room::Config {
@@ -73,9 +67,8 @@ fn parla_in_process_fanout_and_idle() {
                 },
                 ..ServerOptions::default()
             };
-            let token = CancellationToken::new();
-            let server = tokio::spawn(parla_net::run(listener, options, token.clone()));
-            let mut target = Target::new(addr);
+            let mut server = LocalServer::start(options).await.expect("start the server");
+            let mut target = Target::new(server.addr());
             if default_room {
                 target.channel = "#lobby".to_owned();
                 target.auto_join = true;
@@ -84,11 +77,7 @@ fn parla_in_process_fanout_and_idle() {
             if !default_room {
                 tiny_idle(target, pid).await;
             }
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), server)
-                .await
-                .expect("the server shuts down")
-                .unwrap();
+            server.shut_down().await;
         }
     });
 }

@@ -18,55 +18,34 @@ use parla_gui::app::{ConnState, Screen};
 use parla_gui::{AppConfig, ParlaApp};
 use parla_net::client::ClientConfig;
 use parla_net::ping::{PingConfig, PingError, Pinger};
-use parla_net::{Listener, ServerOptions, Tcp, Transport};
-use tokio_util::sync::CancellationToken;
+use parla_net::{LocalServer, ServerOptions};
 
 /// How long any one wait for the network may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(5);
 
 // ---- A real server -------------------------------------------------------------------------
 
-/// A Parla server on 127.0.0.1 with its own runtime on a background thread.
+/// A Parla server on 127.0.0.1 with its own runtime.
 struct TestServer {
     addr: SocketAddr,
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: LocalServer,
 }
 
 impl TestServer {
     fn start() -> TestServer {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = Tcp
-                    .bind("127.0.0.1:0".parse().unwrap())
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let options = ServerOptions {
-                    shutdown_grace: Duration::from_secs(1),
-                    // Real wall-clock time, so that message times read like the time of day.
-                    epoch_millis: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_millis() as u64,
-                    ..ServerOptions::default()
-                };
-                parla_net::run(listener, options, token).await;
-            });
-        });
-        let addr = rx.recv_timeout(PATIENCE).expect("the server starts");
+        let options = ServerOptions {
+            shutdown_grace: Duration::from_secs(1),
+            // Real wall-clock time, so that message times read like the time of day.
+            epoch_millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+            ..ServerOptions::default()
+        };
+        let server = LocalServer::start_own(options).expect("start the server on 127.0.0.1");
         TestServer {
-            addr,
-            stop,
-            thread: Some(thread),
+            addr: server.addr(),
+            server,
         }
     }
 
@@ -77,16 +56,7 @@ impl TestServer {
 
     /// Ctrl-C on the server: every client is told it is shutting down.
     fn shut_down(&mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the server thread ends cleanly");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
+        self.server.shut_down_own();
     }
 }
 

@@ -13,58 +13,14 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
-use parla_net::{Tcp, Transport};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// The longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// An in-process server; dropping it cancels the server.
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let listener = Tcp.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.0.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(parla_net::run(
-            listener,
-            ServerOptions::default(),
-            shutdown.clone(),
-        ));
-        TestServer {
-            addr,
-            shutdown,
-            handle: Some(handle),
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.handle.take().unwrap())
-            .await
-            .expect("run returns after the token is cancelled")
-            .unwrap();
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
-        }
-    }
-}
 
 /// A raw IRC client in `#lobby`.
 struct Raw {
@@ -277,8 +233,8 @@ impl Drop for Parla {
 }
 
 /// `parla --headless --no-ping --name NAME ADDR`, waited for until `watcher` sees it join.
-async fn joined(server: &TestServer, watcher: &mut Raw, name: &str) -> Parla {
-    let addr = server.addr.to_string();
+async fn joined(server: &LocalServer, watcher: &mut Raw, name: &str) -> Parla {
+    let addr = server.addr().to_string();
     let mut parla = Parla::spawn(&["--no-ping", "--name", name, &addr]);
     parla.stdout.expect(&format!("You are {name}.")).await;
     watcher
@@ -289,9 +245,11 @@ async fn joined(server: &TestServer, watcher: &mut Raw, name: &str) -> Parla {
 
 #[tokio::test]
 async fn a_taken_name_is_refused_and_another_is_asked_for() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
-    let addr = server.addr.to_string();
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
+    let addr = server.addr().to_string();
     let mut parla = Parla::spawn(&["--no-ping", &addr]);
     parla.stdout.expect(&format!("Connected to {addr}.")).await;
     parla.type_line("alice");
@@ -311,13 +269,15 @@ async fn a_taken_name_is_refused_and_another_is_asked_for() {
         .await;
     parla.type_line("quit");
     assert_eq!(parla.exit_code().await, Some(0));
-    server.stop().await;
+    server.shut_down().await;
 }
 
 #[tokio::test]
 async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "carol").await;
 
     parla.type_line("hello from the terminal");
@@ -344,20 +304,22 @@ async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
         .stdout
         .expect("Disconnected: you left the chat.")
         .await;
-    server.stop().await;
+    server.shut_down().await;
 }
 
 #[tokio::test]
 async fn end_of_input_leaves_and_exits_0() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "dave").await;
     parla.close_stdin();
     alice
         .expect(|l| l == ":dave!~dave@127.0.0.1 QUIT :Quit: Leaving")
         .await;
     assert_eq!(parla.exit_code().await, Some(0));
-    server.stop().await;
+    server.shut_down().await;
 }
 
 #[tokio::test]
@@ -381,14 +343,16 @@ async fn a_closed_port_exits_1_saying_the_connection_was_refused() {
 
 #[tokio::test]
 async fn the_address_is_asked_for_when_not_given() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
     let mut parla = Parla::spawn(&["--no-ping", "--name", "fay"]);
     // A mistake is explained and the question asked again.
     parla.type_line("localhost:http");
     let line = parla.stdout.expect("not a port number").await;
     assert!(line.starts_with("Server address"), "{line}");
-    let addr = server.addr.to_string();
+    let addr = server.addr().to_string();
     parla.type_line(&addr);
     let line = parla.stdout.expect("Connecting to").await;
     assert_eq!(
@@ -403,13 +367,15 @@ async fn the_address_is_asked_for_when_not_given() {
         .await;
     parla.type_line("quit");
     assert_eq!(parla.exit_code().await, Some(0));
-    server.stop().await;
+    server.shut_down().await;
 }
 
 #[tokio::test]
 async fn ctrl_c_quits_with_a_reason_and_exits_0() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "gus").await;
     // A round trip through the client's event loop: it has been idle (and so listening for
     // Ctrl-C) since it printed its registration.
@@ -421,15 +387,17 @@ async fn ctrl_c_quits_with_a_reason_and_exits_0() {
         .expect(|l| l == ":gus!~gus@127.0.0.1 QUIT :Quit: Ctrl-C")
         .await;
     assert_eq!(parla.exit_code().await, Some(0));
-    server.stop().await;
+    server.shut_down().await;
 }
 
 #[tokio::test]
 async fn a_server_shutdown_is_shown_and_exits_0() {
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "hal").await;
-    server.stop().await;
+    server.shut_down().await;
     parla
         .stdout
         .expect("*** Server is shutting down. Goodbye!")
@@ -452,9 +420,11 @@ async fn icmp_pings_to_localhost_work() {
         eprintln!("skipped: not root, so ICMP may be refused here");
         return;
     }
-    let server = TestServer::start().await;
-    let mut alice = Raw::register(server.addr, "alice").await;
-    let addr = server.addr.to_string();
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = Raw::register(server.addr(), "alice").await;
+    let addr = server.addr().to_string();
     let mut parla = Parla::spawn_env(
         &["--ping-interval", "100ms", "--name", "ivy", &addr],
         // The ping watcher logs each result at trace level.
@@ -480,5 +450,5 @@ async fn icmp_pings_to_localhost_work() {
             .any(|l| l.contains("ICMP pings are not possible") || l.contains("missed")),
         "{stderr:#?}"
     );
-    server.stop().await;
+    server.shut_down().await;
 }

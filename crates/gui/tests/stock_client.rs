@@ -10,15 +10,13 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
-use parla_net::{Listener, Tcp, Transport};
-use tokio_util::sync::CancellationToken;
 
 const WEECHAT: &str = "weechat-headless";
 /// How long any one step may take: every wait below is bounded by it.
@@ -101,8 +99,7 @@ fn weechat_version() -> Option<String> {
 /// Everything the test starts; dropping it stops all of it, in bounded time.
 struct World {
     dir: PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
-    shutdown: CancellationToken,
+    server: Option<LocalServer>,
     children: Vec<Child>,
 }
 
@@ -117,23 +114,13 @@ impl World {
         fs::create_dir_all(&dir).expect("create the test's temporary directory");
         World {
             dir,
-            runtime: None,
-            shutdown: CancellationToken::new(),
+            server: None,
             children: Vec::new(),
         }
     }
 
     /// Starts `parla_net::run` on a free loopback port; returns the port.
     fn start_server(&mut self) -> u16 {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("start a tokio runtime");
-        let listener = runtime
-            .block_on(Tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
-            .expect("bind a loopback port");
-        let port = listener.local_addr().expect("the bound address").port();
         let options = ServerOptions {
             epoch_millis: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -141,8 +128,9 @@ impl World {
                 .as_millis() as u64,
             ..ServerOptions::default()
         };
-        runtime.spawn(parla_net::run(listener, options, self.shutdown.clone()));
-        self.runtime = Some(runtime);
+        let server = LocalServer::start_own(options).expect("start the server on 127.0.0.1");
+        let port = server.addr().port();
+        self.server = Some(server);
         port
     }
 
@@ -223,10 +211,8 @@ impl Drop for World {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.shutdown.cancel();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        }
+        // Stops the server, bounded.
+        self.server = None;
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -3,6 +3,8 @@
 //! - [`transport`]: the [`Transport`]/[`Listener`] traits and real TCP ([`Tcp`]).
 //! - [`codec`]: bytes ↔ lines, with a maximum line length.
 //! - [`server`]: the server runtime around the sans-IO core ([`server::run`]).
+//! - [`local`]: that runtime on a loopback port in the background ([`LocalServer`]), for tests
+//!   and embedding.
 //! - [`client`]: the client session: connect, register, chat, typed events ([`client::connect`]).
 //! - [`ping`]: the [`Pinger`] trait, the ICMP pinger and the miss-counting watcher.
 //! - [`addr`]: parsing what a person types as a server address.
@@ -10,10 +12,12 @@
 pub mod addr;
 pub mod client;
 pub mod codec;
+pub mod local;
 pub mod ping;
 pub mod server;
 pub mod transport;
 
+pub use local::LocalServer;
 pub use ping::{IcmpPinger, PingConfig, Pinger};
 pub use server::{ServerOptions, run};
 pub use transport::{Listener, Tcp, Transport};
