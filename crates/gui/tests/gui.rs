@@ -463,8 +463,11 @@ fn slash_commands_work_and_mistakes_are_explained() {
     wait_for(&mut app, "#rust as the current room", |app| {
         app.state().chat().room.as_deref() == Some("#rust")
     });
-    app.run_steps(2);
-    assert!(shows(&app, "You joined #rust"));
+    wait_to_see(&mut app, "You joined #rust");
+    // The member list comes with the end of NAMES, after the JOIN: wait for it, then check it.
+    wait_for(&mut app, "the member list of #rust", |app| {
+        !app.state().chat().current_members().is_empty()
+    });
     assert_eq!(app.state().chat().current_members(), ["alicia"]);
     // bob, in #lobby, now appears with the room named.
     bob.say("#lobby", "still here");
