@@ -648,12 +648,11 @@ impl<S: Stream> Session<S> {
                 let key = fold(p[1]);
                 let mut names = self.pending_names.remove(&key).unwrap_or_default();
                 // Every member list includes the member asking; one without us was left out.
-                let me = self.nick.clone().unwrap_or_default();
-                if names.iter().any(|n| n.eq_ignore_ascii_case(&me)) {
+                if names.iter().any(|n| is_me(n)) {
                     self.partial.remove(&key);
                 } else if self.members.contains_key(&key) {
                     self.partial.insert(key.clone());
-                    names.push(me);
+                    names.push(me.clone());
                 }
                 self.members.insert(key, names);
                 self.emit_members(p[1]).await;

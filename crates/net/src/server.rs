@@ -9,11 +9,11 @@
 //!   the heap), output is written with `writev` straight from the queue the task takes whole,
 //!   and the task's future is kept small (a test guards its size). At 10,000 idle connections
 //!   the server's RSS grows by ~1.7 KB per connection.
-//! - Outgoing lines are copied once into shared append-only blocks ([`Lines`]); an outbox holds
+//! - Outgoing lines are copied once into shared append-only blocks (`Lines`); an outbox holds
 //!   runs of consecutive lines in a block, so a recipient of a busy room takes one reference per
 //!   burst, not one per line, and the kernel copies each burst from one iovec.
 //! - The core lives behind a `std::sync::Mutex` (never held across an `.await`): each task locks
-//!   it to feed one input and to hand the outputs to the per-connection [`Outbox`]es. A lock
+//!   it to feed one input and to hand the outputs to the per-connection `Outbox`es. A lock
 //!   instead of a core task saves a channel hop per line, and the critical section is short.
 //! - One timer task wakes the core at its `poll_timeout` (the style guide puts the timeout in
 //!   each connection's `select!`; our core is shared, so its timers are too).
@@ -181,7 +181,8 @@ struct OutboxInner {
     bytes: usize,
     /// Shared blocks the queue has runs in.
     blocks: u32,
-    /// This client's own blocks, once it holds runs in [`MAX_SHARED_BLOCKS`] shared ones.
+    /// This client's own blocks, once its runs would keep too many shared ones alive (see
+    /// [`Outbox::push`]); dropped when the queue is taken.
     spill: Option<Lines<SPILL_BLOCK>>,
     state: OutboxState,
     /// Something changed since the task last looked. Kept under the lock, beside the queue:
@@ -235,18 +236,20 @@ impl Outbox {
                 let extra = inner.blocks as usize * LINES_BLOCK;
                 let spill =
                     new_block && (inner.spill.is_some() || extra > (2 * inner.bytes).max(cap));
-                if spill {
-                    let copy = inner.spill.get_or_insert_with(Lines::new).put(line);
-                    let merged = inner
-                        .queue
-                        .back_mut()
-                        .is_some_and(|run| run.try_merge(&copy).is_ok());
-                    if !merged {
-                        inner.queue.push_back(copy);
-                    }
+                let run = if spill {
+                    inner.spill.get_or_insert_with(Lines::new).put(line)
                 } else {
                     inner.blocks += u32::from(new_block);
-                    inner.queue.push_back(line.clone());
+                    line.clone()
+                };
+                // A copy may continue the last copy.
+                let merged = spill
+                    && inner
+                        .queue
+                        .back_mut()
+                        .is_some_and(|last| last.try_merge(&run).is_ok());
+                if !merged {
+                    inner.queue.push_back(run);
                 }
             }
         } else {
@@ -332,8 +335,9 @@ struct State {
 /// reference to the block and is written as one iovec, instead of a reference count per line
 /// per recipient (contended between the two sides of the handoff) and an iovec per line.
 ///
-/// A block is freed once the last run in it is written; a client that stops reading keeps at
-/// most its SendQ plus the unused rest of the blocks it has runs in.
+/// A block is freed once the last run in it is written. A client that stops reading gets its
+/// own copies before its runs keep more than its SendQ's worth of shared blocks alive (see
+/// [`Outbox::push`]).
 struct Lines<const BLOCK: usize = LINES_BLOCK> {
     block: AppendOnlyBytes,
 }
@@ -1096,39 +1100,27 @@ mod tests {
         ) -> Option<io::Result<Frame>> {
             std::future::poll_fn(|cx| reader.poll_next(cx, rx)).await
         }
+        async fn frame(reader: &mut LineReader, rx: &mut tokio::io::DuplexStream) -> Frame {
+            next(reader, rx).await.expect("a frame").expect("no error")
+        }
         use tokio::io::AsyncWriteExt as _;
         tx.write_all(b"PING a\r\nPI").await.expect("write");
         assert_eq!(
-            next(&mut reader, &mut rx)
-                .await
-                .expect("frame")
-                .expect("ok"),
+            frame(&mut reader, &mut rx).await,
             Frame::Line(Bytes::from_static(b"PING a"))
         );
         tx.write_all(b"NG b\n").await.expect("write");
         assert_eq!(
-            next(&mut reader, &mut rx)
-                .await
-                .expect("frame")
-                .expect("ok"),
+            frame(&mut reader, &mut rx).await,
             Frame::Line(Bytes::from_static(b"PING b"))
         );
         assert_eq!(reader.buf.capacity(), 0, "no buffer kept between lines");
         tx.write_all(&[b'x'; 40]).await.expect("write");
         tx.write_all(b"\nlast").await.expect("write");
         drop(tx);
+        assert_eq!(frame(&mut reader, &mut rx).await, Frame::TooLong);
         assert_eq!(
-            next(&mut reader, &mut rx)
-                .await
-                .expect("frame")
-                .expect("ok"),
-            Frame::TooLong
-        );
-        assert_eq!(
-            next(&mut reader, &mut rx)
-                .await
-                .expect("frame")
-                .expect("ok"),
+            frame(&mut reader, &mut rx).await,
             Frame::Line(Bytes::from_static(b"last"))
         );
         assert!(next(&mut reader, &mut rx).await.is_none());
