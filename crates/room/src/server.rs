@@ -90,6 +90,9 @@ pub enum Bug {
     CaseSensitiveNames,
     /// Every 5th room message is not delivered to the room's second member.
     DropForOneMember,
+    /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
+    /// server runtime's panic policy).
+    PanicInHandler,
 }
 
 impl Default for Config {
@@ -746,6 +749,10 @@ impl Server {
                     RPL_VERSION,
                     &[&version, &server, "Parla chat server"],
                 );
+                #[cfg(feature = "deliberate-bugs")]
+                if self.config.bug == Some(Bug::PanicInHandler) {
+                    panic!("deliberate bug: a panic in the VERSION handler");
+                }
                 self.send_isupport(now, id);
             }
             Cmd::Time => {
