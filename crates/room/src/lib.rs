@@ -6,11 +6,13 @@
 //! connection, close that one), so the same inputs always give the same outputs, byte for byte.
 //! The real TCP server and the turmoil simulation drive this same code.
 //!
+//! - [`limits`]: protocol limits and fixed strings both cores share.
 //! - [`message`]: the IRC message model, parser and serializer.
 //! - [`names`]: nick and room name rules, case folding, glob masks.
 //! - [`numerics`]: IRC numeric reply codes as named constants.
 //! - [`server`]: the state machine itself ([`Server`]), with its [`Config`] and [`Output`].
 
+pub mod limits;
 pub mod message;
 pub mod names;
 pub mod numerics;

@@ -14,7 +14,8 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::message::{MAX_BODY_LEN, Message, ParseError, Tag};
+use crate::limits::*;
+use crate::message::{Message, ParseError, Tag};
 use crate::names::{casefold, is_channel_name, is_valid_channel, mask_matches, nick_problem};
 use crate::numerics::*;
 use crate::time::Millis;
@@ -106,10 +107,10 @@ impl Default for Config {
             ping_interval_ms: 60_000,
             ping_timeout_ms: 30_000,
             registration_timeout_ms: 60_000,
-            nick_len: 30,
-            channel_len: 50,
-            topic_len: 390,
-            max_rooms_per_user: 20,
+            nick_len: NICK_LEN,
+            channel_len: CHANNEL_LEN,
+            topic_len: TOPIC_LEN,
+            max_rooms_per_user: MAX_ROOMS_PER_USER,
             version: concat!("parla-", env!("CARGO_PKG_VERSION")).to_owned(),
             quiet_joins_above: Some(1000),
             #[cfg(feature = "deliberate-bugs")]
@@ -118,12 +119,6 @@ impl Default for Config {
     }
 }
 
-/// The capabilities Parla offers in `CAP LS`.
-const CAPS: &[&str] = &["echo-message", "server-time"];
-const AWAY_LEN: usize = 200;
-const USER_LEN: usize = 16;
-const REALNAME_LEN: usize = 100;
-const MAX_TARGETS: usize = 4;
 
 /// Capabilities a client enabled with `CAP REQ`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -441,7 +436,7 @@ impl Server {
         let id = ConnId(self.next_id);
         self.next_id += 1;
         if self.shutting_down {
-            self.close(id, "Server shutting down", "Server shutting down");
+            self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
             return id;
         }
         self.conns.insert(
@@ -597,9 +592,9 @@ impl Server {
                 now,
                 id,
                 "NOTICE",
-                &[&nick, "Server is shutting down. Goodbye!"],
+                &[&nick, SHUTDOWN_NOTICE],
             );
-            self.close(id, "Server shutting down", "Server shutting down");
+            self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
         }
         self.conns.clear();
         self.users = 0;
