@@ -23,24 +23,3 @@ pub mod report;
 
 pub use client::Target;
 pub use report::Record;
-
-/// Many connections need many file descriptors: raise the soft limit to `want`, raising the
-/// hard limit too when permitted (root), else to the hard limit. Returns the soft limit now set.
-pub fn raise_fd_limit(want: u64) -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 0;
-    };
-    if soft >= want {
-        return soft;
-    }
-    if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
-        return want;
-    }
-    let new = want.min(hard);
-    if setrlimit(Resource::RLIMIT_NOFILE, new, hard).is_ok() {
-        new
-    } else {
-        soft
-    }
-}

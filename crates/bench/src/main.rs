@@ -147,7 +147,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", report::table(&records, baseline));
         return Ok(());
     }
-    parla_bench::raise_fd_limit(1 << 20);
+    parla_net::process::raise_fd_limit(Some(1 << 20));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -56,7 +56,7 @@ async fn tiny_idle(target: Target, pid: u32) {
 #[test]
 fn parla_in_process_fanout_and_idle() {
     runtime().block_on(async {
-        parla_bench::raise_fd_limit(4096);
+        parla_net::process::raise_fd_limit(Some(4096));
         let pid = std::process::id();
         for default_room in [false, true] {
             let options = ServerOptions {

@@ -12,13 +12,7 @@ use parla_net::addr::ServerAddr;
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    parla_net::process::init_logging("warn");
     let code = if args.headless {
         run_headless(args)
     } else {

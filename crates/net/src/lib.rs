@@ -7,6 +7,7 @@
 //!   and embedding.
 //! - [`client`]: the client session: connect, register, chat, typed events ([`client::connect`]).
 //! - [`ping`]: the [`Pinger`] trait, the ICMP pinger and the miss-counting watcher.
+//! - [`process`]: what every binary's `main` sets up: logging, the open-files limit.
 //! - [`addr`]: parsing what a person types as a server address.
 
 pub mod addr;
@@ -14,6 +15,7 @@ pub mod client;
 pub mod codec;
 pub mod local;
 pub mod ping;
+pub mod process;
 pub mod server;
 pub mod transport;
 

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use parla_room::Bug;
+use crate::Bug;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

@@ -23,5 +23,16 @@ pub mod script;
 pub mod transport;
 
 pub use runner::{Outcome, RunOptions, run};
+
+/// A deliberate bug to plant in the core, to prove the checkers catch it. The planted bugs are
+/// compiled into the core only with this crate's `deliberate-bugs` feature (its own tests turn it
+/// on), so no ordinary build of the workspace puts them in `parla-server`; without it this type
+/// has no values and `None` is the only choice.
+#[cfg(feature = "deliberate-bugs")]
+pub use parla_room::Bug;
+/// A deliberate bug to plant in the core: none exist in this build (feature `deliberate-bugs`).
+#[cfg(not(feature = "deliberate-bugs"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {}
 pub use script::Script;
 pub use transport::Sim;

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use parla_room::Bug;
 use parla_sim::explore::{self, Workload};
-use parla_sim::{Outcome, RunOptions, Script, run};
+use parla_sim::{Bug, Outcome, RunOptions, Script, run};
 
 /// Parla's deterministic simulation: the real server and client in a simulated network.
 #[derive(Debug, Parser)]
@@ -58,12 +57,20 @@ enum Cmd {
     },
 }
 
+#[cfg(feature = "deliberate-bugs")]
 fn parse_bug(name: &str) -> Result<Bug, String> {
     match name {
         "case-sensitive-names" => Ok(Bug::CaseSensitiveNames),
         "drop-for-one-member" => Ok(Bug::DropForOneMember),
         _ => Err("known bugs: case-sensitive-names, drop-for-one-member".into()),
     }
+}
+
+#[cfg(not(feature = "deliberate-bugs"))]
+fn parse_bug(_: &str) -> Result<Bug, String> {
+    Err("this parla-sim was built without the planted bugs; \
+         run it with `cargo run -p parla-sim --features deliberate-bugs -- …`"
+        .into())
 }
 
 fn report(outcome: &Outcome) -> ExitCode {

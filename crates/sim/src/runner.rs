@@ -12,11 +12,11 @@ use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event};
 use parla_net::server::{ObserverSlot, ServerOptions, run as run_server};
 use parla_net::transport::Transport;
-use parla_room::Bug;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::Bug;
 use crate::check;
 use crate::journal::{Journal, Recorder};
 use crate::ping::{UdpPinger, echo_responder};
@@ -407,9 +407,14 @@ impl<'a> Runner<'a> {
                 ping_interval_ms: flags.ping_interval.as_millis() as u64,
                 ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
                 registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
+                #[cfg(feature = "deliberate-bugs")]
                 bug,
                 ..parla_room::Config::default()
             };
+            #[cfg(not(feature = "deliberate-bugs"))]
+            if let Some(bug) = bug {
+                match bug {}
+            }
             let options = ServerOptions {
                 core,
                 max_clients: flags.max_clients,

@@ -10,7 +10,7 @@ use clap::Parser;
 use parla_net::server::{FloodControl, ServerOptions};
 use parla_net::{Tcp, Transport};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Parla chat server: an IRC server with one shared room everybody joins.
 ///
@@ -80,14 +80,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     one_malloc_arena();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    raise_fd_limit();
+    parla_net::process::init_logging("info");
+    parla_net::process::raise_fd_limit(None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -182,17 +176,6 @@ impl Signals {
         };
         info!(signal = name, "shutdown requested");
         token.cancel();
-    }
-}
-
-/// Many clients need many file descriptors: raise the soft limit to the hard one.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        warn!(cause = %err, soft, "could not raise the open-files limit; the server may refuse connections early");
     }
 }
 
