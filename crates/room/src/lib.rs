@@ -10,7 +10,9 @@
 //! - [`message`]: the IRC message model, parser and serializer.
 //! - [`names`]: nick and room name rules, case folding, glob masks.
 //! - [`numerics`]: IRC numeric reply codes as named constants.
-//! - [`server`]: the state machine itself ([`Server`]), with its [`Config`] and [`Output`].
+//! - [`server`]: the state machine itself ([`Server`]), with its [`Config`] and [`Output`]: one
+//!   `impl Server` over child modules by concern (the command table, registration, rooms,
+//!   messaging, queries, leaving, timers, replies).
 
 pub mod limits;
 pub mod message;

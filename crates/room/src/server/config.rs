@@ -1,0 +1,80 @@
+//! How the core behaves ([`Config`]), and the bugs a test may plant in it ([`Bug`]). Kept apart
+//! from the state machine so that a front end reading the settings needn't read the rules.
+
+use crate::limits::*;
+
+/// How the core behaves. The defaults are what `parla-server` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's name, used as the source of its own messages.
+    pub server_name: String,
+    /// The network name advertised in `005 NETWORK=` and the welcome line.
+    pub network: String,
+    /// The room every user joins on registering; `None` gives plain IRC semantics.
+    pub default_room: Option<String>,
+    /// Message-of-the-day lines; empty sends `422`.
+    pub motd: Vec<String>,
+    /// The connection password (`PASS`), if the server has one.
+    pub password: Option<String>,
+    /// A registered connection silent this long is sent a `PING`.
+    pub ping_interval_ms: u64,
+    /// After a `PING`, how long the connection has to show any sign of life.
+    pub ping_timeout_ms: u64,
+    /// How long a new connection has to finish registering.
+    pub registration_timeout_ms: u64,
+    /// Longest nick, in bytes (`NICKLEN`).
+    pub nick_len: usize,
+    /// Longest room name, in bytes (`CHANNELLEN`).
+    pub channel_len: usize,
+    /// Longest topic, in bytes (`TOPICLEN`); longer topics are cut at a character boundary.
+    pub topic_len: usize,
+    /// How many rooms one user may be in (`CHANLIMIT`).
+    pub max_rooms_per_user: usize,
+    /// The software version shown in `002`/`004`/`351`.
+    pub version: String,
+    /// Above this many members, the default room stops broadcasting individual JOIN, PART and
+    /// QUIT lines (everyone is in it, so 10,000 joins would be ~50 million lines), and a join
+    /// gets only its own `JOIN`, the topic and an empty NAMES (`366`); `NAMES` still lists
+    /// everyone on request, and members see a person when they speak. `None` always broadcasts.
+    /// Other rooms are not affected: people join those on purpose and expect to see each other.
+    pub quiet_joins_above: Option<usize>,
+    /// A deliberate bug to plant (tests of the simulation's checkers only).
+    #[cfg(feature = "deliberate-bugs")]
+    pub bug: Option<Bug>,
+}
+
+/// Bugs the simulation's explorer must be able to find (feature `deliberate-bugs`).
+#[cfg(feature = "deliberate-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Name uniqueness is checked case-sensitively: `Alice` and `alice` can both be taken.
+    CaseSensitiveNames,
+    /// Every 5th room message is not delivered to the room's second member.
+    DropForOneMember,
+    /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
+    /// server runtime's panic policy).
+    PanicInHandler,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "parla.local".to_owned(),
+            network: "Parla".to_owned(),
+            default_room: Some("#lobby".to_owned()),
+            motd: vec!["Welcome to Parla. Be kind; type /quit or quit to leave.".to_owned()],
+            password: None,
+            ping_interval_ms: 60_000,
+            ping_timeout_ms: 30_000,
+            registration_timeout_ms: 60_000,
+            nick_len: NICK_LEN,
+            channel_len: CHANNEL_LEN,
+            topic_len: TOPIC_LEN,
+            max_rooms_per_user: MAX_ROOMS_PER_USER,
+            version: concat!("parla-", env!("CARGO_PKG_VERSION")).to_owned(),
+            quiet_joins_above: Some(1000),
+            #[cfg(feature = "deliberate-bugs")]
+            bug: None,
+        }
+    }
+}

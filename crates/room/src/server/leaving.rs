@@ -1,0 +1,54 @@
+//! Leaving: `QUIT`, and forgetting a connection however it ends (QUIT, a timeout, a bad
+//! password, a dropped socket), so that a name, a room seat and a counter are freed in exactly
+//! one place.
+
+use super::commands::Params;
+use super::{ConnId, Server};
+use crate::time::Millis;
+
+impl Server {
+    /// `QUIT [<reason>]`
+    pub(super) fn on_quit(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        let reason = match p.get(0) {
+            Some(r) if !r.is_empty() => format!("Quit: {r}"),
+            _ => "Quit".to_owned(),
+        };
+        self.quit(now, id, &reason);
+    }
+
+    /// The connection leaves with `reason`: peers see a `QUIT`, it gets `ERROR` and is closed.
+    pub(super) fn quit(&mut self, now: Millis, id: ConnId, reason: &str) {
+        let host = match self.conns.get(id) {
+            Some(c) => c.host.clone(),
+            None => return,
+        };
+        self.remove_conn(now, id, reason);
+        self.close(id, &format!("Closing Link: {host} ({reason})"), reason);
+    }
+
+    /// Forgets `id`: frees its name, tells everyone who shared a room with it.
+    pub(super) fn remove_conn(&mut self, now: Millis, id: ConnId, reason: &str) {
+        let peers = self.peers_told_of_leaving(id);
+        let Some(c) = self.conns.get(id) else { return };
+        let (registered, prefix) = (c.registered, c.prefix.clone());
+        if registered {
+            self.users -= 1;
+            if c.invisible {
+                self.invisible_users -= 1;
+            }
+        }
+        let rooms: Vec<String> = c.rooms.iter().cloned().collect();
+        if let Some(nick) = c.nick.clone() {
+            let key = self.nick_key(&nick);
+            self.nicks.remove(&key);
+        }
+        for key in rooms {
+            self.leave_room(id, &key);
+        }
+        self.conns.remove(id);
+        self.compact_timers();
+        if registered {
+            self.fanout(now, peers.into_iter(), Some(&prefix), "QUIT", &[reason]);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! PRIVMSG and NOTICE: the hot path. A room message is encoded at most twice and fanned out
+//! from the room's member list, which carries each member's capabilities, so a message costs
+//! no lookup per recipient.
+
+use super::commands::Params;
+#[cfg(feature = "deliberate-bugs")]
+use super::config::Bug;
+use super::replies::fanout_to;
+use super::state::Caps;
+use super::{ConnId, Server};
+use crate::limits::*;
+use crate::names::{casefold, is_channel_name};
+use crate::numerics::*;
+use crate::time::Millis;
+
+impl Server {
+    /// `PRIVMSG <target>{,<target>} <text>`
+    pub(super) fn on_privmsg(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        self.on_message(now, id, "PRIVMSG", p);
+    }
+
+    /// `NOTICE <target>{,<target>} <text>`
+    pub(super) fn on_notice(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        self.on_message(now, id, "NOTICE", p);
+    }
+
+    /// `PRIVMSG` and `NOTICE` (which never gets an error reply). They check their own
+    /// parameters: a missing one has its own numeric, not `461`.
+    fn on_message(&mut self, now: Millis, id: ConnId, verb: &str, p: Params<'_, 0>) {
+        let notice = verb == "NOTICE";
+        let Some(targets) = p.get(0).filter(|t| !t.is_empty()) else {
+            if !notice {
+                let text = format!("No recipient given ({verb})");
+                self.numeric(now, id, ERR_NORECIPIENT, &[&text]);
+            }
+            return;
+        };
+        let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
+            if !notice {
+                self.numeric(now, id, ERR_NOTEXTTOSEND, &["No text to send"]);
+            }
+            return;
+        };
+        let targets: Vec<&str> = targets.split(',').filter(|t| !t.is_empty()).collect();
+        if targets.len() > MAX_TARGETS {
+            if !notice {
+                let text = format!("Too many recipients; send to at most {MAX_TARGETS} at once");
+                self.numeric(now, id, ERR_TOOMANYTARGETS, &[targets[MAX_TARGETS], &text]);
+            }
+            return;
+        }
+        let c = self.conns.live_mut(id);
+        if !notice {
+            c.last_spoke = now;
+        }
+        let (prefix, echo) = (c.prefix.clone(), c.caps.echo_message);
+        for target in targets {
+            // The relayed line carries our longer source; refuse rather than cut the text.
+            let relayed = 1 + prefix.len() + 1 + verb.len() + 1 + target.len() + 2 + text.len() + 2;
+            if relayed > MAX_BODY_LEN {
+                if !notice {
+                    let over = relayed - MAX_BODY_LEN;
+                    let text = format!(
+                        "Message not sent: it is {over} bytes too long once your name is added; send it in shorter parts"
+                    );
+                    self.numeric(now, id, ERR_INPUTTOOLONG, &[&text]);
+                }
+                continue;
+            }
+            if is_channel_name(target) {
+                let Some(room) = self.rooms.get(&casefold(target)) else {
+                    if !notice {
+                        self.numeric(now, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
+                    }
+                    continue;
+                };
+                if !room.members.contains_key(&id) {
+                    if !notice {
+                        let name = room.name.clone();
+                        self.numeric(
+                            now,
+                            id,
+                            ERR_CANNOTSENDTOCHAN,
+                            &[
+                                &name,
+                                "Cannot send to channel: you are not in it; join it first",
+                            ],
+                        );
+                    }
+                    continue;
+                }
+                let name = room.name.clone();
+                #[allow(unused_mut)]
+                let mut to: Vec<(ConnId, Caps)> = room
+                    .members
+                    .iter()
+                    .map(|(&m, &caps)| (m, caps))
+                    .filter(|&(m, _)| echo || m != id)
+                    .collect();
+                #[cfg(feature = "deliberate-bugs")]
+                {
+                    self.relayed += 1;
+                    if self.config.bug == Some(Bug::DropForOneMember)
+                        && self.relayed.is_multiple_of(5)
+                    {
+                        let second = room.members.keys().nth(1).copied();
+                        to.retain(|&(m, _)| Some(m) != second);
+                    }
+                }
+                fanout_to(
+                    &mut self.out,
+                    now,
+                    to.into_iter(),
+                    Some(&prefix),
+                    verb,
+                    &[&name, text],
+                );
+            } else {
+                let Some(&to) = self.nicks.get(&casefold(target)) else {
+                    if !notice {
+                        self.numeric(now, id, ERR_NOSUCHNICK, &[target, "No such nick/channel"]);
+                    }
+                    continue;
+                };
+                let peer = self.conns.live(to);
+                if !peer.registered {
+                    if !notice {
+                        self.numeric(now, id, ERR_NOSUCHNICK, &[target, "No such nick/channel"]);
+                    }
+                    continue;
+                }
+                let name = peer.nick.clone().unwrap_or_default();
+                let away = peer.away.clone();
+                let mut recipients = vec![to];
+                if echo && to != id {
+                    recipients.push(id);
+                }
+                self.fanout(
+                    now,
+                    recipients.into_iter(),
+                    Some(&prefix),
+                    verb,
+                    &[&name, text],
+                );
+                if let (Some(away), false) = (away, notice) {
+                    self.numeric(now, id, RPL_AWAY, &[&name, &away]);
+                }
+            }
+        }
+    }
+}

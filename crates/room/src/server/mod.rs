@@ -1,0 +1,300 @@
+//! The chat state machine: every IRC behaviour of the server, with no I/O.
+//!
+//! Inputs are `handle_*` calls that take the current time; outputs are drained with
+//! [`Server::poll_output`] and the next wake-up is [`Server::poll_timeout`] (quinn-proto's shape).
+//! Handlers only append to the output queue; the runtime moves the bytes.
+//!
+//! Determinism: every collection that is ever iterated is ordered (`BTreeMap`/`BTreeSet` keyed by
+//! connection id or folded name); the one `HashMap` (nick → connection) is only used for lookups.
+//!
+//! There is one [`Server`] type; its `impl` is spread over one child module per concern
+//! (quinn-proto's `connection/` shape), so that a command's rules are read in one place:
+//!
+//! - this file: the state, the inputs (`handle_*`) other than timeouts, the outputs
+//!   (`poll_*`) and the getters.
+//! - `config`: [`Config`], and the bugs a test may plant ([`Bug`]).
+//! - `state`: what the core remembers of one connection and one room.
+//! - `commands`: the command table, and the one place that checks registration and parameter
+//!   counts before a handler runs.
+//! - `registration`: CAP, PASS, NICK, USER and the welcome burst (ISUPPORT, LUSERS, MOTD).
+//! - `rooms`: JOIN, PART, TOPIC, NAMES, LIST, and who shares a room with whom.
+//! - `messaging`: PRIVMSG and NOTICE, the hot path.
+//! - `queries`: WHO, WHOIS, MODE, AWAY, ISON, USERHOST, VERSION, TIME.
+//! - `leaving`: QUIT, and forgetting a connection however it ends.
+//! - `timers`: PING and PONG, liveness pings, the registration deadline, the timer heap.
+//! - `replies`: encoding lines and queueing them (numerics, one recipient, a fan-out).
+
+mod commands;
+mod config;
+mod leaving;
+mod messaging;
+mod queries;
+mod registration;
+mod replies;
+mod rooms;
+mod state;
+mod timers;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+
+use bytes::Bytes;
+
+#[cfg(feature = "deliberate-bugs")]
+pub use self::config::Bug;
+pub use self::config::Config;
+use self::state::{Conn, Conns, Room};
+use crate::limits::*;
+use crate::message::{Message, ParseError};
+use crate::names::casefold;
+use crate::time::Millis;
+
+/// Identifies one connection for its whole life. The core hands them out and never reuses one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// An effect the runtime must carry out, in the order they are drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue `line` (a whole IRC line with its CR LF) for `to`. The same `Bytes` is shared by
+    /// every recipient of a broadcast: it is encoded once.
+    Send { to: ConnId, line: Bytes },
+    /// Queue the same `line` for each of `to`, in that order: a fan-out (a room message, a
+    /// QUIT to everyone who shared a room) as one entry rather than one per recipient.
+    Broadcast { to: Vec<ConnId>, line: Bytes },
+    /// Flush what is queued for `conn`, then close it. The core has already forgotten it.
+    Close { conn: ConnId, reason: String },
+}
+
+/// The chat server's state machine. See the module docs.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    started: Millis,
+    next_id: u64,
+    conns: Conns,
+    /// Folded nick → its holder (registered or not: a name is reserved from `NICK` on, so that
+    /// two connections can never hold one name, even mid-registration).
+    nicks: HashMap<String, ConnId>,
+    rooms: BTreeMap<String, Room>,
+    /// Each live connection has exactly one entry; stale entries are re-armed lazily when popped,
+    /// so activity costs no heap operation (see `handle_timeout`).
+    timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
+    out: VecDeque<Output>,
+    /// Registered users, and those of them with `+i`: kept as counts because every
+    /// registration reports them (`LUSERS`), and counting the map each time is O(n) per user.
+    users: usize,
+    invisible_users: usize,
+    max_users: usize,
+    shutting_down: bool,
+    /// Room messages relayed so far (drives `Bug::DropForOneMember`).
+    #[cfg(feature = "deliberate-bugs")]
+    relayed: u64,
+}
+
+impl Server {
+    /// A server that started at `now`.
+    pub fn new(config: Config, now: Millis) -> Server {
+        let mut server = Server {
+            config,
+            started: now,
+            next_id: 1,
+            conns: Conns::default(),
+            nicks: HashMap::new(),
+            rooms: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            users: 0,
+            invisible_users: 0,
+            max_users: 0,
+            shutting_down: false,
+            #[cfg(feature = "deliberate-bugs")]
+            relayed: 0,
+        };
+        if let Some(name) = server.config.default_room.clone() {
+            server.rooms.insert(casefold(&name), Room::new(name, now));
+        }
+        server
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Inputs (`handle_timeout` is in `timers`)
+    // ----------------------------------------------------------------------------------------
+
+    /// A connection from `host` (the peer's address, shown in its user's `nick!user@host`) opened.
+    pub fn handle_connect(&mut self, now: Millis, host: &str) -> ConnId {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        if self.shutting_down {
+            self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
+            return id;
+        }
+        let deadline = now.plus(self.config.registration_timeout_ms);
+        self.conns.insert(id, Conn::new(host, now, deadline));
+        self.timers.push(Reverse((deadline, id)));
+        id
+    }
+
+    /// One line arrived from `conn`, without its line ending.
+    pub fn handle_line(&mut self, now: Millis, conn: ConnId, line: &[u8]) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.last_seen = now;
+        let Ok(text) = std::str::from_utf8(line) else {
+            // ergo's behaviour: reject the line, keep the client (we advertise UTF8ONLY).
+            self.send_server(
+                now,
+                conn,
+                "FAIL",
+                &[
+                    "*",
+                    "INVALID_UTF8",
+                    "Your message was not valid UTF-8 and was dropped; set your client's character encoding to UTF-8",
+                ],
+            );
+            return;
+        };
+        if text.bytes().all(|b| b == b' ') {
+            return; // The spec says to ignore empty lines silently.
+        }
+        let msg = match Message::parse(text) {
+            Ok(msg) => msg,
+            Err(ParseError::BodyTooLong { .. } | ParseError::TagsTooLong { .. }) => {
+                return self.reply_too_long(now, conn);
+            }
+            Err(ParseError::ForbiddenByte { .. }) => {
+                // A NUL or bare CR relayed to others could inject lines into their clients.
+                return self.send_server(
+                    now,
+                    conn,
+                    "FAIL",
+                    &[
+                        "*",
+                        "INVALID_MESSAGE",
+                        "Your message contained a NUL or carriage-return character and was dropped",
+                    ],
+                );
+            }
+            Err(_) => return,
+        };
+        self.dispatch(now, conn, &msg);
+    }
+
+    /// `conn` sent a line longer than the codec accepts; the line itself was discarded.
+    pub fn handle_line_too_long(&mut self, now: Millis, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.last_seen = now;
+            self.reply_too_long(now, conn);
+        }
+    }
+
+    /// `conn` closed without `QUIT` (the peer went away, a socket error, its send queue
+    /// overflowed): its user leaves with `reason`. Unknown or already-closed ids are ignored.
+    pub fn handle_disconnect(&mut self, now: Millis, conn: ConnId, reason: &str) {
+        self.remove_conn(now, conn, reason);
+    }
+
+    /// Shut down: every connection gets a notice and `ERROR :Server shutting down`, then is
+    /// closed. Later connections are refused the same way.
+    pub fn handle_shutdown(&mut self, now: Millis) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.ids().collect();
+        for id in ids {
+            let nick = self.conns.live(id).display_nick().to_owned();
+            self.send_server(now, id, "NOTICE", &[&nick, SHUTDOWN_NOTICE]);
+            self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
+        }
+        self.conns.clear();
+        self.users = 0;
+        self.invisible_users = 0;
+        self.nicks.clear();
+        self.rooms.clear();
+        self.timers.clear();
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outputs and getters
+    // ----------------------------------------------------------------------------------------
+
+    /// The next effect to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.peek().map(|Reverse((due, _))| *due)
+    }
+
+    /// Entries in the timer heap, live and stale (at most about twice the connections).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Open connections, registered or not.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Registered users.
+    pub fn user_count(&self) -> usize {
+        self.users
+    }
+
+    /// The nick `conn` holds (reserved or registered), if any.
+    pub fn nick(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(conn)?.nick.as_deref()
+    }
+
+    /// Which connection holds `nick` (compared case-insensitively), if any.
+    pub fn holder_of(&self, nick: &str) -> Option<ConnId> {
+        self.nicks.get(&self.nick_key(nick)).copied()
+    }
+
+    /// The lookup key of a nick: its casefolded form.
+    fn nick_key(&self, nick: &str) -> String {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.config.bug == Some(Bug::CaseSensitiveNames) {
+            return nick.to_owned();
+        }
+        casefold(nick)
+    }
+
+    /// Every held nick with its connection, in connection order.
+    pub fn nicks(&self) -> Vec<(ConnId, &str)> {
+        self.conns
+            .iter()
+            .filter_map(|(id, c)| Some((id, c.nick.as_deref()?)))
+            .collect()
+    }
+
+    /// The display names of a room's members, in join order of their connections, or `None`
+    /// if there is no such room.
+    pub fn room_members(&self, room: &str) -> Option<Vec<&str>> {
+        let room = self.rooms.get(&casefold(room))?;
+        Some(
+            room.members
+                .keys()
+                .filter_map(|&id| self.conns.get(id)?.nick.as_deref())
+                .collect(),
+        )
+    }
+
+    /// Whether `handle_shutdown` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+}

@@ -1,0 +1,275 @@
+//! Commands that ask about users and the server (WHO, WHOIS, ISON, USERHOST, VERSION, TIME) or
+//! set a user's own state (MODE, AWAY). Clients send them on their own, on join or on a timer,
+//! so most answer minimally rather than with an error.
+
+use super::commands::Params;
+#[cfg(feature = "deliberate-bugs")]
+use super::config::Bug;
+use super::replies::truncate;
+use super::state::Conn;
+use super::{ConnId, Server};
+use crate::limits::*;
+use crate::names::{casefold, is_channel_name, mask_matches};
+use crate::numerics::*;
+use crate::time::Millis;
+
+impl Server {
+    /// `WHO <mask>`: a room's members, or users whose nick matches the mask.
+    pub(super) fn on_who(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        let mask = p.get(0).unwrap_or("*");
+        let server = self.config.server_name.clone();
+        let mut rows: Vec<[String; 6]> = Vec::new();
+        let row = |room: &str, c: &Conn| -> [String; 6] {
+            let flags = if c.away.is_some() { "G" } else { "H" };
+            [
+                room.to_owned(),
+                c.user.clone().unwrap_or_default(),
+                c.host.clone(),
+                c.nick.clone().unwrap_or_default(),
+                flags.to_owned(),
+                format!("0 {}", c.realname),
+            ]
+        };
+        let my_rooms = &self.conns.live(id).rooms;
+        if is_channel_name(mask) {
+            if let Some(room) = self.rooms.get(&casefold(mask)) {
+                let inside = room.members.contains_key(&id);
+                for c in room.members.keys().filter_map(|&m| self.conns.get(m)) {
+                    if inside || !c.invisible {
+                        rows.push(row(&room.name, c));
+                    }
+                }
+            }
+        } else {
+            let all = mask == "*" || mask == "0";
+            for (other, c) in self.conns.iter() {
+                let visible = other == id || !c.invisible || !c.rooms.is_disjoint(my_rooms);
+                let matches = c.registered
+                    && c.nick
+                        .as_deref()
+                        .is_some_and(|n| all || mask_matches(mask, n));
+                if visible && matches {
+                    rows.push(row("*", c));
+                }
+            }
+        }
+        for [room, user, host, nick, flags, real] in rows {
+            self.numeric(
+                now,
+                id,
+                RPL_WHOREPLY,
+                &[&room, &user, &host, &server, &nick, &flags, &real],
+            );
+        }
+        self.numeric(now, id, RPL_ENDOFWHO, &[mask, "End of WHO list"]);
+    }
+
+    /// `WHOIS [<server>] <nick>`
+    pub(super) fn on_whois(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [first] = p.required();
+        // The nick is the last parameter, after the optional server.
+        let nick = p.last().unwrap_or(first);
+        let found = self
+            .nicks
+            .get(&casefold(nick))
+            .and_then(|&t| self.conns.get(t))
+            .filter(|c| c.registered);
+        let Some(c) = found else {
+            self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+            return self.numeric(now, id, RPL_ENDOFWHOIS, &[nick, "End of /WHOIS list"]);
+        };
+        let name = c.nick.clone().unwrap_or_default();
+        let (user, host, real) = (
+            c.user.clone().unwrap_or_default(),
+            c.host.clone(),
+            c.realname.clone(),
+        );
+        let rooms: Vec<String> = c
+            .rooms
+            .iter()
+            .filter_map(|k| self.rooms.get(k))
+            .map(|r| r.name.clone())
+            .collect();
+        let away = c.away.clone();
+        let idle = (now.since(c.last_spoke) / 1000).to_string();
+        let signon = c.connected_at.as_secs().to_string();
+        let server = self.config.server_name.clone();
+        self.numeric(now, id, RPL_WHOISUSER, &[&name, &user, &host, "*", &real]);
+        if !rooms.is_empty() {
+            self.numeric(now, id, RPL_WHOISCHANNELS, &[&name, &rooms.join(" ")]);
+        }
+        self.numeric(
+            now,
+            id,
+            RPL_WHOISSERVER,
+            &[&name, &server, "Parla chat server"],
+        );
+        if let Some(away) = away {
+            self.numeric(now, id, RPL_AWAY, &[&name, &away]);
+        }
+        self.numeric(
+            now,
+            id,
+            RPL_WHOISIDLE,
+            &[&name, &idle, &signon, "seconds idle, signon time"],
+        );
+        self.numeric(now, id, RPL_ENDOFWHOIS, &[&name, "End of /WHOIS list"]);
+    }
+
+    /// `MODE <target> [<modestring>]`: answered minimally so that clients don't stall.
+    pub(super) fn on_mode(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [target] = p.required();
+        let modes = p.get(1);
+        if is_channel_name(target) {
+            let Some(room) = self.rooms.get(&casefold(target)) else {
+                return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
+            };
+            let (name, created) = (room.name.clone(), room.created.as_secs().to_string());
+            match modes {
+                None => {
+                    self.numeric(now, id, RPL_CHANNELMODEIS, &[&name, "+n"]);
+                    self.numeric(now, id, RPL_CREATIONTIME, &[&name, &created]);
+                }
+                // Clients ask for the ban list on join; there are no bans.
+                Some("b" | "+b") => {
+                    self.numeric(now, id, RPL_ENDOFBANLIST, &[&name, "End of channel ban list"])
+                }
+                Some(_) => self.numeric(
+                    now,
+                    id,
+                    ERR_CHANOPRIVSNEEDED,
+                    &[&name, "You're not a channel operator: Parla rooms have no operators, so their modes cannot be changed"],
+                ),
+            }
+            return;
+        }
+        let c = self.conns.live_mut(id);
+        let me = c.nick.clone().unwrap_or_default();
+        if casefold(target) != casefold(&me) {
+            return self.numeric(
+                now,
+                id,
+                ERR_USERSDONTMATCH,
+                &["Can't view or change mode for other users"],
+            );
+        }
+        let Some(modes) = modes else {
+            let shown = if c.invisible { "+i" } else { "+" };
+            return self.numeric(now, id, RPL_UMODEIS, &[shown]);
+        };
+        let (mut adding, mut unknown, before) = (true, false, c.invisible);
+        for ch in modes.chars() {
+            match ch {
+                '+' => adding = true,
+                '-' => adding = false,
+                'i' => c.invisible = adding,
+                _ => unknown = true,
+            }
+        }
+        let after = c.invisible;
+        if before != after {
+            if after {
+                self.invisible_users += 1;
+            } else {
+                self.invisible_users -= 1;
+            }
+            let change = if after { "+i" } else { "-i" };
+            let prefix = c.prefix.clone();
+            self.fanout(
+                now,
+                std::iter::once(id),
+                Some(&prefix),
+                "MODE",
+                &[&me, change],
+            );
+        }
+        if unknown {
+            self.numeric(
+                now,
+                id,
+                ERR_UMODEUNKNOWNFLAG,
+                &["Unknown MODE flag; Parla supports only +i"],
+            );
+        }
+    }
+
+    /// `AWAY [<text>]`
+    pub(super) fn on_away(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        let c = self.conns.live_mut(id);
+        match p.get(0).filter(|t| !t.is_empty()) {
+            Some(t) => {
+                c.away = Some(truncate(t, AWAY_LEN).to_owned());
+                self.numeric(
+                    now,
+                    id,
+                    RPL_NOWAWAY,
+                    &["You have been marked as being away"],
+                );
+            }
+            None => {
+                c.away = None;
+                self.numeric(
+                    now,
+                    id,
+                    RPL_UNAWAY,
+                    &["You are no longer marked as being away"],
+                );
+            }
+        }
+    }
+
+    /// `ISON <nick>{ <nick>}`
+    pub(super) fn on_ison(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let online: Vec<String> = p
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter_map(|n| self.nicks.get(&casefold(n)))
+            .filter_map(|&t| self.conns.get(t))
+            .filter(|c| c.registered)
+            .filter_map(|c| c.nick.clone())
+            .collect();
+        self.numeric(now, id, RPL_ISON, &[&online.join(" ")]);
+    }
+
+    /// `USERHOST <nick>{ <nick>}` (at most 5)
+    pub(super) fn on_userhost(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let replies: Vec<String> = p
+            .iter()
+            .take(5)
+            .filter_map(|n| self.nicks.get(&casefold(n)))
+            .filter_map(|&t| self.conns.get(t))
+            .filter(|c| c.registered)
+            .map(|c| {
+                let away = if c.away.is_some() { '-' } else { '+' };
+                let (nick, user) = (
+                    c.nick.as_deref().unwrap_or(""),
+                    c.user.as_deref().unwrap_or(""),
+                );
+                format!("{nick}={away}{user}@{}", c.host)
+            })
+            .collect();
+        self.numeric(now, id, RPL_USERHOST, &[&replies.join(" ")]);
+    }
+
+    /// `VERSION`: `351`, then the `005` lines again (as ircds do).
+    pub(super) fn on_version(&mut self, now: Millis, id: ConnId, _: Params<'_, 0>) {
+        let (version, server) = (self.config.version.clone(), self.config.server_name.clone());
+        self.numeric(
+            now,
+            id,
+            RPL_VERSION,
+            &[&version, &server, "Parla chat server"],
+        );
+        #[cfg(feature = "deliberate-bugs")]
+        if self.config.bug == Some(Bug::PanicInHandler) {
+            panic!("deliberate bug: a panic in the VERSION handler");
+        }
+        self.send_isupport(now, id);
+    }
+
+    /// `TIME`
+    pub(super) fn on_time(&mut self, now: Millis, id: ConnId, _: Params<'_, 0>) {
+        let server = self.config.server_name.clone();
+        self.numeric(now, id, RPL_TIME, &[&server, &now.to_human()]);
+    }
+}

@@ -1,0 +1,185 @@
+//! Turning a reply into bytes and queueing it: numerics, a line to one connection, one line to
+//! many. Every line the core sends is encoded here, so that the wire format (trailing
+//! parameters, the `server-time` tag, cleaning of echoed user text) is decided in one place.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::state::Caps;
+use super::{ConnId, Output, Server};
+use crate::message::{Message, Tag};
+use crate::numerics::*;
+use crate::time::Millis;
+
+impl Server {
+    /// Sends a numeric: `:<server> <code> <client> <params…>`, the last param as trailing.
+    pub(super) fn numeric(&mut self, now: Millis, id: ConnId, code: &str, params: &[&str]) {
+        let Some(c) = self.conns.get(id) else { return };
+        let mut all: Vec<&str> = Vec::with_capacity(params.len() + 1);
+        all.push(c.display_nick());
+        all.extend_from_slice(params);
+        let line = encode(
+            &time_tag(now, c.caps),
+            Some(&self.config.server_name),
+            code,
+            &all,
+        );
+        self.out.push_back(Output::Send { to: id, line });
+    }
+
+    /// Sends `:<server> <verb> <params…>`.
+    pub(super) fn send_server(&mut self, now: Millis, id: ConnId, verb: &str, params: &[&str]) {
+        let server = self.config.server_name.clone();
+        self.send_msg(now, id, Some(&server), verb, params);
+    }
+
+    pub(super) fn send_msg(
+        &mut self,
+        now: Millis,
+        id: ConnId,
+        source: Option<&str>,
+        verb: &str,
+        params: &[&str],
+    ) {
+        let Some(c) = self.conns.get(id) else { return };
+        let line = encode(&time_tag(now, c.caps), source, verb, params);
+        self.out.push_back(Output::Send { to: id, line });
+    }
+
+    /// Sends one message to many: it is encoded at most twice (with and without `server-time`),
+    /// and every recipient shares those bytes.
+    pub(super) fn fanout(
+        &mut self,
+        now: Millis,
+        to: impl Iterator<Item = ConnId>,
+        source: Option<&str>,
+        verb: &str,
+        params: &[&str],
+    ) {
+        let conns = &self.conns;
+        let to = to.filter_map(|id| Some((id, conns.get(id)?.caps)));
+        fanout_to(&mut self.out, now, to, source, verb, params);
+    }
+
+    /// Queues `ERROR :<error>` for `id`, then its close.
+    pub(super) fn close(&mut self, id: ConnId, error: &str, reason: &str) {
+        self.out.push_back(Output::Send {
+            to: id,
+            line: encode(&[], None, "ERROR", &[error]),
+        });
+        self.out.push_back(Output::Close {
+            conn: id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    pub(super) fn reply_too_long(&mut self, now: Millis, id: ConnId) {
+        self.numeric(
+            now,
+            id,
+            ERR_INPUTTOOLONG,
+            &["Input line was too long: IRC allows 512 bytes per line (8191 more for tags); it was dropped"],
+        );
+    }
+}
+
+/// [`Server::fanout`] to recipients whose capabilities are known (a room's members), onto
+/// `out` (the core's output queue; a free function so that its caller may still read other
+/// parts of the core while it runs).
+pub(super) fn fanout_to(
+    out: &mut VecDeque<Output>,
+    now: Millis,
+    to: impl Iterator<Item = (ConnId, Caps)>,
+    source: Option<&str>,
+    verb: &str,
+    params: &[&str],
+) {
+    let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
+    // Consecutive recipients of the same encoding form one `Broadcast`, so the deliveries
+    // keep the recipients' order exactly.
+    let mut run: Option<(Bytes, Vec<ConnId>)> = None;
+    for (id, caps) in to {
+        let line = if caps.server_time {
+            timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
+        } else {
+            plain.get_or_insert_with(|| encode(&[], source, verb, params))
+        };
+        match &mut run {
+            Some((current, ids)) if current.as_ptr() == line.as_ptr() => ids.push(id),
+            _ => {
+                if let Some((line, ids)) = run.take() {
+                    push_broadcast(out, ids, line);
+                }
+                run = Some((line.clone(), vec![id]));
+            }
+        }
+    }
+    if let Some((line, ids)) = run {
+        push_broadcast(out, ids, line);
+    }
+}
+
+fn push_broadcast(out: &mut VecDeque<Output>, to: Vec<ConnId>, line: Bytes) {
+    out.push_back(if to.len() == 1 {
+        Output::Send { to: to[0], line }
+    } else {
+        Output::Broadcast { to, line }
+    });
+}
+
+fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
+    if caps.server_time {
+        vec![Tag {
+            key: "time",
+            value: Cow::Owned(now.to_rfc3339()),
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Encodes one line. Text-carrying messages and numerics always use a `:` trailing parameter
+/// (what clients expect); JOIN, NICK and MODE use the plain form, as ircds send them.
+fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -> Bytes {
+    // A parameter a user sent in trailing form (`NAMES :#a b`) may be echoed back in a middle
+    // position, where a space or leading `:` would corrupt the line: such params are cleaned.
+    let cleaned: Vec<Cow<'_, str>> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i + 1 == params.len() || !(p.is_empty() || p.contains(' ') || p.starts_with(':')) {
+                Cow::Borrowed(*p)
+            } else {
+                let s = p.trim_start_matches(':').replace(' ', "_");
+                Cow::Owned(if s.is_empty() { "*".to_owned() } else { s })
+            }
+        })
+        .collect();
+    let msg = Message {
+        tags: tags.to_vec(),
+        source,
+        verb,
+        params: cleaned.iter().map(|p| p.as_ref()).collect(),
+    };
+    let mut buf = BytesMut::new();
+    if matches!(verb, "JOIN" | "NICK" | "MODE") {
+        msg.write_to(&mut buf);
+    } else {
+        msg.write_to_trailing(&mut buf);
+    }
+    buf.freeze()
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(super) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,326 @@
+//! Rooms: joining, leaving, topics, member lists, the room list, and who shares a room with
+//! whom (which decides who sees a rename or a quit). The default room's quiet mode, which keeps
+//! a room of thousands from costing O(n) lines per join, is decided here too.
+
+use std::collections::BTreeSet;
+
+use super::commands::Params;
+use super::replies::truncate;
+use super::state::{Room, Topic};
+use super::{ConnId, Server};
+use crate::limits::*;
+use crate::names::{casefold, is_valid_channel};
+use crate::numerics::*;
+use crate::time::Millis;
+
+impl Server {
+    /// `JOIN <room>{,<room>} [<key>{,<key>}]` and `JOIN 0`
+    pub(super) fn on_join(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [rooms] = p.required();
+        if rooms == "0" {
+            let mine: Vec<String> = self.conns.live(id).rooms.iter().cloned().collect();
+            for key in mine {
+                self.part(now, id, &key, None);
+            }
+            return;
+        }
+        for name in rooms.split(',').filter(|n| !n.is_empty()) {
+            if !is_valid_channel(name, self.config.channel_len) {
+                let text = format!(
+                    "No such channel: room names start with # and have at most {} characters, no spaces or commas",
+                    self.config.channel_len
+                );
+                self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, &text]);
+                continue;
+            }
+            let c = self.conns.live(id);
+            if c.rooms.contains(&casefold(name)) {
+                continue;
+            }
+            if c.rooms.len() >= self.config.max_rooms_per_user {
+                let text = format!(
+                    "You have joined too many channels (at most {}); leave one first",
+                    self.config.max_rooms_per_user
+                );
+                self.numeric(now, id, ERR_TOOMANYCHANNELS, &[name, &text]);
+                continue;
+            }
+            self.join(now, id, name);
+        }
+    }
+
+    /// Puts `id` in room `name` (creating it), shows the join, and sends the topic and names.
+    pub(super) fn join(&mut self, now: Millis, id: ConnId, name: &str) {
+        let key = casefold(name);
+        let Some(caps) = self.conns.get(id).map(|c| c.caps) else {
+            return;
+        };
+        let room = self
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| Room::new(name.to_owned(), now));
+        if room.members.insert(id, caps).is_some() {
+            return;
+        }
+        let room_name = room.name.clone();
+        let c = self.conns.live_mut(id);
+        c.rooms.insert(key.clone());
+        let prefix = c.prefix.clone();
+        let room = &self.rooms[&key];
+        let quiet = self.is_quiet(&key, room.members.len());
+        // A quiet room: only the joiner sees its JOIN, and the member list is not pushed (it
+        // would be O(n) lines per join); `NAMES` gives it on request.
+        let members: Vec<ConnId> = if quiet {
+            vec![id]
+        } else {
+            room.members.keys().copied().collect()
+        };
+        self.fanout(
+            now,
+            members.into_iter(),
+            Some(&prefix),
+            "JOIN",
+            &[&room_name],
+        );
+        self.send_topic(now, id, &key, false);
+        if quiet {
+            self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
+        } else {
+            self.send_names(now, id, &key);
+        }
+    }
+
+    /// `PART <room>{,<room>} [<reason>]`
+    pub(super) fn on_part(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [rooms] = p.required();
+        let reason = p.get(1);
+        for name in rooms.split(',').filter(|n| !n.is_empty()) {
+            let key = casefold(name);
+            let Some(room) = self.rooms.get(&key) else {
+                self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
+                continue;
+            };
+            if !room.members.contains_key(&id) {
+                let name = room.name.clone();
+                self.numeric(
+                    now,
+                    id,
+                    ERR_NOTONCHANNEL,
+                    &[&name, "You're not on that channel"],
+                );
+                continue;
+            }
+            self.part(now, id, &key, reason);
+        }
+    }
+
+    fn part(&mut self, now: Millis, id: ConnId, key: &str, reason: Option<&str>) {
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let name = room.name.clone();
+        let members: Vec<ConnId> = if self.is_quiet(key, room.members.len()) {
+            vec![id]
+        } else {
+            room.members.keys().copied().collect()
+        };
+        let prefix = self.conns.live(id).prefix.clone();
+        match reason {
+            Some(r) if !r.is_empty() => {
+                self.fanout(now, members.into_iter(), Some(&prefix), "PART", &[&name, r])
+            }
+            _ => self.fanout(now, members.into_iter(), Some(&prefix), "PART", &[&name]),
+        }
+        self.leave_room(id, key);
+    }
+
+    /// Removes `id` from room `key`, dropping the room when it empties (the default room stays).
+    pub(super) fn leave_room(&mut self, id: ConnId, key: &str) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.rooms.remove(key);
+        }
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        room.members.remove(&id);
+        let is_default = self
+            .config
+            .default_room
+            .as_deref()
+            .is_some_and(|d| casefold(d) == key);
+        if room.members.is_empty() && !is_default {
+            self.rooms.remove(key);
+        }
+    }
+
+    /// `TOPIC <room> [<topic>]`
+    pub(super) fn on_topic(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [name] = p.required();
+        let key = casefold(name);
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
+        };
+        let Some(text) = p.get(1) else {
+            return self.send_topic(now, id, &key, true);
+        };
+        if !room.members.contains_key(&id) {
+            let name = room.name.clone();
+            return self.numeric(
+                now,
+                id,
+                ERR_NOTONCHANNEL,
+                &[
+                    &name,
+                    "You're not on that channel; join it to set its topic",
+                ],
+            );
+        }
+        let text = truncate(text, self.config.topic_len).to_owned();
+        let c = self.conns.live(id);
+        room.topic = (!text.is_empty()).then(|| Topic {
+            text: text.clone(),
+            setter: c.nick.clone().unwrap_or_default(),
+            at: now,
+        });
+        let (room_name, prefix) = (room.name.clone(), c.prefix.clone());
+        let members: Vec<ConnId> = room.members.keys().copied().collect();
+        self.fanout(
+            now,
+            members.into_iter(),
+            Some(&prefix),
+            "TOPIC",
+            &[&room_name, &text],
+        );
+    }
+
+    fn send_topic(&mut self, now: Millis, id: ConnId, key: &str, say_if_none: bool) {
+        let room = &self.rooms[key];
+        let name = room.name.clone();
+        match &room.topic {
+            Some(t) => {
+                let (text, setter, at) =
+                    (t.text.clone(), t.setter.clone(), t.at.as_secs().to_string());
+                self.numeric(now, id, RPL_TOPIC, &[&name, &text]);
+                self.numeric(now, id, RPL_TOPICWHOTIME, &[&name, &setter, &at]);
+            }
+            None if say_if_none => self.numeric(now, id, RPL_NOTOPIC, &[&name, "No topic is set"]),
+            None => {}
+        }
+    }
+
+    /// `NAMES [<room>{,<room>}]`
+    pub(super) fn on_names(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        let Some(rooms) = p.get(0) else {
+            return self.numeric(now, id, RPL_ENDOFNAMES, &["*", "End of /NAMES list"]);
+        };
+        for name in rooms.split(',').filter(|n| !n.is_empty()) {
+            let key = casefold(name);
+            if self.rooms.contains_key(&key) {
+                self.send_names(now, id, &key);
+            } else {
+                self.numeric(now, id, RPL_ENDOFNAMES, &[name, "End of /NAMES list"]);
+            }
+        }
+    }
+
+    /// `353`s (as many as fit in 512 bytes each) and `366` for room `key`.
+    fn send_names(&mut self, now: Millis, id: ConnId, key: &str) {
+        let room = &self.rooms[key];
+        let inside = room.members.contains_key(&id);
+        let names: Vec<&str> = room
+            .members
+            .keys()
+            .filter_map(|&m| self.conns.get(m))
+            .filter(|c| inside || !c.invisible)
+            .filter_map(|c| c.nick.as_deref())
+            .collect();
+        let me = self.conns.live(id).display_nick();
+        // ":server 353 me = #room :" + names + CRLF must fit the 512-byte limit.
+        let overhead =
+            1 + self.config.server_name.len() + 5 + me.len() + 3 + room.name.len() + 2 + 2;
+        let budget = MAX_BODY_LEN
+            .saturating_sub(overhead)
+            .max(self.config.nick_len + 1);
+        let mut lines: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for name in names {
+            if !current.is_empty() && current.len() + 1 + name.len() > budget {
+                lines.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(name);
+        }
+        if !current.is_empty() {
+            lines.push(current);
+        }
+        let room_name = room.name.clone();
+        for line in lines {
+            self.numeric(now, id, RPL_NAMREPLY, &["=", &room_name, &line]);
+        }
+        self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
+    }
+
+    /// `LIST [<room>{,<room>}]`
+    pub(super) fn on_list(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        self.numeric(now, id, RPL_LISTSTART, &["Channel", "Users  Name"]);
+        let wanted: Option<BTreeSet<String>> =
+            p.get(0).map(|f| f.split(',').map(casefold).collect());
+        let rows: Vec<(String, String, String)> = self
+            .rooms
+            .iter()
+            .filter(|(key, _)| wanted.as_ref().is_none_or(|w| w.contains(*key)))
+            .map(|(_, r)| {
+                let topic = r.topic.as_ref().map(|t| t.text.clone()).unwrap_or_default();
+                (r.name.clone(), r.members.len().to_string(), topic)
+            })
+            .collect();
+        for (name, count, topic) in rows {
+            self.numeric(now, id, RPL_LIST, &[&name, &count, &topic]);
+        }
+        self.numeric(now, id, RPL_LISTEND, &["End of /LIST"]);
+    }
+
+    /// Everyone who shares a room with `id`, without `id` itself.
+    pub(super) fn peers(&self, id: ConnId) -> BTreeSet<ConnId> {
+        let Some(c) = self.conns.get(id) else {
+            return BTreeSet::new();
+        };
+        c.rooms
+            .iter()
+            .filter_map(|k| self.rooms.get(k))
+            .flat_map(|r| r.members.keys().copied())
+            .filter(|&m| m != id)
+            .collect()
+    }
+
+    /// Who sees `id` leave: everyone who shares a room with it, except in a quiet room (see
+    /// [`Config::quiet_joins_above`](super::Config::quiet_joins_above)), whose members only
+    /// learn it if they share another room.
+    pub(super) fn peers_told_of_leaving(&self, id: ConnId) -> BTreeSet<ConnId> {
+        let Some(c) = self.conns.get(id) else {
+            return BTreeSet::new();
+        };
+        c.rooms
+            .iter()
+            .filter_map(|k| self.rooms.get(k).map(|r| (k, r)))
+            .filter(|(k, r)| !self.is_quiet(k, r.members.len()))
+            .flat_map(|(_, r)| r.members.keys().copied())
+            .filter(|&m| m != id)
+            .collect()
+    }
+
+    /// Whether room `key` with `members` members is past the quiet threshold: only the default
+    /// room ever is.
+    fn is_quiet(&self, key: &str, members: usize) -> bool {
+        self.config
+            .quiet_joins_above
+            .is_some_and(|above| members > above)
+            && self
+                .config
+                .default_room
+                .as_deref()
+                .is_some_and(|d| casefold(d) == key)
+    }
+}

@@ -1,0 +1,245 @@
+//! What the core remembers about one connection and one room: plain data, so that the rules
+//! live in the handlers and the memory layout (which decides how many users fit) lives here.
+
+use std::collections::BTreeMap;
+
+use super::ConnId;
+use crate::time::Millis;
+
+/// Capabilities a client enabled with `CAP REQ`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Caps {
+    pub(super) echo_message: bool,
+    pub(super) server_time: bool,
+}
+
+impl Caps {
+    /// Turns capability `name` on or off; `false` if the core doesn't offer it.
+    pub(super) fn set(&mut self, name: &str, on: bool) -> bool {
+        match name {
+            "echo-message" => self.echo_message = on,
+            "server-time" => self.server_time = on,
+            _ => return false,
+        }
+        true
+    }
+
+    /// The enabled capabilities, as `CAP LIST` shows them.
+    pub(super) fn list(&self) -> String {
+        let mut v = Vec::new();
+        if self.echo_message {
+            v.push("echo-message");
+        }
+        if self.server_time {
+            v.push("server-time");
+        }
+        v.join(" ")
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) host: String,
+    /// Display form; when `Some`, the folded form is reserved in `Server::nicks`.
+    pub(super) nick: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) realname: String,
+    /// `nick!user@host`, kept current once registered.
+    pub(super) prefix: String,
+    pub(super) password: Option<String>,
+    pub(super) registered: bool,
+    /// Registration waits while a `CAP LS`/`REQ` negotiation is open.
+    pub(super) cap_negotiating: bool,
+    pub(super) caps: Caps,
+    pub(super) invisible: bool,
+    pub(super) away: Option<String>,
+    /// Folded names of the rooms this user is in.
+    pub(super) rooms: RoomKeys,
+    pub(super) connected_at: Millis,
+    pub(super) last_seen: Millis,
+    pub(super) last_spoke: Millis,
+    pub(super) ping_sent: Option<Millis>,
+    /// When this connection's live timer entry is due; heap entries with another time are stale.
+    pub(super) timer_due: Millis,
+}
+
+impl Conn {
+    /// A connection from `host` that opened at `now` and must register by `deadline`.
+    pub(super) fn new(host: &str, now: Millis, deadline: Millis) -> Conn {
+        Conn {
+            host: host.to_owned(),
+            nick: None,
+            user: None,
+            realname: String::new(),
+            prefix: String::new(),
+            password: None,
+            registered: false,
+            cap_negotiating: false,
+            caps: Caps::default(),
+            invisible: false,
+            away: None,
+            rooms: RoomKeys::default(),
+            connected_at: now,
+            last_seen: now,
+            last_spoke: now,
+            ping_sent: None,
+            timer_due: deadline,
+        }
+    }
+
+    /// The nick, or `*` before there is one (as numerics address an unnamed client).
+    pub(super) fn display_nick(&self) -> &str {
+        self.nick.as_deref().unwrap_or("*")
+    }
+}
+
+/// The open connections, in id order (the order every broadcast and listing follows).
+///
+/// A type of its own so that the one "the caller knows it is open" accessor ([`Conns::live`],
+/// [`Conns::live_mut`]) borrows only this field of the server, and a handler may hold a
+/// connection while it touches the rooms or the counters.
+#[derive(Debug, Default)]
+pub(super) struct Conns(
+    /// Boxed: a B-tree node holds 11 entries and is often half full, so inline values would
+    /// cost twice their size per connection.
+    BTreeMap<ConnId, Box<Conn>>,
+);
+
+impl Conns {
+    /// Connection `id`, which the caller knows is open: a handler's own connection (dispatch
+    /// found it, and a handler doesn't close it before it is done with it), or one an index of
+    /// the core names (`nicks`, a room's members), which never outlives its connection. A miss
+    /// is a bug in the core.
+    #[inline]
+    pub(super) fn live(&self, id: ConnId) -> &Conn {
+        self.0
+            .get(&id)
+            .expect("the caller knows the connection is open")
+    }
+
+    /// [`Conns::live`], mutably.
+    #[inline]
+    pub(super) fn live_mut(&mut self, id: ConnId) -> &mut Conn {
+        self.0
+            .get_mut(&id)
+            .expect("the caller knows the connection is open")
+    }
+
+    /// Connection `id`, if it is open.
+    #[inline]
+    pub(super) fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.0.get(&id).map(|c| &**c)
+    }
+
+    /// Connection `id`, if it is open.
+    #[inline]
+    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.0.get_mut(&id).map(|c| &mut **c)
+    }
+
+    pub(super) fn insert(&mut self, id: ConnId, conn: Conn) {
+        self.0.insert(id, Box::new(conn));
+    }
+
+    pub(super) fn remove(&mut self, id: ConnId) {
+        self.0.remove(&id);
+    }
+
+    /// Every connection, in id order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
+        self.0.iter().map(|(&id, c)| (id, &**c))
+    }
+
+    /// Every connection's id, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.0.keys().copied()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A user's rooms as a sorted vector: a user is in a handful of rooms (at most
+/// `max_rooms_per_user`), and a `BTreeSet` would allocate a whole 11-slot node for the first.
+#[derive(Debug, Default)]
+pub(super) struct RoomKeys(Vec<String>);
+
+impl RoomKeys {
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Where `key` is, or where it would go.
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|k| k.as_str().cmp(key))
+    }
+
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    pub(super) fn insert(&mut self, key: String) -> bool {
+        match self.find(&key) {
+            Ok(_) => false,
+            Err(at) => {
+                // Exact growth: most users are in one room, and the default would make room
+                // for four.
+                self.0.reserve_exact(1);
+                self.0.insert(at, key);
+                true
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &str) -> bool {
+        match self.find(key) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn is_disjoint(&self, other: &RoomKeys) -> bool {
+        !self.0.iter().any(|k| other.contains(k))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Topic {
+    pub(super) text: String,
+    pub(super) setter: String,
+    pub(super) at: Millis,
+}
+
+#[derive(Debug)]
+pub(super) struct Room {
+    pub(super) name: String,
+    /// Each member with its capabilities: a room message goes to every member, and what the
+    /// line looks like depends only on these, so the fan-out needs no lookup per recipient.
+    pub(super) members: BTreeMap<ConnId, Caps>,
+    pub(super) topic: Option<Topic>,
+    pub(super) created: Millis,
+}
+
+impl Room {
+    /// An empty room called `name`, created at `now`.
+    pub(super) fn new(name: String, now: Millis) -> Room {
+        Room {
+            name,
+            members: BTreeMap::new(),
+            topic: None,
+            created: now,
+        }
+    }
+}
