@@ -1,0 +1,276 @@
+//! The shared core handle: the sans-IO core and every client's outbox behind one lock, the
+//! core's clock, and the timer task. Every change to the chat state goes through here, which is
+//! why the runtime's panic policy is enforced here.
+//!
+//! Panic policy:
+//! - A panic while the core's state is being changed (under its lock: any `Server::handle_*`,
+//!   carrying out its outputs, the [`Observer`](super::Observer)) cannot be rolled back: names,
+//!   rooms and outboxes may disagree. So the server aborts the process, with a line on stderr,
+//!   instead of serving anyone from that state. [`CoreGuard`] does it; the lock is therefore
+//!   never poisoned, and nothing recovers a poisoned one.
+//! - A connection task that panics in its own I/O code (outside the core) still tells the core
+//!   it left, with the reason `Internal error`: its name is freed and its rooms see it quit at
+//!   once. The other connections carry on (see `connection.rs`).
+//! - The timer task below is supervised: if it ever ends while the server runs, `run` says
+//!   goodbye to every client as at a shutdown and then panics with the cause (see `mod.rs`).
+//!   A server without timers would never ping anyone or time anyone out.
+
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use append_only_bytes::BytesSlice;
+use parla_room::{ConnId, Millis, Output, Server};
+use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::flood::FloodControl;
+use super::outbox::{Lines, Outbox};
+use super::{Observer, ServerOptions};
+
+/// What a panic under the core's lock prints before the process aborts.
+const ABORT_MESSAGE: &str = "parla-server: a panic while changing the chat state; aborting so that no client is served from half-changed state";
+
+/// The core's clock: `epoch_millis` plus the `tokio::time` elapsed since start (simulated under
+/// turmoil, paused in tests).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    epoch_millis: u64,
+}
+
+impl Clock {
+    fn now(&self) -> Millis {
+        Millis(self.epoch_millis + self.start.elapsed().as_millis() as u64)
+    }
+
+    fn instant_of(&self, at: Millis) -> Instant {
+        self.start + Duration::from_millis(at.0.saturating_sub(self.epoch_millis))
+    }
+}
+
+struct State {
+    core: Server,
+    lines: Lines,
+    /// Looked up once per delivery: a multiply-and-shift hash instead of SipHash (the ids are
+    /// ours, not an attacker's).
+    outboxes: FxHashMap<ConnId, Arc<Outbox>>,
+}
+
+/// The core's lock, held. If a panic starts while it is held, its drop aborts the process: the
+/// core was in the middle of a change that cannot be rolled back (see the module doc).
+///
+/// It costs what the std lock's own poisoning check costs: a look at the thread's panic count
+/// when locking and when unlocking.
+struct CoreGuard<'a> {
+    state: MutexGuard<'a, State>,
+    /// The thread was already unwinding when it locked: a connection task whose I/O code
+    /// panicked, telling the core it left. Its call is not the panic; a panic inside it would be
+    /// a panic during a panic, which Rust aborts on by itself.
+    unwinding: bool,
+}
+
+impl Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        if !self.unwinding && std::thread::panicking() {
+            abort_half_changed();
+        }
+    }
+}
+
+#[cold]
+fn abort_half_changed() -> ! {
+    // Straight to stderr, after the panic hook's own message: a subscriber might buffer, and
+    // the process ends on the next line.
+    eprintln!("{ABORT_MESSAGE}");
+    std::process::abort();
+}
+
+impl Deref for CoreGuard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+/// The core, the outboxes it fills, and what every task needs to reach them.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    clock: Clock,
+    sendq_bytes: usize,
+    pub(super) flood: Option<FloodControl>,
+    pub(super) max_line: usize,
+    /// How long a closed connection may take to flush.
+    pub(super) grace: Duration,
+    observer: Option<Arc<dyn Observer>>,
+    /// Wakes the timer task when the core may have an earlier deadline.
+    timer: Notify,
+}
+
+impl Shared {
+    /// A fresh core under `options`, its clock starting now.
+    pub(super) fn new(options: &ServerOptions) -> Shared {
+        let clock = Clock {
+            start: Instant::now(),
+            epoch_millis: options.epoch_millis,
+        };
+        Shared {
+            state: Mutex::new(State {
+                core: Server::new(options.core.clone(), clock.now()),
+                lines: Lines::new(),
+                outboxes: FxHashMap::default(),
+            }),
+            clock,
+            sendq_bytes: options.sendq_bytes,
+            flood: options.flood,
+            max_line: options.max_line,
+            grace: options.shutdown_grace,
+            observer: options.observer.0.clone(),
+            timer: Notify::new(),
+        }
+    }
+
+    /// Locks the core. Never poisoned: a panic under this lock aborts (see [`CoreGuard`]).
+    fn lock(&self) -> CoreGuard<'_> {
+        let unwinding = std::thread::panicking();
+        let state = self
+            .state
+            .lock()
+            .expect("the core's lock is never poisoned (a panic under it aborts)");
+        CoreGuard { state, unwinding }
+    }
+
+    /// Runs `f` on the core, then carries out every output it produced.
+    pub(super) fn with_core<R>(&self, f: impl FnOnce(&mut Server, Millis) -> R) -> R {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let before = state.core.poll_timeout();
+        let r = f(&mut state.core, now);
+        self.apply(&mut state, now);
+        let after = state.core.poll_timeout();
+        drop(state);
+        // Any input may bring the core's next deadline forward (registering schedules the first
+        // PING): the timer task sleeps until the old one, so wake it to look again.
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+            self.timer.notify_one();
+        }
+        r
+    }
+
+    /// Tells the core about a connection from `peer`, whose lines go to `outbox`.
+    pub(super) fn connect(&self, peer: SocketAddr, outbox: Arc<Outbox>) -> ConnId {
+        let conn = {
+            let now = self.clock.now();
+            let mut state = self.lock();
+            let conn = state.core.handle_connect(now, &peer.ip().to_string());
+            if let Some(observer) = &self.observer {
+                observer.connected(conn, peer);
+            }
+            // Registered before the outputs are applied, so even an immediate refusal arrives.
+            state.outboxes.insert(conn, outbox);
+            self.apply(&mut state, now);
+            conn
+        };
+        self.timer.notify_one();
+        conn
+    }
+
+    /// Tells the core `conn` is gone (a no-op if the core closed it first), and switches its
+    /// outbox to flush-then-close so that its task ends.
+    pub(super) fn disconnect(&self, conn: ConnId, reason: &str) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.core.handle_disconnect(now, conn, reason);
+        self.apply(&mut state, now);
+        if let Some(outbox) = state.outboxes.remove(&conn) {
+            outbox.close();
+        }
+    }
+
+    /// Queues `line` for `to`; a client whose SendQ it would overflow is noted in `overflowed`.
+    fn deliver(
+        &self,
+        state: &mut State,
+        to: ConnId,
+        line: &BytesSlice,
+        overflowed: &mut Vec<ConnId>,
+    ) {
+        if let Some(outbox) = state.outboxes.get(&to)
+            && !outbox.push(line, self.sendq_bytes)
+        {
+            state.outboxes.remove(&to);
+            overflowed.push(to);
+        }
+    }
+
+    fn apply(&self, state: &mut State, now: Millis) {
+        loop {
+            let mut overflowed = Vec::new();
+            while let Some(out) = state.core.poll_output() {
+                if let Some(observer) = &self.observer {
+                    observer.output(&out);
+                }
+                match out {
+                    Output::Send { to, line } => {
+                        let line = state.lines.put(&line);
+                        self.deliver(state, to, &line, &mut overflowed);
+                    }
+                    Output::Broadcast { to, line } => {
+                        let line = state.lines.put(&line);
+                        for to in to {
+                            self.deliver(state, to, &line, &mut overflowed);
+                        }
+                    }
+                    Output::Close { conn, reason } => {
+                        debug!(%conn, %reason, "core closed connection");
+                        if let Some(outbox) = state.outboxes.remove(&conn) {
+                            outbox.close();
+                        }
+                    }
+                }
+            }
+            if overflowed.is_empty() {
+                if let Some(observer) = &self.observer {
+                    observer.changed(&state.core);
+                }
+                return;
+            }
+            // Their QUITs go to others, whose queues may overflow in turn: loop until quiet.
+            for conn in overflowed {
+                warn!(%conn, limit = self.sendq_bytes, "client too slow; disconnecting (SendQ exceeded)");
+                state.core.handle_disconnect(now, conn, "SendQ exceeded");
+            }
+        }
+    }
+}
+
+/// Wakes the core at its `poll_timeout` (PINGs, ping and registration timeouts). `run` keeps
+/// its handle and treats its end as fatal.
+pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let next = shared.lock().core.poll_timeout();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(shared.clock.instant_of(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = shared.timer.notified() => {}
+            _ = sleep => shared.with_core(|core, now| core.handle_timeout(now)),
+        }
+    }
+}
