@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parla_room::Millis;
-use parla_room::client::{self as core, PingReport, Session};
+use parla_room::client::{Config as SessionConfig, PingReport, Session};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -58,8 +58,8 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// What the core needs of it.
-    fn session(&self) -> core::Config {
-        core::Config {
+    fn session(&self) -> SessionConfig {
+        SessionConfig {
             username: self.username.clone(),
             realname: self.realname.clone(),
             password: self.password.clone(),
