@@ -69,18 +69,19 @@ impl ClientConfig {
         }
     }
 
-    /// Defaults for connecting to `addr`.
+    /// Defaults for connecting to `addr` (the session's own are the core's).
     pub fn new(addr: ServerAddr) -> ClientConfig {
+        let session = SessionConfig::default();
         ClientConfig {
             addr,
-            username: "parla".to_owned(),
-            realname: "Parla user".to_owned(),
-            password: None,
-            room: Some("#lobby".to_owned()),
+            username: session.username,
+            realname: session.realname,
+            password: session.password,
+            room: session.room,
             connect_timeout: Duration::from_secs(10),
             ping: Some(PingConfig::default()),
-            irc_ping_interval: Duration::from_secs(30),
-            irc_ping_timeout: Duration::from_secs(30),
+            irc_ping_interval: Duration::from_millis(session.irc_ping_interval_ms),
+            irc_ping_timeout: Duration::from_millis(session.irc_ping_timeout_ms),
         }
     }
 }
