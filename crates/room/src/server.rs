@@ -119,6 +119,7 @@ impl Default for Config {
     }
 }
 
+
 /// Capabilities a client enabled with `CAP REQ`.
 #[derive(Debug, Clone, Copy, Default)]
 struct Caps {
@@ -587,7 +588,12 @@ impl Server {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let nick = self.conns[&id].display_nick().to_owned();
-            self.send_server(now, id, "NOTICE", &[&nick, SHUTDOWN_NOTICE]);
+            self.send_server(
+                now,
+                id,
+                "NOTICE",
+                &[&nick, SHUTDOWN_NOTICE],
+            );
             self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
         }
         self.conns.clear();
