@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use parla_net::client::{Event, MessageKind, message_pieces};
+use parla_net::client::{Event, MessageKind, casefold, message_pieces};
 
 /// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
 /// the work of each frame: egui lays out every line of the scroll area).
@@ -157,7 +157,7 @@ impl Chat {
     pub fn current_members(&self) -> &[String] {
         self.room
             .as_ref()
-            .and_then(|r| self.members.get(&fold(r)))
+            .and_then(|r| self.members.get(&casefold(r)))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -168,7 +168,7 @@ impl Chat {
         let partial = self
             .room
             .as_ref()
-            .is_some_and(|r| self.partial.contains(&fold(r)));
+            .is_some_and(|r| self.partial.contains(&casefold(r)));
         if partial {
             (format!("Members: {n} seen"), Some(PARTIAL_MEMBERS))
         } else {
@@ -180,17 +180,21 @@ impl Chat {
     pub fn current_topic(&self) -> Option<&str> {
         self.room
             .as_ref()
-            .and_then(|r| self.topics.get(&fold(r)))
+            .and_then(|r| self.topics.get(&casefold(r)))
             .map(String::as_str)
             .filter(|t| !t.is_empty())
     }
 
     fn is_me(&self, name: &str) -> bool {
-        self.me.as_deref().is_some_and(|me| fold(me) == fold(name))
+        self.me
+            .as_deref()
+            .is_some_and(|me| casefold(me) == casefold(name))
     }
 
     fn is_current(&self, room: &str) -> bool {
-        self.room.as_deref().is_some_and(|r| fold(r) == fold(room))
+        self.room
+            .as_deref()
+            .is_some_and(|r| casefold(r) == casefold(room))
     }
 
     /// Folds one session event into what is shown. Lifecycle events (name refused,
@@ -210,11 +214,11 @@ impl Chat {
                 names,
                 complete,
             } => {
-                self.members.insert(fold(room), names.clone());
+                self.members.insert(casefold(room), names.clone());
                 if *complete {
-                    self.partial.remove(&fold(room));
+                    self.partial.remove(&casefold(room));
                 } else {
-                    self.partial.insert(fold(room));
+                    self.partial.insert(casefold(room));
                 }
             }
             Event::Message {
@@ -255,7 +259,7 @@ impl Chat {
                 }
             }
             Event::Topic { room, topic } => {
-                self.topics.insert(fold(room), topic.clone());
+                self.topics.insert(casefold(room), topic.clone());
                 if topic.is_empty() {
                     self.system(format!("The topic of {room} was cleared"));
                 } else {
@@ -283,10 +287,8 @@ impl Chat {
     }
 }
 
-/// IRC casefolding as Parla does it (ASCII only).
-pub fn fold(name: &str) -> String {
-    name.to_ascii_lowercase()
-}
+/// IRC casefolding as the server and the session do it; `app.rs` knows it by this name.
+pub use parla_net::client::casefold as fold;
 
 /// The local wall-clock time of a message: the server's `server-time` if given, else now.
 pub fn clock(time: Option<&str>) -> String {
@@ -302,7 +304,7 @@ pub fn clock(time: Option<&str>) -> String {
 /// hasher is randomly seeded).
 pub fn colour_index(name: &str, len: usize) -> usize {
     let mut hash: u32 = 0x811c_9dc5;
-    for byte in fold(name).bytes() {
+    for byte in casefold(name).bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
@@ -320,8 +322,8 @@ pub enum SendPlan {
     TooLong(usize),
 }
 
-/// How `text` sent by `nick` to `target` will go out. Mirrors the session's own budget
-/// (`Session::say` in `parla_net::client`): 512 bytes minus the prefix the server adds
+/// How `text` sent by `nick` to `target` will go out, by the session's own rule
+/// ([`message_pieces`], which the client core sends by): 512 bytes minus the prefix the server adds
 /// (`:nick!~user@host`, allowing a 16-byte user and a 64-byte host), the verb and target, and
 /// the CTCP framing of an action; one message per non-blank line.
 pub fn send_plan(text: &str, nick: &str, target: &str, action: bool) -> SendPlan {

@@ -10,6 +10,7 @@ use parla_net::client::{self, Command, Disconnect, Event, MessageKind};
 use parla_net::transport::Tcp;
 use tokio::sync::mpsc;
 
+use crate::chat::clock;
 use crate::cli::Args;
 use crate::input::{self, Input};
 
@@ -158,15 +159,6 @@ fn stdin_lines() -> mpsc::Receiver<String> {
         }
     });
     rx
-}
-
-/// The local wall-clock time of a message: the server's `server-time` if given, else now.
-fn clock(time: Option<&str>) -> String {
-    let local = time
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Local))
-        .unwrap_or_else(chrono::Local::now);
-    local.format("%H:%M").to_string()
 }
 
 /// Prints one event as a line of the room.

@@ -6,6 +6,8 @@
 //! connection, close that one), so the same inputs always give the same outputs, byte for byte.
 //! The real TCP server and the turmoil simulation drive this same code.
 //!
+//! - [`client`]: the client's side of a connection as a state machine ([`client::Session`]),
+//!   sans-IO like the server; the TCP session and the simulation drive it.
 //! - [`limits`]: protocol limits and fixed strings both cores share.
 //! - [`message`]: the IRC message model, parser and serializer.
 //! - [`names`]: nick and room name rules, case folding, glob masks.
@@ -14,6 +16,7 @@
 //!   `impl Server` over child modules by concern (the command table, registration, rooms,
 //!   messaging, queries, leaving, timers, replies).
 
+pub mod client;
 pub mod limits;
 pub mod message;
 pub mod names;

@@ -1,0 +1,283 @@
+//! The client core's vocabulary with its front ends: the commands a person gives, the events the
+//! session reports, why it ended, and the liveness reports of an ICMP pinger. They are protocol
+//! level (no sockets, no channels), so they live beside the state machine; `parla_net::client`
+//! re-exports them for the front ends.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What a front end asks the session to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Pick (or change) the name.
+    Nick(String),
+    /// Say something in the current room. Long text is split into several messages, and each
+    /// line of a multi-line text is its own message: nothing is cut.
+    Say(String),
+    /// `/me`: an action in the current room.
+    Action(String),
+    /// A direct message.
+    Msg {
+        /// Who receives it.
+        to: String,
+        /// What it says.
+        text: String,
+    },
+    /// Join a room and make it the current one.
+    Join(String),
+    /// Ask for the full member list of the current room (a large room's list is not sent on
+    /// join; see [`Event::Members`]).
+    Names,
+    /// Leave, with an optional reason; the session ends.
+    Quit(Option<String>),
+}
+
+/// How a message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// `PRIVMSG`.
+    Normal,
+    /// `PRIVMSG` with a CTCP ACTION (`/me`).
+    Action,
+    /// `NOTICE`.
+    Notice,
+}
+
+/// What the session reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The name was refused before registration: ask for another.
+    NameRefused {
+        /// The refused name.
+        name: String,
+        /// The server's reason, e.g. "Nickname is already in use; pick another name".
+        reason: String,
+    },
+    /// Registered under `name`.
+    Registered {
+        /// Our name.
+        name: String,
+        /// The server's name.
+        server: String,
+    },
+    /// We are in `room` (and it is now the current room).
+    Joined {
+        /// The room.
+        room: String,
+    },
+    /// The member list of `room`, sorted, after any change.
+    Members {
+        /// The room.
+        room: String,
+        /// Its members.
+        names: Vec<String>,
+        /// Whether this is everyone. A server may leave the list out when we join a large room
+        /// (Parla does above `--quiet-joins-above` members, and then tells nobody of joins and
+        /// quits either): the list then holds us and the people seen speaking there, until
+        /// [`Command::Names`] fetches the whole of it.
+        complete: bool,
+    },
+    /// A message in a room or to us.
+    Message {
+        /// The sender's name (or the server's).
+        from: String,
+        /// The room, or our name for a direct message (the recipient's, for our own).
+        target: String,
+        /// The text (without CTCP framing for actions).
+        text: String,
+        /// Message, action or notice.
+        kind: MessageKind,
+        /// We sent it (echoed back by the server).
+        own: bool,
+        /// The server's timestamp (`server-time`), if any.
+        time: Option<String>,
+    },
+    /// Someone joined a room we are in.
+    UserJoined {
+        /// The room.
+        room: String,
+        /// Who.
+        name: String,
+    },
+    /// Someone left a room we are in.
+    UserLeft {
+        /// The room.
+        room: String,
+        /// Who.
+        name: String,
+        /// Why, if they said.
+        reason: Option<String>,
+    },
+    /// Someone disconnected.
+    UserQuit {
+        /// Who.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Someone (maybe us) changed name.
+    Renamed {
+        /// Before.
+        old: String,
+        /// After.
+        new: String,
+    },
+    /// A room's topic.
+    Topic {
+        /// The room.
+        room: String,
+        /// The topic (empty when cleared).
+        topic: String,
+    },
+    /// Text from the server: welcome, MOTD, notices.
+    ServerInfo {
+        /// The text.
+        text: String,
+    },
+    /// The server refused something we did (e.g. "Cannot send to channel").
+    ServerError {
+        /// The server's explanation.
+        text: String,
+    },
+    /// An ICMP ping was answered.
+    PingReply {
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// An ICMP ping went unanswered (not yet fatal).
+    PingMissed {
+        /// Misses in a row so far.
+        consecutive: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// ICMP is not permitted here; the session watches the server with IRC `PING` instead.
+    PingUnavailable {
+        /// Why, and how to enable it.
+        reason: String,
+    },
+    /// The server announced it is shutting down.
+    ServerShutdown {
+        /// Its words.
+        message: String,
+    },
+    /// The session is over; no more events follow. The core never queues this one: it reports
+    /// the end through [`Session::ended`](super::Session::ended), and the driver sends this
+    /// event last, after writing the final lines.
+    Disconnected(Disconnect),
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disconnect {
+    /// We quit.
+    Quit,
+    /// The server shut down.
+    ServerShutdown,
+    /// The server's IP stopped answering ICMP pings.
+    PingFailed {
+        /// The server's IP.
+        target: IpAddr,
+        /// Misses in a row.
+        misses: u32,
+    },
+    /// The server stopped answering IRC `PING`s.
+    ServerNotResponding {
+        /// How long it has been silent.
+        silent: Duration,
+    },
+    /// The server closed the link with an `ERROR`.
+    ClosedByServer {
+        /// Its reason.
+        reason: String,
+    },
+    /// The connection broke.
+    ConnectionLost {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl Disconnect {
+    /// Whether this is a normal end (the exit status of a front end can follow it).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Disconnect::Quit | Disconnect::ServerShutdown)
+    }
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::Quit => write!(f, "you left the chat"),
+            Disconnect::ServerShutdown => write!(f, "the server shut down"),
+            Disconnect::PingFailed { target, misses } => write!(
+                f,
+                "server {target} stopped answering pings ({misses} missed in a row); check your network"
+            ),
+            Disconnect::ServerNotResponding { silent } => write!(
+                f,
+                "the server stopped responding (silent for {}s); check your network and reconnect",
+                silent.as_secs()
+            ),
+            Disconnect::ClosedByServer { reason } => {
+                write!(f, "the server closed the connection: {reason}")
+            }
+            Disconnect::ConnectionLost { reason } => write!(
+                f,
+                "the connection was lost: {reason}; reconnect to continue"
+            ),
+        }
+    }
+}
+
+/// What an ICMP pinger watching the server's host reports. The pinger counts the misses and
+/// says when they reached its limit; the core decides what each report means for the session.
+/// (It mirrors `parla_net::ping::PingEvent`, which the driver converts: the core has no
+/// dependency on the network crate.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingReport {
+    /// The host answered.
+    Reply {
+        /// Round-trip time of this ping.
+        rtt: Duration,
+    },
+    /// The host did not answer this time.
+    Missed {
+        /// Misses in a row so far, this one included.
+        consecutive: u32,
+        /// Why, for people.
+        error: String,
+    },
+    /// ICMP is not permitted for this process; the pinger has stopped.
+    Unavailable {
+        /// Why, and what to do about it.
+        reason: String,
+    },
+    /// The configured number of misses in a row was reached: the host counts as gone.
+    Failed {
+        /// How many pings in a row went unanswered.
+        misses: u32,
+        /// The host that stopped answering.
+        target: IpAddr,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disconnect_reasons_say_what_to_do() {
+        let d = Disconnect::PingFailed {
+            target: "10.0.0.5".parse().unwrap(),
+            misses: 3,
+        };
+        assert_eq!(
+            d.to_string(),
+            "server 10.0.0.5 stopped answering pings (3 missed in a row); check your network"
+        );
+        assert!(!d.is_clean());
+        assert!(Disconnect::Quit.is_clean());
+    }
+}
