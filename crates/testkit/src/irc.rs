@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -61,6 +61,12 @@ impl RawClient {
             writer: w,
             answer_pings: true,
         }
+    }
+
+    /// Stops answering `PING`s while reading: for a client that plays dead.
+    pub fn answering_no_pings(mut self) -> RawClient {
+        self.answer_pings = false;
+        self
     }
 
     /// The name this connection has in failure messages.
@@ -179,6 +185,16 @@ impl RawClient {
     /// Reads lines until the numeric reply `code` (e.g. `"433"`).
     pub async fn expect_numeric(&mut self, code: &str) -> String {
         self.expect(|l| numeric(l) == Some(code)).await
+    }
+
+    /// Reads the rest of the stream as bytes, up to EOF (within [`WAIT`]); `Err` if the
+    /// connection ends with an error instead.
+    pub async fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{}: the connection did not end within {WAIT:?}", self.label))?;
+        Ok(rest)
     }
 
     /// Reads to EOF (within [`WAIT`]) and returns the lines read.
