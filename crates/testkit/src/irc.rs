@@ -239,6 +239,13 @@ fn skip_tags(line: &str) -> Option<&str> {
 pub mod blocking {
     use std::net::SocketAddr;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the raw client")
+    }
+
     /// A [`super::RawClient`] with its own single-threaded runtime.
     pub struct RawClient {
         runtime: tokio::runtime::Runtime,
@@ -248,11 +255,20 @@ pub mod blocking {
     impl RawClient {
         /// Connects and registers as `nick` (see [`super::RawClient::join`]).
         pub fn join(addr: SocketAddr, nick: &str) -> RawClient {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the raw client");
+            let runtime = runtime();
             let inner = runtime.block_on(super::RawClient::join(addr, nick));
+            RawClient { runtime, inner }
+        }
+
+        /// Accepts one connection on `listener` to play the server for a client session (see
+        /// [`super::RawClient::accept`]).
+        pub fn accept(listener: std::net::TcpListener, label: &str) -> RawClient {
+            let runtime = runtime();
+            let inner = runtime.block_on(async {
+                listener.set_nonblocking(true).expect("a non-blocking listener");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
+                super::RawClient::accept(&listener, label).await
+            });
             RawClient { runtime, inner }
         }
 
