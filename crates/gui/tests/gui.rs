@@ -335,7 +335,10 @@ fn slash_commands_work_and_mistakes_are_explained() {
     wait_to_see(&mut app, "* alice waves");
 
     type_and_enter(&mut app, "/msg bob just between us");
-    assert!(bob.expect_has(" PRIVMSG ").ends_with("PRIVMSG bob :just between us"));
+    assert!(
+        bob.expect_has(" PRIVMSG ")
+            .ends_with("PRIVMSG bob :just between us")
+    );
     wait_to_see(&mut app, "alice: (direct to bob) just between us");
 
     // A mistake is explained above the box, and what was typed is kept for fixing.
@@ -404,7 +407,8 @@ fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
     app.key_press(Key::Enter);
     app.run_steps(2);
     assert!(
-        bob.expect_has(" PRIVMSG ").ends_with("PRIVMSG #lobby :short again"),
+        bob.expect_has(" PRIVMSG ")
+            .ends_with("PRIVMSG #lobby :short again"),
         "the refused text was never sent"
     );
 }
@@ -491,7 +495,12 @@ fn a_ping_failure_is_explained_and_closes_the_window() {
         max_misses: 3,
     };
     let mut bob = RawClient::join(server.addr, "bob");
-    let mut app = connect_as(&server, "alice", FakePinger::always(Answer::Timeout), Some(ping));
+    let mut app = connect_as(
+        &server,
+        "alice",
+        FakePinger::always(Answer::Timeout),
+        Some(ping),
+    );
 
     wait_to_see(
         &mut app,

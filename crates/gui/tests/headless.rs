@@ -16,7 +16,6 @@ use parla_net::server::ServerOptions;
 use parla_testkit::{RawClient, WAIT, icmp_permitted, require};
 use tokio::sync::{mpsc, oneshot};
 
-
 /// Output of the child, line by line, with what was read so far.
 struct Lines {
     name: &'static str,
@@ -356,7 +355,10 @@ async fn a_server_shutdown_is_shown_and_exits_0() {
 #[tokio::test]
 async fn icmp_pings_to_localhost_work() {
     // A datagram socket (ping_group_range) or a raw one (root, CAP_NET_RAW); CI runs as root.
-    if !require("permission to send ICMP echo requests", icmp_permitted().await) {
+    if !require(
+        "permission to send ICMP echo requests",
+        icmp_permitted().await,
+    ) {
         return;
     }
     let mut server = LocalServer::start(ServerOptions::default())

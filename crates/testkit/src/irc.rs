@@ -193,7 +193,9 @@ impl RawClient {
         let mut rest = Vec::new();
         tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
             .await
-            .unwrap_or_else(|_| panic!("{}: the connection did not end within {WAIT:?}", self.label))?;
+            .unwrap_or_else(|_| {
+                panic!("{}: the connection did not end within {WAIT:?}", self.label)
+            })?;
         Ok(rest)
     }
 
@@ -265,7 +267,9 @@ pub mod blocking {
         pub fn accept(listener: std::net::TcpListener, label: &str) -> RawClient {
             let runtime = runtime();
             let inner = runtime.block_on(async {
-                listener.set_nonblocking(true).expect("a non-blocking listener");
+                listener
+                    .set_nonblocking(true)
+                    .expect("a non-blocking listener");
                 let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
                 super::RawClient::accept(&listener, label).await
             });
@@ -301,7 +305,10 @@ mod tests {
     #[test]
     fn numerics_and_privmsgs_are_recognised() {
         assert_eq!(numeric(":parla.local 433 * bob :in use"), Some("433"));
-        assert_eq!(numeric("@time=x :parla.local 001 bob :Welcome"), Some("001"));
+        assert_eq!(
+            numeric("@time=x :parla.local 001 bob :Welcome"),
+            Some("001")
+        );
         assert_eq!(numeric(":bob!~b@h PRIVMSG #lobby :433"), None);
         assert_eq!(numeric("PING :x"), None);
         assert_eq!(

@@ -132,13 +132,19 @@ mod tests {
         let mut pinger = control.clone();
         let second = Duration::from_secs(1);
         let start = Instant::now();
-        assert_eq!(pinger.ping(TARGET, second).await.unwrap(), Duration::from_millis(10));
+        assert_eq!(
+            pinger.ping(TARGET, second).await.unwrap(),
+            Duration::from_millis(10)
+        );
         assert!(matches!(
             pinger.ping(TARGET, second).await,
             Err(PingError::Timeout { .. })
         ));
         assert_eq!(start.elapsed(), Duration::from_millis(1010));
-        assert_eq!(pinger.ping(TARGET, second).await.unwrap(), Duration::from_millis(1));
+        assert_eq!(
+            pinger.ping(TARGET, second).await.unwrap(),
+            Duration::from_millis(1)
+        );
         control.set(Answer::NotPermitted);
         assert!(matches!(
             pinger.ping(TARGET, second).await,

@@ -116,7 +116,12 @@ mod tests {
     fn futures_can_be_spawned() {
         fn assert_send<T: Send + 'static>(_: &T) {}
         let (sender, _receiver) = mpsc::channel(1);
-        let watcher = watch(IcmpPinger::new(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), PingConfig::default(), sender);
+        let watcher = watch(
+            IcmpPinger::new(),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            PingConfig::default(),
+            sender,
+        );
         assert_send(&watcher);
     }
 }

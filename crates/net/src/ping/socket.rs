@@ -307,7 +307,10 @@ mod tests {
                         "running as root, ICMP must be permitted: {}",
                         describe(&error)
                     );
-                    require("permission to send ICMP echo requests", Err(describe(&error)));
+                    require(
+                        "permission to send ICMP echo requests",
+                        Err(describe(&error)),
+                    );
                     return false;
                 }
                 Err(error) => panic!("pinging {target}: {}", describe(&error)),
@@ -514,7 +517,9 @@ mod tests {
                 // Without `ip` only the no-route check runs (under CI=true this fails instead).
                 require(
                     "ip (iproute2)",
-                    Err(format!("cannot bring lo up (`ip link set lo up`: {other:?})")),
+                    Err(format!(
+                        "cannot bring lo up (`ip link set lo up`: {other:?})"
+                    )),
                 );
                 false
             }
@@ -545,7 +550,9 @@ mod tests {
             Err(error) => {
                 require(
                     "permission to write net.ipv4.ping_group_range",
-                    Err(format!("cannot set it to \"1 0\" ({error}); NotPermitted not checked")),
+                    Err(format!(
+                        "cannot set it to \"1 0\" ({error}); NotPermitted not checked"
+                    )),
                 );
             }
         }

@@ -475,5 +475,4 @@ mod tests {
         // after that — no burst of catch-up pings.
         assert_eq!(*w.calls.lock().unwrap(), vec![s(0.0), s(8.0), s(16.0)]);
     }
-
 }
