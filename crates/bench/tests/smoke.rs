@@ -16,6 +16,7 @@ use parla_bench::idle::{self, IdleConfig};
 use parla_bench::{Target, procfs};
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
+use parla_testkit::require_tool;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -93,22 +94,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn installed(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Starts `name` with the repo's config, runs the tiny workloads, stops it by PID.
 fn smoke_peer(name: &str) {
-    if !installed(name) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{name} is not installed; ci/install-test-deps installs it");
-        }
-        eprintln!(
-            "skipping the {name} smoke run: {name} is not installed (apt-get install {name})"
-        );
+    if !require_tool(name) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("parla-bench-smoke-{name}-{}", std::process::id()));

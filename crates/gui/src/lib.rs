@@ -1,6 +1,8 @@
 //! `parla-gui`: the `parla` client, a desktop window (or a terminal client with `--headless`).
 //!
-//! - [`app`]: the window: [`ParlaApp`] (connect screen, chat screen, every way to close).
+//! - [`app`]: the window: [`ParlaApp`], its state and every way to close (`app/mod.rs`), the
+//!   connect screen (`app/connect.rs`), the chat screen (`app/chat_view.rs`), and the colours
+//!   and fonts (`app/theme.rs`).
 //! - [`chat`]: what the chat screen shows (lines, members, status, long-input rules), no egui.
 //! - [`net_thread`]: the thread that owns the tokio runtime and the session for the window.
 //! - [`input`]: what a person types, as commands (`quit`, `/nick`, `/me`, `/msg`, `/join`).

@@ -6,9 +6,7 @@
 //! network is a bounded loop of harness steps that checks the state each step, never a fixed
 //! sleep.
 
-use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Key, Modifiers, Role, ViewportCommand, ViewportEvent, ViewportId};
@@ -17,8 +15,10 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use parla_gui::app::{ConnState, Screen};
 use parla_gui::{AppConfig, ParlaApp};
 use parla_net::client::ClientConfig;
-use parla_net::ping::{PingConfig, PingError, Pinger};
+use parla_net::ping::PingConfig;
 use parla_net::{LocalServer, ServerOptions};
+use parla_testkit::irc::blocking::RawClient;
+use parla_testkit::{Answer, FakePinger};
 
 /// How long any one wait for the network may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -60,116 +60,7 @@ impl TestServer {
     }
 }
 
-// ---- Another person: a raw IRC client ------------------------------------------------------
-
-/// Someone else in the room, speaking raw IRC.
-struct Raw {
-    nick: String,
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-    /// A line read in part before a read timed out.
-    partial: String,
-}
-
-impl Raw {
-    /// Connects and registers as `nick` (Parla puts everyone in #lobby).
-    fn join(server: &TestServer, nick: &str) -> Raw {
-        let stream = TcpStream::connect(server.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut raw = Raw {
-            nick: nick.to_owned(),
-            writer: stream.try_clone().unwrap(),
-            reader: BufReader::new(stream),
-            partial: String::new(),
-        };
-        raw.send(&format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}"));
-        raw.expect(" 366 ", "the end of the #lobby member list");
-        raw
-    }
-
-    fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("write");
-    }
-
-    fn say(&mut self, target: &str, text: &str) {
-        self.send(&format!("PRIVMSG {target} :{text}"));
-    }
-
-    /// The next line from the server, if one comes within 50 ms.
-    fn line(&mut self) -> Option<String> {
-        match self.reader.read_line(&mut self.partial) {
-            Ok(_) if self.partial.ends_with('\n') => {
-                let line = std::mem::take(&mut self.partial)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned();
-                if let Some(token) = line.strip_prefix("PING ") {
-                    self.send(&format!("PONG {token}"));
-                }
-                Some(line)
-            }
-            Ok(_) => None, // end of stream, or a partial line so far
-            // On a timeout, what was read of the line stays in `partial` for the next call.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("{}: read failed: {e}", self.nick),
-        }
-    }
-
-    /// Reads until a line contains `needle`; returns it. Fails after [`PATIENCE`].
-    #[track_caller]
-    fn expect(&mut self, needle: &str, what: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Some(line) = self.line() {
-                if line.contains(needle) {
-                    return line;
-                }
-                seen.push(line);
-            }
-        }
-        panic!(
-            "{} never received {what} ({needle:?}); got:\n{}",
-            self.nick,
-            seen.join("\n")
-        );
-    }
-
-    /// The next PRIVMSG that reaches us (skipping everything else).
-    #[track_caller]
-    fn next_privmsg(&mut self) -> String {
-        self.expect(" PRIVMSG ", "a message")
-    }
-}
-
 // ---- The app ---------------------------------------------------------------------------------
-
-/// A pinger that answers (or fails) at once, as a test decides.
-#[derive(Clone, Copy)]
-struct FakePinger {
-    rtt: Option<Duration>,
-}
-
-impl Pinger for FakePinger {
-    fn ping(
-        &mut self,
-        target: IpAddr,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Duration, PingError>> + Send {
-        let rtt = self.rtt;
-        async move { rtt.ok_or(PingError::Timeout { target, timeout }) }
-    }
-}
 
 /// The app's settings as `--no-ping` would make them, unless `ping` is given; fatal reasons
 /// stay on screen for 300 ms before the window closes.
@@ -189,11 +80,12 @@ type App = Harness<'static, ParlaApp>;
 fn open(config: AppConfig, pinger: FakePinger) -> App {
     Harness::builder()
         .with_size(egui::vec2(900.0, 600.0))
-        .build_eframe(move |cc| ParlaApp::new(&cc.egui_ctx, config, move || pinger))
+        .build_eframe(move |cc| ParlaApp::new(&cc.egui_ctx, config, move || pinger.clone()))
 }
 
+/// A pinger that never gets an answer (the tests without ICMP never ask it).
 fn no_ping() -> FakePinger {
-    FakePinger { rtt: None }
+    FakePinger::always(Answer::Timeout)
 }
 
 /// Steps the app until `done` holds, for at most [`PATIENCE`]; polls every 10 ms.
@@ -287,7 +179,7 @@ fn connect_as(
 #[test]
 fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let mut app = open(config(None), no_ping());
 
     // The connect screen: address and name fields, found by their labels.
@@ -321,7 +213,7 @@ fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
     // Enter sends and clears.
     type_and_enter(&mut app, "hello from Enter");
     assert!(
-        bob.next_privmsg()
+        bob.expect_has(" PRIVMSG ")
             .ends_with("PRIVMSG #lobby :hello from Enter")
     );
     wait_to_see(&mut app, "alice: hello from Enter");
@@ -339,7 +231,7 @@ fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
     app.get_by_role_and_label(Role::Button, "Send").click();
     app.run_steps(3);
     assert!(
-        bob.next_privmsg()
+        bob.expect_has(" PRIVMSG ")
             .ends_with("PRIVMSG #lobby :hello from the button")
     );
     wait_to_see(&mut app, "alice: hello from the button");
@@ -350,7 +242,7 @@ fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
 #[test]
 fn a_refused_name_is_explained_next_to_the_field_and_can_be_retried() {
     let server = TestServer::start();
-    let _bob = Raw::join(&server, "bob");
+    let _bob = RawClient::join(server.addr, "bob");
     let mut cfg = config(None);
     // An address on the command line: straight to connecting, no connect screen first.
     cfg.addr = Some(server.address());
@@ -387,7 +279,7 @@ fn other_peoples_messages_joins_and_quits_appear() {
     assert_eq!(app.state().chat().current_members(), ["alice"]);
 
     // Someone arrives: the member list grows and a quiet line says so.
-    let mut dave = Raw::join(&server, "dave");
+    let mut dave = RawClient::join(server.addr, "dave");
     wait_for(&mut app, "dave in the member list", |app| {
         app.state().chat().current_members() == ["alice", "dave"]
     });
@@ -432,18 +324,21 @@ fn other_peoples_messages_joins_and_quits_appear() {
 #[test]
 fn slash_commands_work_and_mistakes_are_explained() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let mut app = connect_as(&server, "alice", no_ping(), None);
 
     type_and_enter(&mut app, "/me waves");
     assert!(
-        bob.next_privmsg()
+        bob.expect_has(" PRIVMSG ")
             .ends_with("PRIVMSG #lobby :\u{1}ACTION waves\u{1}")
     );
     wait_to_see(&mut app, "* alice waves");
 
     type_and_enter(&mut app, "/msg bob just between us");
-    assert!(bob.next_privmsg().ends_with("PRIVMSG bob :just between us"));
+    assert!(
+        bob.expect_has(" PRIVMSG ")
+            .ends_with("PRIVMSG bob :just between us")
+    );
     wait_to_see(&mut app, "alice: (direct to bob) just between us");
 
     // A mistake is explained above the box, and what was typed is kept for fixing.
@@ -457,7 +352,7 @@ fn slash_commands_work_and_mistakes_are_explained() {
     type_and_enter(&mut app, "/nick alicia");
     wait_to_see(&mut app, "You are now known as alicia");
     wait_to_see(&mut app, "you are alicia");
-    bob.expect("NICK", "alice's rename");
+    bob.expect_has("NICK");
 
     type_and_enter(&mut app, "/join #rust");
     wait_for(&mut app, "#rust as the current room", |app| {
@@ -477,7 +372,7 @@ fn slash_commands_work_and_mistakes_are_explained() {
 #[test]
 fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let mut app = connect_as(&server, "alice", no_ping(), None);
 
     // About 1 KB: the note says it will go out as several messages, and it all arrives.
@@ -489,7 +384,7 @@ fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
     app.run_steps(2);
     let mut received = String::new();
     for _ in 0..3 {
-        let line = bob.next_privmsg();
+        let line = bob.expect_has(" PRIVMSG ");
         received.push_str(line.split_once(" :").unwrap().1);
     }
     assert_eq!(received, long.trim_end(), "nothing is cut");
@@ -512,7 +407,8 @@ fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
     app.key_press(Key::Enter);
     app.run_steps(2);
     assert!(
-        bob.next_privmsg().ends_with("PRIVMSG #lobby :short again"),
+        bob.expect_has(" PRIVMSG ")
+            .ends_with("PRIVMSG #lobby :short again"),
         "the refused text was never sent"
     );
 }
@@ -520,10 +416,10 @@ fn long_input_is_split_with_a_note_and_too_long_input_is_refused() {
 #[test]
 fn typing_quit_sends_quit_and_closes() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let mut app = connect_as(&server, "alice", no_ping(), None);
     type_and_enter(&mut app, "quit");
-    bob.expect(" QUIT ", "alice's QUIT");
+    bob.expect_has(" QUIT ");
     wait_for(&mut app, "the window to close", asked_to_close);
     assert_eq!(app.state().exit_code(), 0);
 }
@@ -531,7 +427,7 @@ fn typing_quit_sends_quit_and_closes() {
 #[test]
 fn the_close_button_sends_quit_then_closes() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let mut app = connect_as(&server, "alice", no_ping(), None);
 
     // The window manager's close button.
@@ -547,7 +443,7 @@ fn the_close_button_sends_quit_then_closes() {
         commands.contains(&ViewportCommand::CancelClose),
         "closing waits for the QUIT to go out"
     );
-    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    let quit = bob.expect_has(" QUIT ");
     assert!(quit.starts_with(":alice!"), "{quit}");
     wait_for(&mut app, "the window to close", asked_to_close);
     assert_eq!(app.state().exit_code(), 0);
@@ -556,7 +452,7 @@ fn the_close_button_sends_quit_then_closes() {
 #[test]
 fn ctrl_c_in_the_terminal_sends_quit_and_closes() {
     let server = TestServer::start();
-    let mut bob = Raw::join(&server, "bob");
+    let mut bob = RawClient::join(server.addr, "bob");
     let (press, pressed) = tokio::sync::oneshot::channel::<()>();
     let mut cfg = config(None);
     cfg.addr = Some(server.address());
@@ -571,7 +467,7 @@ fn ctrl_c_in_the_terminal_sends_quit_and_closes() {
     });
 
     press.send(()).unwrap();
-    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    let quit = bob.expect_has(" QUIT ");
     assert!(quit.contains("Ctrl-C"), "{quit}");
     wait_for(&mut app, "the window to close", asked_to_close);
     assert_eq!(app.state().exit_code(), 0);
@@ -598,8 +494,13 @@ fn a_ping_failure_is_explained_and_closes_the_window() {
         timeout: Duration::from_millis(20),
         max_misses: 3,
     };
-    let mut bob = Raw::join(&server, "bob");
-    let mut app = connect_as(&server, "alice", FakePinger { rtt: None }, Some(ping));
+    let mut bob = RawClient::join(server.addr, "bob");
+    let mut app = connect_as(
+        &server,
+        "alice",
+        FakePinger::always(Answer::Timeout),
+        Some(ping),
+    );
 
     wait_to_see(
         &mut app,
@@ -607,7 +508,7 @@ fn a_ping_failure_is_explained_and_closes_the_window() {
     );
     assert!(shows(&app, "The window closes in a moment."));
     assert!(!app.state().is_closed(), "the reason stays up for a moment");
-    let quit = bob.expect(" QUIT ", "alice's QUIT");
+    let quit = bob.expect_has(" QUIT ");
     assert!(quit.contains("Ping to server failed"), "{quit}");
     wait_for(&mut app, "the window to close", asked_to_close);
     assert_eq!(app.state().exit_code(), 1);
@@ -621,9 +522,7 @@ fn the_status_bar_shows_the_last_ping_time() {
         timeout: Duration::from_millis(50),
         max_misses: 3,
     };
-    let pinger = FakePinger {
-        rtt: Some(Duration::from_micros(3200)),
-    };
+    let pinger = FakePinger::always(Answer::Reply(Duration::from_micros(3200)));
     let mut app = connect_as(&server, "alice", pinger, Some(ping));
     wait_to_see(&mut app, "ping 3.2 ms");
 }
@@ -669,19 +568,12 @@ fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
     let addr = listener.local_addr().unwrap();
     let (hang_up, when) = std::sync::mpsc::channel::<()>();
     let fake = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 {
-            if line.starts_with("USER") {
-                break;
-            }
-            line.clear();
-        }
-        writer
-            .write_all(b":fake 001 alice :Welcome\r\n:alice!a@h JOIN #lobby\r\n:fake 353 alice = #lobby :alice\r\n:fake 366 alice #lobby :End\r\n")
-            .unwrap();
+        let mut server = RawClient::accept(listener, "fake server");
+        server.expect(|l| l.starts_with("USER"));
+        server.send(":fake 001 alice :Welcome");
+        server.send(":alice!a@h JOIN #lobby");
+        server.send(":fake 353 alice = #lobby :alice");
+        server.send(":fake 366 alice #lobby :End");
         when.recv().unwrap();
     });
     let mut cfg = config(None);

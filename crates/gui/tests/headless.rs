@@ -5,77 +5,16 @@
 //! [`WAIT`]. All runs but the ICMP one pass `--no-ping`.
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use parla_testkit::{RawClient, WAIT, icmp_permitted, require};
 use tokio::sync::{mpsc, oneshot};
-
-/// The longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A raw IRC client in `#lobby`.
-struct Raw {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    seen: Vec<String>,
-}
-
-impl Raw {
-    async fn register(addr: SocketAddr, nick: &str) -> Raw {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .unwrap()
-            .unwrap();
-        let (r, w) = stream.into_split();
-        let mut raw = Raw {
-            reader: BufReader::new(r),
-            writer: w,
-            seen: Vec::new(),
-        };
-        raw.send(&format!("NICK {nick}")).await;
-        raw.send(&format!("USER {nick} 0 * :{nick}")).await;
-        raw.expect(|l| l.contains(&format!(" 366 {nick} #lobby ")))
-            .await;
-        raw
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    /// Reads lines until one matches (answering PINGs); fails on timeout or EOF.
-    async fn expect(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line))
-                .await
-                .unwrap_or_else(|_| panic!("raw: no expected line; got {:#?}", self.seen))
-                .unwrap();
-            assert_ne!(n, 0, "raw: EOF; got {:#?}", self.seen);
-            let line = line.trim_end().to_owned();
-            if let Some(token) = line.strip_prefix("PING ") {
-                self.send(&format!("PONG {token}")).await;
-            }
-            if pred(&line) {
-                return line;
-            }
-            self.seen.push(line);
-        }
-    }
-}
 
 /// Output of the child, line by line, with what was read so far.
 struct Lines {
@@ -233,7 +172,7 @@ impl Drop for Parla {
 }
 
 /// `parla --headless --no-ping --name NAME ADDR`, waited for until `watcher` sees it join.
-async fn joined(server: &LocalServer, watcher: &mut Raw, name: &str) -> Parla {
+async fn joined(server: &LocalServer, watcher: &mut RawClient, name: &str) -> Parla {
     let addr = server.addr().to_string();
     let mut parla = Parla::spawn(&["--no-ping", "--name", name, &addr]);
     parla.stdout.expect(&format!("You are {name}.")).await;
@@ -248,7 +187,7 @@ async fn a_taken_name_is_refused_and_another_is_asked_for() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let addr = server.addr().to_string();
     let mut parla = Parla::spawn(&["--no-ping", &addr]);
     parla.stdout.expect(&format!("Connected to {addr}.")).await;
@@ -277,7 +216,7 @@ async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "carol").await;
 
     parla.type_line("hello from the terminal");
@@ -312,7 +251,7 @@ async fn end_of_input_leaves_and_exits_0() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "dave").await;
     parla.close_stdin();
     alice
@@ -346,7 +285,7 @@ async fn the_address_is_asked_for_when_not_given() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let mut parla = Parla::spawn(&["--no-ping", "--name", "fay"]);
     // A mistake is explained and the question asked again.
     parla.type_line("localhost:http");
@@ -375,7 +314,7 @@ async fn ctrl_c_quits_with_a_reason_and_exits_0() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "gus").await;
     // A round trip through the client's event loop: it has been idle (and so listening for
     // Ctrl-C) since it printed its registration.
@@ -395,7 +334,7 @@ async fn a_server_shutdown_is_shown_and_exits_0() {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let mut parla = joined(&server, &mut alice, "hal").await;
     server.shut_down().await;
     parla
@@ -415,15 +354,17 @@ async fn a_server_shutdown_is_shown_and_exits_0() {
 
 #[tokio::test]
 async fn icmp_pings_to_localhost_work() {
-    if !nix::unistd::geteuid().is_root() {
-        // Raw ICMP sockets need root (or CAP_NET_RAW); this environment runs tests as root.
-        eprintln!("skipped: not root, so ICMP may be refused here");
+    // A datagram socket (ping_group_range) or a raw one (root, CAP_NET_RAW); CI runs as root.
+    if !require(
+        "permission to send ICMP echo requests",
+        icmp_permitted().await,
+    ) {
         return;
     }
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
-    let mut alice = Raw::register(server.addr(), "alice").await;
+    let mut alice = RawClient::join(server.addr(), "alice").await;
     let addr = server.addr().to_string();
     let mut parla = Parla::spawn_env(
         &["--ping-interval", "100ms", "--name", "ivy", &addr],

@@ -5,8 +5,9 @@
 //! it step by step. The server runs in-process on a free loopback port. Nothing leaves
 //! 127.0.0.1.
 //!
-//! Without `weechat-headless` on the PATH the test prints why and passes, except when `CI=true`:
-//! CI installs it (`ci/install-test-deps`), so there its absence is a failure.
+//! Without `weechat-headless` the test is skipped by [`parla_testkit::require`]: a
+//! `skipped: …` line locally, a failure under `CI=true`, since CI installs it
+//! (`ci/install-test-deps`).
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
+use parla_testkit::require;
 
 const WEECHAT: &str = "weechat-headless";
 /// How long any one step may take: every wait below is bounded by it.
@@ -26,17 +28,11 @@ const POLL: Duration = Duration::from_millis(150);
 
 #[test]
 fn weechat_and_parla_talk_in_the_lobby() {
-    let Some(version) = weechat_version() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "{WEECHAT} is not installed; CI must install it (apt-get install weechat-headless)"
-            );
-        }
-        eprintln!(
-            "skipped: install weechat-headless (`apt-get install weechat-headless`) to run this test"
-        );
+    let version = weechat_version();
+    if !require(WEECHAT, version.clone().map(drop)) {
         return;
-    };
+    }
+    let version = version.unwrap();
     eprintln!("stock client: {WEECHAT} {version}");
 
     let mut world = World::new();
@@ -83,17 +79,18 @@ fn weechat_and_parla_talk_in_the_lobby() {
     }
 }
 
-/// `weechat-headless --version`, or `None` if it can't be run.
-fn weechat_version() -> Option<String> {
+/// `weechat-headless --version`, or why it can't be run.
+fn weechat_version() -> Result<String, String> {
     let out = Command::new(WEECHAT)
         .arg("--version")
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .map_err(|e| format!("cannot run `{WEECHAT} --version`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{WEECHAT} --version` failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Everything the test starts; dropping it stops all of it, in bounded time.

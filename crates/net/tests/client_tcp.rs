@@ -8,8 +8,6 @@ mod common;
 use common::{TestServer, WAIT};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parla_net::Tcp;
@@ -17,9 +15,9 @@ use parla_net::addr::ServerAddr;
 use parla_net::client::{
     self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, MessageKind,
 };
-use parla_net::ping::{PingConfig, PingError, Pinger};
+use parla_net::ping::PingConfig;
 use parla_net::server::ServerOptions;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use parla_testkit::{Answer, FakePinger, RawClient};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -48,31 +46,9 @@ fn config_for(addr: SocketAddr) -> ClientConfig {
     }
 }
 
-/// A pinger whose answers the test decides: replies (1 ms) until `fail` is set, then times out
-/// every time; or refuses outright like a process without ICMP rights.
-#[derive(Clone)]
-enum FakePinger {
-    UntilFail(Arc<AtomicBool>),
-    NotPermitted,
-}
-
-impl Pinger for FakePinger {
-    async fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Duration, PingError> {
-        match self {
-            FakePinger::UntilFail(fail) if !fail.load(Ordering::SeqCst) => {
-                Ok(Duration::from_millis(1))
-            }
-            FakePinger::UntilFail(_) => Err(PingError::Timeout { target, timeout }),
-            FakePinger::NotPermitted => Err(PingError::NotPermitted {
-                family: "IPv4",
-                source: std::io::Error::from_raw_os_error(1),
-            }),
-        }
-    }
-}
-
+/// No ICMP for the session: its pinger is refused like a process without ICMP rights.
 fn no_pinger() -> FakePinger {
-    FakePinger::NotPermitted
+    FakePinger::always(Answer::NotPermitted)
 }
 
 async fn connect(config: ClientConfig, pinger: FakePinger) -> Client {
@@ -437,14 +413,15 @@ async fn connecting_to_a_closed_port_is_refused_and_names_the_address() {
 async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
     let server = TestServer::without_flood_control().await;
     let mut bob = user(&server, "bob").await;
-    let fail = Arc::new(AtomicBool::new(false));
+    // Replies (1 ms) until the test says the server's IP stops answering.
+    let pinger = FakePinger::always(Answer::Reply(Duration::from_millis(1)));
     let mut config = server.config();
     config.ping = Some(PingConfig {
         interval: Duration::from_millis(100),
         timeout: Duration::from_millis(50),
         max_misses: 2,
     });
-    let mut alice = connect(config, FakePinger::UntilFail(fail.clone())).await;
+    let mut alice = connect(config, pinger.clone()).await;
     send(&alice, Command::Nick("alice".into())).await;
     expect_event(&mut alice, "alice", members(&["alice", "bob"])).await;
     // Pings go out every 100 ms; while they are answered, they are reported as replies.
@@ -454,7 +431,7 @@ async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
     .await;
 
     // The server's IP stops answering.
-    fail.store(true, Ordering::SeqCst);
+    pinger.set(Answer::Timeout);
     let mut misses = Vec::new();
     let why = loop {
         match next_event(&mut alice, "alice").await {
@@ -500,7 +477,7 @@ async fn without_icmp_rights_the_session_reports_it_and_stays_up() {
         timeout: Duration::from_millis(50),
         max_misses: 2,
     });
-    let mut alice = connect(config, FakePinger::NotPermitted).await;
+    let mut alice = connect(config, no_pinger()).await;
     send(&alice, Command::Nick("alice".into())).await;
     // The refusal (at the first ping, right after connecting) races with registering.
     let (mut reason, mut joined) = (None, false);
@@ -536,61 +513,18 @@ async fn without_icmp_rights_the_session_reports_it_and_stays_up() {
     server.stop().await;
 }
 
-/// A scripted server for the IRC-PING fallback: registers the client, then lets the test read
-/// and answer lines.
-struct FakeServer {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl FakeServer {
-    /// Accepts the session's connection and welcomes it as `alice` in `#lobby`.
-    async fn accept(listener: &tokio::net::TcpListener) -> FakeServer {
-        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
-            .await
-            .expect("the session connects")
-            .unwrap();
-        let (r, w) = stream.into_split();
-        let mut fake = FakeServer {
-            reader: BufReader::new(r),
-            writer: w,
-        };
-        assert_eq!(fake.line().await, "CAP LS 302");
-        fake.send("CAP * LS :").await;
-        fake.expect("USER ").await;
-        fake.send(":fake 001 alice :Welcome").await;
-        fake.expect("JOIN #lobby").await;
-        fake.send(":alice!~a@h JOIN #lobby").await;
-        fake
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    async fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
-            .await
-            .expect("a line from the session in time")
-            .unwrap();
-        assert_ne!(n, 0, "the session closed the connection");
-        line.trim_end().to_owned()
-    }
-
-    /// Reads until a line starts with `prefix`.
-    async fn expect(&mut self, prefix: &str) -> String {
-        for _ in 0..100 {
-            let line = self.line().await;
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-        panic!("no line starting with {prefix:?}");
-    }
+/// A scripted server for the IRC-PING fallback: accepts the session's connection and welcomes
+/// it as `alice` in `#lobby`, then lets the test read and answer lines (it answers no PING on
+/// its own).
+async fn fake_server(listener: &tokio::net::TcpListener) -> RawClient {
+    let mut fake = RawClient::accept(listener, "fake server").await;
+    assert_eq!(fake.line().await, "CAP LS 302");
+    fake.send("CAP * LS :").await;
+    fake.expect_prefix("USER ").await;
+    fake.send(":fake 001 alice :Welcome").await;
+    fake.expect_prefix("JOIN #lobby").await;
+    fake.send(":alice!~a@h JOIN #lobby").await;
+    fake
 }
 
 #[tokio::test]
@@ -601,7 +535,7 @@ async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
     config.irc_ping_timeout = Duration::from_millis(100);
     let mut alice = connect(config, no_pinger()).await;
     send(&alice, Command::Nick("alice".into())).await;
-    let mut fake = FakeServer::accept(&listener).await;
+    let mut fake = fake_server(&listener).await;
     expect_event(
         &mut alice,
         "alice",
@@ -617,7 +551,7 @@ async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
         fake.send(":fake PONG fake :parla-liveness").await;
     }
     send(&alice, Command::Say("hi".into())).await;
-    assert_eq!(fake.expect("PRIVMSG").await, "PRIVMSG #lobby :hi");
+    assert_eq!(fake.expect_prefix("PRIVMSG").await, "PRIVMSG #lobby :hi");
 
     // An unanswered one ends it.
     assert_eq!(fake.line().await, "PING :parla-liveness");

@@ -8,16 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use parla_testkit::{RawClient, WAIT};
 use tokio::sync::{mpsc, oneshot};
-
-/// The longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A running `parla-server`. Dropping it SIGKILLs the process unless it has exited.
 struct Server {
@@ -134,72 +129,26 @@ impl Drop for Server {
     }
 }
 
-/// A raw IRC client, just enough for these tests.
-struct Client {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Client {
-    async fn register(addr: SocketAddr, nick: &str) -> Client {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .unwrap()
-            .unwrap();
-        let (r, w) = stream.into_split();
-        let mut c = Client {
-            reader: BufReader::new(r),
-            writer: w,
-        };
-        c.writer
-            .write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())
-            .await
-            .unwrap();
-        c.expect(&format!(" 366 {nick} #lobby ")).await;
-        c
-    }
-
-    async fn line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
-            .await
-            .expect("a line in time")
-            .unwrap();
-        (n > 0).then(|| line.trim_end().to_owned())
-    }
-
-    async fn expect(&mut self, needle: &str) -> String {
-        for _ in 0..1000 {
-            match self.line().await {
-                Some(line) if line.contains(needle) => return line,
-                Some(_) => {}
-                None => break,
-            }
-        }
-        panic!("no line containing {needle:?}");
-    }
-}
-
 async fn signal_stops_the_server_gracefully(signal: Signal) {
     let mut server = Server::spawn(&["--listen", "127.0.0.1:0"]);
     let addr = server.listening_addr().await;
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-    let mut alice = Client::register(addr, "alice").await;
-    let mut bob = Client::register(addr, "bob").await;
-    alice.expect(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+    let mut alice = RawClient::join(addr, "alice").await;
+    let mut bob = RawClient::join(addr, "bob").await;
+    alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
 
     server.signal(signal);
     for (client, nick) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         client
-            .expect(&format!(
+            .expect_has(&format!(
                 ":parla.local NOTICE {nick} :Server is shutting down. Goodbye!"
             ))
             .await;
         assert_eq!(
-            client.line().await.as_deref(),
+            client.next_line().await.as_deref(),
             Some("ERROR :Server shutting down")
         );
-        assert_eq!(client.line().await, None, "EOF after the ERROR");
+        assert_eq!(client.next_line().await, None, "EOF after the ERROR");
     }
     let (status, output) = server.exit().await;
     assert_eq!(status.code(), Some(0), "{output:#?}");

@@ -8,14 +8,13 @@
 mod common;
 
 use common::{TestServer, WAIT};
+use parla_testkit::RawClient;
+use parla_testkit::irc::privmsg;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parla_net::server::{FloodControl, ServerOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 impl TestServer {
@@ -30,215 +29,6 @@ fn options() -> ServerOptions {
         flood: None,
         ..ServerOptions::default()
     }
-}
-
-/// A raw IRC connection. Reading answers the server's `PING`s (as every real client does),
-/// and the `PING` line is still returned.
-struct RawClient {
-    label: String,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-}
-
-impl RawClient {
-    async fn connect(addr: SocketAddr, label: &str) -> RawClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        RawClient::from_stream(stream, label)
-    }
-
-    fn from_stream(stream: TcpStream, label: &str) -> RawClient {
-        let (r, w) = stream.into_split();
-        RawClient {
-            label: label.to_owned(),
-            reader: BufReader::new(r),
-            writer: w,
-        }
-    }
-
-    /// Sends one line (CR LF added).
-    async fn send(&mut self, line: &str) {
-        self.send_bytes(format!("{line}\r\n").as_bytes()).await;
-    }
-
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(WAIT, self.writer.write_all(bytes))
-            .await
-            .unwrap_or_else(|_| panic!("{}: write timed out", self.label))
-            .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
-    }
-
-    /// The next line without its line ending, `Ok(None)` at EOF, `Err(())` at `deadline`.
-    async fn try_next_line_until(
-        &mut self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<String>, ()> {
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout_at(deadline, self.reader.read_until(b'\n', &mut buf))
-            .await
-            .map_err(|_| ())?
-            .unwrap_or_else(|e| panic!("{}: read failed: {e}", self.label));
-        if n == 0 {
-            return Ok(None);
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        let line = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(token) = line.strip_prefix("PING ") {
-            // Auto-answer; the connection may already be closed, which is fine.
-            let _ = self
-                .writer
-                .write_all(format!("PONG {token}\r\n").as_bytes())
-                .await;
-        }
-        Ok(Some(line))
-    }
-
-    /// The next line, or `None` at EOF; fails after `deadline`.
-    async fn next_line_until(&mut self, deadline: tokio::time::Instant) -> Option<String> {
-        self.try_next_line_until(deadline)
-            .await
-            .unwrap_or_else(|()| panic!("{}: no line within {WAIT:?}", self.label))
-    }
-
-    async fn next_line(&mut self) -> Option<String> {
-        self.next_line_until(tokio::time::Instant::now() + WAIT)
-            .await
-    }
-
-    /// Reads lines until one matches `pred` (within [`WAIT`]) and returns it. Fails on EOF or
-    /// timeout, showing the lines that did not match.
-    async fn expect(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut skipped = Vec::new();
-        loop {
-            match self.try_next_line_until(deadline).await {
-                Ok(Some(line)) if pred(&line) => return line,
-                Ok(Some(line)) => skipped.push(line),
-                Ok(None) => panic!(
-                    "{}: EOF before the expected line; got {skipped:#?}",
-                    self.label
-                ),
-                Err(()) => panic!(
-                    "{}: no expected line within {WAIT:?}; got {skipped:#?}",
-                    self.label
-                ),
-            }
-        }
-    }
-
-    /// Reads lines until one contains `needle`.
-    async fn expect_has(&mut self, needle: &str) -> String {
-        self.expect(|l| l.contains(needle)).await
-    }
-
-    /// Reads to EOF (within [`WAIT`]) and returns the lines read.
-    async fn expect_eof(&mut self) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut lines = Vec::new();
-        while let Some(line) = self.next_line_until(deadline).await {
-            lines.push(line);
-            assert!(lines.len() < 10_000, "{}: endless output", self.label);
-        }
-        lines
-    }
-
-    /// `NICK` + `USER`, then waits for the welcome and the end of `#lobby`'s names (so the
-    /// user is in the room when this returns).
-    async fn register(&mut self, nick: &str) {
-        self.send_registration(nick).await;
-        self.expect_has(&format!(" 001 {nick} :Welcome")).await;
-        self.expect_has(&format!(" 366 {nick} #lobby ")).await;
-    }
-
-    async fn send_registration(&mut self, nick: &str) {
-        self.send(&format!("NICK {nick}")).await;
-        self.send(&format!("USER {nick} 0 * :Real {nick}")).await;
-    }
-}
-
-/// `(nick, target, text)` of a `PRIVMSG` line (tags skipped).
-fn privmsg(line: &str) -> Option<(String, String, String)> {
-    let line = match line.strip_prefix('@') {
-        Some(rest) => rest.split_once(' ')?.1,
-        None => line,
-    };
-    let (source, rest) = line.strip_prefix(':')?.split_once(' ')?;
-    let rest = rest.strip_prefix("PRIVMSG ")?;
-    let (target, text) = rest.split_once(" :")?;
-    let nick = source.split('!').next()?;
-    Some((nick.to_owned(), target.to_owned(), text.to_owned()))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn clients_in_the_lobby_all_see_one_order_of_messages() {
-    const PER_SENDER: usize = 20;
-    let server = TestServer::start(options()).await;
-    let senders = ["ann", "ben", "cat"];
-    // An observer that only listens sees every message: the reference order.
-    let mut observer = server.connect("obs").await;
-    observer.register("obs").await;
-    let mut clients = Vec::new();
-    for nick in senders {
-        let mut c = server.connect(nick).await;
-        c.register(nick).await;
-        clients.push(c);
-    }
-    let start = std::sync::Arc::new(tokio::sync::Barrier::new(senders.len()));
-    let mut tasks = Vec::new();
-    for (nick, mut c) in senders.into_iter().zip(clients) {
-        let start = start.clone();
-        tasks.push(tokio::spawn(async move {
-            start.wait().await;
-            for i in 0..PER_SENDER {
-                c.send(&format!("PRIVMSG #lobby :{nick} {i}")).await;
-            }
-            let mut seen = Vec::new();
-            while seen.len() < PER_SENDER * 2 {
-                let line = c.expect(|l| privmsg(l).is_some()).await;
-                let (from, target, text) = privmsg(&line).unwrap();
-                assert_eq!(target, "#lobby");
-                assert_ne!(
-                    from, nick,
-                    "{nick} got its own message without echo-message"
-                );
-                assert!(text.starts_with(&format!("{from} ")), "{line}");
-                seen.push(text);
-            }
-            seen
-        }));
-    }
-    let mut reference = Vec::new();
-    while reference.len() < PER_SENDER * senders.len() {
-        let line = observer.expect(|l| privmsg(l).is_some()).await;
-        reference.push(privmsg(&line).unwrap().2);
-    }
-    // Each sender's messages arrive once each, in the order sent.
-    for nick in senders {
-        let mine: Vec<&String> = reference
-            .iter()
-            .filter(|t| t.starts_with(&format!("{nick} ")))
-            .collect();
-        let expected: Vec<String> = (0..PER_SENDER).map(|i| format!("{nick} {i}")).collect();
-        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
-    }
-    // Every client sees exactly the observer's order, minus its own messages.
-    for (nick, task) in senders.into_iter().zip(tasks) {
-        let seen = tokio::time::timeout(WAIT, task)
-            .await
-            .expect("client finishes")
-            .expect("client task does not panic");
-        let expected: Vec<String> = reference
-            .iter()
-            .filter(|t| !t.starts_with(&format!("{nick} ")))
-            .cloned()
-            .collect();
-        assert_eq!(seen, expected, "{nick} saw a different order");
-    }
-    server.stop().await;
 }
 
 #[tokio::test]
@@ -329,7 +119,7 @@ async fn a_silent_client_is_pinged_then_timed_out_and_its_name_freed() {
     let mut ghost = server.connect("ghost").await;
     ghost.register("ghost").await;
 
-    // The watcher answers its own PINGs while waiting (see RawClient::next_line_until).
+    // The watcher answers its own PINGs while waiting (see `parla_testkit::RawClient::try_next_line_until`).
     let started = Instant::now();
     let quit = watcher
         .expect(|l| l.starts_with(":ghost!~ghost@127.0.0.1 QUIT "))
@@ -374,21 +164,17 @@ async fn a_lone_silent_client_is_pinged_and_timed_out() {
     opts.core.ping_interval_ms = 200;
     opts.core.ping_timeout_ms = 200;
     let server = TestServer::start(opts).await;
-    let mut ghost = server.connect("ghost").await;
+    let mut ghost = server.connect("ghost").await.answering_no_pings();
     ghost.send_registration("ghost").await;
     // Read (never answer) until the connection ends.
     let mut lines = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout_at(deadline, ghost.reader.read_until(b'\n', &mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("not timed out within {WAIT:?}; got {lines:#?}"))
-            .unwrap();
-        if n == 0 {
-            break;
+        match ghost.try_next_line_until(deadline).await {
+            Ok(Some(line)) => lines.push(line),
+            Ok(None) => break,
+            Err(()) => panic!("not timed out within {WAIT:?}; got {lines:#?}"),
         }
-        lines.push(String::from_utf8_lossy(&buf).trim_end().to_owned());
     }
     let ping = lines.iter().position(|l| l == "PING :parla.local");
     let error = lines
@@ -495,10 +281,9 @@ async fn a_client_that_never_reads_is_dropped_with_sendq_exceeded_and_others_los
     assert!(p.received - quit_after >= AFTER);
 
     // The slow reader's connection is closed: what the kernel held drains, then EOF.
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, slow.reader.read_to_end(&mut rest))
+    let rest = slow
+        .read_to_end()
         .await
-        .expect("the slow reader's connection ends")
         .expect("ends with EOF, not an error");
     assert!(
         rest.len() < sent * 500,

@@ -1,23 +1,19 @@
 //! The real server runtime and client session, unchanged, inside turmoil.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event};
-use parla_net::ping::{PingError, Pinger};
 use parla_net::server::{ServerOptions, run};
 use parla_net::transport::Transport;
 use parla_sim::Sim;
+use parla_testkit::{Answer, FakePinger};
 use tokio_util::sync::CancellationToken;
 
 /// A pinger that is never used (ICMP is off in this test).
-struct NoPing;
-
-impl Pinger for NoPing {
-    async fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Duration, PingError> {
-        Err(PingError::Timeout { target, timeout })
-    }
+fn no_ping() -> FakePinger {
+    FakePinger::always(Answer::Timeout)
 }
 
 fn client_config(name: &str) -> ClientConfig {
@@ -62,7 +58,7 @@ fn two_clients_chat_through_the_real_server_in_simulation() {
         Ok(())
     });
     sim.client("alice", async {
-        let mut c = client::connect(&Sim, NoPing, client_config("alice")).await?;
+        let mut c = client::connect(&Sim, no_ping(), client_config("alice")).await?;
         c.commands.send(Command::Nick("alice".into())).await?;
         until(&mut c.events, |e| matches!(e, Event::Members { names, .. } if names.len() == 2)).await;
         c.commands.send(Command::Say("hi bob".into())).await?;
@@ -73,7 +69,7 @@ fn two_clients_chat_through_the_real_server_in_simulation() {
         Ok(())
     });
     sim.client("bob", async {
-        let mut c = client::connect(&Sim, NoPing, client_config("bob")).await?;
+        let mut c = client::connect(&Sim, no_ping(), client_config("bob")).await?;
         c.commands.send(Command::Nick("bob".into())).await?;
         let got = until(&mut c.events, |e| matches!(e, Event::Message { .. })).await;
         assert!(matches!(got, Event::Message { ref from, ref text, .. } if from == "alice" && text == "hi bob"));

@@ -1,15 +1,13 @@
-//! What the TCP test binaries share: an in-process server on an ephemeral port, and the bound on
-//! every wait. (Each test binary compiles this module; not all use every item.)
+//! What the TCP test binaries share: an in-process server on an ephemeral port, and (from
+//! `parla_testkit`) the bound on every wait. (Each test binary compiles this module; not all use every item.)
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
 
-/// The longest any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use parla_testkit::WAIT;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
