@@ -1,6 +1,6 @@
 //! What the chat screen shows, kept apart from how it is drawn: the lines of the room, the
 //! members, the status, and the rules for long input. [`Chat::apply`] folds session events into
-//! it; `app.rs` draws it. No egui here, so it is tested on its own.
+//! it; `app/` draws it. No egui here, so it is tested on its own.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -286,9 +286,6 @@ impl Chat {
         }
     }
 }
-
-/// IRC casefolding as the server and the session do it; `app.rs` knows it by this name.
-pub use parla_net::client::casefold as fold;
 
 /// The local wall-clock time of a message: the server's `server-time` if given, else now.
 pub fn clock(time: Option<&str>) -> String {

@@ -2,11 +2,14 @@
 //!
 //! - [`transport`]: the [`Transport`]/[`Listener`] traits and real TCP ([`Tcp`]).
 //! - [`codec`]: bytes ↔ lines, with a maximum line length.
-//! - [`server`]: the server runtime around the sans-IO core ([`server::run`]).
+//! - [`server`]: the server runtime around the sans-IO core, in layers: accept and shutdown,
+//!   the shared core and its timer, outboxes, the connection loop, flood control
+//!   ([`server::run`]).
 //! - [`local`]: that runtime on a loopback port in the background ([`LocalServer`]), for tests
 //!   and embedding.
-//! - [`client`]: the client session: connect, register, chat, typed events ([`client::connect`]).
-//! - [`ping`]: the [`Pinger`] trait, the ICMP pinger and the miss-counting watcher.
+//! - [`client`]: the client session's async driver: one task that owns the connection and the
+//!   pinger and feeds the sans-IO client core (`parla_room::client`) ([`client::connect`]).
+//! - [`ping`]: the [`Pinger`] trait; ICMP packets, sockets, and the miss-counting watcher.
 //! - [`process`]: what every binary's `main` sets up: logging, the open-files limit.
 //! - [`addr`]: parsing what a person types as a server address.
 

@@ -5,11 +5,11 @@ use eframe::egui::{
     self, Align, Button, CentralPanel, Color32, FontId, Key, Layout, Panel, RichText, ScrollArea,
     TextEdit, TextFormat, text::LayoutJob,
 };
-use parla_net::client::MessageKind;
+use parla_net::client::{MessageKind, casefold};
 
 use super::theme::name_colour;
 use super::{ConnState, Intent, ParlaApp, too_long};
-use crate::chat::{self, LineKind, PingStatus, SendPlan};
+use crate::chat::{LineKind, PingStatus, SendPlan};
 use crate::input::{self, Input};
 
 /// The width of the time column in the message area ("23:59" and a gap).
@@ -175,7 +175,7 @@ impl ParlaApp {
                         .chat
                         .me
                         .as_deref()
-                        .is_some_and(|m| chat::fold(m) == chat::fold(name));
+                        .is_some_and(|m| casefold(m) == casefold(name));
                     let text = RichText::new(name).color(colour);
                     if me {
                         ui.horizontal(|ui| {
