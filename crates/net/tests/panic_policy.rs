@@ -96,7 +96,7 @@ fn a_panic_inside_the_core_aborts_the_process_with_a_clear_message() {
 /// registers and sends `VERSION`. The process should abort right there; getting past that is a
 /// failure of the parent's test (this one then exits normally).
 #[test]
-#[ignore = "run in a child process by a_panic_inside_the_core_aborts_the_process_with_a_clear_message"]
+#[ignore = "the child process of a_panic_inside_the_core_aborts_the_process_…"]
 fn child_serves_a_core_that_panics_on_version() {
     if std::env::var_os(CHILD).is_none() {
         return;

@@ -171,8 +171,8 @@ enum Io {
 }
 
 /// Writes from the front of `out` with one vectored write (up to [`MAX_IOVECS`] runs of lines),
-/// and drops what was written. The runs are views of the shared [`Lines`](super::outbox::Lines) blocks: nothing is
-/// copied here.
+/// and drops what was written. The runs are views of the shared
+/// [`Lines`](super::outbox::Lines) blocks: nothing is copied here.
 fn poll_write_lines<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     writer: &mut W,

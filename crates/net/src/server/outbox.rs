@@ -54,7 +54,7 @@ pub(super) enum OutboxState {
 
 impl Outbox {
     /// Never poisoned: the core changes an outbox only under its own lock, where a panic aborts
-    /// the process (see [`super::core`]), and the connection task only swaps a few fields, which
+    /// the process (see [`super::shared`]), and the connection task only swaps a few fields, which
     /// cannot panic. So there is no half-changed queue to recover here.
     fn lock(&self) -> MutexGuard<'_, OutboxInner> {
         self.inner

@@ -4,10 +4,10 @@
 //!
 //! Panic policy:
 //! - A panic while the core's state is being changed (under its lock: any `Server::handle_*`,
-//!   carrying out its outputs, the [`Observer`](super::Observer)) cannot be rolled back: names,
-//!   rooms and outboxes may disagree. So the server aborts the process, with a line on stderr,
-//!   instead of serving anyone from that state. [`CoreGuard`] does it; the lock is therefore
-//!   never poisoned, and nothing recovers a poisoned one.
+//!   carrying out its outputs, the [`Observer`]) cannot be rolled back: names, rooms and
+//!   outboxes may disagree. So the server aborts the process, with a line on stderr, instead of
+//!   serving anyone from that state. [`CoreGuard`] does it; the lock is therefore never
+//!   poisoned, and nothing recovers a poisoned one.
 //! - A connection task that panics in its own I/O code (outside the core) still tells the core
 //!   it left, with the reason `Internal error`: its name is freed and its rooms see it quit at
 //!   once. The other connections carry on (see `connection.rs`).
@@ -33,7 +33,8 @@ use super::outbox::{Lines, Outbox};
 use super::{Observer, ServerOptions};
 
 /// What a panic under the core's lock prints before the process aborts.
-const ABORT_MESSAGE: &str = "parla-server: a panic while changing the chat state; aborting so that no client is served from half-changed state";
+const ABORT_MESSAGE: &str = "parla-server: a panic while changing the chat state; aborting so \
+                             that no client is served from half-changed state";
 
 /// The core's clock: `epoch_millis` plus the `tokio::time` elapsed since start (simulated under
 /// turmoil, paused in tests).
