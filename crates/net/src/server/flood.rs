@@ -64,18 +64,40 @@ impl Bucket {
             return None;
         }
         if self.config.per_second <= 0.0 {
-            return Some(now + Duration::from_secs(3600));
+            return Some(now + MAX_WAIT);
         }
         // Never less than a millisecond: a zero wait would be ready at once, and under simulated
         // time (which stands still within a tick) the task would spin forever.
-        let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.config.per_second);
-        Some(now + wait.max(Duration::from_millis(1)))
+        // Never more than an hour either: an absurdly small rate (`--flood-rate 1e-300`) must not
+        // overflow the conversion (it panicked, found while stating the panic policy).
+        let wait = Duration::try_from_secs_f64((1.0 - self.tokens) / self.config.per_second)
+            .unwrap_or(MAX_WAIT)
+            .clamp(Duration::from_millis(1), MAX_WAIT);
+        Some(now + wait)
     }
 }
+
+/// The longest a flooder is made to wait before the bucket is looked at again.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a rate so small that the wait overflowed `Duration` panicked the connection.
+    #[test]
+    fn a_vanishing_rate_waits_at_most_an_hour() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(
+            FloodControl {
+                burst: 1,
+                per_second: 1e-300,
+            },
+            t0,
+        );
+        b.take(t0);
+        assert_eq!(b.ready_at(t0), Some(t0 + MAX_WAIT));
+    }
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {

@@ -49,10 +49,19 @@ impl Clock {
         Millis(self.epoch_millis + self.start.elapsed().as_millis() as u64)
     }
 
+    /// A deadline beyond what `Instant` can hold (a registration timeout of centuries) becomes
+    /// "in a year" instead of a panic in the timer task (which the panic policy would turn into a
+    /// shutdown); the core is woken then and sets its next deadline again.
     fn instant_of(&self, at: Millis) -> Instant {
-        self.start + Duration::from_millis(at.0.saturating_sub(self.epoch_millis))
+        let after = Duration::from_millis(at.0.saturating_sub(self.epoch_millis));
+        self.start
+            .checked_add(after)
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
     }
 }
+
+/// How far ahead an unrepresentable deadline is put (see `Clock::instant_of`).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct State {
     core: Server,
