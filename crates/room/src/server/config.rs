@@ -1,4 +1,4 @@
-//! How the core behaves ([`Config`]), and the bugs a test may plant in it ([`Bug`]). Kept apart
+//! How the core behaves ([`Config`]), and the bugs a test may plant in it (`Bug`). Kept apart
 //! from the state machine so that a front end reading the settings needn't read the rules.
 
 use crate::limits::*;

@@ -12,7 +12,7 @@
 //!
 //! - this file: the state, the inputs (`handle_*`) other than timeouts, the outputs
 //!   (`poll_*`) and the getters.
-//! - `config`: [`Config`], and the bugs a test may plant ([`Bug`]).
+//! - `config`: [`Config`], and the bugs a test may plant (`Bug`).
 //! - `state`: what the core remembers of one connection and one room.
 //! - `commands`: the command table, and the one place that checks registration and parameter
 //!   counts before a handler runs.
