@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parla_room::Millis;
-use parla_room::client::{Config as SessionConfig, PingReport, Session};
+use parla_room::client::{Config as SessionConfig, Session};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -25,6 +25,7 @@ use tracing::{debug, info};
 use crate::addr::ServerAddr;
 use crate::codec::{DEFAULT_MAX_LINE, Frame, LineCodec};
 use crate::ping::{PingConfig, PingEvent, Pinger, watch};
+use crate::sleep::sleep_until_opt;
 use crate::transport::{Stream, Transport};
 
 // The protocol-level vocabulary lives with the core; front ends keep importing it from here.
@@ -238,7 +239,7 @@ impl<S: Stream> Driver<S> {
                 self.core.handle_command(self.clock.now(), cmd);
             }
             report = pings.recv(), if self.pings_open && !quitting => match report {
-                Some(report) => self.core.handle_ping(self.clock.now(), ping_report(report)),
+                Some(report) => self.core.handle_ping(self.clock.now(), report),
                 None => self.pings_open = false,
             },
             () = sleep_until_opt(deadline) => self.core.handle_timeout(self.clock.now()),
@@ -288,21 +289,4 @@ impl Clock {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The pinger's report in the core's terms.
-fn ping_report(event: PingEvent) -> PingReport {
-    match event {
-        PingEvent::Reply { rtt } => PingReport::Reply { rtt },
-        PingEvent::Missed { consecutive, error } => PingReport::Missed { consecutive, error },
-        PingEvent::Unavailable { reason } => PingReport::Unavailable { reason },
-        PingEvent::Failed { misses, target } => PingReport::Failed { misses, target },
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -20,6 +20,7 @@ pub mod local;
 pub mod ping;
 pub mod process;
 pub mod server;
+mod sleep;
 pub mod transport;
 
 pub use local::LocalServer;

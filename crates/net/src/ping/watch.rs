@@ -10,36 +10,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::{PingError, Pinger, describe};
 
-/// What the watcher reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PingEvent {
-    /// The host answered; resets the count of consecutive misses.
-    Reply {
-        /// Round-trip time of this ping.
-        rtt: Duration,
-    },
-    /// The host did not answer (timeout, or sending/receiving failed).
-    Missed {
-        /// Misses in a row so far, this one included (1 for the first).
-        consecutive: u32,
-        /// Why, for people: the error and its causes.
-        error: String,
-    },
-    /// ICMP is not permitted for this process: said once, then the watcher stops and the client
-    /// relies on IRC PING.
-    Unavailable {
-        /// Why, and what to do about it.
-        reason: String,
-    },
-    /// The configured number of consecutive misses was reached: the watcher returns after
-    /// sending this (it follows the `Missed` event of the last miss).
-    Failed {
-        /// How many pings in a row went unanswered (= `max_misses`).
-        misses: u32,
-        /// The host that stopped answering.
-        target: IpAddr,
-    },
-}
+/// What the watcher reports: the client core's own input type, so the session driver hands it
+/// over as it is (the watcher decides when a host counts as gone; the core decides what that
+/// means for the session).
+pub use parla_room::client::PingReport as PingEvent;
 
 /// How [`watch`] pings.
 #[derive(Debug, Clone, PartialEq)]

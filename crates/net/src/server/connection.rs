@@ -22,6 +22,7 @@ use super::flood::Bucket;
 use super::outbox::{Outbox, OutboxState};
 use super::shared::Shared;
 use crate::codec::{Frame, LineCodec};
+use crate::sleep::sleep_until_opt;
 
 /// Bytes read per `read` call, into a buffer on the stack: only a partial line is kept on the
 /// heap between reads, so an idle connection holds no read buffer at all.
@@ -251,15 +252,6 @@ impl LineReader {
                 Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever. The timer is boxed: it is rarely armed (a flooding client, a
-/// closing one), and inline it would make every connection's future larger.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -233,8 +233,7 @@ impl fmt::Display for Disconnect {
 
 /// What an ICMP pinger watching the server's host reports. The pinger counts the misses and
 /// says when they reached its limit; the core decides what each report means for the session.
-/// (It mirrors `parla_net::ping::PingEvent`, which the driver converts: the core has no
-/// dependency on the network crate.)
+/// (`parla_net::ping::PingEvent` is this type: the ICMP watcher reports in the core's terms.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PingReport {
     /// The host answered.
