@@ -20,9 +20,10 @@ ci:
 sim:
     cargo test -p parla-sim
 
-# A long exploration: `just explore 5000 10000` runs seeds 10000..15000 (release build).
+# A long exploration on every core: `just explore 5000 10000` runs seeds 10000..15000 (release
+# build), with a progress line (seeds done, seeds/s, failures so far).
 explore SEEDS="2000" START="0":
-    cargo run --release -p parla-sim -- explore --seeds {{SEEDS}} --start {{START}}
+    cargo run --release -p parla-sim -- explore --seeds {{SEEDS}} --start {{START}} --progress
 
 # Replay one explored seed and print its script and transcript.
 replay SEED:

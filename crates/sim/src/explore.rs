@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Bug;
@@ -226,18 +228,83 @@ pub fn run_seed(seed: u64, workload: Workload, bug: Option<Bug>) -> Explored {
     }
 }
 
-/// Runs `count` seeds from `start`; returns the failing ones, and the time taken.
+/// How far an exploration has got, for a progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Seeds run so far.
+    pub done: u64,
+    /// Of those, how many failed.
+    pub failed: u64,
+    /// Seeds in the whole exploration.
+    pub total: u64,
+    /// Since the exploration began.
+    pub elapsed: Duration,
+}
+
+/// Runs `count` seeds from `start` on every core; returns the failing ones in seed order, and
+/// the time taken.
 pub fn explore(
     start: u64,
     count: u64,
     workload: Workload,
     bug: Option<Bug>,
 ) -> (Vec<Explored>, Duration) {
+    explore_with(start, count, workload, bug, default_jobs(), &|_| {})
+}
+
+/// One worker per core the process may use.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `count` seeds from `start` on `jobs` threads, one seed at a time per thread, calling
+/// `progress` after each seed (from the worker that ran it). Each seed is its own simulation and
+/// depends on nothing but the seed, so its outcome is the same at any `jobs`; the failing ones
+/// come back in seed order.
+pub fn explore_with(
+    start: u64,
+    count: u64,
+    workload: Workload,
+    bug: Option<Bug>,
+    jobs: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> (Vec<Explored>, Duration) {
     let began = Instant::now();
-    let failures = (start..start + count)
-        .map(|seed| run_seed(seed, workload, bug))
-        .filter(|e| !e.outcome.passed())
-        .collect();
+    let next = AtomicU64::new(start);
+    let (done, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= start + count {
+                        break;
+                    }
+                    let explored = run_seed(seed, workload, bug);
+                    let failed = if explored.outcome.passed() {
+                        failed.load(Ordering::Relaxed)
+                    } else {
+                        failures
+                            .lock()
+                            .expect("a worker panicked holding the failures")
+                            .push(explored);
+                        failed.fetch_add(1, Ordering::Relaxed) + 1
+                    };
+                    progress(Progress {
+                        done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                        failed,
+                        total: count,
+                        elapsed: began.elapsed(),
+                    });
+                }
+            });
+        }
+    });
+    let mut failures = failures
+        .into_inner()
+        .expect("a worker panicked holding the failures");
+    failures.sort_by_key(|e| e.seed);
     (failures, began.elapsed())
 }
 

@@ -1,7 +1,10 @@
 //! `parla-sim`: run scenario scripts, explore random ones, replay a seed.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use parla_sim::explore::{self, Workload};
@@ -39,6 +42,13 @@ enum Cmd {
         /// Random steps in each run.
         #[arg(long, default_value_t = Workload::default().steps)]
         steps: usize,
+        /// Seeds run at once, one per thread (default: every core). The results do not depend
+        /// on it: each seed is its own simulation, and failures are listed in seed order.
+        #[arg(long, default_value_t = explore::default_jobs())]
+        jobs: usize,
+        /// Print a progress line (seeds done, seeds/s, failures so far) on stderr.
+        #[arg(long)]
+        progress: bool,
         /// Plant a deliberate bug in the core, to see the checkers catch it.
         #[arg(long, hide = true, value_parser = parse_bug)]
         plant_bug: Option<Bug>,
@@ -71,6 +81,39 @@ fn parse_bug(_: &str) -> Result<Bug, String> {
     Err("this parla-sim was built without the planted bugs; \
          run it with `cargo run -p parla-sim --features deliberate-bugs -- …`"
         .into())
+}
+
+/// The explorer's progress on stderr, redrawn in place on a terminal (at most ~4 times a
+/// second), else a line every 10 seconds.
+#[derive(Default)]
+struct ProgressLine {
+    last: Mutex<Option<Duration>>,
+}
+
+impl ProgressLine {
+    fn show(&self, p: explore::Progress) {
+        let tty = std::io::stderr().is_terminal();
+        let every = if tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(10)
+        };
+        let mut last = self.last.lock().expect("progress printing never panics");
+        if p.done < p.total && last.is_some_and(|l| p.elapsed < l + every) {
+            return;
+        }
+        *last = Some(p.elapsed);
+        let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        let text = format!(
+            "{}/{} seeds, {rate:.1} seeds/s, {} failed",
+            p.done, p.total, p.failed
+        );
+        if tty {
+            eprint!("\r{text}   ");
+        } else {
+            eprintln!("{text}");
+        }
+    }
 }
 
 fn report(outcome: &Outcome) -> ExitCode {
@@ -117,10 +160,23 @@ fn main() -> ExitCode {
             start,
             clients,
             steps,
+            jobs,
+            progress,
             plant_bug,
         } => {
             let workload = Workload { clients, steps };
-            let (failures, took) = explore::explore(start, seeds, workload, plant_bug);
+            let (failures, took) = if progress {
+                let line = ProgressLine::default();
+                let result = explore::explore_with(start, seeds, workload, plant_bug, jobs, &|p| {
+                    line.show(p)
+                });
+                if std::io::stderr().is_terminal() {
+                    eprintln!();
+                }
+                result
+            } else {
+                explore::explore_with(start, seeds, workload, plant_bug, jobs, &|_| {})
+            };
             for f in &failures {
                 println!("seed {} FAILED:", f.seed);
                 for v in f
@@ -135,7 +191,7 @@ fn main() -> ExitCode {
             }
             let secs = took.as_secs_f64();
             println!(
-                "explored {seeds} seeds ({start}..{}) with {clients} clients and {steps} steps each in {secs:.1}s ({:.1} seeds/s): {} failed",
+                "explored {seeds} seeds ({start}..{}) with {clients} clients and {steps} steps each on {jobs} threads in {secs:.1}s ({:.1} seeds/s): {} failed",
                 start + seeds,
                 seeds as f64 / secs.max(1e-9),
                 failures.len()
