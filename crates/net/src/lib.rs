@@ -27,3 +27,16 @@ pub use local::LocalServer;
 pub use ping::{IcmpPinger, PingConfig, Pinger};
 pub use server::{ServerOptions, run};
 pub use transport::{Listener, Tcp, Transport};
+
+/// An error followed by its chain of causes, separated by ": " — how Parla shows an error to a
+/// person (the outermost says what failed, the innermost the operating system's reason).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

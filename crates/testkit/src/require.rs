@@ -64,22 +64,10 @@ pub async fn icmp_permitted() -> Result<(), String> {
         .ping(localhost, Duration::from_secs(2))
         .await
     {
-        Err(error @ PingError::NotPermitted { .. }) => Err(chain(&error)),
+        Err(error @ PingError::NotPermitted { .. }) => Err(parla_net::error_chain(&error)),
         // Anything else (even a lost reply) means sending was allowed.
         _ => Ok(()),
     }
-}
-
-/// `error` and its causes, separated by ": ".
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //!   result as a [`PingEvent`], declaring the host dead after a configured number of
 //!   consecutive misses.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -74,14 +73,7 @@ pub enum PingError {
 
 /// `error` followed by its chain of sources, separated by ": ".
 fn describe(error: &PingError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error_chain(error)
 }
 
 #[cfg(test)]
