@@ -15,17 +15,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use parla_room::Millis;
 use parla_room::client::{Config as SessionConfig, Session};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tracing::{debug, info};
 
 use crate::addr::ServerAddr;
+use crate::clock::{Clock, millis, sleep_until_opt};
 use crate::codec::{DEFAULT_MAX_LINE, Frame, LineCodec};
 use crate::ping::{PingConfig, PingEvent, Pinger, watch};
-use crate::sleep::sleep_until_opt;
 use crate::transport::{Stream, Transport};
 
 // The protocol-level vocabulary lives with the core; front ends keep importing it from here.
@@ -160,9 +158,7 @@ pub async fn connect<T: Transport, P: Pinger>(
         .ping
         .clone()
         .map(|ping| tokio::spawn(watch(pinger, server.ip(), ping, ping_tx)));
-    let clock = Clock {
-        start: Instant::now(),
-    };
+    let clock = Clock::starting_at(0);
     let driver = Driver {
         framed: Framed::new(stream, LineCodec::new(DEFAULT_MAX_LINE)),
         events: ev_tx,
@@ -268,25 +264,4 @@ impl<S: Stream> Driver<S> {
         bytes.extend_from_slice(b"\r\n");
         self.framed.send(Bytes::from(bytes)).await
     }
-}
-
-/// The core's clock: `tokio::time` since the session started (simulated under turmoil, paused
-/// in tests), in whole milliseconds.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    start: Instant,
-}
-
-impl Clock {
-    fn now(&self) -> Millis {
-        Millis(millis(self.start.elapsed()))
-    }
-
-    fn instant_of(&self, at: Millis) -> Instant {
-        self.start + Duration::from_millis(at.0)
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

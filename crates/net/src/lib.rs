@@ -15,12 +15,12 @@
 
 pub mod addr;
 pub mod client;
+mod clock;
 pub mod codec;
 pub mod local;
 pub mod ping;
 pub mod process;
 pub mod server;
-mod sleep;
 pub mod transport;
 
 pub use local::LocalServer;

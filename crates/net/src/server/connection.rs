@@ -21,8 +21,8 @@ use tracing::{debug, error};
 use super::flood::Bucket;
 use super::outbox::{Outbox, OutboxState};
 use super::shared::Shared;
+use crate::clock::sleep_until_opt;
 use crate::codec::{Frame, LineCodec};
-use crate::sleep::sleep_until_opt;
 
 /// Bytes read per `read` call, into a buffer on the stack: only a partial line is kept on the
 /// heap between reads, so an idle connection holds no read buffer at all.

@@ -24,44 +24,17 @@ use append_only_bytes::BytesSlice;
 use parla_room::{ConnId, Millis, Output, Server};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::flood::FloodControl;
 use super::outbox::{Lines, Outbox};
 use super::{Observer, ServerOptions};
+use crate::clock::{Clock, sleep_until_opt};
 
 /// What a panic under the core's lock prints before the process aborts.
 const ABORT_MESSAGE: &str = "parla-server: a panic while changing the chat state; aborting so \
                              that no client is served from half-changed state";
-
-/// The core's clock: `epoch_millis` plus the `tokio::time` elapsed since start (simulated under
-/// turmoil, paused in tests).
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    start: Instant,
-    epoch_millis: u64,
-}
-
-impl Clock {
-    fn now(&self) -> Millis {
-        Millis(self.epoch_millis + self.start.elapsed().as_millis() as u64)
-    }
-
-    /// A deadline beyond what `Instant` can hold (a registration timeout of centuries) becomes
-    /// "in a year" instead of a panic in the timer task (which the panic policy would turn into a
-    /// shutdown); the core is woken then and sets its next deadline again.
-    fn instant_of(&self, at: Millis) -> Instant {
-        let after = Duration::from_millis(at.0.saturating_sub(self.epoch_millis));
-        self.start
-            .checked_add(after)
-            .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
-    }
-}
-
-/// How far ahead an unrepresentable deadline is put (see `Clock::instant_of`).
-const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct State {
     core: Server,
@@ -131,10 +104,7 @@ pub(super) struct Shared {
 impl Shared {
     /// A fresh core under `options`, its clock starting now.
     pub(super) fn new(options: &ServerOptions) -> Shared {
-        let clock = Clock {
-            start: Instant::now(),
-            epoch_millis: options.epoch_millis,
-        };
+        let clock = Clock::starting_at(options.epoch_millis);
         Shared {
             state: Mutex::new(State {
                 core: Server::new(options.core.clone(), clock.now()),
@@ -270,12 +240,7 @@ impl Shared {
 pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let next = shared.lock().core.poll_timeout();
-        let sleep = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(shared.clock.instant_of(at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until_opt(next.map(|at| shared.clock.instant_of(at)));
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
