@@ -44,9 +44,9 @@ impl Args {
     /// The session configuration for `addr`.
     pub fn client_config(&self, addr: ServerAddr) -> ClientConfig {
         let mut config = ClientConfig::new(addr);
-        config.password = self.password.clone();
-        config.room = Some(self.room.clone());
-        config.username = self
+        config.session.password = self.password.clone();
+        config.session.room = Some(self.room.clone());
+        config.session.username = self
             .name
             .clone()
             .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "parla".into()));

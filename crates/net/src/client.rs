@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use parla_room::client::{Config as SessionConfig, Session};
+pub use parla_room::client::Config as SessionConfig;
+use parla_room::client::Session;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tracing::{debug, info};
 
 use crate::addr::ServerAddr;
-use crate::clock::{Clock, millis, sleep_until_opt};
+use crate::clock::{Clock, sleep_until_opt};
 use crate::codec::{DEFAULT_MAX_LINE, Frame, LineCodec};
 use crate::ping::{PingConfig, PingEvent, Pinger, watch};
 use crate::transport::{Stream, Transport};
@@ -37,50 +38,23 @@ pub use parla_room::names::casefold;
 pub struct ClientConfig {
     /// The server.
     pub addr: ServerAddr,
-    /// The IRC username (`USER`); shown as `~username` by Parla.
-    pub username: String,
-    /// The real name shown by `WHOIS`.
-    pub realname: String,
-    /// The server password, if it has one.
-    pub password: Option<String>,
-    /// The room to be in after registering (Parla puts everyone in `#lobby` anyway).
-    pub room: Option<String>,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// ICMP liveness pings to the server's IP; `None` turns them off.
     pub ping: Option<PingConfig>,
-    /// After this long without a line from the server, send it an IRC `PING`...
-    pub irc_ping_interval: Duration,
-    /// ...and give up if nothing arrives for this long after that.
-    pub irc_ping_timeout: Duration,
+    /// What the session says about itself (username, real name, password, room) and how it
+    /// watches a silent server with IRC `PING`: the client core's own configuration.
+    pub session: SessionConfig,
 }
 
 impl ClientConfig {
-    /// What the core needs of it.
-    fn session(&self) -> SessionConfig {
-        SessionConfig {
-            username: self.username.clone(),
-            realname: self.realname.clone(),
-            password: self.password.clone(),
-            room: self.room.clone(),
-            irc_ping_interval_ms: millis(self.irc_ping_interval),
-            irc_ping_timeout_ms: millis(self.irc_ping_timeout),
-        }
-    }
-
     /// Defaults for connecting to `addr` (the session's own are the core's).
     pub fn new(addr: ServerAddr) -> ClientConfig {
-        let session = SessionConfig::default();
         ClientConfig {
             addr,
-            username: session.username,
-            realname: session.realname,
-            password: session.password,
-            room: session.room,
             connect_timeout: Duration::from_secs(10),
             ping: Some(PingConfig::default()),
-            irc_ping_interval: Duration::from_millis(session.irc_ping_interval_ms),
-            irc_ping_timeout: Duration::from_millis(session.irc_ping_timeout_ms),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -162,7 +136,7 @@ pub async fn connect<T: Transport, P: Pinger>(
     let driver = Driver {
         framed: Framed::new(stream, LineCodec::new(DEFAULT_MAX_LINE)),
         events: ev_tx,
-        core: Session::new(config.session(), clock.now()),
+        core: Session::new(config.session, clock.now()),
         clock,
         pings_open: config.ping.is_some(),
     };

@@ -47,7 +47,7 @@ impl Clock {
 }
 
 /// A duration in whole milliseconds, saturating.
-pub(crate) fn millis(d: Duration) -> u64 {
+fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

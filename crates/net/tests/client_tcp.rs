@@ -531,8 +531,8 @@ async fn fake_server(listener: &tokio::net::TcpListener) -> RawClient {
 async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = config_for(listener.local_addr().unwrap());
-    config.irc_ping_interval = Duration::from_millis(100);
-    config.irc_ping_timeout = Duration::from_millis(100);
+    config.session.irc_ping_interval_ms = 100;
+    config.session.irc_ping_timeout_ms = 100;
     let mut alice = connect(config, no_pinger()).await;
     send(&alice, Command::Nick("alice".into())).await;
     let mut fake = fake_server(&listener).await;

@@ -487,10 +487,10 @@ async fn session_client(
         port: PORT,
     });
     config.ping = flags.ping;
-    config.username = host.to_owned();
+    config.session.username = host.to_owned();
     config.connect_timeout = Duration::from_secs(5);
-    config.irc_ping_interval = Duration::from_secs(10);
-    config.irc_ping_timeout = Duration::from_secs(10);
+    config.session.irc_ping_interval_ms = 10_000;
+    config.session.irc_ping_timeout_ms = 10_000;
     let mut client = match client::connect(transport, UdpPinger::default(), config).await {
         Ok(client) => client,
         Err(err) => {

@@ -22,7 +22,7 @@ fn client_config(name: &str) -> ClientConfig {
         port: 8080,
     });
     config.ping = None;
-    config.username = name.into();
+    config.session.username = name.into();
     config
 }
 
