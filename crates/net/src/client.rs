@@ -106,7 +106,7 @@ pub async fn connect<T: Transport, P: Pinger>(
     config: ClientConfig,
 ) -> Result<Client, ConnectError> {
     let addr = config.addr.clone();
-    let connected = tokio::time::timeout(
+    let connected = crate::clock::timeout(
         config.connect_timeout,
         transport.connect(&addr.host, addr.port),
     )

@@ -1,7 +1,17 @@
-//! The runtimes' view of time, shared by the server runtime and the client driver: the clock the
-//! sans-IO cores read (`tokio::time`, so simulated under turmoil and pausable in tests, as
-//! `Millis`), and the one timer their event loops select on (a deadline that may be absent).
+//! The runtimes' view of time, shared by the server runtime, the client driver and the pinger:
+//! the clock the sans-IO cores read (`tokio::time`, so simulated under turmoil and pausable in
+//! tests, as `Millis`), and every timer they arm ([`sleep_until`], [`sleep`], [`timeout`],
+//! [`Ticks`]).
+//!
+//! Every timer goes through here so that a simulation can be told when each one is due
+//! ([`watch_timers`]): knowing that no host has a timer before some instant and nothing is on
+//! the wire, it skips the idle time in one step instead of a thousand one-millisecond ticks. A
+//! timer armed with `tokio::time` directly would still fire, but the simulation would not know
+//! of it (it reports such a host as having woken unannounced).
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use parla_room::Millis;
@@ -55,7 +65,89 @@ fn millis(d: Duration) -> u64 {
 /// flooding client, a closing one), and inline it would make every connection's future larger.
 pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
-        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
+        Some(at) => Box::pin(sleep_until(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at` (announced to a timer watcher, if this thread has one).
+pub fn sleep_until(at: Instant) -> tokio::time::Sleep {
+    armed(at);
+    tokio::time::sleep_until(at)
+}
+
+/// Sleeps for `d`.
+pub fn sleep(d: Duration) -> tokio::time::Sleep {
+    sleep_until(Instant::now() + d)
+}
+
+/// `future`, or [`tokio::time::error::Elapsed`] if it takes longer than `d`.
+pub fn timeout<F: Future>(d: Duration, future: F) -> tokio::time::Timeout<F> {
+    armed(Instant::now() + d);
+    tokio::time::timeout(d, future)
+}
+
+/// A fixed-period tick, like `tokio::time::interval` with `MissedTickBehavior::Delay`: the first
+/// tick is at once; a tick taken late puts the next one a full period after it.
+#[derive(Debug)]
+pub struct Ticks {
+    period: Duration,
+    next: Instant,
+}
+
+impl Ticks {
+    /// Ticks every `period` (at least 1 ms), starting now.
+    pub fn every(period: Duration) -> Ticks {
+        Ticks {
+            period: period.max(Duration::from_millis(1)),
+            next: Instant::now(),
+        }
+    }
+
+    /// Waits for the next tick.
+    pub async fn tick(&mut self) {
+        sleep_until(self.next).await;
+        let now = Instant::now();
+        // tokio's interval allows the same 5 ms before it counts a tick as late.
+        self.next = if now > self.next + Duration::from_millis(5) {
+            now + self.period
+        } else {
+            self.next + self.period
+        };
+    }
+}
+
+thread_local! {
+    /// Who is told of every timer armed on this thread (a simulation; nobody otherwise).
+    static WATCHER: RefCell<Option<Rc<dyn Fn(Instant)>>> = const { RefCell::new(None) };
+}
+
+/// Calls `watcher` with the deadline of every timer armed on this thread through this module,
+/// until the returned guard is dropped. A simulation that runs every host on one thread uses it
+/// to know when the next timer is due; a timer that was armed and then dropped is still reported
+/// (the watcher only learns of more instants to look at, never of fewer).
+pub fn watch_timers(watcher: impl Fn(Instant) + 'static) -> TimerWatch {
+    let previous = WATCHER.with(|w| w.borrow_mut().replace(Rc::new(watcher)));
+    TimerWatch { previous }
+}
+
+/// Stops a [`watch_timers`] watcher when dropped (restoring the one before it).
+#[must_use = "the watcher stops when this is dropped"]
+pub struct TimerWatch {
+    previous: Option<Rc<dyn Fn(Instant)>>,
+}
+
+impl Drop for TimerWatch {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        WATCHER.with(|w| *w.borrow_mut() = previous);
+    }
+}
+
+/// Tells this thread's watcher, if any, that a timer is due at `at`.
+fn armed(at: Instant) {
+    let watcher = WATCHER.with(|w| w.borrow().clone());
+    if let Some(watcher) = watcher {
+        watcher(at);
     }
 }

@@ -15,7 +15,7 @@
 
 pub mod addr;
 pub mod client;
-mod clock;
+pub mod clock;
 pub mod codec;
 pub mod local;
 pub mod ping;

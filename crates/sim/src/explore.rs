@@ -210,15 +210,14 @@ pub struct Explored {
     pub outcome: Outcome,
 }
 
-/// Generates and runs the script for `seed`.
-pub fn run_seed(seed: u64, workload: Workload, bug: Option<Bug>) -> Explored {
+/// Generates and runs the script for `seed`, with `options` (whose seed is replaced by `seed`).
+pub fn run_seed(seed: u64, workload: Workload, options: &RunOptions) -> Explored {
     let text = generate(seed, workload);
     let script = Script::parse(&format!("explore-seed-{seed}.scn"), &text)
         .expect("generated scripts are valid");
     let options = RunOptions {
         seed,
-        bug,
-        ..RunOptions::default()
+        ..options.clone()
     };
     let outcome = run(&script, &options);
     Explored {
@@ -249,7 +248,11 @@ pub fn explore(
     workload: Workload,
     bug: Option<Bug>,
 ) -> (Vec<Explored>, Duration) {
-    explore_with(start, count, workload, bug, default_jobs(), &|_| {})
+    let options = RunOptions {
+        bug,
+        ..RunOptions::default()
+    };
+    explore_with(start, count, workload, &options, default_jobs(), &|_| {})
 }
 
 /// One worker per core the process may use.
@@ -257,7 +260,8 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs `count` seeds from `start` on `jobs` threads, one seed at a time per thread, calling
+/// Runs `count` seeds from `start` with `options` (each under its own seed) on `jobs` threads,
+/// one seed at a time per thread, calling
 /// `progress` after each seed (from the worker that ran it). Each seed is its own simulation and
 /// depends on nothing but the seed, so its outcome is the same at any `jobs`; the failing ones
 /// come back in seed order.
@@ -265,7 +269,7 @@ pub fn explore_with(
     start: u64,
     count: u64,
     workload: Workload,
-    bug: Option<Bug>,
+    options: &RunOptions,
     jobs: usize,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> (Vec<Explored>, Duration) {
@@ -281,7 +285,7 @@ pub fn explore_with(
                     if seed >= start + count {
                         break;
                     }
-                    let explored = run_seed(seed, workload, bug);
+                    let explored = run_seed(seed, workload, options);
                     let failed = if explored.outcome.passed() {
                         failed.load(Ordering::Relaxed)
                     } else {

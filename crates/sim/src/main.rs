@@ -27,6 +27,8 @@ enum Cmd {
         /// The seed (default: the script's `seed` line, else 1).
         #[arg(long)]
         seed: Option<u64>,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// Run random workloads and faults for many seeds; print the failing ones.
     Explore {
@@ -52,6 +54,8 @@ enum Cmd {
         /// Plant a deliberate bug in the core, to see the checkers catch it.
         #[arg(long, hide = true, value_parser = parse_bug)]
         plant_bug: Option<Bug>,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// Rebuild the explorer's run for one seed; print its script and transcript.
     Replay {
@@ -64,7 +68,27 @@ enum Cmd {
         /// Random steps (as explored).
         #[arg(long, default_value_t = Workload::default().steps)]
         steps: usize,
+        #[command(flatten)]
+        timing: Timing,
     },
+}
+
+/// How simulated time passes (the transcript does not depend on it).
+#[derive(Debug, clap::Args)]
+struct Timing {
+    /// Tick through idle time one millisecond at a time instead of skipping it (slower; the
+    /// same transcript: for checking that skipping changes nothing).
+    #[arg(long)]
+    no_skip_idle: bool,
+}
+
+impl Timing {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            skip_idle: !self.no_skip_idle,
+            ..RunOptions::default()
+        }
+    }
 }
 
 #[cfg(feature = "deliberate-bugs")]
@@ -132,7 +156,7 @@ fn report(outcome: &Outcome) -> ExitCode {
 
 fn main() -> ExitCode {
     match Args::parse().command {
-        Cmd::Run { file, seed } => {
+        Cmd::Run { file, seed, timing } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -149,7 +173,7 @@ fn main() -> ExitCode {
             };
             let options = RunOptions {
                 seed: seed.or(script.seed).unwrap_or(1),
-                ..RunOptions::default()
+                ..timing.options()
             };
             let outcome = run(&script, &options);
             print!("{}", outcome.transcript);
@@ -163,11 +187,16 @@ fn main() -> ExitCode {
             jobs,
             progress,
             plant_bug,
+            timing,
         } => {
             let workload = Workload { clients, steps };
+            let options = RunOptions {
+                bug: plant_bug,
+                ..timing.options()
+            };
             let (failures, took) = if progress {
                 let line = ProgressLine::default();
-                let result = explore::explore_with(start, seeds, workload, plant_bug, jobs, &|p| {
+                let result = explore::explore_with(start, seeds, workload, &options, jobs, &|p| {
                     line.show(p)
                 });
                 if std::io::stderr().is_terminal() {
@@ -175,7 +204,7 @@ fn main() -> ExitCode {
                 }
                 result
             } else {
-                explore::explore_with(start, seeds, workload, plant_bug, jobs, &|_| {})
+                explore::explore_with(start, seeds, workload, &options, jobs, &|_| {})
             };
             for f in &failures {
                 println!("seed {} FAILED:", f.seed);
@@ -206,8 +235,9 @@ fn main() -> ExitCode {
             seed,
             clients,
             steps,
+            timing,
         } => {
-            let explored = explore::run_seed(seed, Workload { clients, steps }, None);
+            let explored = explore::run_seed(seed, Workload { clients, steps }, &timing.options());
             println!("{}", explored.script);
             print!("{}", explored.outcome.transcript);
             report(&explored.outcome)

@@ -51,7 +51,7 @@ impl Pinger for UdpPinger {
                 }
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
+        match parla_net::clock::timeout(timeout, wait).await {
             Ok(Ok(())) => Ok(start.elapsed()),
             Ok(Err(e)) => Err(io(e)),
             Err(_) => Err(PingError::Timeout { target, timeout }),

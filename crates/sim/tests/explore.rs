@@ -1,6 +1,7 @@
 //! The explorer: a CI-sized run finds nothing on the real core, and finds the planted bugs.
 
 use parla_room::Bug;
+use parla_sim::RunOptions;
 use parla_sim::explore::{Workload, explore, explore_with, replay_command};
 use rstest::rstest;
 
@@ -57,9 +58,12 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 #[test]
 fn parallel_exploration_is_deterministic() {
     let workload = Workload::default();
-    let bug = Some(Bug::DropForOneMember);
-    let (one, _) = explore_with(0, 12, workload, bug, 1, &|_| {});
-    let (two, _) = explore_with(0, 12, workload, bug, 2, &|_| {});
+    let options = RunOptions {
+        bug: Some(Bug::DropForOneMember),
+        ..RunOptions::default()
+    };
+    let (one, _) = explore_with(0, 12, workload, &options, 1, &|_| {});
+    let (two, _) = explore_with(0, 12, workload, &options, 2, &|_| {});
     assert!(!one.is_empty(), "the planted bug shows within 12 seeds");
     let summary = |v: &[parla_sim::explore::Explored]| {
         v.iter()

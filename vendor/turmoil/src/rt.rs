@@ -160,11 +160,31 @@ impl<'a> Rt<'a> {
     // Returns whether the software has finished successfully or the error
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
-    pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.tokio.block_on(async {
+    //
+    // (Parla patch.) Also returns how far into the tick the software first woke, if it did before
+    // the tick ended: `run_until` polls the sleeping task each time the `LocalSet` is woken, before
+    // it runs the woken tasks, so a poll at a time strictly inside the tick means the runtime's
+    // clock advanced to some other timer (or was woken by I/O) in the middle of the tick.
+    pub(crate) fn tick(&mut self, duration: Duration) -> Result<(bool, Option<Duration>)> {
+        let woke_at = self.tokio.block_on(async {
             self.local
                 .run_until(async {
-                    sleep(duration).await;
+                    let start = Instant::now();
+                    let end = sleep(duration);
+                    tokio::pin!(end);
+                    let mut woke_at = None;
+                    std::future::poll_fn(|cx| {
+                        if end.as_mut().poll(cx).is_ready() {
+                            return std::task::Poll::Ready(());
+                        }
+                        let into = Instant::now().saturating_duration_since(start);
+                        if woke_at.is_none() && into > Duration::ZERO {
+                            woke_at = Some(into);
+                        }
+                        std::task::Poll::Pending
+                    })
+                    .await;
+                    woke_at
                 })
                 .await
         });
@@ -181,10 +201,10 @@ impl<'a> Rt<'a> {
                         res => res??,
                     }
                 };
-                Ok(true)
+                Ok((true, woke_at))
             }
-            Some(_) => Ok(false),
-            None => Ok(true),
+            Some(_) => Ok((false, woke_at)),
+            None => Ok((true, woke_at)),
         }
     }
 
@@ -245,6 +265,13 @@ fn init(config: &mut Config) -> (Runtime, LocalSet) {
         let seed = tokio::runtime::RngSeed::from_bytes(&bytes);
         tokio_builder.rng_seed(seed);
     }
+
+    // (Parla patch.) Take tasks woken from outside the runtime (by the network, or by the test)
+    // before those woken inside it, always: by default the scheduler looks at the outside queue
+    // first only every 31st task it picks, and that count includes the polls of idle ticks, so
+    // the order of two tasks woken in the same instant would depend on how many idle ticks came
+    // before, and skipping idle time in one long tick could change it.
+    tokio_builder.global_queue_interval(1);
 
     let tokio = tokio_builder
         .enable_time()

@@ -36,6 +36,10 @@ pub struct Sim<'a> {
     elapsed: Duration,
 
     steps: usize,
+
+    /// (Parla patch.) Hosts whose software woke during the last step before it ended, with how
+    /// far into the step: only possible for a step longer than the host's next timer.
+    woke_early: Vec<(String, Duration)>,
 }
 
 impl<'a> Sim<'a> {
@@ -52,12 +56,33 @@ impl<'a> Sim<'a> {
             since_epoch,
             elapsed: Duration::ZERO,
             steps: 1, // bumped after each step
+            woke_early: Vec::new(),
         }
     }
 
     /// How much logical time has elapsed since the simulation started.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+
+    /// (Parla patch.) How long until the network next hands a message to a running host: `None`
+    /// when nothing is in flight (held messages wait for [`Sim::release`]), zero when a message
+    /// is already waiting to be delivered.
+    pub fn until_next_delivery(&self) -> Option<Duration> {
+        let world = self.world.borrow();
+        let running = |addr: IpAddr| {
+            self.rts
+                .get(&addr)
+                .is_some_and(|rt| rt.is_software_running())
+        };
+        world.topology.until_next_delivery(running)
+    }
+
+    /// (Parla patch.) The hosts whose software woke during the last step before the step ended,
+    /// with how far into the step. After a [`Sim::step_for`] meant to skip idle time, any entry
+    /// means a host had work the caller did not know of (such as a timer) and ran it alone.
+    pub fn woke_early(&self) -> &[(String, Duration)] {
+        &self.woke_early
     }
 
     /// The logical duration from [`UNIX_EPOCH`] until now.
@@ -411,9 +436,19 @@ impl<'a> Sim<'a> {
     ///
     /// Returns whether or not all clients have completed.
     pub fn step(&mut self) -> Result<bool> {
+        self.step_for(self.config.tick)
+    }
+
+    /// Step the simulation by `tick` instead of the configured tick duration.
+    ///
+    /// (Parla patch.) Meant for skipping idle time: when the caller knows that no host has work
+    /// before `tick` has passed and nothing is in flight that arrives sooner (see
+    /// [`Sim::until_next_delivery`]), one long step gives exactly what as many short steps would.
+    /// A host that nevertheless wakes during the step is recorded (see [`Sim::woke_early`]).
+    pub fn step_for(&mut self, tick: Duration) -> Result<bool> {
         tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
 
-        let tick = self.config.tick;
+        self.woke_early.clear();
         let mut is_finished = true;
 
         // Tick the networking, processing messages. This is done before
@@ -453,7 +488,10 @@ impl<'a> Sim<'a> {
                 world.current_host_mut().timer.now(rt.now());
             }
 
-            let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
+            let (is_software_finished, woke_at) = World::enter(&self.world, || rt.tick(tick))?;
+            if let Some(at) = woke_at {
+                self.woke_early.push((rt.nodename.to_string(), at));
+            }
 
             if rt.is_client() {
                 is_finished = is_finished && is_software_finished;

@@ -290,6 +290,27 @@ impl Topology {
         }
     }
 
+    /// (Parla patch.) See [`crate::Sim::until_next_delivery`].
+    pub(crate) fn until_next_delivery(&self, running: impl Fn(IpAddr) -> bool) -> Option<Duration> {
+        let mut next: Option<Duration> = None;
+        for link in self.links.values() {
+            let waiting = link
+                .deliverable
+                .iter()
+                .any(|(dst, queue)| !queue.is_empty() && running(*dst));
+            if waiting {
+                return Some(Duration::ZERO);
+            }
+            for sent in &link.sent {
+                if let DeliveryStatus::DeliverAfter(at) = sent.status {
+                    let after = at.saturating_duration_since(link.now);
+                    next = Some(next.map_or(after, |n| n.min(after)));
+                }
+            }
+        }
+        next
+    }
+
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
         LinksIter {
             iter: self.links.iter_mut(),

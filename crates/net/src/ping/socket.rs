@@ -247,7 +247,7 @@ impl Pinger for IcmpPinger {
             socket.send_echo(target, identifier, sequence).await?;
             socket.recv_reply(target, identifier, sequence).await
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        match crate::clock::timeout(timeout, exchange).await {
             Ok(Ok(())) => Ok(start.elapsed()),
             Ok(Err(source)) => Err(PingError::Io { target, source }),
             Err(_elapsed) => Err(PingError::Timeout { target, timeout }),

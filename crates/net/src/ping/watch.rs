@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::clock::Ticks;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 
 use super::{PingError, Pinger, describe};
 
@@ -49,8 +49,7 @@ pub async fn watch<P: Pinger>(
     events: mpsc::Sender<PingEvent>,
 ) {
     let max_misses = config.max_misses.max(1);
-    let mut ticks = tokio::time::interval(config.interval.max(Duration::from_millis(1)));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticks = Ticks::every(config.interval);
     let mut consecutive: u32 = 0;
     loop {
         tokio::select! {

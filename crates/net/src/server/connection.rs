@@ -135,7 +135,7 @@ impl Connection {
         self.disconnect(&format!("Connection closed: {reason}"));
         debug!(%reason, "connection ended");
         // Boxed, like every timer here: it would otherwise widen the whole future.
-        let _ = Box::pin(tokio::time::timeout(
+        let _ = Box::pin(crate::clock::timeout(
             Duration::from_secs(1),
             stream.shutdown(),
         ))

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug_span, error, info, warn};
 
+use crate::clock;
 use crate::codec::DEFAULT_MAX_LINE;
 use crate::transport::Listener;
 use connection::Connection;
@@ -167,7 +168,7 @@ async fn serve<L: Listener>(
             Err(err) => {
                 // Usually out of file descriptors: back off rather than spin.
                 warn!(cause = %err, "accept failed; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                clock::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -203,7 +204,7 @@ async fn serve<L: Listener>(
     info!("shutting down: telling every client");
     shared.with_core(|core, now| core.handle_shutdown(now));
     tracker.close();
-    if tokio::time::timeout(options.shutdown_grace, tracker.wait())
+    if clock::timeout(options.shutdown_grace, tracker.wait())
         .await
         .is_err()
     {
@@ -243,7 +244,7 @@ fn timer_died(ended: Result<(), JoinError>) -> ! {
 async fn refuse_full<S: crate::transport::Stream>(mut stream: S, max: usize) {
     let line =
         format!("ERROR :Closing Link: the server is full ({max} clients); try again later\r\n");
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = clock::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(line.as_bytes()).await;
         let _ = stream.shutdown().await;
     })
