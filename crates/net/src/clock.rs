@@ -117,9 +117,12 @@ impl Ticks {
     }
 }
 
+/// Told of every timer armed on its thread.
+type Watcher = Rc<dyn Fn(Instant)>;
+
 thread_local! {
     /// Who is told of every timer armed on this thread (a simulation; nobody otherwise).
-    static WATCHER: RefCell<Option<Rc<dyn Fn(Instant)>>> = const { RefCell::new(None) };
+    static WATCHER: RefCell<Option<Watcher>> = const { RefCell::new(None) };
 }
 
 /// Calls `watcher` with the deadline of every timer armed on this thread through this module,
@@ -134,7 +137,7 @@ pub fn watch_timers(watcher: impl Fn(Instant) + 'static) -> TimerWatch {
 /// Stops a [`watch_timers`] watcher when dropped (restoring the one before it).
 #[must_use = "the watcher stops when this is dropped"]
 pub struct TimerWatch {
-    previous: Option<Rc<dyn Fn(Instant)>>,
+    previous: Option<Watcher>,
 }
 
 impl Drop for TimerWatch {
