@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use parla_net::server::Observer;
+use parla_net::server::{Input, Observer};
 use parla_net::transport::Transport;
-use parla_room::{ConnId, Output, Server};
+use parla_room::{ConnId, Millis, Output, Server};
+
+use crate::model::{self, Divergence, Model};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::transport::Sim;
@@ -140,8 +142,9 @@ impl Journal {
         out
     }
 
-    /// An observer for server incarnation `incarnation`.
-    pub fn server_observer(&self, incarnation: u32) -> ServerWatch {
+    /// An observer for server incarnation `incarnation`, checked against a model of a server
+    /// with `settings`.
+    pub fn server_observer(&self, incarnation: u32, settings: model::Settings) -> ServerWatch {
         self.lock()
             .servers
             .insert(incarnation, ServerSnapshot::default());
@@ -149,6 +152,7 @@ impl Journal {
             journal: self.clone(),
             incarnation,
             relayed: Mutex::default(),
+            model: Mutex::new((Model::new(settings), false)),
         }
     }
 }
@@ -160,6 +164,9 @@ pub struct ServerWatch {
     incarnation: u32,
     /// Room messages queued during the current input: (line without tags, recipient).
     relayed: Mutex<Vec<(String, ConnId)>>,
+    /// The reference model of this incarnation, and whether it has diverged (only the first
+    /// divergence is reported: what follows it is usually its consequence).
+    model: Mutex<(Model, bool)>,
 }
 
 impl ServerWatch {
@@ -186,15 +193,61 @@ impl ServerWatch {
     }
 }
 
+impl ServerWatch {
+    /// Runs `f` on the model and reports its first divergence, naming the client.
+    fn with_model(&self, f: impl FnOnce(&mut Model) -> Vec<Divergence>) {
+        let mut guard = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        let (model, diverged) = &mut *guard;
+        let found = f(model);
+        if *diverged {
+            return;
+        }
+        let Some(first) = found.into_iter().next() else {
+            return;
+        };
+        *diverged = true;
+        drop(guard);
+        let who = first.conn.map(|conn| {
+            let r = self.journal.lock();
+            let client = r
+                .conns
+                .get(&(self.incarnation, conn))
+                .and_then(|c| c.peer)
+                .and_then(|peer| r.client_at(peer))
+                .map_or("no client".to_owned(), |(name, _)| format!("client {name}"));
+            format!(" [connection {conn} is {client}]")
+        });
+        self.journal.violation(format!(
+            "at {:.3}s the server diverged from the model (server {}): {}{}",
+            now().as_secs_f64(),
+            self.incarnation,
+            first.text,
+            who.unwrap_or_default()
+        ));
+    }
+}
+
 impl Observer for ServerWatch {
-    fn connected(&self, conn: ConnId, peer: SocketAddr) {
+    fn connected(&self, now: Millis, conn: ConnId, peer: SocketAddr) {
         self.journal
             .line("server", &format!("accepted {conn} from {peer}"));
-        let mut r = self.journal.lock();
-        r.conns.entry((self.incarnation, conn.0)).or_default().peer = Some(peer);
+        {
+            let mut r = self.journal.lock();
+            r.conns.entry((self.incarnation, conn.0)).or_default().peer = Some(peer);
+        }
+        self.with_model(|m| m.connected(now, conn, &peer.ip().to_string()));
+    }
+
+    fn input(&self, now: Millis, input: Input<'_>) {
+        self.with_model(|m| m.input(now, &input));
     }
 
     fn output(&self, output: &Output) {
+        self.model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .output(output);
         let mut r = self.journal.lock();
         match output {
             Output::Send { to, line } => self.queued(&mut r, *to, line),
@@ -231,6 +284,13 @@ impl Observer for ServerWatch {
             .windows(2)
             .find(|w| w[0] == w[1])
             .map(|w| w[0].clone());
+        self.with_model(|m| {
+            let holders: Vec<(String, Option<u64>)> = m
+                .names_ever_held()
+                .map(|n| (n.to_owned(), core.holder_of(n).map(|c| c.0)))
+                .collect();
+            m.changed(&nicks, &holders)
+        });
         let mut r = self.journal.lock();
         let snapshot = r.servers.entry(self.incarnation).or_default();
         snapshot.nicks = nicks;

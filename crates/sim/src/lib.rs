@@ -8,6 +8,7 @@
 //! - [`script`]: the scenario language (`tests/scenarios/*.scn`).
 //! - [`journal`]: the transcript, and the records the checkers compare.
 //! - [`runner`]: runs a script under a seed ([`runner::run`]).
+//! - [`model`]: the reference model every server is checked against as it runs.
 //! - [`check`]: the invariants checked after every run.
 //! - [`explore`]: random workloads and faults from a seed.
 //!
@@ -17,6 +18,7 @@
 pub mod check;
 pub mod explore;
 pub mod journal;
+pub mod model;
 pub mod ping;
 pub mod runner;
 pub mod script;

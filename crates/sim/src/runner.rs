@@ -505,13 +505,19 @@ impl<'a> Runner<'a> {
             if let Some(bug) = bug {
                 match bug {}
             }
+            let settings = crate::model::Settings {
+                default_room: core.default_room.clone(),
+                ping_interval_ms: core.ping_interval_ms,
+                ping_timeout_ms: core.ping_timeout_ms,
+                registration_timeout_ms: core.registration_timeout_ms,
+            };
             let options = ServerOptions {
                 core,
                 max_clients: flags.max_clients,
                 sendq_bytes: flags.sendq_bytes,
                 flood: flags.flood,
                 epoch_millis: EPOCH_SECS * 1000,
-                observer: ObserverSlot(Some(Arc::new(journal.server_observer(inc)))),
+                observer: ObserverSlot(Some(Arc::new(journal.server_observer(inc, settings)))),
                 ..ServerOptions::default()
             };
             let (journal, blocked) = (journal.clone(), blocked.clone());

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tracing::{debug, error};
 
+use super::Input;
 use super::flood::Bucket;
 use super::outbox::{Outbox, OutboxState};
 use super::shared::Shared;
@@ -116,9 +117,9 @@ impl Connection {
                         b.take(Instant::now());
                     }
                     let conn = self.conn;
-                    self.shared.with_core(|core, now| match &frame {
-                        Frame::Line(line) => core.handle_line(now, conn, line),
-                        Frame::TooLong => core.handle_line_too_long(now, conn),
+                    self.shared.feed(match &frame {
+                        Frame::Line(line) => Input::Line { conn, line },
+                        Frame::TooLong => Input::LineTooLong { conn },
                     });
                 }
                 Io::Read(Some(Err(err))) => {

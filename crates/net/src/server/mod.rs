@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parla_room::{ConnId, Output, Server};
+use parla_room::{ConnId, Millis, Output, Server};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinHandle};
@@ -60,9 +60,14 @@ pub use flood::FloodControl;
 /// Watches the server from inside: what the core decided, as it decided it. The simulation's
 /// invariant checkers use it; it costs one branch per output when absent.
 pub trait Observer: Send + Sync + 'static {
-    /// A connection was accepted and given `conn`.
-    fn connected(&self, conn: ConnId, peer: SocketAddr) {
-        let _ = (conn, peer);
+    /// A connection was accepted and given `conn` (at `now` on the core's clock).
+    fn connected(&self, now: Millis, conn: ConnId, peer: SocketAddr) {
+        let _ = (now, conn, peer);
+    }
+    /// The runtime is about to give the core `input` (at `now` on the core's clock), under the
+    /// core's lock: the observer sees every input in the one order the core handles them.
+    fn input(&self, now: Millis, input: Input<'_>) {
+        let _ = (now, input);
     }
     /// The core produced `output` (before the runtime carries it out).
     fn output(&self, output: &Output) {
@@ -72,6 +77,34 @@ pub trait Observer: Send + Sync + 'static {
     fn changed(&self, core: &Server) {
         let _ = core;
     }
+}
+
+/// What the runtime tells the core (besides a new connection, [`Observer::connected`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A line from `conn`, without its line ending.
+    Line {
+        /// Who sent it.
+        conn: ConnId,
+        /// Its bytes.
+        line: &'a [u8],
+    },
+    /// `conn` sent a line longer than the codec accepts (the line was discarded).
+    LineTooLong {
+        /// Who sent it.
+        conn: ConnId,
+    },
+    /// `conn` is gone (its socket closed or failed, or its SendQ overflowed).
+    Disconnect {
+        /// Who left.
+        conn: ConnId,
+        /// Why, as its room will be told.
+        reason: &'a str,
+    },
+    /// The core's timer came due.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
 }
 
 /// An optional [`Observer`] in [`ServerOptions`].
@@ -202,7 +235,7 @@ async fn serve<L: Listener>(
         error!(cause = %timer_end_cause(ended), "the timer task ended; shutting the server down");
     }
     info!("shutting down: telling every client");
-    shared.with_core(|core, now| core.handle_shutdown(now));
+    shared.feed(Input::Shutdown);
     tracker.close();
     if clock::timeout(options.shutdown_grace, tracker.wait())
         .await

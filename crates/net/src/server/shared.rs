@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::flood::FloodControl;
 use super::outbox::{Lines, Outbox};
-use super::{Observer, ServerOptions};
+use super::{Input, Observer, ServerOptions};
 use crate::clock::{Clock, sleep_until_opt};
 
 /// What a panic under the core's lock prints before the process aborts.
@@ -148,6 +148,22 @@ impl Shared {
         r
     }
 
+    /// Gives the core `input` (showing it to the observer first), then carries out its outputs.
+    pub(super) fn feed(&self, input: Input<'_>) {
+        self.with_core(|core, now| {
+            if let Some(observer) = &self.observer {
+                observer.input(now, input);
+            }
+            match input {
+                Input::Line { conn, line } => core.handle_line(now, conn, line),
+                Input::LineTooLong { conn } => core.handle_line_too_long(now, conn),
+                Input::Disconnect { conn, reason } => core.handle_disconnect(now, conn, reason),
+                Input::Timeout => core.handle_timeout(now),
+                Input::Shutdown => core.handle_shutdown(now),
+            }
+        });
+    }
+
     /// Tells the core about a connection from `peer`, whose lines go to `outbox`.
     pub(super) fn connect(&self, peer: SocketAddr, outbox: Arc<Outbox>) -> ConnId {
         let conn = {
@@ -155,7 +171,7 @@ impl Shared {
             let mut state = self.lock();
             let conn = state.core.handle_connect(now, &peer.ip().to_string());
             if let Some(observer) = &self.observer {
-                observer.connected(conn, peer);
+                observer.connected(now, conn, peer);
             }
             // Registered before the outputs are applied, so even an immediate refusal arrives.
             state.outboxes.insert(conn, outbox);
@@ -171,6 +187,9 @@ impl Shared {
     pub(super) fn disconnect(&self, conn: ConnId, reason: &str) {
         let now = self.clock.now();
         let mut state = self.lock();
+        if let Some(observer) = &self.observer {
+            observer.input(now, Input::Disconnect { conn, reason });
+        }
         state.core.handle_disconnect(now, conn, reason);
         self.apply(&mut state, now);
         if let Some(outbox) = state.outboxes.remove(&conn) {
@@ -229,7 +248,11 @@ impl Shared {
             // Their QUITs go to others, whose queues may overflow in turn: loop until quiet.
             for conn in overflowed {
                 warn!(%conn, limit = self.sendq_bytes, "client too slow; disconnecting (SendQ exceeded)");
-                state.core.handle_disconnect(now, conn, "SendQ exceeded");
+                let reason = "SendQ exceeded";
+                if let Some(observer) = &self.observer {
+                    observer.input(now, Input::Disconnect { conn, reason });
+                }
+                state.core.handle_disconnect(now, conn, reason);
             }
         }
     }
@@ -245,7 +268,7 @@ pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = shared.timer.notified() => {}
-            _ = sleep => shared.with_core(|core, now| core.handle_timeout(now)),
+            _ = sleep => shared.feed(Input::Timeout),
         }
     }
 }
