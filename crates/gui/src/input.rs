@@ -18,7 +18,7 @@ pub enum Input {
 /// The help text for slash commands.
 pub const HELP: &str = "Commands: quit or /quit [reason] leaves; /nick NAME renames you; \
 /me ACTION describes an action; /msg NAME TEXT sends a direct message; /join #ROOM joins a room; \
-/names lists everyone in the room; /help shows this. Anything else is said to the room (start with // to say something that begins with /).";
+/names lists everyone in the room; /quote LINE sends an IRC line as typed (e.g. /quote TOPIC #rust :Rust talk); /help shows this. Anything else is said to the room (start with // to say something that begins with /).";
 
 /// Interprets one typed line.
 pub fn parse(line: &str) -> Input {
@@ -60,6 +60,10 @@ pub fn parse(line: &str) -> Input {
         }
         "join" => Input::Command(Command::Join(arg.to_owned())),
         "names" | "who" => Input::Command(Command::Names),
+        "quote" | "raw" if arg.is_empty() => {
+            need("an IRC line, e.g. /quote TOPIC #rust :Rust talk")
+        }
+        "quote" | "raw" => Input::Command(Command::Raw(arg.to_owned())),
         "help" => Input::Help,
         _ => Input::Invalid(format!(
             "/{cmd} is not a command here; type /help for the list"
@@ -94,6 +98,8 @@ mod tests {
     #[case("/join rust", Input::Invalid("/join needs a room name starting with #, e.g. /join #rust; type /help for the commands".into()))]
     #[case("//slash", cmd(Command::Say("/slash".into())))]
     #[case("/names", cmd(Command::Names))]
+    #[case("/quote PART #rust :bye", cmd(Command::Raw("PART #rust :bye".into())))]
+    #[case("/raw", Input::Invalid("/raw needs an IRC line, e.g. /quote TOPIC #rust :Rust talk; type /help for the commands".into()))]
     #[case("/help", Input::Help)]
     #[case("/frobnicate", Input::Invalid("/frobnicate is not a command here; type /help for the list".into()))]
     fn parses(#[case] line: &str, #[case] expected: Input) {

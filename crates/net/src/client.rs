@@ -13,12 +13,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, BytesMut};
+use futures_util::StreamExt;
 pub use parla_room::client::Config as SessionConfig;
 use parla_room::client::Session;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tracing::{debug, info};
 
 use crate::addr::ServerAddr;
@@ -133,13 +134,13 @@ pub async fn connect<T: Transport, P: Pinger>(
         .clone()
         .map(|ping| tokio::spawn(watch(pinger, server.ip(), ping, ping_tx)));
     let clock = Clock::starting_at(0);
-    let driver = Driver {
-        framed: Framed::new(stream, LineCodec::new(DEFAULT_MAX_LINE)),
-        events: ev_tx,
-        core: Session::new(config.session, clock.now()),
+    let driver = Driver::new(
+        stream,
+        ev_tx,
+        Session::new(config.session, clock.now()),
         clock,
-        pings_open: config.ping.is_some(),
-    };
+        config.ping.is_some(),
+    );
     tokio::spawn(async move {
         driver.run(cmd_rx, ping_rx).await;
         if let Some(w) = watcher {
@@ -154,8 +155,16 @@ pub async fn connect<T: Transport, P: Pinger>(
 }
 
 /// The session task: the transport and the channels around the core.
+///
+/// Reading and writing are separate branches of one `select!`, so a connection that stops
+/// taking our lines (a dead link whose send buffer filled, a server that stopped reading) never
+/// stops the session from reading, taking commands or running its timers: its liveness check
+/// still fires and ends it.
 struct Driver<S> {
-    framed: Framed<S, LineCodec>,
+    reader: FramedRead<ReadHalf<S>, LineCodec>,
+    writer: WriteHalf<S>,
+    /// Bytes the core asked to send that the connection has not taken yet.
+    unsent: BytesMut,
     events: mpsc::Sender<Event>,
     core: Session,
     clock: Clock,
@@ -163,26 +172,53 @@ struct Driver<S> {
     pings_open: bool,
 }
 
+/// How long a session that ended may take to hand over its last lines (a `QUIT`).
+const LAST_WRITE: Duration = Duration::from_secs(1);
+
 impl<S: Stream> Driver<S> {
+    fn new(
+        stream: S,
+        events: mpsc::Sender<Event>,
+        core: Session,
+        clock: Clock,
+        pings_open: bool,
+    ) -> Self {
+        let (read, write) = tokio::io::split(stream);
+        Driver {
+            reader: FramedRead::new(read, LineCodec::new(DEFAULT_MAX_LINE)),
+            writer: write,
+            unsent: BytesMut::new(),
+            events,
+            core,
+            clock,
+            pings_open,
+        }
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut pings: mpsc::Receiver<PingEvent>,
     ) {
         // The core queued its first lines (CAP LS, PASS) when it was made.
-        self.flush().await;
+        self.carry_out().await;
         let end = loop {
             if let Some(end) = self.core.ended() {
                 break end.clone();
             }
             self.step(&mut commands, &mut pings).await;
-            self.flush().await;
+            self.carry_out().await;
         };
+        // Whatever the core still had to say (a QUIT), if the connection takes it soon.
+        if !self.unsent.is_empty() {
+            let _ = crate::clock::timeout(LAST_WRITE, self.writer.write_all(&self.unsent)).await;
+        }
         info!(reason = %end, "session ended");
         let _ = self.events.send(Event::Disconnected(end)).await;
     }
 
-    /// Waits for the next input and feeds it to the core.
+    /// Waits for the next input (or for the connection to take some of our lines) and feeds
+    /// it to the core.
     async fn step(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
@@ -191,9 +227,10 @@ impl<S: Stream> Driver<S> {
         let deadline = self.core.poll_timeout().map(|at| self.clock.instant_of(at));
         // After QUIT the session only waits for the server to close the link.
         let quitting = self.core.is_quitting();
+        let writing = !self.unsent.is_empty();
         tokio::select! {
             biased;
-            frame = self.framed.next() => {
+            frame = self.reader.next() => {
                 let now = self.clock.now();
                 match frame {
                     Some(Ok(Frame::Line(line))) => self.core.handle_line(now, &line),
@@ -203,6 +240,14 @@ impl<S: Stream> Driver<S> {
                     None => self.core.handle_closed(now, None),
                 }
             }
+            written = self.writer.write(&self.unsent), if writing => match written {
+                Ok(0) => self.core.handle_send_failed(
+                    self.clock.now(),
+                    "the connection takes no more data".to_owned(),
+                ),
+                Ok(n) => self.unsent.advance(n),
+                Err(err) => self.core.handle_send_failed(self.clock.now(), err.to_string()),
+            },
             cmd = commands.recv(), if !quitting => {
                 // The front end is gone: leave politely.
                 let cmd = cmd.unwrap_or(Command::Quit(None));
@@ -216,26 +261,18 @@ impl<S: Stream> Driver<S> {
         }
     }
 
-    /// Carries out what the core decided: its events to the front end, then its lines to the
-    /// server (the core queues an input's events before its lines, so this keeps their order).
-    async fn flush(&mut self) {
+    /// Carries out what the core decided: its events to the front end, then its lines into the
+    /// send buffer (the core queues an input's events before its lines, so this keeps their
+    /// order); [`Driver::step`] writes them as the connection takes them.
+    async fn carry_out(&mut self) {
         while let Some(event) = self.core.poll_event() {
             // A front end that stopped listening is handled by the commands channel closing.
             let _ = self.events.send(event).await;
         }
         while let Some(line) = self.core.poll_transmit() {
-            if let Err(err) = self.send(&line).await {
-                self.core
-                    .handle_send_failed(self.clock.now(), err.to_string());
-            }
+            debug!(%line, "send");
+            self.unsent.extend_from_slice(line.as_bytes());
+            self.unsent.extend_from_slice(b"\r\n");
         }
-    }
-
-    async fn send(&mut self, line: &str) -> std::io::Result<()> {
-        debug!(%line, "send");
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        self.framed.send(Bytes::from(bytes)).await
     }
 }

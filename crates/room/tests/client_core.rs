@@ -914,3 +914,22 @@ fn a_failed_write_loses_the_connection_and_drops_the_lines_after_it() {
         Some(&Disconnect::PingFailed { target, misses: 2 })
     );
 }
+
+#[test]
+fn a_raw_line_goes_out_as_typed_but_only_as_one_line() {
+    let mut h = Harness::registered("alice", &[]);
+    assert_eq!(
+        h.cmd(Command::Raw("TOPIC #lobby :new topic".into())).sent,
+        sent(&["TOPIC #lobby :new topic"])
+    );
+    assert_eq!(h.cmd(Command::Raw("   ".into())), Step::default());
+    for smuggled in ["PRIVMSG #x :a\r\nQUIT", "NICK a\nb", "PART #x\0"] {
+        let step = h.cmd(Command::Raw(smuggled.into()));
+        assert!(step.sent.is_empty(), "{smuggled:?} was sent");
+        assert!(
+            matches!(&step.events[..], [Event::ServerError { text }] if text.contains("one line at a time")),
+            "{:?}",
+            step.events
+        );
+    }
+}

@@ -47,7 +47,7 @@ pub fn final_state(r: &Records) -> Vec<String> {
         }
     }
     for (name, c) in &r.clients {
-        if c.crashed || c.closed.is_some() || !c.connected {
+        if c.crashed || c.closed.is_some() || !c.connected || c.raw {
             continue;
         }
         if server.shut_down {
@@ -101,7 +101,9 @@ fn delivery(r: &Records, v: &mut Vec<String>) {
             continue;
         }
         let read_error = got.last().is_some_and(|l| l.starts_with("ERROR"));
-        let still_connected = client.closed.is_none()
+        let server_crashed = r.servers.get(&inc).is_some_and(|s| s.crashed);
+        let still_connected = !server_crashed
+            && client.closed.is_none()
             && !client.crashed
             && !client.stopped_reading
             && client.local == Some(peer)

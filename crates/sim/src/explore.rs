@@ -36,167 +36,499 @@ impl Default for Workload {
     }
 }
 
-/// Names clients pick from: some differ only in case, so clashes are common.
+/// Names clients pick from: some differ only in case, so clashes and case-only renames are
+/// common.
 const NAMES: &[&str] = &["ann", "Ann", "bob", "BOB", "cy", "dee", "Dee", "eve"];
+/// Rooms besides the default one (two differ only in case).
+const ROOMS: &[&str] = &["#lobby", "#a", "#b", "#B"];
+
+/// What a random step can be. Each seed weighs them differently (its *shape*, printed at the top
+/// of its script), so some seeds are mostly chat, others mostly faults or renames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Room messages, sometimes the word `quit` as a message.
+    Chat,
+    /// Renames: to free, taken and case-only variants of names.
+    Rename,
+    /// Joins and parts of several rooms (`JOIN 0` too).
+    Rooms,
+    /// Direct messages, and messages to several targets at once.
+    Direct,
+    /// Topic changes and clears.
+    Topic,
+    /// NAMES, WHO, WHOIS, LIST, ISON, USERHOST, AWAY, MODE.
+    Query,
+    /// Lines the server must refuse: missing parameters, unknown commands, commands out of
+    /// turn; and from a raw host, over-long lines, NUL, bare CR and invalid UTF-8.
+    Malformed,
+    /// Bursts that hit flood control; a reader that stops reading until its SendQ overflows.
+    Flood,
+    /// `quit`, a closed window, Ctrl-C in a terminal.
+    Leave,
+    /// A client host crashes (and may come back).
+    Crash,
+    /// Partitions (both ways and one way), holds, latency, jitter, blocked pings.
+    Network,
+    /// The server crashes and restarts, or shuts down with Ctrl-C.
+    Server,
+    /// Someone new connects.
+    Arrive,
+    /// Time passes.
+    Wait,
+}
+
+const KINDS: [Kind; 14] = [
+    Kind::Chat,
+    Kind::Rename,
+    Kind::Rooms,
+    Kind::Direct,
+    Kind::Topic,
+    Kind::Query,
+    Kind::Malformed,
+    Kind::Flood,
+    Kind::Leave,
+    Kind::Crash,
+    Kind::Network,
+    Kind::Server,
+    Kind::Arrive,
+    Kind::Wait,
+];
+
+/// A seed's mix of step kinds: a weight for each.
+#[derive(Debug, Clone)]
+pub struct Shape(Vec<(Kind, u32)>);
+
+impl Shape {
+    fn random(rng: &mut SmallRng) -> Shape {
+        Shape(
+            KINDS
+                .iter()
+                .map(|&k| {
+                    let w = match k {
+                        // Rarer by nature: each of these ends or resets a lot.
+                        Kind::Server | Kind::Crash | Kind::Leave => rng.random_range(0..=2),
+                        Kind::Chat | Kind::Wait => rng.random_range(2..=8),
+                        _ => rng.random_range(0..=6),
+                    };
+                    (k, w)
+                })
+                .collect(),
+        )
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> Kind {
+        let total: u32 = self.0.iter().map(|(_, w)| w).sum();
+        let mut n = rng.random_range(0..total.max(1));
+        for &(k, w) in &self.0 {
+            if n < w {
+                return k;
+            }
+            n -= w;
+        }
+        Kind::Wait
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: u32 = self.0.iter().map(|(_, w)| w).sum::<u32>().max(1);
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|(k, w)| format!("{k:?} {}%", w * 100 / total))
+            .collect();
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// The state of the script being generated (what the generator knows; the server decides the
+/// rest, and the model checks it).
+struct Gen {
+    rng: SmallRng,
+    s: String,
+    /// Client hosts whose session is running (as far as the script knows).
+    live: Vec<String>,
+    /// Raw hosts that may still be connected.
+    raw: Vec<String>,
+    /// Crashed client hosts (may be restarted).
+    crashed: Vec<String>,
+    next_client: usize,
+    next_raw: usize,
+    said: usize,
+    partitioned: BTreeSet<String>,
+    oneway: BTreeSet<(String, String)>,
+    held: BTreeSet<String>,
+    pings_blocked: bool,
+}
+
+impl Gen {
+    fn line(&mut self, text: impl AsRef<str>) {
+        self.s.push_str(text.as_ref());
+        self.s.push('\n');
+    }
+
+    fn one<'a>(&mut self, of: &'a [&'a str]) -> &'a str {
+        of[self.rng.random_range(0..of.len())]
+    }
+
+    fn someone(&mut self) -> Option<String> {
+        (!self.live.is_empty())
+            .then(|| self.live[self.rng.random_range(0..self.live.len())].clone())
+    }
+
+    fn add_client(&mut self) -> String {
+        let name = format!("c{}", self.next_client);
+        self.next_client += 1;
+        let misses = self.rng.random_range(1..=3);
+        self.line(format!(
+            "client {name} --ping-interval 3s --ping-misses {misses}"
+        ));
+        self.live.push(name.clone());
+        name
+    }
+
+    fn forget(&mut self, c: &str) {
+        self.live.retain(|x| x != c);
+        self.partitioned.remove(c);
+        self.held.remove(c);
+        self.oneway.retain(|(a, b)| a != c && b != c);
+    }
+
+    fn step(&mut self, kind: Kind) {
+        let rng_wait = |g: &mut Gen, lo: u64, hi: u64| g.rng.random_range(lo..hi);
+        match kind {
+            Kind::Chat => {
+                let Some(c) = self.someone() else { return };
+                self.said += 1;
+                if self.rng.random_ratio(1, 8) {
+                    self.line(format!("{c} say quit"));
+                } else if self.rng.random_ratio(1, 6) {
+                    let room = self.one(ROOMS);
+                    let n = self.said;
+                    self.line(format!("{c} quote PRIVMSG {room} :message {n} from {c}"));
+                } else {
+                    let n = self.said;
+                    self.line(format!("{c} say message {n} from {c}"));
+                }
+            }
+            Kind::Rename => {
+                let Some(c) = self.someone() else { return };
+                let nick = self.one(NAMES);
+                self.line(format!("{c} name {nick}"));
+            }
+            Kind::Rooms => {
+                let Some(c) = self.someone() else { return };
+                let room = self.one(ROOMS);
+                match self.rng.random_range(0..10) {
+                    0..=4 => self.line(format!("{c} join {room}")),
+                    5..=6 => self.line(format!("{c} quote PART {room} :see you")),
+                    7..=8 => self.line(format!("{c} quote PART {room},#a")),
+                    _ => self.line(format!("{c} quote JOIN 0")),
+                }
+            }
+            Kind::Direct => {
+                let Some(c) = self.someone() else { return };
+                let to = self.one(NAMES);
+                self.said += 1;
+                let n = self.said;
+                if self.rng.random_ratio(1, 3) {
+                    let other = self.one(NAMES);
+                    self.line(format!(
+                        "{c} quote PRIVMSG {to},{other},#lobby,#lobby :to several {n}"
+                    ));
+                } else if self.rng.random_ratio(1, 4) {
+                    self.line(format!("{c} quote NOTICE {to} :notice {n}"));
+                } else {
+                    self.line(format!("{c} msg {to} direct {n} from {c}"));
+                }
+            }
+            Kind::Topic => {
+                let Some(c) = self.someone() else { return };
+                let room = self.one(ROOMS);
+                let n = self.rng.random_range(0..100);
+                match self.rng.random_range(0..4) {
+                    0 => self.line(format!("{c} quote TOPIC {room} :")),
+                    1 => self.line(format!("{c} quote TOPIC {room}")),
+                    _ => self.line(format!("{c} quote TOPIC {room} :topic number {n}")),
+                }
+            }
+            Kind::Query => {
+                let Some(c) = self.someone() else { return };
+                let (room, nick) = (self.one(ROOMS), self.one(NAMES));
+                let q = match self.rng.random_range(0..9) {
+                    0 => "names".to_owned(),
+                    1 => format!("quote NAMES {room},#lobby"),
+                    2 => format!("quote WHO {room}"),
+                    3 => format!("quote WHO {nick}"),
+                    4 => format!("quote WHOIS {nick}"),
+                    5 => "quote LIST".to_owned(),
+                    6 => format!("quote ISON {nick} ann bob"),
+                    7 => format!(
+                        "quote AWAY :{}",
+                        if self.rng.random_bool(0.5) {
+                            "lunch"
+                        } else {
+                            ""
+                        }
+                    ),
+                    _ => format!("quote MODE {nick} +i"),
+                };
+                self.line(format!("{c} {q}"));
+            }
+            Kind::Malformed => {
+                if self.rng.random_ratio(1, 3) || self.live.is_empty() {
+                    self.raw_host();
+                    return;
+                }
+                let Some(c) = self.someone() else { return };
+                let bad = self.one(&[
+                    "PRIVMSG",
+                    "PRIVMSG #lobby",
+                    "PRIVMSG nobody-here :hello?",
+                    "PRIVMSG #nowhere :hello?",
+                    "JOIN",
+                    "JOIN lobby",
+                    "PART #nowhere",
+                    "TOPIC",
+                    "NICK",
+                    "NICK 9lives",
+                    "NICK way-too-long-a-name-for-this-server-to-take",
+                    "USER again 0 * :again",
+                    "FROBNICATE now",
+                    "CAP REQ :no-such-cap",
+                    "CAP REQ :-echo-message",
+                    "CAP REQ :echo-message",
+                    "PING",
+                    "PING :token",
+                    "NOTICE",
+                ]);
+                self.line(format!("{c} quote {bad}"));
+            }
+            Kind::Flood => {
+                if self.rng.random_ratio(1, 3) {
+                    self.slow_reader();
+                    return;
+                }
+                let Some(c) = self.someone() else { return };
+                let n = self.rng.random_range(20..60);
+                self.line(format!("{c} say-many {n} flood from {c}"));
+            }
+            Kind::Leave => {
+                let Some(c) = self.someone() else { return };
+                let how = self.one(&["quit", "close", "ctrl-c"]);
+                if how == "ctrl-c" {
+                    self.line(format!("ctrl-c {c}"));
+                } else {
+                    self.line(format!("{c} {how}"));
+                }
+                self.forget(&c);
+            }
+            Kind::Crash => {
+                if !self.crashed.is_empty() && self.rng.random_bool(0.5) {
+                    let c = self
+                        .crashed
+                        .remove(self.rng.random_range(0..self.crashed.len()));
+                    self.line(format!("restart {c}"));
+                    self.line("wait 100ms");
+                    let nick = self.one(NAMES);
+                    self.line(format!("{c} name {nick}"));
+                    self.live.push(c);
+                    return;
+                }
+                let Some(c) = self.someone() else { return };
+                self.line(format!("crash {c}"));
+                self.forget(&c);
+                self.crashed.push(c);
+            }
+            Kind::Network => {
+                let Some(c) = self.someone() else { return };
+                match self.rng.random_range(0..12) {
+                    0..=2 => {
+                        if self.partitioned.insert(c.clone()) {
+                            self.line(format!("partition {c} server"));
+                        } else {
+                            self.partitioned.remove(&c);
+                            self.line(format!("repair {c} server"));
+                        }
+                    }
+                    3..=4 => {
+                        let (a, b) = if self.rng.random_bool(0.5) {
+                            (c.clone(), "server".to_owned())
+                        } else {
+                            ("server".to_owned(), c.clone())
+                        };
+                        if self.oneway.insert((a.clone(), b.clone())) {
+                            self.line(format!("partition-oneway {a} {b}"));
+                        } else {
+                            self.oneway.remove(&(a.clone(), b.clone()));
+                            self.line(format!("repair-oneway {a} {b}"));
+                        }
+                    }
+                    5..=6 => {
+                        if self.held.insert(c.clone()) {
+                            self.line(format!("hold {c} server"));
+                        } else {
+                            self.held.remove(&c);
+                            self.line(format!("release {c} server"));
+                        }
+                    }
+                    7..=8 => {
+                        let ms = rng_wait(self, 0, 300);
+                        self.line(format!("latency {c} server {ms}ms"));
+                    }
+                    9 => {
+                        let ms = rng_wait(self, 1, 150);
+                        self.line(format!("jitter {ms}ms"));
+                    }
+                    _ => {
+                        self.pings_blocked = !self.pings_blocked;
+                        self.line(if self.pings_blocked {
+                            "block-pings"
+                        } else {
+                            "unblock-pings"
+                        });
+                    }
+                }
+            }
+            Kind::Server => {
+                if self.rng.random_ratio(1, 6) {
+                    self.line("ctrl-c server");
+                    self.live.clear();
+                    return;
+                }
+                self.line("crash server");
+                let ms = rng_wait(self, 100, 20_000);
+                self.line(format!("wait {ms}ms"));
+                self.line("restart server");
+            }
+            Kind::Arrive => {
+                let c = self.add_client();
+                self.line("wait 100ms");
+                let nick = self.one(NAMES);
+                self.line(format!("{c} name {nick}"));
+            }
+            Kind::Wait => {
+                let ms = if self.rng.random_bool(0.7) {
+                    rng_wait(self, 1, 200)
+                } else {
+                    rng_wait(self, 200, 3000)
+                };
+                self.line(format!("wait {ms}ms"));
+            }
+        }
+    }
+
+    /// A raw host that registers and then sends lines no client would.
+    fn raw_host(&mut self) {
+        let r = format!("r{}", self.next_raw);
+        self.next_raw += 1;
+        let nick = self.one(NAMES);
+        self.line(format!("raw {r}"));
+        self.line("wait 50ms");
+        self.line(format!(
+            "{r} write NICK {nick}\\r\\nUSER {r} 0 * :raw {r}\\r\\n"
+        ));
+        self.line("wait 50ms");
+        let junk = self.one(&[
+            "PRIVMSG #lobby :ok from raw\\r\\n",
+            "PRIVMSG #lobby :nul\\x00byte\\r\\n",
+            "PRIVMSG #lobby :bare\\rcarriage return\\r\\n",
+            "PRIVMSG #lobby :bad utf-8 \\xff\\xfe\\r\\n",
+            "\\r\\n   \\r\\n",
+            ":fake!source@x PRIVMSG #lobby :spoofed source\\r\\n",
+            "@tag=1;+x=y PRIVMSG #lobby :with tags\\r\\n",
+            "privmsg #lobby :lower case verb\\r\\n",
+            "PRIVMSG   #lobby   :extra spaces\\r\\n",
+            "JOIN #a\\nPRIVMSG #a :lf only\\n",
+        ]);
+        self.line(format!("{r} write {junk}"));
+        if self.rng.random_bool(0.5) {
+            let long = "x".repeat(self.rng.random_range(480..700));
+            self.line(format!("{r} write PRIVMSG #lobby :{long}\\r\\n"));
+        }
+        self.raw.push(r);
+    }
+
+    /// A raw host that joins and stops reading while others talk.
+    fn slow_reader(&mut self) {
+        let r = format!("r{}", self.next_raw);
+        self.next_raw += 1;
+        self.line(format!("raw {r}"));
+        self.line("wait 50ms");
+        self.line(format!(
+            "{r} write NICK slow{r}\\r\\nUSER {r} 0 * :slow\\r\\n"
+        ));
+        self.line("wait 50ms");
+        self.line(format!("{r} stop-reading"));
+        if let Some(c) = self.someone() {
+            let text = "z".repeat(300);
+            self.line(format!("{c} say-many 40 {text}"));
+        }
+        self.raw.push(r);
+    }
+}
 
 /// The script for `seed`.
 pub fn generate(seed: u64, workload: Workload) -> String {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut s = String::new();
-    let line = |s: &mut String, text: String| {
-        s.push_str(&text);
-        s.push('\n');
+    let shape = Shape::random(&mut rng);
+    let small_sendq = rng.random_ratio(1, 4);
+    let mut g = Gen {
+        rng,
+        s: String::new(),
+        live: Vec::new(),
+        raw: Vec::new(),
+        crashed: Vec::new(),
+        next_client: 1,
+        next_raw: 1,
+        said: 0,
+        partitioned: BTreeSet::new(),
+        oneway: BTreeSet::new(),
+        held: BTreeSet::new(),
+        pings_blocked: false,
     };
-    line(
-        &mut s,
-        format!(
-            "# Generated by the explorer from seed {seed} ({} clients, {} steps).",
-            workload.clients, workload.steps
-        ),
-    );
-    line(
-        &mut s,
-        "server --ping-interval 10s --ping-timeout 5s".into(),
-    );
-    let mut live: Vec<String> = Vec::new();
-    let mut next_client = 1;
-    let mut add_client = |s: &mut String, rng: &mut SmallRng, live: &mut Vec<String>| {
-        let name = format!("c{next_client}");
-        next_client += 1;
-        let misses = rng.random_range(1..=3);
-        line(
-            s,
-            format!("client {name} --ping-interval 3s --ping-misses {misses}"),
-        );
-        live.push(name);
-    };
+    g.line(format!(
+        "# Generated by the explorer from seed {seed} ({} clients, {} steps).",
+        workload.clients, workload.steps
+    ));
+    g.line(format!("# Shape: {shape}."));
+    g.line(if small_sendq {
+        "server --ping-interval 10s --ping-timeout 5s --sendq-bytes 8192"
+    } else {
+        "server --ping-interval 10s --ping-timeout 5s"
+    });
     for _ in 0..workload.clients {
-        add_client(&mut s, &mut rng, &mut live);
+        g.add_client();
     }
-    line(&mut s, "wait 100ms".into());
-    for c in &live {
-        line(
-            &mut s,
-            format!("{c} name {}", NAMES[rng.random_range(0..NAMES.len())]),
-        );
+    g.line("wait 100ms");
+    for c in g.live.clone() {
+        let nick = g.one(NAMES);
+        g.line(format!("{c} name {nick}"));
     }
-    line(&mut s, "wait 1s".into());
-    let mut partitioned: BTreeSet<String> = BTreeSet::new();
-    let mut held: BTreeSet<String> = BTreeSet::new();
-    let mut pings_blocked = false;
-    let mut said = 0;
+    g.line("wait 1s");
     for _ in 0..workload.steps {
-        let pick = |rng: &mut SmallRng, live: &[String]| {
-            live.get(rng.random_range(0..live.len().max(1))).cloned()
-        };
-        match rng.random_range(0..100) {
-            0..=34 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    said += 1;
-                    line(&mut s, format!("{c} say message {said} from {c}"));
-                }
-            }
-            35..=49 => line(&mut s, format!("wait {}ms", rng.random_range(50..2000))),
-            50..=57 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    line(
-                        &mut s,
-                        format!("{c} name {}", NAMES[rng.random_range(0..NAMES.len())]),
-                    );
-                }
-            }
-            58..=61 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    let how = if rng.random_bool(0.5) {
-                        "quit"
-                    } else {
-                        "close"
-                    };
-                    line(&mut s, format!("{c} {how}"));
-                    live.retain(|x| *x != c);
-                }
-            }
-            62..=64 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    line(&mut s, format!("crash {c}"));
-                    live.retain(|x| *x != c);
-                    partitioned.remove(&c);
-                    held.remove(&c);
-                }
-            }
-            65..=69 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    if partitioned.insert(c.clone()) {
-                        line(&mut s, format!("partition {c} server"));
-                    } else {
-                        partitioned.remove(&c);
-                        line(&mut s, format!("repair {c} server"));
-                    }
-                }
-            }
-            70..=72 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    if held.insert(c.clone()) {
-                        line(&mut s, format!("hold {c} server"));
-                    } else {
-                        held.remove(&c);
-                        line(&mut s, format!("release {c} server"));
-                    }
-                }
-            }
-            73..=77 => {
-                if let Some(c) = pick(&mut rng, &live) {
-                    line(
-                        &mut s,
-                        format!("latency {c} server {}ms", rng.random_range(0..300)),
-                    );
-                }
-            }
-            78..=79 => {
-                pings_blocked = !pings_blocked;
-                line(
-                    &mut s,
-                    (if pings_blocked {
-                        "block-pings"
-                    } else {
-                        "unblock-pings"
-                    })
-                    .into(),
-                );
-            }
-            80..=85 => {
-                add_client(&mut s, &mut rng, &mut live);
-                let c = live.last().expect("just added").clone();
-                line(&mut s, "wait 100ms".into());
-                line(
-                    &mut s,
-                    format!("{c} name {}", NAMES[rng.random_range(0..NAMES.len())]),
-                );
-            }
-            86..=87 => {
-                line(&mut s, "crash server".into());
-                line(&mut s, format!("wait {}ms", rng.random_range(100..20_000)));
-                line(&mut s, "restart server".into());
-            }
-            88 => {
-                line(&mut s, "ctrl-c server".into());
-                break;
-            }
-            _ => line(&mut s, format!("wait {}ms", rng.random_range(1..200))),
+        let kind = shape.pick(&mut g.rng);
+        g.step(kind);
+        if g.s.ends_with("ctrl-c server\n") {
+            break;
         }
     }
     // Heal the network so the final checks see settled state.
-    for c in &partitioned {
-        line(&mut s, format!("repair {c} server"));
+    for c in std::mem::take(&mut g.partitioned) {
+        g.line(format!("repair {c} server"));
     }
-    for c in &held {
-        line(&mut s, format!("release {c} server"));
+    for (a, b) in std::mem::take(&mut g.oneway) {
+        g.line(format!("repair-oneway {a} {b}"));
     }
-    if pings_blocked {
-        line(&mut s, "unblock-pings".into());
+    for c in std::mem::take(&mut g.held) {
+        g.line(format!("release {c} server"));
     }
-    let _ = writeln!(s, "wait 2s");
-    s
+    if g.pings_blocked {
+        g.line("unblock-pings");
+    }
+    let _ = writeln!(g.s, "wait 2s");
+    g.s
 }
 
 /// One explored seed's result.

@@ -65,6 +65,9 @@ pub struct ClientRecord {
     pub connected: bool,
     /// It stopped reading on purpose (a slow reader): what it did not read is not lost.
     pub stopped_reading: bool,
+    /// A raw host: a bare socket with no liveness of its own, so it cannot notice a dead link
+    /// or a server that went away without closing it, and is not expected to.
+    pub raw: bool,
 }
 
 /// What the server's core queued for one connection.

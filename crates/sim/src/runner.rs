@@ -326,6 +326,25 @@ impl<'a> Runner<'a> {
                     );
                 }
             }
+            Step::Join { client, room } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Join(room.clone())),
+            ),
+            Step::Msg { client, to, text } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Msg {
+                    to: to.clone(),
+                    text: text.clone(),
+                }),
+            ),
+            Step::Quote { client, line } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Raw(line.clone())),
+            ),
+            Step::Names { client } => self.send(where_, client, ClientCmd::Session(Command::Names)),
             Step::Quit { client } => {
                 self.send(where_, client, ClientCmd::Session(Command::Quit(None)))
             }
@@ -358,6 +377,8 @@ impl<'a> Runner<'a> {
             Step::Repair(a, b) => self.sim.repair(a.as_str(), b.as_str()),
             Step::Hold(a, b) => self.sim.hold(a.as_str(), b.as_str()),
             Step::Release(a, b) => self.sim.release(a.as_str(), b.as_str()),
+            Step::PartitionOneway(a, b) => self.sim.partition_oneway(a.as_str(), b.as_str()),
+            Step::RepairOneway(a, b) => self.sim.repair_oneway(a.as_str(), b.as_str()),
             Step::Crash(host) => {
                 // A host that loses power sends nothing more, not even a FIN: cut its links first
                 // (turmoil's crash alone closes its sockets like a killed process would).
@@ -381,6 +402,12 @@ impl<'a> Runner<'a> {
             }
             Step::Restart(host) => {
                 self.crashed.remove(host);
+                if let Some(c) = self.journal.lock().clients.get_mut(host) {
+                    // A restarted client is a new session: checked like any other from here on.
+                    c.crashed = false;
+                    c.closed = None;
+                    c.stopped_reading = false;
+                }
                 for other in self.hosts() {
                     if other != *host {
                         self.sim.repair(host.as_str(), other.as_str());
@@ -540,7 +567,12 @@ impl<'a> Runner<'a> {
         self.clients.insert(name.to_owned(), tx);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let journal = self.journal.clone();
-        journal.lock().clients.entry(name.to_owned()).or_default();
+        journal
+            .lock()
+            .clients
+            .entry(name.to_owned())
+            .or_default()
+            .raw = raw;
         let host = name.to_owned();
         self.sim.host(name, move || {
             let (rx, journal, host, flags) =

@@ -47,6 +47,26 @@ pub enum Step {
         count: usize,
         text: String,
     },
+    /// A client joins a room (`/join`).
+    Join {
+        client: String,
+        room: String,
+    },
+    /// A client sends a direct message (`/msg`).
+    Msg {
+        client: String,
+        to: String,
+        text: String,
+    },
+    /// A client sends an IRC line as typed (`/quote`).
+    Quote {
+        client: String,
+        line: String,
+    },
+    /// A client asks for the current room's member list (`/names`).
+    Names {
+        client: String,
+    },
     /// A client types `quit`.
     Quit {
         client: String,
@@ -75,6 +95,9 @@ pub enum Step {
     Repair(String, String),
     Hold(String, String),
     Release(String, String),
+    /// Cut / restore only the direction from the first host to the second.
+    PartitionOneway(String, String),
+    RepairOneway(String, String),
     /// Crash a host as if it lost power (its links go silent first, so nothing more leaves it) /
     /// restart its software with its links back.
     Crash(String),
@@ -265,6 +288,8 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
         "partition" => two_hosts(w, verb).map(|(a, b)| Step::Partition(a, b))?,
         "repair" => two_hosts(w, verb).map(|(a, b)| Step::Repair(a, b))?,
         "hold" => two_hosts(w, verb).map(|(a, b)| Step::Hold(a, b))?,
+        "partition-oneway" => two_hosts(w, verb).map(|(a, b)| Step::PartitionOneway(a, b))?,
+        "repair-oneway" => two_hosts(w, verb).map(|(a, b)| Step::RepairOneway(a, b))?,
         "release" => two_hosts(w, verb).map(|(a, b)| Step::Release(a, b))?,
         "crash" => Step::Crash(w.get(1).ok_or("`crash` needs a host")?.to_string()),
         "restart" => Step::Restart(w.get(1).ok_or("`restart` needs a host")?.to_string()),
@@ -368,6 +393,20 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                         text: text.to_owned(),
                     }
                 }
+                "join" if text.starts_with('#') && !text.contains(' ') => Step::Join {
+                    client,
+                    room: text.to_owned(),
+                },
+                "msg" if w.len() > 3 => Step::Msg {
+                    client,
+                    to: w[2].to_owned(),
+                    text: rest_after(line, 3).to_owned(),
+                },
+                "quote" if !text.is_empty() => Step::Quote {
+                    client,
+                    line: text.to_owned(),
+                },
+                "names" => Step::Names { client },
                 "quit" => Step::Quit { client },
                 "close" => Step::Close { client },
                 "write" if !text.is_empty() => Step::Write {
@@ -377,7 +416,7 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                 "stop-reading" => Step::StopReading { client },
                 _ => {
                     return Err(format!(
-                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, say-many N TEXT, quit, close, write BYTES, stop-reading"
+                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, say-many N TEXT, join #ROOM, msg NICK TEXT, quote LINE, names, quit, close, write BYTES, stop-reading"
                     ));
                 }
             }

@@ -31,6 +31,9 @@ pub enum Command {
     Names,
     /// Leave, with an optional reason; the session ends.
     Quit(Option<String>),
+    /// Send one line as typed (`/quote`), for a command this client has no verb for. A line
+    /// with a CR, LF or NUL would be more than one line and is refused.
+    Raw(String),
 }
 
 /// How a message arrived.

@@ -153,6 +153,19 @@ impl Session {
             Command::Join(room) => self.command_join(&room),
             Command::Names => self.command_names(),
             Command::Quit(reason) => self.command_quit(now, reason),
+            Command::Raw(line) => self.command_raw(&line),
+        }
+    }
+
+    /// `/quote LINE`: the line as typed, if it is one line.
+    fn command_raw(&mut self, line: &str) {
+        if line.contains(['\r', '\n', '\0']) {
+            return self.emit(Event::ServerError {
+                text: "Not sent: a raw line cannot contain a line break or a NUL; send one line at a time".into(),
+            });
+        }
+        if !line.trim().is_empty() {
+            self.send(line.to_owned());
         }
     }
 
