@@ -80,12 +80,17 @@ struct Timing {
     /// same transcript: for checking that skipping changes nothing).
     #[arg(long)]
     no_skip_idle: bool,
+    /// How long to let things settle after a script's last step before the final checks
+    /// (timeouts need it: the explorer's clients give up on a silent server within ~15 s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    settle: Duration,
 }
 
 impl Timing {
     fn options(&self) -> RunOptions {
         RunOptions {
             skip_idle: !self.no_skip_idle,
+            settle: self.settle,
             ..RunOptions::default()
         }
     }

@@ -15,6 +15,7 @@
 //!   goodbye to every client as at a shutdown and then panics with the cause (see `mod.rs`).
 //!   A server without timers would never ping anyone or time anyone out.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -203,19 +204,22 @@ impl Shared {
         state: &mut State,
         to: ConnId,
         line: &BytesSlice,
-        overflowed: &mut Vec<ConnId>,
+        overflowed: &mut VecDeque<ConnId>,
     ) {
         if let Some(outbox) = state.outboxes.get(&to)
             && !outbox.push(line, self.sendq_bytes)
         {
             state.outboxes.remove(&to);
-            overflowed.push(to);
+            overflowed.push_back(to);
         }
     }
 
     fn apply(&self, state: &mut State, now: Millis) {
+        // Connections whose SendQ overflowed, to disconnect one at a time: each departure's
+        // outputs are carried out before the next one is handled, so an observer sees every
+        // input followed by exactly its outputs.
+        let mut overflowed = VecDeque::new();
         loop {
-            let mut overflowed = Vec::new();
             while let Some(out) = state.core.poll_output() {
                 if let Some(observer) = &self.observer {
                     observer.output(&out);
@@ -239,21 +243,19 @@ impl Shared {
                     }
                 }
             }
-            if overflowed.is_empty() {
+            // Its QUIT goes to others, whose queues may overflow in turn: loop until quiet.
+            let Some(conn) = overflowed.pop_front() else {
                 if let Some(observer) = &self.observer {
                     observer.changed(&state.core);
                 }
                 return;
+            };
+            warn!(%conn, limit = self.sendq_bytes, "client too slow; disconnecting (SendQ exceeded)");
+            let reason = "SendQ exceeded";
+            if let Some(observer) = &self.observer {
+                observer.input(now, Input::Disconnect { conn, reason });
             }
-            // Their QUITs go to others, whose queues may overflow in turn: loop until quiet.
-            for conn in overflowed {
-                warn!(%conn, limit = self.sendq_bytes, "client too slow; disconnecting (SendQ exceeded)");
-                let reason = "SendQ exceeded";
-                if let Some(observer) = &self.observer {
-                    observer.input(now, Input::Disconnect { conn, reason });
-                }
-                state.core.handle_disconnect(now, conn, reason);
-            }
+            state.core.handle_disconnect(now, conn, reason);
         }
     }
 }
