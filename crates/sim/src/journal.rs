@@ -65,6 +65,8 @@ pub struct ClientRecord {
     pub connected: bool,
     /// It stopped reading on purpose (a slow reader): what it did not read is not lost.
     pub stopped_reading: bool,
+    /// When it last read a line from the server.
+    pub last_read: Option<Duration>,
     /// A raw host: a bare socket with no liveness of its own, so it cannot notice a dead link
     /// or a server that went away without closing it, and is not expected to.
     pub raw: bool,
@@ -416,6 +418,7 @@ impl Recorded {
         let mut r = self.journal.lock();
         let c = r.clients.entry(self.host.clone()).or_default();
         if incoming {
+            c.last_read = Some(now());
             c.received.entry(self.local).or_default().push(text.clone());
             c.seen.push(text);
         }

@@ -114,7 +114,7 @@ pub fn run(script: &Script, options: &RunOptions) -> Outcome {
     let mut runner = Runner::new(journal.clone(), options, due);
     let completed = runner.run_steps(script);
     if completed {
-        runner.wait(options.settle);
+        runner.settle(options.settle);
     }
     journal.lock().ended_at = runner.sim.elapsed();
     let mut failed = std::mem::take(&mut runner.failed);
@@ -253,6 +253,35 @@ impl<'a> Runner<'a> {
             }
         }
         true
+    }
+
+    /// Lets the run settle after the script, for at most `limit`: it ends as soon as the final
+    /// checks pass, nothing is in flight, and every client still open has heard from the server
+    /// since the script ended (so a connection that only looks alive, a dead link nobody has
+    /// noticed yet, is given the time to be noticed).
+    fn settle(&mut self, limit: Duration) {
+        let (began, end) = (self.sim.elapsed(), self.sim.elapsed() + limit);
+        while self.sim.elapsed() < end {
+            let chunk = Duration::from_secs(1).min(end - self.sim.elapsed());
+            if !self.wait(chunk) {
+                return;
+            }
+            if self.sim.until_next_delivery().is_some() {
+                continue;
+            }
+            let mut r = self.journal.lock();
+            r.ended_at = self.sim.elapsed();
+            let heard = r.clients.values().all(|c| {
+                c.raw
+                    || c.crashed
+                    || c.closed.is_some()
+                    || !c.connected
+                    || c.last_read.is_some_and(|t| t > began)
+            });
+            if heard && r.violations.is_empty() && check::final_state(&r).is_empty() {
+                return;
+            }
+        }
     }
 
     /// How long nothing can happen from now (at least one tick, at most until `target`): until
