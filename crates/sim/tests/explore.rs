@@ -74,3 +74,14 @@ fn parallel_exploration_is_deterministic() {
     assert_eq!(summary(&one), summary(&two));
     assert!(one.windows(2).all(|w| w[0].seed < w[1].seed));
 }
+
+/// The exploration cargo-mutants runs as the only test (docs/simulation.md, "Mutation
+/// testing"): 300 fixed seeds, nothing else. Ignored in ordinary runs (the CI-sized run above
+/// covers these seeds and more).
+#[test]
+#[ignore = "cargo-mutants' test command; run with --ignored"]
+fn mutation_testing_exploration() {
+    let workload = Workload::default();
+    let (failures, _) = explore(0, 300, workload, None);
+    assert!(failures.is_empty(), "{}", report(&failures, workload));
+}
