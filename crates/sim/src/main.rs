@@ -101,7 +101,10 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
     match name {
         "case-sensitive-names" => Ok(Bug::CaseSensitiveNames),
         "drop-for-one-member" => Ok(Bug::DropForOneMember),
-        _ => Err("known bugs: case-sensitive-names, drop-for-one-member".into()),
+        "name-kept-on-disconnect" => Ok(Bug::NameKeptOnDisconnect),
+        "quit-untold-to-one" => Ok(Bug::QuitUntoldToOne),
+        "part-unseen-by-leaver" => Ok(Bug::PartUnseenByLeaver),
+        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver".into()),
     }
 }
 

@@ -574,6 +574,7 @@ impl<'a> Runner<'a> {
                 flood: flags.flood,
                 epoch_millis: EPOCH_SECS * 1000,
                 observer: ObserverSlot(Some(Arc::new(journal.server_observer(inc, settings)))),
+                abort_on_core_panic: false,
                 ..ServerOptions::default()
             };
             let (journal, blocked) = (journal.clone(), blocked.clone());

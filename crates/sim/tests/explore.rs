@@ -44,6 +44,11 @@ fn ci_sized_exploration_finds_no_violation() {
 #[rstest]
 #[case::case_sensitive_name_uniqueness(Bug::CaseSensitiveNames, "the server's name table gives")]
 #[case::a_message_dropped_for_one_member(Bug::DropForOneMember, "was owed `:")]
+// Mutants of the kind cargo-mutants makes (docs/simulation.md), planted as bugs so that this
+// test needs no rebuild: each was missed by the explorer before the reference model.
+#[case::a_name_kept_after_a_timeout(Bug::NameKeptOnDisconnect, "the server's name table gives")]
+#[case::a_quit_untold_to_one_peer(Bug::QuitUntoldToOne, "QUIT")]
+#[case::a_part_unseen_by_the_leaver(Bug::PartUnseenByLeaver, "PART")]
 fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
     let (failures, _) = explore(0, 30, Workload::default(), Some(bug));
     let first = failures.first().expect("a failing seed within 30");

@@ -141,6 +141,11 @@ pub struct ServerOptions {
     pub epoch_millis: u64,
     /// Sees every decision of the core (the simulation's checkers); usually empty.
     pub observer: ObserverSlot,
+    /// A panic under the core's lock aborts the process (the panic policy; `true` in every
+    /// real server). A simulation turns it off so that such a panic fails the seed that found
+    /// it instead of ending the whole exploration: the panic then unwinds like any other, and
+    /// the half-changed core is used as is (only ever inside a run already failed).
+    pub abort_on_core_panic: bool,
 }
 
 impl Default for ServerOptions {
@@ -154,6 +159,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(5),
             epoch_millis: 0,
             observer: ObserverSlot::default(),
+            abort_on_core_panic: true,
         }
     }
 }

@@ -56,11 +56,13 @@ struct CoreGuard<'a> {
     /// panicked, telling the core it left. Its call is not the panic; a panic inside it would be
     /// a panic during a panic, which Rust aborts on by itself.
     unwinding: bool,
+    /// [`ServerOptions::abort_on_core_panic`].
+    abort: bool,
 }
 
 impl Drop for CoreGuard<'_> {
     fn drop(&mut self) {
-        if !self.unwinding && std::thread::panicking() {
+        if self.abort && !self.unwinding && std::thread::panicking() {
             abort_half_changed();
         }
     }
@@ -98,6 +100,7 @@ pub(super) struct Shared {
     /// How long a closed connection may take to flush.
     pub(super) grace: Duration,
     observer: Option<Arc<dyn Observer>>,
+    abort_on_core_panic: bool,
     /// Wakes the timer task when the core may have an earlier deadline.
     timer: Notify,
 }
@@ -118,6 +121,7 @@ impl Shared {
             max_line: options.max_line,
             grace: options.shutdown_grace,
             observer: options.observer.0.clone(),
+            abort_on_core_panic: options.abort_on_core_panic,
             timer: Notify::new(),
         }
     }
@@ -125,11 +129,16 @@ impl Shared {
     /// Locks the core. Never poisoned: a panic under this lock aborts (see [`CoreGuard`]).
     fn lock(&self) -> CoreGuard<'_> {
         let unwinding = std::thread::panicking();
-        let state = self
-            .state
-            .lock()
-            .expect("the core's lock is never poisoned (a panic under it aborts)");
-        CoreGuard { state, unwinding }
+        let state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) if !self.abort_on_core_panic => poisoned.into_inner(),
+            Err(_) => unreachable!("the core's lock is never poisoned (a panic under it aborts)"),
+        };
+        CoreGuard {
+            state,
+            unwinding,
+            abort: self.abort_on_core_panic,
+        }
     }
 
     /// Runs `f` on the core, then carries out every output it produced.

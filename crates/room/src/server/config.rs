@@ -51,6 +51,13 @@ pub enum Bug {
     CaseSensitiveNames,
     /// Every 5th room message is not delivered to the room's second member.
     DropForOneMember,
+    /// A name stays reserved when its holder leaves any way but `QUIT` (a timeout, a dropped
+    /// connection): the kind of slip a mutant makes on one path of `remove_conn`.
+    NameKeptOnDisconnect,
+    /// A departing user's `QUIT` is not told to the first of its peers.
+    QuitUntoldToOne,
+    /// A room's `PART` is not shown to the one leaving (a mutant of the recipients' filter).
+    PartUnseenByLeaver,
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,

@@ -3,6 +3,8 @@
 //! one place.
 
 use super::commands::Params;
+#[cfg(feature = "deliberate-bugs")]
+use super::config::Bug;
 use super::{ConnId, Server};
 use crate::time::Millis;
 
@@ -40,7 +42,14 @@ impl Server {
         let rooms: Vec<String> = c.rooms.iter().cloned().collect();
         if let Some(nick) = c.nick.clone() {
             let key = self.nick_key(&nick);
-            self.nicks.remove(&key);
+            #[cfg(feature = "deliberate-bugs")]
+            let keep =
+                self.config.bug == Some(Bug::NameKeptOnDisconnect) && !reason.starts_with("Quit");
+            #[cfg(not(feature = "deliberate-bugs"))]
+            let keep = false;
+            if !keep {
+                self.nicks.remove(&key);
+            }
         }
         for key in rooms {
             self.leave_room(id, &key);
@@ -48,6 +57,13 @@ impl Server {
         self.conns.remove(id);
         self.compact_timers();
         if registered {
+            #[cfg(feature = "deliberate-bugs")]
+            let peers: std::collections::BTreeSet<ConnId> =
+                if self.config.bug == Some(Bug::QuitUntoldToOne) {
+                    peers.into_iter().skip(1).collect()
+                } else {
+                    peers
+                };
             self.fanout(now, peers.into_iter(), Some(&prefix), "QUIT", &[reason]);
         }
     }

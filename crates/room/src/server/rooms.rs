@@ -125,6 +125,13 @@ impl Server {
             room.members.keys().copied().collect()
         };
         let prefix = self.conns.live(id).prefix.clone();
+        #[cfg(feature = "deliberate-bugs")]
+        let members: Vec<ConnId> =
+            if self.config.bug == Some(super::config::Bug::PartUnseenByLeaver) {
+                members.into_iter().filter(|&m| m != id).collect()
+            } else {
+                members
+            };
         match reason {
             Some(r) if !r.is_empty() => {
                 self.fanout(now, members.into_iter(), Some(&prefix), "PART", &[&name, r])
