@@ -145,7 +145,11 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        assert!(client.block_on(greeting(addr)).contains(" 001 probe "));
+        let first = client.block_on(greeting(addr));
+        assert!(
+            first.contains(" 001 probe "),
+            "the first line was {first:?}"
+        );
         drop(server);
         assert!(
             std::net::TcpStream::connect(addr).is_err(),
