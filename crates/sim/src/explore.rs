@@ -316,11 +316,13 @@ impl Gen {
             }
             Kind::Leave => {
                 let Some(c) = self.someone() else { return };
-                let how = self.one(&["quit", "close", "ctrl-c"]);
-                if how == "ctrl-c" {
-                    self.line(format!("ctrl-c {c}"));
-                } else {
-                    self.line(format!("{c} {how}"));
+                let how = self.one(&["quit", "close", "ctrl-c", "empty", "reason"]);
+                match how {
+                    "ctrl-c" => self.line(format!("ctrl-c {c}")),
+                    // QUIT with an empty reason, and with one of the person's own.
+                    "empty" => self.line(format!("{c} quote QUIT :")),
+                    "reason" => self.line(format!("{c} quote QUIT :off to lunch")),
+                    _ => self.line(format!("{c} {how}")),
                 }
                 self.forget(&c);
             }
