@@ -234,8 +234,10 @@ impl Gen {
                 let n = self.said;
                 if self.rng.random_ratio(1, 3) {
                     let other = self.one(NAMES);
+                    // Four targets are allowed (MAXTARGETS); five are refused whole.
+                    let more = if self.rng.random_bool(0.3) { ",#a" } else { "" };
                     self.line(format!(
-                        "{c} quote PRIVMSG {to},{other},#lobby,#lobby :to several {n}"
+                        "{c} quote PRIVMSG {to},{other},#lobby,#lobby{more} :to several {n}"
                     ));
                 } else if self.rng.random_ratio(1, 4) {
                     self.line(format!("{c} quote NOTICE {to} :notice {n}"));
@@ -446,7 +448,8 @@ impl Gen {
         ]);
         self.line(format!("{r} write {junk}"));
         if self.rng.random_bool(0.5) {
-            let long = "x".repeat(self.rng.random_range(480..700));
+            // Some fit the 512 bytes only without the relayed source: refused with 417.
+            let long = "x".repeat(self.rng.random_range(440..700));
             self.line(format!("{r} write PRIVMSG #lobby :{long}\\r\\n"));
         }
         self.raw.push(r);

@@ -209,12 +209,18 @@ struct Owed {
     closes: BTreeSet<u64>,
     /// Member lists owed: (connection, room name) → nicks, from `353` or `352` replies.
     lists: BTreeMap<(u64, String, &'static str), BTreeSet<String>>,
+    /// Whether the input's error replies are modelled (those of `PRIVMSG` and `NOTICE`): then
+    /// `errors` holds the numerics owed, in order.
+    errors_modelled: bool,
+    errors: BTreeMap<u64, Vec<String>>,
 }
 
 /// What the core queued during one input.
 #[derive(Debug, Default)]
 struct Queued {
     lines: BTreeMap<u64, Vec<Said>>,
+    /// Error numerics (`4xx`), by code.
+    errors: BTreeMap<u64, Vec<String>>,
     closes: BTreeSet<u64>,
     lists: BTreeMap<(u64, String, &'static str), BTreeSet<String>>,
 }
@@ -347,6 +353,14 @@ impl Model {
             let text = text.trim_end_matches("\r\n");
             if let Some(said) = checked(text) {
                 self.queued.lines.entry(to).or_default().push(said);
+            } else if let Some((_, code, _)) =
+                parse(text).filter(|(_, v, _)| v.starts_with('4') && v.len() == 3)
+            {
+                self.queued
+                    .errors
+                    .entry(to)
+                    .or_default()
+                    .push(code.to_owned());
             } else if let Some((_, verb @ ("353" | "352"), params)) = parse(text) {
                 let (room, names): (&str, Vec<&str>) = if verb == "353" {
                     (
@@ -464,6 +478,27 @@ impl Model {
                     conn: Some(id),
                     text,
                 });
+            }
+        }
+        if owed.errors_modelled {
+            let ids: BTreeSet<u64> = owed
+                .errors
+                .keys()
+                .chain(queued.errors.keys())
+                .copied()
+                .collect();
+            for id in ids {
+                let want = owed.errors.get(&id).cloned().unwrap_or_default();
+                let got = queued.errors.get(&id).cloned().unwrap_or_default();
+                if want != got {
+                    found.push(Divergence {
+                        conn: Some(id),
+                        text: format!(
+                            "after {}, connection {id} was owed the error replies {want:?} but the server queued {got:?}",
+                            owed.what
+                        ),
+                    });
+                }
             }
         }
         if owed.closes != queued.closes {
@@ -617,8 +652,16 @@ impl Model {
                 }
             }
             "PRIVMSG" | "NOTICE" => {
-                if let (Some(targets), Some(text)) = (get(0), get(1)) {
-                    self.message(id, &verb, targets, text, owed);
+                owed.errors_modelled = true;
+                let notice = verb == "NOTICE";
+                match (
+                    get(0).filter(|t| !t.is_empty()),
+                    get(1).filter(|t| !t.is_empty()),
+                ) {
+                    (Some(targets), Some(text)) => self.message(id, &verb, targets, text, owed),
+                    (None, _) if !notice => owe_numeric(owed, id, "411"),
+                    (Some(_), None) if !notice => owe_numeric(owed, id, "412"),
+                    _ => {}
                 }
             }
             "TOPIC" => {
@@ -769,22 +812,34 @@ impl Model {
         if targets.is_empty() || text.is_empty() {
             return;
         }
+        let notice = verb == "NOTICE";
         let targets: Vec<&str> = targets.split(',').filter(|t| !t.is_empty()).collect();
         if targets.len() > MAX_TARGETS {
+            if !notice {
+                owe_numeric(owed, id, "407");
+            }
             return;
         }
         let c = &self.conns[&id];
         let (prefix, echo) = (c.prefix(), c.echo);
         for target in targets {
             let relayed = 1 + prefix.len() + 1 + verb.len() + 1 + target.len() + 2 + text.len() + 2;
+            let refuse = |owed: &mut Owed, code: &str| {
+                if !notice {
+                    owe_numeric(owed, id, code);
+                }
+            };
             if relayed > MAX_BODY_LEN {
+                refuse(owed, "417");
                 continue;
             }
             if target.starts_with('#') {
                 let Some(room) = self.rooms.get(&fold(target)) else {
+                    refuse(owed, "403");
                     continue;
                 };
                 if !room.members.contains(&id) {
+                    refuse(owed, "404");
                     continue;
                 }
                 for &m in room.members.iter().filter(|&&m| echo || m != id) {
@@ -792,10 +847,12 @@ impl Model {
                 }
             } else {
                 let Some(&to) = self.nicks.get(&fold(target)) else {
+                    refuse(owed, "401");
                     continue;
                 };
                 let peer = &self.conns[&to];
                 if !peer.registered {
+                    refuse(owed, "401");
                     continue;
                 }
                 let name = peer.nick.clone().unwrap_or_default();
@@ -886,6 +943,10 @@ fn owe(owed: &mut Owed, to: u64, source: Option<&str>, verb: &str, params: &[&st
         verb: verb.to_owned(),
         params: params.iter().map(|p| p.to_string()).collect(),
     });
+}
+
+fn owe_numeric(owed: &mut Owed, to: u64, code: &str) {
+    owed.errors.entry(to).or_default().push(code.to_owned());
 }
 
 fn owe_server(owed: &mut Owed, to: u64, verb: &str, params: &[&str]) {
