@@ -196,7 +196,6 @@ impl Gen {
     }
 
     fn step(&mut self, kind: Kind) {
-        let rng_wait = |g: &mut Gen, lo: u64, hi: u64| g.rng.random_range(lo..hi);
         match kind {
             Kind::Chat => {
                 let Some(c) = self.someone() else { return };
@@ -349,12 +348,12 @@ impl Gen {
                 let Some(c) = self.someone() else { return };
                 match self.rng.random_range(0..12) {
                     0..=2 => {
-                        if self.partitioned.insert(c.clone()) {
-                            self.line(format!("partition {c} server"));
+                        let verb = if toggle(&mut self.partitioned, c.clone()) {
+                            "partition"
                         } else {
-                            self.partitioned.remove(&c);
-                            self.line(format!("repair {c} server"));
-                        }
+                            "repair"
+                        };
+                        self.line(format!("{verb} {c} server"));
                     }
                     3..=4 => {
                         let (a, b) = if self.rng.random_bool(0.5) {
@@ -362,27 +361,28 @@ impl Gen {
                         } else {
                             ("server".to_owned(), c.clone())
                         };
-                        if self.oneway.insert((a.clone(), b.clone())) {
-                            self.line(format!("partition-oneway {a} {b}"));
+                        let cut = toggle(&mut self.oneway, (a.clone(), b.clone()));
+                        let verb = if cut {
+                            "partition-oneway"
                         } else {
-                            self.oneway.remove(&(a.clone(), b.clone()));
-                            self.line(format!("repair-oneway {a} {b}"));
-                        }
+                            "repair-oneway"
+                        };
+                        self.line(format!("{verb} {a} {b}"));
                     }
                     5..=6 => {
-                        if self.held.insert(c.clone()) {
-                            self.line(format!("hold {c} server"));
+                        let verb = if toggle(&mut self.held, c.clone()) {
+                            "hold"
                         } else {
-                            self.held.remove(&c);
-                            self.line(format!("release {c} server"));
-                        }
+                            "release"
+                        };
+                        self.line(format!("{verb} {c} server"));
                     }
                     7..=8 => {
-                        let ms = rng_wait(self, 0, 300);
+                        let ms = self.rng.random_range(0..300);
                         self.line(format!("latency {c} server {ms}ms"));
                     }
                     9 => {
-                        let ms = rng_wait(self, 1, 150);
+                        let ms = self.rng.random_range(1..150);
                         self.line(format!("jitter {ms}ms"));
                     }
                     _ => {
@@ -402,7 +402,7 @@ impl Gen {
                     return;
                 }
                 self.line("crash server");
-                let ms = rng_wait(self, 100, 20_000);
+                let ms = self.rng.random_range(100..20_000);
                 self.line(format!("wait {ms}ms"));
                 self.line("restart server");
             }
@@ -414,9 +414,9 @@ impl Gen {
             }
             Kind::Wait => {
                 let ms = if self.rng.random_bool(0.7) {
-                    rng_wait(self, 1, 200)
+                    self.rng.random_range(1..200)
                 } else {
-                    rng_wait(self, 200, 3000)
+                    self.rng.random_range(200..3000)
                 };
                 self.line(format!("wait {ms}ms"));
             }
@@ -471,6 +471,16 @@ impl Gen {
             self.line(format!("{c} say-many 40 {text}"));
         }
         self.raw.push(r);
+    }
+}
+
+/// Adds `key` to `set` if absent (`true`: the fault starts), else removes it (`false`: it ends).
+fn toggle<K: Ord>(set: &mut BTreeSet<K>, key: K) -> bool {
+    if set.remove(&key) {
+        false
+    } else {
+        set.insert(key);
+        true
     }
 }
 
