@@ -620,6 +620,33 @@ pub fn explore_with(
     jobs: usize,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> (Vec<Explored>, Duration) {
+    explore_seeds(start, count, workload, options, jobs, progress, false)
+}
+
+/// Runs seeds from `start` like [`explore_with`] but stops handing out seeds once one has failed,
+/// and returns the lowest failing seed found (seeds already running finish, so with several
+/// workers it is not always the lowest of the range). This is mutation testing's test command:
+/// a caught mutant costs its first failing seed, not the whole range.
+pub fn first_failure(
+    start: u64,
+    count: u64,
+    workload: Workload,
+    options: &RunOptions,
+    jobs: usize,
+) -> Option<Explored> {
+    let (failures, _) = explore_seeds(start, count, workload, options, jobs, &|_| {}, true);
+    failures.into_iter().next()
+}
+
+fn explore_seeds(
+    start: u64,
+    count: u64,
+    workload: Workload,
+    options: &RunOptions,
+    jobs: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+    stop_at_failure: bool,
+) -> (Vec<Explored>, Duration) {
     let began = Instant::now();
     let next = AtomicU64::new(start);
     let (done, failed) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -629,7 +656,9 @@ pub fn explore_with(
             scope.spawn(|| {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= start + count {
+                    if seed >= start + count
+                        || stop_at_failure && failed.load(Ordering::Relaxed) > 0
+                    {
                         break;
                     }
                     let explored = run_seed(seed, workload, options);

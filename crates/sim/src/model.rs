@@ -4,39 +4,50 @@
 //! The model follows one server incarnation's inputs in the one order its core handled them
 //! (connections, lines, disconnections, timer wake-ups, shutdown; see
 //! [`parla_net::server::Observer`]) and keeps its own books: who holds which name (compared
-//! case-insensitively), who is in which room, each room's topic, each connection's capabilities
-//! and liveness. From those it predicts, for every input, exactly what each connection is owed:
+//! case-insensitively), who is in which room, each room's topic and creation time, each
+//! connection's capabilities, modes, away message, real name and liveness, and the server's
+//! counters. From those it predicts, for every input, **every line** each connection is owed, in
+//! order:
 //!
-//! - every room message, direct message, join, part, quit, rename and topic change, from the
-//!   right source with the right parameters, exactly once, to exactly the right people (and to
-//!   nobody else);
-//! - the welcome (`001`) when, and only when, registration completes;
-//! - the `ERROR` that ends a connection the server closes (a `QUIT`, a timeout, a shutdown), and
-//!   the shutdown notice;
-//! - the member list of a room (`353` on `JOIN` and `NAMES`, `352` on `WHO`) for a member;
-//! - which connections are closed.
+//! - every room message, direct message, join, part, quit, rename, mode and topic change, from
+//!   the right source with the right parameters, exactly once, to exactly the right people (and
+//!   to nobody else);
+//! - every reply: the welcome burst (`001`–`005`, the `LUSERS` counts, the MOTD) when, and only
+//!   when, registration completes; member lists (`353`, split as full as 512 bytes allow, `366`);
+//!   `WHO`, `WHOIS`, `LIST`, `ISON`, `USERHOST`, `MODE`, `AWAY`, `TOPIC`, `CAP`, `PONG`, `TIME`,
+//!   `VERSION` replies with their parameters; every error numeric and `FAIL` for a refused line;
+//! - the server's liveness `PING`s, when they fall due;
+//! - the `ERROR` that ends a connection the server closes (a `QUIT`, a timeout, a shutdown), the
+//!   shutdown notice, and which connections are closed.
 //!
-//! After each input the model compares its prediction with what the core queued; the first
-//! difference is reported with the connection, the simulated time, and the expected and actual
-//! lines. Together with [`crate::check`]'s delivery check (every line queued reaches its client,
-//! in order, unless the link broke), that checks each client's whole transcript of relayed
-//! events. Replies to queries beyond the member lists (`WHOIS`, `LUSERS`, error numerics, ...)
-//! are not modelled.
+//! Lines are compared by source, verb and parameters (tags and the colon convention do not
+//! matter); a parameter the model leaves open (a human-readable text with no data in it, a
+//! clock reading) matches anything. After each input the model compares its prediction with
+//! what the core queued; the first difference is reported with the connection, the simulated
+//! time, and the expected and actual lines. Together with [`crate::check`]'s delivery check
+//! (every line queued reaches its client, in order, unless the link broke), that checks each
+//! client's whole transcript.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use parla_net::server::Input;
 use parla_room::limits::{
-    CAPS, CHANNEL_LEN, MAX_BODY_LEN, MAX_ROOMS_PER_USER, MAX_TARGETS, NICK_LEN, SHUTDOWN_ERROR,
-    SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN,
+    AWAY_LEN, CAPS, CHANNEL_LEN, MAX_BODY_LEN, MAX_ROOMS_PER_USER, MAX_TAGS_LEN, MAX_TARGETS,
+    NICK_LEN, REALNAME_LEN, SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN,
 };
 use parla_room::{ConnId, Millis, Output};
 
 /// The server settings the model needs (the simulation's `server` flags).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The server's name, the source of its own lines.
+    pub server_name: String,
+    /// The version it reports (`004`, `351`).
+    pub version: String,
     /// The room everyone joins on registering.
     pub default_room: Option<String>,
+    /// The message of the day, line by line (none: `422`).
+    pub motd: Vec<String>,
     /// Silence before the server pings a user, in ms.
     pub ping_interval_ms: u64,
     /// Time to answer a ping, in ms.
@@ -45,13 +56,39 @@ pub struct Settings {
     pub registration_timeout_ms: u64,
 }
 
+/// A parameter the model leaves open: any value matches.
+const ANY: &str = "\u{0}any";
+/// Any number of further parameters, of any value (the `005` tokens).
+const ANY_REST: &str = "\u{0}any…";
+
 /// A line as the model compares it: its source, verb and parameters, whatever the encoding
-/// (tags, and whether the last parameter was written with a colon, do not matter).
+/// (tags, and whether the last parameter was written with a colon, do not matter). In a
+/// prediction a parameter may be [`ANY`] or end with [`ANY_REST`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Said {
     source: Option<String>,
     verb: String,
     params: Vec<String>,
+}
+
+impl Said {
+    /// Whether the line `got` is this predicted line.
+    fn admits(&self, got: &Said) -> bool {
+        if self.source != got.source || self.verb != got.verb {
+            return false;
+        }
+        let mut i = 0;
+        for want in &self.params {
+            if want == ANY_REST {
+                return true;
+            }
+            match got.params.get(i) {
+                Some(p) if want == ANY || want == p => i += 1,
+                _ => return false,
+            }
+        }
+        i == got.params.len()
+    }
 }
 
 impl std::fmt::Display for Said {
@@ -61,6 +98,11 @@ impl std::fmt::Display for Said {
         }
         write!(f, "{}", self.verb)?;
         for (i, p) in self.params.iter().enumerate() {
+            let p = match p.as_str() {
+                ANY => "<any>",
+                ANY_REST => "<any…>",
+                p => p,
+            };
             if i + 1 == self.params.len() && (p.is_empty() || p.contains(' ') || p.starts_with(':'))
             {
                 write!(f, " :{p}")?;
@@ -107,29 +149,20 @@ pub fn parse(line: &str) -> Option<(Option<&str>, &str, Vec<&str>)> {
     Some((source, verb, params))
 }
 
-/// The model's view of a server line, if the model checks that kind of line: relayed events
-/// (a user source), `ERROR`, server `NOTICE`s, and `001` (by its target only). Member lists are
-/// collected separately ([`Model::output`]).
-fn checked(line: &str) -> Option<Said> {
-    let (source, verb, params) = parse(line)?;
-    let from_user = source.is_some_and(|s| s.contains('!'));
-    let relayed = matches!(
-        verb,
-        "PRIVMSG" | "NOTICE" | "JOIN" | "PART" | "QUIT" | "NICK" | "TOPIC"
-    );
-    let keep = (from_user && relayed) || verb == "ERROR" || (verb == "NOTICE" && !from_user);
-    if verb == "001" {
-        return Some(Said {
+/// A server line as the model compares it.
+fn said(line: &str) -> Said {
+    match parse(line) {
+        Some((source, verb, params)) => Said {
+            source: source.map(str::to_owned),
+            verb: verb.to_owned(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        },
+        None => Said {
             source: None,
-            verb: "001".into(),
-            params: params.first().map(|p| p.to_string()).into_iter().collect(),
-        });
+            verb: format!("<unparseable {line:?}>"),
+            params: Vec::new(),
+        },
     }
-    keep.then(|| Said {
-        source: source.filter(|_| from_user).map(str::to_owned),
-        verb: verb.to_owned(),
-        params: params.iter().map(|p| p.to_string()).collect(),
-    })
 }
 
 /// The model's own name rules (RFC 2812 nicknames; Parla's `#` rooms; `CASEMAPPING=ascii`).
@@ -157,6 +190,26 @@ fn valid_room(name: &str) -> bool {
             .all(|&c| c != b' ' && c != b',' && c >= 0x20 && c != 0x7f)
 }
 
+/// An IRC glob (`*` any run, `?` any one character), case-insensitive: the classic dynamic
+/// programme, `ok[j]` = the mask so far matches the first `j` bytes of the text.
+fn glob(mask: &str, text: &str) -> bool {
+    let text = text.as_bytes();
+    let mut ok = vec![false; text.len() + 1];
+    ok[0] = true;
+    for m in mask.bytes() {
+        let before = ok.clone();
+        ok[0] = m == b'*' && before[0];
+        for j in 1..=text.len() {
+            ok[j] = match m {
+                b'*' => before[j] || ok[j - 1],
+                b'?' => before[j - 1],
+                m => before[j - 1] && m.eq_ignore_ascii_case(&text[j - 1]),
+            };
+        }
+    }
+    ok[text.len()]
+}
+
 /// Cuts `text` to at most `max` bytes at a character boundary.
 fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -169,17 +222,33 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// A parameter echoed back in a middle position, as a well-formed line must carry it: a space
+/// or a leading `:` would corrupt the line, so they are replaced (`_`, dropped), and an empty
+/// one is `*`.
+fn middle(p: &str) -> String {
+    if !(p.is_empty() || p.contains(' ') || p.starts_with(':')) {
+        return p.to_owned();
+    }
+    let s = p.trim_start_matches(':').replace(' ', "_");
+    if s.is_empty() { "*".to_owned() } else { s }
+}
+
 #[derive(Debug, Clone)]
 struct Conn {
     host: String,
     nick: Option<String>,
     user: Option<String>,
+    realname: String,
     registered: bool,
     negotiating: bool,
     echo: bool,
+    server_time: bool,
+    invisible: bool,
+    away: Option<String>,
     rooms: BTreeSet<String>,
     connected_at: Millis,
     last_heard: Millis,
+    last_spoke: Millis,
     ping_sent: Option<Millis>,
 }
 
@@ -192,12 +261,21 @@ impl Conn {
             self.host
         )
     }
+
+    /// The name numerics address it by.
+    fn shown(&self) -> String {
+        self.nick.clone().unwrap_or_else(|| "*".into())
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Room {
     name: String,
     members: BTreeSet<u64>,
+    /// Text, setter, when.
+    topic: Option<(String, String, Millis)>,
+    /// When it was made (unknown for the default room, made when the server started).
+    created: Option<Millis>,
 }
 
 /// What one input owes each connection.
@@ -207,22 +285,13 @@ struct Owed {
     what: String,
     lines: BTreeMap<u64, Vec<Said>>,
     closes: BTreeSet<u64>,
-    /// Member lists owed: (connection, room name) → nicks, from `353` or `352` replies.
-    lists: BTreeMap<(u64, String, &'static str), BTreeSet<String>>,
-    /// Whether the input's error replies are modelled (those of `PRIVMSG` and `NOTICE`): then
-    /// `errors` holds the numerics owed, in order.
-    errors_modelled: bool,
-    errors: BTreeMap<u64, Vec<String>>,
 }
 
 /// What the core queued during one input.
 #[derive(Debug, Default)]
 struct Queued {
     lines: BTreeMap<u64, Vec<Said>>,
-    /// Error numerics (`4xx`), by code.
-    errors: BTreeMap<u64, Vec<String>>,
     closes: BTreeSet<u64>,
-    lists: BTreeMap<(u64, String, &'static str), BTreeSet<String>>,
 }
 
 /// A difference between the model and the server.
@@ -242,9 +311,27 @@ pub struct Model {
     nicks: BTreeMap<String, u64>,
     ever_held: BTreeSet<String>,
     rooms: BTreeMap<String, Room>,
+    /// The most users registered at once since the server started.
+    max_users: usize,
     shutting_down: bool,
     owed: Option<Owed>,
     queued: Queued,
+}
+
+/// What one input is about to cost a connection: the lines a handler owes, built in order.
+impl Owed {
+    fn line(&mut self, to: u64, source: Option<&str>, verb: &str, params: &[&str]) {
+        self.lines.entry(to).or_default().push(Said {
+            source: source.map(str::to_owned),
+            verb: verb.to_owned(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        });
+    }
+
+    fn error(&mut self, to: u64, reason: &str) {
+        self.line(to, None, "ERROR", &[reason]);
+        self.closes.insert(to);
+    }
 }
 
 impl Model {
@@ -257,6 +344,8 @@ impl Model {
                 Room {
                     name: room.clone(),
                     members: BTreeSet::new(),
+                    topic: None,
+                    created: None,
                 },
             );
         }
@@ -266,6 +355,7 @@ impl Model {
             nicks: BTreeMap::new(),
             ever_held: BTreeSet::new(),
             rooms,
+            max_users: 0,
             shutting_down: false,
             owed: None,
             queued: Queued::default(),
@@ -280,7 +370,7 @@ impl Model {
             ..Owed::default()
         };
         if self.shutting_down {
-            owe_error(&mut owed, conn.0, SHUTDOWN_ERROR);
+            owed.error(conn.0, SHUTDOWN_ERROR);
         } else {
             self.conns.insert(
                 conn.0,
@@ -288,12 +378,17 @@ impl Model {
                     host: host.to_owned(),
                     nick: None,
                     user: None,
+                    realname: String::new(),
                     registered: false,
                     negotiating: false,
                     echo: false,
+                    server_time: false,
+                    invisible: false,
+                    away: None,
                     rooms: BTreeSet::new(),
                     connected_at: now,
                     last_heard: now,
+                    last_spoke: now,
                     ping_sent: None,
                 },
             );
@@ -319,6 +414,7 @@ impl Model {
                 owed.what = format!("connection {}'s over-long line", conn.0);
                 if let Some(c) = self.conns.get_mut(&conn.0) {
                     c.last_heard = now;
+                    self.numeric(&mut owed, conn.0, "417", &[ANY]);
                 }
             }
             Input::Disconnect { conn, reason } => {
@@ -332,10 +428,11 @@ impl Model {
             Input::Shutdown => {
                 owed.what = "the shutdown".into();
                 self.shutting_down = true;
+                let server = self.settings.server_name.clone();
                 for (&id, c) in &self.conns {
-                    let nick = c.nick.clone().unwrap_or_else(|| "*".into());
-                    owe_server(&mut owed, id, "NOTICE", &[&nick, SHUTDOWN_NOTICE]);
-                    owe_error(&mut owed, id, SHUTDOWN_ERROR);
+                    let nick = c.shown();
+                    owed.line(id, Some(&server), "NOTICE", &[&nick, SHUTDOWN_NOTICE]);
+                    owed.error(id, SHUTDOWN_ERROR);
                 }
                 self.conns.clear();
                 self.nicks.clear();
@@ -351,40 +448,7 @@ impl Model {
         let mut line = |to: u64, bytes: &[u8]| {
             let text = String::from_utf8_lossy(bytes);
             let text = text.trim_end_matches("\r\n");
-            if let Some(said) = checked(text) {
-                self.queued.lines.entry(to).or_default().push(said);
-            } else if let Some((_, code, _)) =
-                parse(text).filter(|(_, v, _)| v.starts_with('4') && v.len() == 3)
-            {
-                self.queued
-                    .errors
-                    .entry(to)
-                    .or_default()
-                    .push(code.to_owned());
-            } else if let Some((_, verb @ ("353" | "352"), params)) = parse(text) {
-                let (room, names): (&str, Vec<&str>) = if verb == "353" {
-                    (
-                        params.get(2).copied().unwrap_or(""),
-                        params.get(3).map_or(Vec::new(), |n| n.split(' ').collect()),
-                    )
-                } else {
-                    (
-                        params.get(1).copied().unwrap_or(""),
-                        params.get(5).copied().into_iter().collect(),
-                    )
-                };
-                let kind = if verb == "353" { "NAMES" } else { "WHO" };
-                self.queued
-                    .lists
-                    .entry((to, room.to_owned(), kind))
-                    .or_default()
-                    .extend(
-                        names
-                            .iter()
-                            .filter(|n| !n.is_empty())
-                            .map(|n| n.to_string()),
-                    );
-            }
+            self.queued.lines.entry(to).or_default().push(said(text));
         };
         match output {
             Output::Send { to, line: l } => line(to.0, l),
@@ -464,41 +528,22 @@ impl Model {
                 owed.lines.get(&id).unwrap_or(&none),
                 queued.lines.get(&id).unwrap_or(&none),
             );
-            let first = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i));
+            let first = (0..want.len().max(got.len())).find(|&i| match (want.get(i), got.get(i)) {
+                (Some(w), Some(g)) => !w.admits(g),
+                _ => true,
+            });
             if let Some(i) = first {
+                let show = |s: Option<&Said>| s.map_or("nothing more".into(), |s| format!("`{s}`"));
                 let text = format!(
                     "after {}, connection {id} was owed {} but the server queued {}",
                     owed.what,
-                    want.get(i)
-                        .map_or("nothing more".into(), |s| format!("`{s}`")),
-                    got.get(i)
-                        .map_or("nothing more".into(), |s| format!("`{s}`")),
+                    show(want.get(i)),
+                    show(got.get(i)),
                 );
                 found.push(Divergence {
                     conn: Some(id),
                     text,
                 });
-            }
-        }
-        if owed.errors_modelled {
-            let ids: BTreeSet<u64> = owed
-                .errors
-                .keys()
-                .chain(queued.errors.keys())
-                .copied()
-                .collect();
-            for id in ids {
-                let want = owed.errors.get(&id).cloned().unwrap_or_default();
-                let got = queued.errors.get(&id).cloned().unwrap_or_default();
-                if want != got {
-                    found.push(Divergence {
-                        conn: Some(id),
-                        text: format!(
-                            "after {}, connection {id} was owed the error replies {want:?} but the server queued {got:?}",
-                            owed.what
-                        ),
-                    });
-                }
             }
         }
         if owed.closes != queued.closes {
@@ -510,19 +555,32 @@ impl Model {
                 ),
             });
         }
-        for (key, want) in &owed.lists {
-            let got = queued.lists.get(key).cloned().unwrap_or_default();
-            if &got != want {
-                found.push(Divergence {
-                    conn: Some(key.0),
-                    text: format!(
-                        "after {}, connection {} was owed the {} list of {} {want:?} but got {got:?}",
-                        owed.what, key.0, key.2, key.1
-                    ),
-                });
-            }
-        }
         found
+    }
+
+    /// Owes `id` the numeric `code`, addressed to it by its name as it is now.
+    fn numeric(&self, owed: &mut Owed, id: u64, code: &str, params: &[&str]) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let mut all = vec![c.shown()];
+        let last = params.len().saturating_sub(1);
+        for (i, p) in params.iter().enumerate() {
+            all.push(if i == last || *p == ANY || *p == ANY_REST {
+                p.to_string()
+            } else {
+                middle(p)
+            });
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        owed.line(id, Some(&self.settings.server_name), code, &all);
+    }
+
+    /// Owes `id` a line from the server that is not a numeric.
+    fn server_line(&self, owed: &mut Owed, id: u64, verb: &str, params: &[&str]) {
+        owed.line(id, Some(&self.settings.server_name), verb, params);
+    }
+
+    fn users(&self) -> usize {
+        self.conns.values().filter(|c| c.registered).count()
     }
 
     fn line(&mut self, now: Millis, id: u64, bytes: &[u8], owed: &mut Owed) {
@@ -531,47 +589,60 @@ impl Model {
         };
         c.last_heard = now;
         let Ok(text) = std::str::from_utf8(bytes) else {
-            return;
+            return self.server_line(owed, id, "FAIL", &["*", "INVALID_UTF8", ANY]);
         };
-        if text.contains(['\0', '\r']) {
+        if text.bytes().all(|b| b == b' ') {
             return;
         }
-        let body = if text.starts_with('@') {
-            text.split_once(' ').map_or("", |(_, b)| b)
-        } else {
-            text
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        // Lengths first (tags, then the rest), then forbidden bytes, then the verb.
+        let (tags_len, body) = match text.strip_prefix('@') {
+            Some(after) => match after.split_once(' ') {
+                Some((tags, body)) => (tags.len() + 2, body),
+                None => (text.len(), ""),
+            },
+            None => (0, text),
         };
-        if body.len() + 2 > MAX_BODY_LEN {
+        if tags_len > MAX_TAGS_LEN || body.len() + 2 > MAX_BODY_LEN {
+            return self.numeric(owed, id, "417", &[ANY]);
+        }
+        if text.contains(['\0', '\r', '\n']) {
+            return self.server_line(owed, id, "FAIL", &["*", "INVALID_MESSAGE", ANY]);
+        }
+        if text.starts_with('@') && !text.contains(' ') {
             return;
         }
         let Some((_, verb, p)) = parse(text) else {
             return;
         };
-        let verb = verb.to_ascii_uppercase();
-        let needs = match verb.as_str() {
-            "USER" => 4,
-            "PING" | "JOIN" | "PART" | "CAP" | "PASS" | "TOPIC" | "WHOIS" | "MODE" | "ISON"
-            | "USERHOST" => 1,
-            _ => 0,
-        };
-        let before_registration = matches!(
-            verb.as_str(),
-            "PING" | "PONG" | "NICK" | "USER" | "CAP" | "PASS" | "QUIT"
-        );
-        if !c.registered && !before_registration {
+        if verb.starts_with(['@', ':']) {
             return;
         }
+        let sent_verb = verb;
+        let verb = verb.to_ascii_uppercase();
+        let (needs, before_registration) = match verb.as_str() {
+            "USER" => (4, true),
+            "PING" | "CAP" | "PASS" => (1, true),
+            "PONG" | "NICK" | "QUIT" => (0, true),
+            "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" => (1, false),
+            "PRIVMSG" | "NOTICE" | "NAMES" | "WHO" | "LUSERS" | "MOTD" | "AWAY" | "VERSION"
+            | "TIME" | "LIST" => (0, false),
+            _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
+        };
+        if !self.conns[&id].registered && !before_registration {
+            return self.numeric(owed, id, "451", &[ANY]);
+        }
         if p.len() < needs {
-            return;
+            return self.numeric(owed, id, "461", &[&verb, ANY]);
         }
         let get = |i: usize| p.get(i).copied();
         match verb.as_str() {
-            "NICK" => self.nick(id, get(0).unwrap_or(""), owed),
+            "NICK" => self.nick(now, id, get(0).unwrap_or(""), owed),
             "USER" => {
-                let c = self.conns.get_mut(&id).expect("live");
-                if c.registered {
-                    return;
+                if self.conns[&id].registered {
+                    return self.numeric(owed, id, "462", &[ANY]);
                 }
+                let c = self.conns.get_mut(&id).expect("live");
                 let mut user: String = p[0]
                     .chars()
                     .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
@@ -581,38 +652,20 @@ impl Model {
                     user = "user".into();
                 }
                 c.user = Some(format!("~{user}"));
-                self.register(id, owed);
+                c.realname = cut(p[3], REALNAME_LEN).to_owned();
+                self.register(now, id, owed);
             }
-            "CAP" => {
-                let c = self.conns.get_mut(&id).expect("live");
-                match p[0].to_ascii_uppercase().as_str() {
-                    "LS" => c.negotiating |= !c.registered,
-                    "REQ" => {
-                        c.negotiating |= !c.registered;
-                        let asked = get(1).unwrap_or("");
-                        let mut echo = c.echo;
-                        let ok = !asked.trim().is_empty()
-                            && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
-                                let (name, on) = match cap.strip_prefix('-') {
-                                    Some(n) => (n, false),
-                                    None => (cap, true),
-                                };
-                                if name == "echo-message" {
-                                    echo = on;
-                                }
-                                CAPS.contains(&name)
-                            });
-                        if ok {
-                            c.echo = echo;
-                        }
-                    }
-                    "END" => {
-                        c.negotiating = false;
-                        self.register(id, owed);
-                    }
-                    _ => {}
+            "PASS" => {
+                if self.conns[&id].registered {
+                    self.numeric(owed, id, "462", &[ANY]);
                 }
             }
+            "CAP" => self.cap(now, id, &p, owed),
+            "PING" => {
+                let server = self.settings.server_name.clone();
+                self.server_line(owed, id, "PONG", &[&server, p[0]]);
+            }
+            "PONG" => {}
             "QUIT" => {
                 let reason = match get(0) {
                     Some(r) if !r.is_empty() => format!("Quit: {r}"),
@@ -630,11 +683,13 @@ impl Model {
                 }
                 for name in p[0].split(',').filter(|n| !n.is_empty()) {
                     let c = &self.conns[&id];
-                    if valid_room(name)
-                        && !c.rooms.contains(&fold(name))
-                        && c.rooms.len() < MAX_ROOMS_PER_USER
-                    {
-                        self.join(id, name, owed);
+                    if !valid_room(name) {
+                        self.numeric(owed, id, "403", &[name, ANY]);
+                    } else if c.rooms.contains(&fold(name)) {
+                    } else if c.rooms.len() >= MAX_ROOMS_PER_USER {
+                        self.numeric(owed, id, "405", &[name, ANY]);
+                    } else {
+                        self.join(now, id, name, owed);
                     }
                 }
             }
@@ -642,80 +697,390 @@ impl Model {
                 let reason = get(1);
                 for name in p[0].split(',').filter(|n| !n.is_empty()) {
                     let key = fold(name);
-                    if self
-                        .rooms
-                        .get(&key)
-                        .is_some_and(|r| r.members.contains(&id))
-                    {
-                        self.part(id, &key, reason, owed);
+                    match self.rooms.get(&key) {
+                        None => self.numeric(owed, id, "403", &[name, ANY]),
+                        Some(r) if !r.members.contains(&id) => {
+                            let name = r.name.clone();
+                            self.numeric(owed, id, "442", &[&name, ANY]);
+                        }
+                        Some(_) => self.part(id, &key, reason, owed),
                     }
                 }
             }
             "PRIVMSG" | "NOTICE" => {
-                owed.errors_modelled = true;
                 let notice = verb == "NOTICE";
                 match (
                     get(0).filter(|t| !t.is_empty()),
                     get(1).filter(|t| !t.is_empty()),
                 ) {
-                    (Some(targets), Some(text)) => self.message(id, &verb, targets, text, owed),
-                    (None, _) if !notice => owe_numeric(owed, id, "411"),
-                    (Some(_), None) if !notice => owe_numeric(owed, id, "412"),
+                    (Some(targets), Some(text)) => {
+                        self.message(now, id, &verb, targets, text, owed)
+                    }
+                    (None, _) if !notice => self.numeric(owed, id, "411", &[ANY]),
+                    (Some(_), None) if !notice => self.numeric(owed, id, "412", &[ANY]),
                     _ => {}
                 }
             }
-            "TOPIC" => {
-                let key = fold(p[0]);
-                let (Some(room), Some(text)) = (self.rooms.get(&key), get(1)) else {
-                    return;
-                };
-                if !room.members.contains(&id) {
-                    return;
-                }
-                let prefix = self.conns[&id].prefix();
-                let text = cut(text, TOPIC_LEN);
-                for &m in &room.members {
-                    owe(owed, m, Some(&prefix), "TOPIC", &[&room.name, text]);
-                }
-            }
+            "TOPIC" => self.topic(now, id, p[0], get(1), owed),
             "NAMES" => {
-                for name in get(0).unwrap_or("").split(',').filter(|n| !n.is_empty()) {
-                    self.owe_names(id, &fold(name), "NAMES", owed);
+                let Some(names) = get(0) else {
+                    return self.numeric(owed, id, "366", &["*", ANY]);
+                };
+                for name in names.split(',').filter(|n| !n.is_empty()) {
+                    let key = fold(name);
+                    if self.rooms.contains_key(&key) {
+                        self.names(id, &key, owed);
+                    } else {
+                        self.numeric(owed, id, "366", &[name, ANY]);
+                    }
                 }
             }
-            "WHO" => {
-                let mask = get(0).unwrap_or("*");
-                if mask.starts_with('#') {
-                    self.owe_names(id, &fold(mask), "WHO", owed);
-                }
+            "WHO" => self.who(id, get(0).unwrap_or("*"), owed),
+            "WHOIS" => self.whois(now, id, p.last().copied().unwrap_or(p[0]), owed),
+            "MODE" => self.mode(id, p[0], get(1), owed),
+            "AWAY" => {
+                let away = get(0).filter(|t| !t.is_empty());
+                self.conns.get_mut(&id).expect("live").away =
+                    away.map(|t| cut(t, AWAY_LEN).to_owned());
+                let code = if away.is_some() { "306" } else { "305" };
+                self.numeric(owed, id, code, &[ANY]);
             }
-            _ => {}
+            "ISON" => {
+                let online: Vec<String> = p
+                    .iter()
+                    .flat_map(|s| s.split(' '))
+                    .filter_map(|n| self.registered_holder(n))
+                    .map(|c| c.shown())
+                    .collect();
+                self.numeric(owed, id, "303", &[&online.join(" ")]);
+            }
+            "USERHOST" => {
+                let replies: Vec<String> = p
+                    .iter()
+                    .take(5)
+                    .filter_map(|n| self.registered_holder(n))
+                    .map(|c| {
+                        let away = if c.away.is_some() { '-' } else { '+' };
+                        let user = c.user.as_deref().unwrap_or("");
+                        format!("{}={away}{user}@{}", c.shown(), c.host)
+                    })
+                    .collect();
+                self.numeric(owed, id, "302", &[&replies.join(" ")]);
+            }
+            "LUSERS" => self.lusers(id, owed),
+            "MOTD" => self.motd(id, owed),
+            "VERSION" => {
+                let s = &self.settings;
+                let (version, server) = (s.version.clone(), s.server_name.clone());
+                self.numeric(owed, id, "351", &[&version, &server, ANY]);
+                self.isupport(id, owed);
+            }
+            "TIME" => {
+                let server = self.settings.server_name.clone();
+                self.numeric(owed, id, "391", &[&server, ANY]);
+            }
+            "LIST" => {
+                self.numeric(owed, id, "321", &["Channel", ANY]);
+                let wanted: Option<BTreeSet<String>> =
+                    get(0).map(|f| f.split(',').map(fold).collect());
+                for (key, room) in &self.rooms {
+                    if wanted.as_ref().is_some_and(|w| !w.contains(key)) {
+                        continue;
+                    }
+                    let count = room.members.len().to_string();
+                    let topic = room.topic.as_ref().map_or("", |t| t.0.as_str());
+                    self.numeric(owed, id, "322", &[&room.name, &count, topic]);
+                }
+                self.numeric(owed, id, "323", &[ANY]);
+            }
+            _ => unreachable!("every verb above has an arm"),
         }
     }
 
-    /// Owes `id` the member list of room `key` if it is a member (outsiders may be shown fewer).
-    fn owe_names(&self, id: u64, key: &str, kind: &'static str, owed: &mut Owed) {
-        let Some(room) = self.rooms.get(key) else {
-            return;
+    /// The registered connection holding `nick`, if any.
+    fn registered_holder(&self, nick: &str) -> Option<&Conn> {
+        let c = &self.conns[self.nicks.get(&fold(nick))?];
+        c.registered.then_some(c)
+    }
+
+    fn cap(&mut self, now: Millis, id: u64, p: &[&str], owed: &mut Owed) {
+        let c = self.conns.get_mut(&id).expect("live");
+        let nick = c.shown();
+        match p[0].to_ascii_uppercase().as_str() {
+            "LS" => {
+                c.negotiating |= !c.registered;
+                self.server_line(owed, id, "CAP", &[&nick, "LS", &CAPS.join(" ")]);
+            }
+            "LIST" => {
+                let on: Vec<&str> = [("echo-message", c.echo), ("server-time", c.server_time)]
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(name, _)| *name)
+                    .collect();
+                let list = on.join(" ");
+                self.server_line(owed, id, "CAP", &[&nick, "LIST", &list]);
+            }
+            "REQ" => {
+                c.negotiating |= !c.registered;
+                let asked = p.get(1).copied().unwrap_or("");
+                let (mut echo, mut time) = (c.echo, c.server_time);
+                let ok = !asked.trim().is_empty()
+                    && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
+                        let (name, on) = match cap.strip_prefix('-') {
+                            Some(n) => (n, false),
+                            None => (cap, true),
+                        };
+                        match name {
+                            "echo-message" => echo = on,
+                            "server-time" => time = on,
+                            _ => {}
+                        }
+                        CAPS.contains(&name)
+                    });
+                if ok {
+                    (c.echo, c.server_time) = (echo, time);
+                }
+                let verdict = if ok { "ACK" } else { "NAK" };
+                self.server_line(owed, id, "CAP", &[&nick, verdict, asked]);
+            }
+            "END" => {
+                c.negotiating = false;
+                self.register(now, id, owed);
+            }
+            _ => self.numeric(owed, id, "410", &[p[0], ANY]),
+        }
+    }
+
+    /// Owes `id` the member list of room `key`: every member's name if it is a member, the
+    /// visible ones' otherwise; as many names per `353` as fit in 512 bytes, then `366`.
+    fn names(&self, id: u64, key: &str, owed: &mut Owed) {
+        let room = &self.rooms[key];
+        let inside = room.members.contains(&id);
+        let me = self.conns[&id].shown();
+        let server = &self.settings.server_name;
+        let fits = |names: &str| {
+            format!(":{server} 353 {me} = {} :{names}\r\n", room.name).len() <= MAX_BODY_LEN
+        };
+        let mut lines: Vec<String> = Vec::new();
+        for m in &room.members {
+            let c = &self.conns[m];
+            let Some(nick) = c.nick.as_deref().filter(|_| inside || !c.invisible) else {
+                continue;
+            };
+            match lines.last_mut() {
+                Some(last) if fits(&format!("{last} {nick}")) => {
+                    last.push(' ');
+                    last.push_str(nick);
+                }
+                _ => lines.push(nick.to_owned()),
+            }
+        }
+        for names in &lines {
+            self.numeric(owed, id, "353", &["=", &room.name, names]);
+        }
+        self.numeric(owed, id, "366", &[&room.name, ANY]);
+    }
+
+    /// Owes `id` the topic of room `key` (`332`, `333`), or `331` if it has none and `say_none`.
+    fn send_topic(&self, id: u64, key: &str, say_none: bool, owed: &mut Owed) {
+        let room = &self.rooms[key];
+        match &room.topic {
+            Some((text, setter, at)) => {
+                self.numeric(owed, id, "332", &[&room.name, text]);
+                let at = at.as_secs().to_string();
+                self.numeric(owed, id, "333", &[&room.name, setter, &at]);
+            }
+            None if say_none => self.numeric(owed, id, "331", &[&room.name, ANY]),
+            None => {}
+        }
+    }
+
+    fn topic(&mut self, now: Millis, id: u64, name: &str, text: Option<&str>, owed: &mut Owed) {
+        let key = fold(name);
+        let Some(room) = self.rooms.get(&key) else {
+            return self.numeric(owed, id, "403", &[name, ANY]);
+        };
+        let Some(text) = text else {
+            return self.send_topic(id, &key, true, owed);
         };
         if !room.members.contains(&id) {
-            return;
+            let name = room.name.clone();
+            return self.numeric(owed, id, "442", &[&name, ANY]);
         }
-        let names = room
-            .members
-            .iter()
-            .filter_map(|m| self.conns[m].nick.clone())
-            .collect();
-        owed.lists.insert((id, room.name.clone(), kind), names);
+        let c = &self.conns[&id];
+        let (prefix, setter) = (c.prefix(), c.shown());
+        let text = cut(text, TOPIC_LEN);
+        for &m in &room.members {
+            owed.line(m, Some(&prefix), "TOPIC", &[&room.name, text]);
+        }
+        let room = self.rooms.get_mut(&key).expect("checked");
+        room.topic = (!text.is_empty()).then(|| (text.to_owned(), setter, now));
     }
 
-    fn nick(&mut self, id: u64, nick: &str, owed: &mut Owed) {
-        if !valid_nick(nick) {
+    fn who(&self, id: u64, mask: &str, owed: &mut Owed) {
+        let server = self.settings.server_name.clone();
+        let row = |owed: &mut Owed, room: &str, c: &Conn| {
+            let flags = if c.away.is_some() { "G" } else { "H" };
+            let real = format!("0 {}", c.realname);
+            let user = c.user.clone().unwrap_or_default();
+            self.numeric(
+                owed,
+                id,
+                "352",
+                &[room, &user, &c.host, &server, &c.shown(), flags, &real],
+            );
+        };
+        let mine = &self.conns[&id].rooms;
+        if mask.starts_with('#') {
+            if let Some(room) = self.rooms.get(&fold(mask)) {
+                let inside = room.members.contains(&id);
+                for m in &room.members {
+                    let c = &self.conns[m];
+                    if inside || !c.invisible {
+                        row(owed, &room.name, c);
+                    }
+                }
+            }
+        } else {
+            let all = mask == "*" || mask == "0";
+            for (&other, c) in &self.conns {
+                let visible = other == id || !c.invisible || !c.rooms.is_disjoint(mine);
+                let matches =
+                    c.registered && c.nick.as_deref().is_some_and(|n| all || glob(mask, n));
+                if visible && matches {
+                    row(owed, "*", c);
+                }
+            }
+        }
+        self.numeric(owed, id, "315", &[mask, ANY]);
+    }
+
+    fn whois(&self, now: Millis, id: u64, nick: &str, owed: &mut Owed) {
+        let Some(c) = self.registered_holder(nick) else {
+            self.numeric(owed, id, "401", &[nick, ANY]);
+            return self.numeric(owed, id, "318", &[nick, ANY]);
+        };
+        let name = c.shown();
+        let user = c.user.clone().unwrap_or_default();
+        self.numeric(owed, id, "311", &[&name, &user, &c.host, "*", &c.realname]);
+        if !c.rooms.is_empty() {
+            let rooms: Vec<&str> = c
+                .rooms
+                .iter()
+                .map(|k| self.rooms[k].name.as_str())
+                .collect();
+            self.numeric(owed, id, "319", &[&name, &rooms.join(" ")]);
+        }
+        let server = self.settings.server_name.clone();
+        self.numeric(owed, id, "312", &[&name, &server, ANY]);
+        if let Some(away) = &c.away {
+            self.numeric(owed, id, "301", &[&name, away]);
+        }
+        let idle = (now.since(c.last_spoke) / 1000).to_string();
+        let signon = c.connected_at.as_secs().to_string();
+        self.numeric(owed, id, "317", &[&name, &idle, &signon, ANY]);
+        self.numeric(owed, id, "318", &[&name, ANY]);
+    }
+
+    fn mode(&mut self, id: u64, target: &str, modes: Option<&str>, owed: &mut Owed) {
+        if target.starts_with('#') {
+            let Some(room) = self.rooms.get(&fold(target)) else {
+                return self.numeric(owed, id, "403", &[target, ANY]);
+            };
+            let name = room.name.clone();
+            match modes {
+                None => {
+                    self.numeric(owed, id, "324", &[&name, "+n"]);
+                    let created = room.created.map(|t| t.as_secs().to_string());
+                    self.numeric(owed, id, "329", &[&name, created.as_deref().unwrap_or(ANY)]);
+                }
+                Some("b" | "+b") => self.numeric(owed, id, "368", &[&name, ANY]),
+                Some(_) => self.numeric(owed, id, "482", &[&name, ANY]),
+            }
             return;
+        }
+        let c = self.conns.get_mut(&id).expect("live");
+        let me = c.shown();
+        if fold(target) != fold(&me) {
+            return self.numeric(owed, id, "502", &[ANY]);
+        }
+        let Some(modes) = modes else {
+            let shown = if c.invisible { "+i" } else { "+" };
+            return self.numeric(owed, id, "221", &[shown]);
+        };
+        let (before, mut adding, mut unknown) = (c.invisible, true, false);
+        for ch in modes.chars() {
+            match ch {
+                '+' => adding = true,
+                '-' => adding = false,
+                'i' => c.invisible = adding,
+                _ => unknown = true,
+            }
+        }
+        if c.invisible != before {
+            let change = if c.invisible { "+i" } else { "-i" };
+            owed.line(id, Some(&c.prefix()), "MODE", &[&me, change]);
+        }
+        if unknown {
+            self.numeric(owed, id, "501", &[ANY]);
+        }
+    }
+
+    fn lusers(&self, id: u64, owed: &mut Owed) {
+        let users = self.users();
+        let invisible = self
+            .conns
+            .values()
+            .filter(|c| c.registered && c.invisible)
+            .count();
+        let unknown = self.conns.len() - users;
+        let client = format!(
+            "There are {} users and {invisible} invisible on 1 servers",
+            users - invisible
+        );
+        self.numeric(owed, id, "251", &[&client]);
+        self.numeric(owed, id, "252", &["0", ANY]);
+        if unknown > 0 {
+            self.numeric(owed, id, "253", &[&unknown.to_string(), ANY]);
+        }
+        self.numeric(owed, id, "254", &[&self.rooms.len().to_string(), ANY]);
+        let me = format!("I have {users} clients and 0 servers");
+        self.numeric(owed, id, "255", &[&me]);
+        let (u, m) = (users.to_string(), self.max_users.to_string());
+        let local = format!("Current local users {users}, max {}", self.max_users);
+        self.numeric(owed, id, "265", &[&u, &m, &local]);
+        self.numeric(owed, id, "266", &[&u, &m, ANY]);
+    }
+
+    fn motd(&self, id: u64, owed: &mut Owed) {
+        if self.settings.motd.is_empty() {
+            return self.numeric(owed, id, "422", &[ANY]);
+        }
+        self.numeric(owed, id, "375", &[ANY]);
+        for line in &self.settings.motd {
+            self.numeric(owed, id, "372", &[&format!("- {line}")]);
+        }
+        self.numeric(owed, id, "376", &[ANY]);
+    }
+
+    /// The `005` lines: their tokens are the server's configuration, not the model's business;
+    /// two lines of them.
+    fn isupport(&self, id: u64, owed: &mut Owed) {
+        for _ in 0..2 {
+            self.numeric(owed, id, "005", &[ANY_REST]);
+        }
+    }
+
+    fn nick(&mut self, now: Millis, id: u64, nick: &str, owed: &mut Owed) {
+        if nick.is_empty() {
+            return self.numeric(owed, id, "431", &[ANY]);
+        }
+        if !valid_nick(nick) {
+            return self.numeric(owed, id, "432", &[nick, ANY]);
         }
         let key = fold(nick);
         if self.nicks.get(&key).is_some_and(|&holder| holder != id) {
-            return;
+            return self.numeric(owed, id, "433", &[nick, ANY]);
         }
         let c = self.conns.get_mut(&id).expect("live");
         if c.nick.as_deref() == Some(nick) {
@@ -728,37 +1093,44 @@ impl Model {
         self.ever_held.insert(key.clone());
         self.nicks.insert(key, id);
         if !self.conns[&id].registered {
-            return self.register(id, owed);
+            return self.register(now, id, owed);
         }
         let mut told = self.peers(id);
         told.insert(id);
         for to in told {
-            owe(owed, to, Some(&old_prefix), "NICK", &[nick]);
+            owed.line(to, Some(&old_prefix), "NICK", &[nick]);
         }
     }
 
-    fn register(&mut self, id: u64, owed: &mut Owed) {
+    fn register(&mut self, now: Millis, id: u64, owed: &mut Owed) {
         let c = self.conns.get_mut(&id).expect("live");
-        if c.registered || c.negotiating || c.user.is_none() {
+        if c.registered || c.negotiating || c.user.is_none() || c.nick.is_none() {
             return;
         }
-        let Some(nick) = c.nick.clone() else { return };
         c.registered = true;
-        owed.lines.entry(id).or_default().push(Said {
-            source: None,
-            verb: "001".into(),
-            params: vec![nick],
-        });
-        if let Some(room) = self.settings.default_room.clone() {
-            self.join(id, &room, owed);
+        c.last_spoke = now;
+        let users = self.users();
+        self.max_users = self.max_users.max(users);
+        let s = self.settings.clone();
+        self.numeric(owed, id, "001", &[ANY]);
+        self.numeric(owed, id, "002", &[ANY]);
+        self.numeric(owed, id, "003", &[ANY]);
+        self.numeric(owed, id, "004", &[&s.server_name, &s.version, "i", "n"]);
+        self.isupport(id, owed);
+        self.lusers(id, owed);
+        self.motd(id, owed);
+        if let Some(room) = &s.default_room {
+            self.join(now, id, room, owed);
         }
     }
 
-    fn join(&mut self, id: u64, name: &str, owed: &mut Owed) {
+    fn join(&mut self, now: Millis, id: u64, name: &str, owed: &mut Owed) {
         let key = fold(name);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.to_owned(),
             members: BTreeSet::new(),
+            topic: None,
+            created: Some(now),
         });
         room.members.insert(id);
         let room_name = room.name.clone();
@@ -766,9 +1138,10 @@ impl Model {
         c.rooms.insert(key.clone());
         let prefix = c.prefix();
         for &m in &self.rooms[&key].members {
-            owe(owed, m, Some(&prefix), "JOIN", &[&room_name]);
+            owed.line(m, Some(&prefix), "JOIN", &[&room_name]);
         }
-        self.owe_names(id, &key, "NAMES", owed);
+        self.send_topic(id, &key, false, owed);
+        self.names(id, &key, owed);
     }
 
     fn part(&mut self, id: u64, key: &str, reason: Option<&str>, owed: &mut Owed) {
@@ -778,8 +1151,10 @@ impl Model {
         let prefix = self.conns[&id].prefix();
         for &m in &room.members {
             match reason {
-                Some(r) if !r.is_empty() => owe(owed, m, Some(&prefix), "PART", &[&room.name, r]),
-                _ => owe(owed, m, Some(&prefix), "PART", &[&room.name]),
+                Some(r) if !r.is_empty() => {
+                    owed.line(m, Some(&prefix), "PART", &[&room.name, r]);
+                }
+                _ => owed.line(m, Some(&prefix), "PART", &[&room.name]),
             }
         }
         self.leave_room(id, key);
@@ -808,57 +1183,61 @@ impl Model {
             .collect()
     }
 
-    fn message(&mut self, id: u64, verb: &str, targets: &str, text: &str, owed: &mut Owed) {
-        if targets.is_empty() || text.is_empty() {
-            return;
-        }
+    fn message(
+        &mut self,
+        now: Millis,
+        id: u64,
+        verb: &str,
+        targets: &str,
+        text: &str,
+        owed: &mut Owed,
+    ) {
         let notice = verb == "NOTICE";
+        let refuse = |model: &Model, owed: &mut Owed, code: &str, params: &[&str]| {
+            if !notice {
+                model.numeric(owed, id, code, params);
+            }
+        };
         let targets: Vec<&str> = targets.split(',').filter(|t| !t.is_empty()).collect();
         if targets.len() > MAX_TARGETS {
-            if !notice {
-                owe_numeric(owed, id, "407");
-            }
-            return;
+            return refuse(self, owed, "407", &[targets[MAX_TARGETS], ANY]);
         }
-        let c = &self.conns[&id];
+        let c = self.conns.get_mut(&id).expect("live");
+        if !notice {
+            c.last_spoke = now;
+        }
         let (prefix, echo) = (c.prefix(), c.echo);
         for target in targets {
-            let relayed = 1 + prefix.len() + 1 + verb.len() + 1 + target.len() + 2 + text.len() + 2;
-            let refuse = |owed: &mut Owed, code: &str| {
-                if !notice {
-                    owe_numeric(owed, id, code);
-                }
-            };
+            let relayed = format!(":{prefix} {verb} {target} :{text}\r\n").len();
             if relayed > MAX_BODY_LEN {
-                refuse(owed, "417");
+                refuse(self, owed, "417", &[ANY]);
                 continue;
             }
             if target.starts_with('#') {
                 let Some(room) = self.rooms.get(&fold(target)) else {
-                    refuse(owed, "403");
+                    refuse(self, owed, "403", &[target, ANY]);
                     continue;
                 };
                 if !room.members.contains(&id) {
-                    refuse(owed, "404");
+                    refuse(self, owed, "404", &[&room.name, ANY]);
                     continue;
                 }
                 for &m in room.members.iter().filter(|&&m| echo || m != id) {
-                    owe(owed, m, Some(&prefix), verb, &[&room.name, text]);
+                    owed.line(m, Some(&prefix), verb, &[&room.name, text]);
                 }
             } else {
-                let Some(&to) = self.nicks.get(&fold(target)) else {
-                    refuse(owed, "401");
+                let Some(peer) = self.registered_holder(target) else {
+                    refuse(self, owed, "401", &[target, ANY]);
                     continue;
                 };
-                let peer = &self.conns[&to];
-                if !peer.registered {
-                    refuse(owed, "401");
-                    continue;
-                }
-                let name = peer.nick.clone().unwrap_or_default();
-                owe(owed, to, Some(&prefix), verb, &[&name, text]);
+                let to = self.nicks[&fold(target)];
+                let (name, away) = (peer.shown(), peer.away.clone());
+                owed.line(to, Some(&prefix), verb, &[&name, text]);
                 if echo && to != id {
-                    owe(owed, id, Some(&prefix), verb, &[&name, text]);
+                    owed.line(id, Some(&prefix), verb, &[&name, text]);
+                }
+                if let Some(away) = away {
+                    refuse(self, owed, "301", &[&name, &away]);
                 }
             }
         }
@@ -870,7 +1249,7 @@ impl Model {
             return;
         };
         self.leave(id, reason, owed);
-        owe_error(owed, id, &format!("Closing Link: {host} ({reason})"));
+        owed.error(id, &format!("Closing Link: {host} ({reason})"));
     }
 
     /// `id` is forgotten; everyone who shared a room with it sees it quit.
@@ -890,27 +1269,26 @@ impl Model {
         self.conns.remove(&id);
         if registered {
             for to in told {
-                owe(owed, to, Some(&prefix), "QUIT", &[reason]);
+                owed.line(to, Some(&prefix), "QUIT", &[reason]);
             }
         }
     }
 
-    /// The timer came due at `now`: pings and timeouts, in the order they fell due.
+    /// The timer came due at `now`: liveness pings and timeouts, in the order they fell due
+    /// (then by connection).
     fn timeout(&mut self, now: Millis, owed: &mut Owed) {
         let s = self.settings.clone();
-        let mut due: Vec<(Millis, u64, String)> = Vec::new();
+        // (when it fell due, connection, the reason it is closed for; none: a ping)
+        let mut due: Vec<(Millis, u64, Option<String>)> = Vec::new();
         for (&id, c) in &mut self.conns {
             if !c.registered {
                 let deadline = c.connected_at.plus(s.registration_timeout_ms);
                 if now >= deadline {
                     let secs = s.registration_timeout_ms / 1000;
-                    due.push((
-                        deadline,
-                        id,
-                        format!(
-                            "Registration timeout: no valid NICK and USER within {secs} seconds"
-                        ),
-                    ));
+                    let reason = format!(
+                        "Registration timeout: no valid NICK and USER within {secs} seconds"
+                    );
+                    due.push((deadline, id, Some(reason)));
                 }
                 continue;
             }
@@ -919,43 +1297,27 @@ impl Model {
                     let deadline = sent.plus(s.ping_timeout_ms);
                     if now >= deadline {
                         let secs = now.since(c.last_heard) / 1000;
-                        due.push((deadline, id, format!("Ping timeout: {secs} seconds")));
+                        due.push((deadline, id, Some(format!("Ping timeout: {secs} seconds"))));
                     }
                 }
                 _ => {
                     c.ping_sent = None;
-                    if now >= c.last_heard.plus(s.ping_interval_ms) {
+                    let at = c.last_heard.plus(s.ping_interval_ms);
+                    if now >= at {
                         c.ping_sent = Some(now);
+                        due.push((at, id, None));
                     }
                 }
             }
         }
         due.sort();
         for (_, id, reason) in due {
-            self.quit(id, &reason, owed);
+            match reason {
+                Some(reason) => self.quit(id, &reason, owed),
+                None => owed.line(id, None, "PING", &[&s.server_name]),
+            }
         }
     }
-}
-
-fn owe(owed: &mut Owed, to: u64, source: Option<&str>, verb: &str, params: &[&str]) {
-    owed.lines.entry(to).or_default().push(Said {
-        source: source.map(str::to_owned),
-        verb: verb.to_owned(),
-        params: params.iter().map(|p| p.to_string()).collect(),
-    });
-}
-
-fn owe_numeric(owed: &mut Owed, to: u64, code: &str) {
-    owed.errors.entry(to).or_default().push(code.to_owned());
-}
-
-fn owe_server(owed: &mut Owed, to: u64, verb: &str, params: &[&str]) {
-    owe(owed, to, None, verb, params);
-}
-
-fn owe_error(owed: &mut Owed, to: u64, reason: &str) {
-    owe(owed, to, None, "ERROR", &[reason]);
-    owed.closes.insert(to);
 }
 
 #[cfg(test)]
@@ -976,14 +1338,31 @@ mod tests {
     }
 
     #[test]
-    fn shows_a_said_line_as_irc() {
-        let s = checked(":a!b@c PRIVMSG #r :hi there").unwrap();
+    fn shows_a_said_line_as_irc_and_matches_open_parameters() {
+        let s = said(":a!b@c PRIVMSG #r :hi there");
         assert_eq!(s.to_string(), ":a!b@c PRIVMSG #r :hi there");
-        assert!(checked(":srv 353 me = #r :a b").is_none());
-        assert_eq!(
-            checked(":srv 001 me :Welcome").unwrap().to_string(),
-            "001 me"
-        );
+        let want = |params: &[&str]| Said {
+            source: Some("srv".into()),
+            verb: "005".into(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        };
+        let got = said(":srv 005 me A=1 B :are supported");
+        assert!(want(&["me", ANY_REST]).admits(&got));
+        assert!(want(&["me", "A=1", ANY, ANY]).admits(&got));
+        assert!(!want(&["me", "A=2", ANY, ANY]).admits(&got));
+        assert!(!want(&["me", ANY]).admits(&got));
+        assert!(!want(&["me", "A=1", "B", ANY, ANY]).admits(&got));
+        assert_eq!(want(&["me", ANY]).to_string(), ":srv 005 me <any>");
+    }
+
+    #[test]
+    fn globs_and_middle_parameters() {
+        assert!(glob("a*", "ABC") && glob("*b?", "abc") && glob("*", "") && glob("a**c", "ac"));
+        assert!(!glob("a?", "a") && !glob("b*", "abc") && !glob("", "a"));
+        assert_eq!(middle("#a b"), "#a_b");
+        assert_eq!(middle(":x"), "x");
+        assert_eq!(middle(""), "*");
+        assert_eq!(middle("ok"), "ok");
     }
 
     #[test]

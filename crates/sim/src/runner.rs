@@ -562,7 +562,10 @@ impl<'a> Runner<'a> {
                 match bug {}
             }
             let settings = crate::model::Settings {
+                server_name: core.server_name.clone(),
+                version: core.version.clone(),
                 default_room: core.default_room.clone(),
+                motd: core.motd.clone(),
                 ping_interval_ms: core.ping_interval_ms,
                 ping_timeout_ms: core.ping_timeout_ms,
                 registration_timeout_ms: core.registration_timeout_ms,

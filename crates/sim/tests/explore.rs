@@ -2,7 +2,9 @@
 
 use parla_room::Bug;
 use parla_sim::RunOptions;
-use parla_sim::explore::{Workload, explore, explore_with, replay_command};
+use parla_sim::explore::{
+    Workload, default_jobs, explore, explore_with, first_failure, replay_command,
+};
 use rstest::rstest;
 
 fn report(failures: &[parla_sim::explore::Explored], workload: Workload) -> String {
@@ -87,6 +89,10 @@ fn parallel_exploration_is_deterministic() {
 #[ignore = "cargo-mutants' test command; run with --ignored"]
 fn mutation_testing_exploration() {
     let workload = Workload::default();
-    let (failures, _) = explore(0, 300, workload, None);
-    assert!(failures.is_empty(), "{}", report(&failures, workload));
+    let failure = first_failure(0, 300, workload, &RunOptions::default(), default_jobs());
+    assert!(
+        failure.is_none(),
+        "{}",
+        report(&Vec::from_iter(failure), workload)
+    );
 }
