@@ -73,11 +73,14 @@ enum Kind {
     Server,
     /// Someone new connects.
     Arrive,
+    /// A crowd with long names arrives (raw hosts that never answer a ping): member lists
+    /// longer than one 512-byte line.
+    Crowd,
     /// Time passes.
     Wait,
 }
 
-const KINDS: [Kind; 14] = [
+const KINDS: [Kind; 15] = [
     Kind::Chat,
     Kind::Rename,
     Kind::Rooms,
@@ -91,6 +94,7 @@ const KINDS: [Kind; 14] = [
     Kind::Network,
     Kind::Server,
     Kind::Arrive,
+    Kind::Crowd,
     Kind::Wait,
 ];
 
@@ -107,6 +111,8 @@ impl Shape {
                     let w = match k {
                         // Rarer by nature: each of these ends or resets a lot.
                         Kind::Server | Kind::Crash | Kind::Leave => rng.random_range(0..=2),
+                        // Costly (a host per member): in one seed in three, at most.
+                        Kind::Crowd => u32::from(rng.random_ratio(1, 3)),
                         Kind::Chat | Kind::Wait => rng.random_range(2..=8),
                         _ => rng.random_range(0..=6),
                     };
@@ -257,23 +263,51 @@ impl Gen {
             Kind::Query => {
                 let Some(c) = self.someone() else { return };
                 let (room, nick) = (self.one(ROOMS), self.one(NAMES));
-                let q = match self.rng.random_range(0..9) {
-                    0 => "names".to_owned(),
-                    1 => format!("quote NAMES {room},#lobby"),
-                    2 => format!("quote WHO {room}"),
-                    3 => format!("quote WHO {nick}"),
-                    4 => format!("quote WHOIS {nick}"),
-                    5 => "quote LIST".to_owned(),
-                    6 => format!("quote ISON {nick} ann bob"),
-                    7 => format!(
-                        "quote AWAY :{}",
-                        if self.rng.random_bool(0.5) {
-                            "lunch"
-                        } else {
-                            ""
-                        }
-                    ),
-                    _ => format!("quote MODE {nick} +i"),
+                let away = if self.rng.random_bool(0.5) {
+                    "lunch"
+                } else {
+                    ""
+                };
+                let q = match self.rng.random_range(0..34) {
+                    0..=2 => "names".to_owned(),
+                    3 => format!("quote NAMES {room},#lobby"),
+                    4 => self
+                        .one(&["quote NAMES", "quote NAMES #nowhere,,#a"])
+                        .to_owned(),
+                    5..=6 => format!("quote WHO {room}"),
+                    7..=8 => format!("quote WHO {nick}"),
+                    9 => {
+                        let mask = self.one(&["*", "0", "a*", "?ob", "*E*", "d?e", "x*"]);
+                        format!("quote WHO {mask}")
+                    }
+                    10..=11 => format!("quote WHOIS {nick}"),
+                    12 => format!("quote WHOIS parla.local {nick}"),
+                    13 => "quote LIST".to_owned(),
+                    14 => format!("quote LIST {room},#nowhere"),
+                    15 => format!("quote ISON {nick} ann bob"),
+                    16 => format!("quote ISON :{nick} cy dee"),
+                    17 => format!("quote USERHOST {nick} ann bob cy dee eve"),
+                    18..=19 => format!("quote AWAY :{away}"),
+                    20 => format!("quote MODE {nick} +i"),
+                    21 => format!("quote MODE {nick} -i"),
+                    22 => format!("quote MODE {nick}"),
+                    23 => format!("quote MODE {nick} +iw-x"),
+                    24 => format!("quote MODE {room}"),
+                    25 => {
+                        let modes = self.one(&["+b", "b", "+k key", "-n"]);
+                        format!("quote MODE {room} {modes}")
+                    }
+                    26 => "quote LUSERS".to_owned(),
+                    27 => "quote MOTD".to_owned(),
+                    28 => "quote VERSION".to_owned(),
+                    29 => "quote TIME".to_owned(),
+                    30 => {
+                        let cap = self.one(&["CAP LS 302", "CAP LIST", "CAP END", "CAP BOGUS"]);
+                        format!("quote {cap}")
+                    }
+                    31 => "quote PASS secret".to_owned(),
+                    32 => format!("quote TOPIC {room}"),
+                    _ => format!("quote PING :{nick}"),
                 };
                 self.line(format!("{c} {q}"));
             }
@@ -412,6 +446,7 @@ impl Gen {
                 let nick = self.one(NAMES);
                 self.line(format!("{c} name {nick}"));
             }
+            Kind::Crowd => self.crowd(),
             Kind::Wait => {
                 let ms = if self.rng.random_bool(0.7) {
                     self.rng.random_range(1..200)
@@ -453,6 +488,32 @@ impl Gen {
             self.line(format!("{r} write PRIVMSG #lobby :{long}\\r\\n"));
         }
         self.raw.push(r);
+    }
+
+    /// A crowd of 16 to 24 raw hosts with long names (24 to 30 bytes) joins the default room, then
+    /// someone asks for its member list: more names than one `353` line holds.
+    fn crowd(&mut self) {
+        let size = self.rng.random_range(16..=24);
+        let mut hosts = Vec::new();
+        for _ in 0..size {
+            let r = format!("r{}", self.next_raw);
+            self.next_raw += 1;
+            self.line(format!("raw {r}"));
+            hosts.push(r);
+        }
+        self.line("wait 50ms");
+        for r in &hosts {
+            let len = self.rng.random_range(24..=30);
+            let nick = format!("{:-<len$}", format!("Crowd-{r}"));
+            self.line(format!(
+                "{r} write NICK {nick}\\r\\nUSER {r} 0 * :crowd\\r\\n"
+            ));
+        }
+        self.line("wait 50ms");
+        if let Some(c) = self.someone() {
+            self.line(format!("{c} names"));
+        }
+        self.raw.extend(hosts);
     }
 
     /// A raw host that joins and stops reading while others talk.
