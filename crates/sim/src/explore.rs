@@ -462,7 +462,16 @@ impl Gen {
     fn raw_host(&mut self) {
         let r = format!("r{}", self.next_raw);
         self.next_raw += 1;
-        let nick = self.one(NAMES);
+        // Its address: turmoil numbers hosts in the order they are added, the server first.
+        let ip = format!("192.168.0.{}", self.next_client + self.next_raw - 1);
+        // One in three aims at the 512-byte limit of the line relayed with its source, so it
+        // needs a name of its own (a taken one would leave it unregistered).
+        let edge = self.rng.random_ratio(1, 3);
+        let nick = if edge {
+            format!("edge-{r}")
+        } else {
+            self.one(NAMES).to_owned()
+        };
         self.line(format!("raw {r}"));
         self.line("wait 50ms");
         self.line(format!(
@@ -482,7 +491,30 @@ impl Gen {
             "JOIN #a\\nPRIVMSG #a :lf only\\n",
         ]);
         self.line(format!("{r} write {junk}"));
-        if self.rng.random_bool(0.5) {
+        if edge {
+            // Relayed as `:edge-rN!~rN@IP VERB TARGET :TEXT` + CR LF: 510 to 514 bytes, the
+            // two sides of the limit (only what fits is relayed; the rest is refused with 417).
+            let (verb, target) = match self.rng.random_range(0..3) {
+                0 => ("PRIVMSG", "#lobby".to_owned()),
+                1 => ("NOTICE", "#lobby".to_owned()),
+                _ => ("PRIVMSG", self.one(NAMES).to_owned()),
+            };
+            let fixed = format!(":{nick}!~{r}@{ip} {verb} {target} :\r\n").len();
+            for relayed in 510..=514 {
+                let text = "e".repeat(relayed - fixed);
+                self.line(format!("{r} write {verb} {target} :{text}\\r\\n"));
+            }
+        }
+        if self.rng.random_ratio(1, 3) {
+            // Invisible, then perhaps gone at once: the counts in LUSERS (and every later
+            // welcome) and who sees it in WHO and NAMES must follow.
+            let quit = if self.rng.random_bool(0.5) {
+                "QUIT\\r\\n"
+            } else {
+                ""
+            };
+            self.line(format!("{r} write MODE {nick} +i\\r\\nLUSERS\\r\\n{quit}"));
+        } else if !edge && self.rng.random_bool(0.5) {
             // Some fit the 512 bytes only without the relayed source: refused with 417.
             let long = "x".repeat(self.rng.random_range(440..700));
             self.line(format!("{r} write PRIVMSG #lobby :{long}\\r\\n"));
@@ -569,11 +601,16 @@ pub fn generate(seed: u64, workload: Workload) -> String {
         workload.clients, workload.steps
     ));
     g.line(format!("# Shape: {shape}."));
-    g.line(if small_sendq {
-        "server --ping-interval 10s --ping-timeout 5s --sendq-bytes 8192"
-    } else {
-        "server --ping-interval 10s --ping-timeout 5s"
-    });
+    let mut server = "server --ping-interval 10s --ping-timeout 5s".to_owned();
+    if small_sendq {
+        server.push_str(" --sendq-bytes 8192");
+    }
+    // A default room that goes quiet after a few members, as a big one does after 1,000.
+    if g.rng.random_ratio(1, 4) {
+        let above = g.rng.random_range(2..=6);
+        server.push_str(&format!(" --quiet-joins-above {above}"));
+    }
+    g.line(server);
     for _ in 0..workload.clients {
         g.add_client();
     }

@@ -54,6 +54,10 @@ pub struct Settings {
     pub ping_timeout_ms: u64,
     /// Time to register, in ms.
     pub registration_timeout_ms: u64,
+    /// Members above which the default room is quiet: a join or part is shown only to the one
+    /// joining or leaving (who gets no member list on joining), and a quit only to those who
+    /// share another room.
+    pub quiet_joins_above: Option<usize>,
 }
 
 /// A parameter the model leaves open: any value matches.
@@ -1137,11 +1141,28 @@ impl Model {
         let c = self.conns.get_mut(&id).expect("live");
         c.rooms.insert(key.clone());
         let prefix = c.prefix();
-        for &m in &self.rooms[&key].members {
+        let quiet = self.is_quiet(&key);
+        for &m in self.rooms[&key]
+            .members
+            .iter()
+            .filter(|&&m| !quiet || m == id)
+        {
             owed.line(m, Some(&prefix), "JOIN", &[&room_name]);
         }
         self.send_topic(id, &key, false, owed);
-        self.names(id, &key, owed);
+        if quiet {
+            self.numeric(owed, id, "366", &[&room_name, ANY]);
+        } else {
+            self.names(id, &key, owed);
+        }
+    }
+
+    /// Whether room `key` is the default room with more members than the quiet threshold.
+    fn is_quiet(&self, key: &str) -> bool {
+        let s = &self.settings;
+        s.default_room.as_deref().map(fold).as_deref() == Some(key)
+            && s.quiet_joins_above
+                .is_some_and(|above| self.rooms[key].members.len() > above)
     }
 
     fn part(&mut self, id: u64, key: &str, reason: Option<&str>, owed: &mut Owed) {
@@ -1149,7 +1170,8 @@ impl Model {
             return;
         };
         let prefix = self.conns[&id].prefix();
-        for &m in &room.members {
+        let quiet = self.is_quiet(key);
+        for &m in room.members.iter().filter(|&&m| !quiet || m == id) {
             match reason {
                 Some(r) if !r.is_empty() => {
                     owed.line(m, Some(&prefix), "PART", &[&room.name, r]);
@@ -1173,7 +1195,7 @@ impl Model {
         }
     }
 
-    /// Everyone who shares a room with `id`, but `id`.
+    /// Everyone who shares a room with `id`, but `id` (a rename is shown to all of them).
     fn peers(&self, id: u64) -> BTreeSet<u64> {
         self.conns[&id]
             .rooms
@@ -1210,7 +1232,12 @@ impl Model {
         for target in targets {
             let relayed = format!(":{prefix} {verb} {target} :{text}\r\n").len();
             if relayed > MAX_BODY_LEN {
-                refuse(self, owed, "417", &[ANY]);
+                // The one refusal whose text carries a figure the person needs.
+                let over = relayed - MAX_BODY_LEN;
+                let text = format!(
+                    "Message not sent: it is {over} bytes too long once your name is added; send it in shorter parts"
+                );
+                refuse(self, owed, "417", &[&text]);
                 continue;
             }
             if target.starts_with('#') {
@@ -1257,7 +1284,14 @@ impl Model {
         let Some(c) = self.conns.get(&id) else {
             return;
         };
-        let told = self.peers(id);
+        // Everyone sharing a room that is not quiet.
+        let told: BTreeSet<u64> = c
+            .rooms
+            .iter()
+            .filter(|k| !self.is_quiet(k))
+            .flat_map(|k| self.rooms[k].members.iter().copied())
+            .filter(|&m| m != id)
+            .collect();
         let (registered, prefix) = (c.registered, c.prefix());
         if let Some(nick) = &c.nick {
             self.nicks.remove(&fold(nick));

@@ -553,6 +553,7 @@ impl<'a> Runner<'a> {
                 ping_interval_ms: flags.ping_interval.as_millis() as u64,
                 ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
                 registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
+                quiet_joins_above: flags.quiet_joins_above,
                 #[cfg(feature = "deliberate-bugs")]
                 bug,
                 ..parla_room::Config::default()
@@ -566,6 +567,7 @@ impl<'a> Runner<'a> {
                 version: core.version.clone(),
                 default_room: core.default_room.clone(),
                 motd: core.motd.clone(),
+                quiet_joins_above: core.quiet_joins_above,
                 ping_interval_ms: core.ping_interval_ms,
                 ping_timeout_ms: core.ping_timeout_ms,
                 registration_timeout_ms: core.registration_timeout_ms,

@@ -146,6 +146,9 @@ pub struct ServerFlags {
     pub flood: Option<FloodControl>,
     pub room: Option<String>,
     pub max_clients: usize,
+    /// Members above which the default room goes quiet (joins and parts shown only to the one
+    /// joining or leaving; `--quiet-joins-above`, 1000 as in `parla-server`).
+    pub quiet_joins_above: Option<usize>,
 }
 
 impl Default for ServerFlags {
@@ -158,6 +161,7 @@ impl Default for ServerFlags {
             flood: Some(FloodControl::default()),
             room: Some("#lobby".into()),
             max_clients: 1000,
+            quiet_joins_above: Some(1000),
         }
     }
 }
@@ -445,6 +449,13 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--max-clients needs a number")?
             }
+            "--quiet-joins-above" => {
+                f.quiet_joins_above = Some(
+                    value
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("--quiet-joins-above needs a number")?,
+                )
+            }
             "--room" => f.room = Some(value.ok_or("--room needs a room name")?.to_string()),
             "--no-default-room" => {
                 f.room = None;
@@ -458,7 +469,7 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --room, --no-default-room, --no-flood-control"
+                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --room, --no-default-room, --no-flood-control"
                 ));
             }
         }
