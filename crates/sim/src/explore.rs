@@ -334,6 +334,11 @@ impl Gen {
                     "CAP REQ :no-such-cap",
                     "CAP REQ :-echo-message",
                     "CAP REQ :echo-message",
+                    "CAP REQ",
+                    "CAP REQ :",
+                    "CAP REQ :echo-message no-such-cap",
+                    "CAP REQ :server-time -echo-message",
+                    "NICK :",
                     "PING",
                     "PING :token",
                     "NOTICE",
@@ -460,6 +465,11 @@ impl Gen {
 
     /// A raw host that registers and then sends lines no client would.
     fn raw_host(&mut self) {
+        match self.rng.random_range(0..6) {
+            0 => return self.hermit(),
+            1 => return self.silent(),
+            _ => {}
+        }
         let r = format!("r{}", self.next_raw);
         self.next_raw += 1;
         // Its address: turmoil numbers hosts in the order they are added, the server first.
@@ -522,6 +532,50 @@ impl Gen {
         self.raw.push(r);
     }
 
+    /// A raw host that hides: invisible, in no room, with a long user name (cut to `USERLEN`);
+    /// it asks what an outsider may see (members of rooms it is not in, users it shares no room
+    /// with, itself) and others may ask about it.
+    fn hermit(&mut self) {
+        let r = format!("r{}", self.next_raw);
+        self.next_raw += 1;
+        let nick = format!("hermit-{r}");
+        self.line(format!("raw {r}"));
+        self.line("wait 50ms");
+        self.line(format!(
+            "{r} write NICK {nick}\\r\\nUSER a-very_long.user-name-{r} 0 * :the {r} hermit\\r\\nMODE {nick} +i\\r\\nJOIN 0\\r\\n"
+        ));
+        self.line("wait 50ms");
+        let asks = self.one(&[
+            "WHO *\\r\\nWHO #lobby\\r\\nNAMES #lobby\\r\\n",
+            "WHO 0\\r\\nWHO hermit*\\r\\nLIST\\r\\nLUSERS\\r\\n",
+            "NAMES #lobby,#a\\r\\nWHO #a\\r\\nWHOIS hermit-r1\\r\\n",
+        ]);
+        self.line(format!("{r} write {asks}"));
+        if let Some(c) = self.someone() {
+            let q = match self.rng.random_range(0..4) {
+                0 => "WHO *".to_owned(),
+                1 => "WHO hermit*".to_owned(),
+                2 => format!("WHOIS {nick}"),
+                _ => "NAMES #lobby".to_owned(),
+            };
+            self.line(format!("{c} quote {q}"));
+        }
+        self.raw.push(r);
+    }
+
+    /// A raw host that connects and never registers (or only names itself): the registration
+    /// timeout closes it.
+    fn silent(&mut self) {
+        let r = format!("r{}", self.next_raw);
+        self.next_raw += 1;
+        self.line(format!("raw {r}"));
+        if self.rng.random_bool(0.5) {
+            self.line("wait 50ms");
+            self.line(format!("{r} write NICK quiet-{r}\\r\\n"));
+        }
+        self.raw.push(r);
+    }
+
     /// A crowd of 16 to 24 raw hosts with long names (24 to 30 bytes) joins the default room, then
     /// someone asks for its member list: more names than one `353` line holds.
     fn crowd(&mut self) {
@@ -537,8 +591,13 @@ impl Gen {
         for r in &hosts {
             let len = self.rng.random_range(24..=30);
             let nick = format!("{:-<len$}", format!("Crowd-{r}"));
+            let hide = if self.rng.random_ratio(1, 4) {
+                format!("MODE {nick} +i\\r\\n")
+            } else {
+                String::new()
+            };
             self.line(format!(
-                "{r} write NICK {nick}\\r\\nUSER {r} 0 * :crowd\\r\\n"
+                "{r} write NICK {nick}\\r\\nUSER {r} 0 * :crowd\\r\\n{hide}"
             ));
         }
         self.line("wait 50ms");
@@ -602,6 +661,10 @@ pub fn generate(seed: u64, workload: Workload) -> String {
     ));
     g.line(format!("# Shape: {shape}."));
     let mut server = "server --ping-interval 10s --ping-timeout 5s".to_owned();
+    // Time to register: short in some seeds, so that silent hosts and clients whose name was
+    // refused are timed out within the run.
+    let registration = g.one(&["5s", "12s", "60s"]);
+    server.push_str(&format!(" --registration-timeout {registration}"));
     if small_sendq {
         server.push_str(" --sendq-bytes 8192");
     }
