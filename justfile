@@ -25,6 +25,20 @@ sim:
 explore SEEDS="2000" START="0":
     cargo run --release -p parla-sim -- explore --seeds {{SEEDS}} --start {{START}} --progress
 
+# Mutation testing of the server core's command handlers with the explorer alone as the test
+# (hours on two cores; see docs/simulation.md): `just mutants rooms` for one file, `just mutants`
+# for all of them. Needs `cargo install cargo-mutants --locked`. The report lands in mutants.out/.
+mutants FILE="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    files=()
+    sel="{{FILE}}"
+    for f in ${sel:-commands registration rooms messaging queries leaving timers}; do
+        files+=(--file "crates/room/src/server/$f.rs")
+    done
+    cargo mutants --jobs 2 --baseline=skip --timeout 240 --build-timeout 1800 "${files[@]}" \
+        --test-package parla-sim -- --test explore -- --ignored --exact mutation_testing_exploration
+
 # Replay one explored seed and print its script and transcript.
 replay SEED:
     cargo run --release -p parla-sim -- replay --seed {{SEED}}
