@@ -486,9 +486,22 @@ impl Gen {
         };
         self.line(format!("raw {r}"));
         self.line("wait 50ms");
+        let cap = if self.rng.random_ratio(1, 4) {
+            self.one(&[
+                "CAP REQ :echo-message\\r\\n",
+                "CAP LS 302\\r\\nCAP REQ :server-time\\r\\n",
+            ])
+        } else {
+            ""
+        };
         self.line(format!(
-            "{r} write NICK {nick}\\r\\nUSER {r} 0 * :raw {r}\\r\\n"
+            "{r} write {cap}NICK {nick}\\r\\nUSER {r} 0 * :raw {r}\\r\\n"
         ));
+        if !cap.is_empty() {
+            // Capabilities asked for before registering hold registration until CAP END.
+            self.line("wait 50ms");
+            self.line(format!("{r} write CAP LIST\\r\\nCAP END\\r\\n"));
+        }
         self.line("wait 50ms");
         let junk = self.one(&[
             "PRIVMSG #lobby :ok from raw\\r\\n",
@@ -544,7 +557,7 @@ impl Gen {
         self.line(format!("raw {r}"));
         self.line("wait 50ms");
         self.line(format!(
-            "{r} write NICK {nick}\\r\\nUSER a-very_long.user-name-{r} 0 * :the {r} hermit\\r\\nMODE {nick} +i\\r\\nJOIN 0\\r\\n"
+            "{r} write NICK {nick}\\r\\nUSER a-very_long.user-name-{r} 0 * :the {r} hermit\\r\\nMODE {nick} +i\\r\\nJOIN 0\\r\\nMODE {nick} -i\\r\\nLUSERS\\r\\nMODE {nick} +i-i+ix\\r\\n"
         ));
         self.line("wait 50ms");
         let asks = self.one(&[
