@@ -58,6 +58,8 @@ pub struct Settings {
     /// joining or leaving (who gets no member list on joining), and a quit only to those who
     /// share another room.
     pub quiet_joins_above: Option<usize>,
+    /// The password a connection must give (`PASS`) before registering, if any.
+    pub password: Option<String>,
 }
 
 /// A parameter the model leaves open: any value matches.
@@ -243,6 +245,7 @@ struct Conn {
     nick: Option<String>,
     user: Option<String>,
     realname: String,
+    password: Option<String>,
     registered: bool,
     negotiating: bool,
     echo: bool,
@@ -383,6 +386,7 @@ impl Model {
                     nick: None,
                     user: None,
                     realname: String::new(),
+                    password: None,
                     registered: false,
                     negotiating: false,
                     echo: false,
@@ -660,9 +664,11 @@ impl Model {
                 self.register(now, id, owed);
             }
             "PASS" => {
-                if self.conns[&id].registered {
-                    self.numeric(owed, id, "462", &[ANY]);
+                let c = self.conns.get_mut(&id).expect("live");
+                if c.registered {
+                    return self.numeric(owed, id, "462", &[ANY]);
                 }
+                c.password = Some(p[0].to_owned());
             }
             "CAP" => self.cap(now, id, &p, owed),
             "PING" => {
@@ -1111,6 +1117,13 @@ impl Model {
         if c.registered || c.negotiating || c.user.is_none() || c.nick.is_none() {
             return;
         }
+        if let Some(expected) = &self.settings.password
+            && c.password.as_ref() != Some(expected)
+        {
+            self.numeric(owed, id, "464", &[ANY]);
+            return self.quit(id, "Bad password", owed);
+        }
+        let c = self.conns.get_mut(&id).expect("live");
         c.registered = true;
         c.last_spoke = now;
         let users = self.users();

@@ -554,6 +554,7 @@ impl<'a> Runner<'a> {
                 ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
                 registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
                 quiet_joins_above: flags.quiet_joins_above,
+                password: flags.password.clone(),
                 #[cfg(feature = "deliberate-bugs")]
                 bug,
                 ..parla_room::Config::default()
@@ -568,6 +569,7 @@ impl<'a> Runner<'a> {
                 default_room: core.default_room.clone(),
                 motd: core.motd.clone(),
                 quiet_joins_above: core.quiet_joins_above,
+                password: core.password.clone(),
                 ping_interval_ms: core.ping_interval_ms,
                 ping_timeout_ms: core.ping_timeout_ms,
                 registration_timeout_ms: core.registration_timeout_ms,
@@ -651,6 +653,7 @@ async fn session_client(
     });
     config.ping = flags.ping;
     config.session.username = host.to_owned();
+    config.session.password = flags.password.clone();
     config.connect_timeout = Duration::from_secs(5);
     config.session.irc_ping_interval_ms = 10_000;
     config.session.irc_ping_timeout_ms = 10_000;

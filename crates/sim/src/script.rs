@@ -149,6 +149,8 @@ pub struct ServerFlags {
     /// Members above which the default room goes quiet (joins and parts shown only to the one
     /// joining or leaving; `--quiet-joins-above`, 1000 as in `parla-server`).
     pub quiet_joins_above: Option<usize>,
+    /// The password clients must send (`PASS`) before registering.
+    pub password: Option<String>,
 }
 
 impl Default for ServerFlags {
@@ -162,6 +164,7 @@ impl Default for ServerFlags {
             room: Some("#lobby".into()),
             max_clients: 1000,
             quiet_joins_above: Some(1000),
+            password: None,
         }
     }
 }
@@ -171,6 +174,8 @@ impl Default for ServerFlags {
 pub struct ClientFlags {
     /// `None` with `--no-ping`.
     pub ping: Option<PingConfig>,
+    /// The server password the session sends (`--password`).
+    pub password: Option<String>,
 }
 
 impl Default for ClientFlags {
@@ -181,6 +186,7 @@ impl Default for ClientFlags {
                 timeout: Duration::from_secs(2),
                 max_misses: 3,
             }),
+            password: None,
         }
     }
 }
@@ -456,6 +462,9 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
                         .ok_or("--quiet-joins-above needs a number")?,
                 )
             }
+            "--password" => {
+                f.password = Some(value.ok_or("--password needs a password")?.to_string())
+            }
             "--room" => f.room = Some(value.ok_or("--room needs a room name")?.to_string()),
             "--no-default-room" => {
                 f.room = None;
@@ -469,7 +478,7 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --room, --no-default-room, --no-flood-control"
+                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --password, --room, --no-default-room, --no-flood-control"
                 ));
             }
         }
@@ -484,6 +493,9 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
     while i < w.len() {
         let value = w.get(i + 1);
         match (w[i], f.ping.as_mut()) {
+            ("--password", _) => {
+                f.password = Some(value.ok_or("--password needs a password")?.to_string())
+            }
             ("--no-ping", _) => {
                 f.ping = None;
                 i += 1;
@@ -499,7 +511,7 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
             }
             (other, _) => {
                 return Err(format!(
-                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --no-ping, --ping-interval, --ping-timeout, --ping-misses"
+                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
                 ));
             }
         }
