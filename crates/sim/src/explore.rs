@@ -247,7 +247,8 @@ impl Gen {
                 let room = self.one(ROOMS);
                 match self.rng.random_range(0..10) {
                     0..=4 => self.line(format!("{c} join {room}")),
-                    5..=6 => self.line(format!("{c} quote PART {room} :see you")),
+                    5 => self.line(format!("{c} quote PART {room} :see you")),
+                    6 => self.line(format!("{c} quote PART {room} :")),
                     7..=8 => self.line(format!("{c} quote PART {room},#a")),
                     _ => self.line(format!("{c} quote JOIN 0")),
                 }
