@@ -13,6 +13,11 @@ use parla_net::server::{Input, Observer};
 use parla_net::transport::Transport;
 use parla_room::{ConnId, Millis, Output, Server};
 
+/// Timer wake-ups in a row at one simulated instant after which a server is taken to spin. A
+/// real server wakes once per deadline; a core whose deadline is never cleared wakes at the same
+/// instant for ever, and the run would never end.
+const SPIN_LIMIT: u32 = 10_000;
+
 use crate::model::{self, Divergence, Model};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -37,6 +42,8 @@ pub struct Records {
     pub violations: Vec<String>,
     /// When the run ended (simulated time).
     pub ended_at: Duration,
+    /// Set when the run cannot go on (a server spinning at one instant): the runner stops.
+    pub stuck: bool,
 }
 
 impl Records {
@@ -157,6 +164,7 @@ impl Journal {
             journal: self.clone(),
             incarnation,
             relayed: Mutex::default(),
+            wakeups: Mutex::default(),
             model: Mutex::new((Model::new(settings), false)),
         }
     }
@@ -169,6 +177,8 @@ pub struct ServerWatch {
     incarnation: u32,
     /// Room messages queued during the current input: (line without tags, recipient).
     relayed: Mutex<Vec<(String, ConnId)>>,
+    /// Timer wake-ups in a row at one instant: (the instant, how many).
+    wakeups: Mutex<(Millis, u32)>,
     /// The reference model of this incarnation, and whether it has diverged (only the first
     /// divergence is reported: what follows it is usually its consequence).
     model: Mutex<(Model, bool)>,
@@ -244,6 +254,20 @@ impl Observer for ServerWatch {
     }
 
     fn input(&self, now: Millis, input: Input<'_>) {
+        if matches!(input, Input::Timeout) {
+            let mut w = self.wakeups.lock().unwrap_or_else(|e| e.into_inner());
+            *w = if w.0 == now { (now, w.1 + 1) } else { (now, 1) };
+            if w.1 == SPIN_LIMIT {
+                self.journal.violation(format!(
+                    "at {:.3}s the server (incarnation {}) woke for its timer {SPIN_LIMIT} times in a row without time passing: it spins (a deadline that is never cleared or moved)",
+                    self::now().as_secs_f64(),
+                    self.incarnation
+                ));
+                self.journal.lock().stuck = true;
+            }
+        } else {
+            *self.wakeups.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
+        }
         self.with_model(|m| m.input(now, &input));
     }
 

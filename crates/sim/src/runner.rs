@@ -244,6 +244,9 @@ impl<'a> Runner<'a> {
                     .violation(format!("host software failed: {err}"));
                 return false;
             }
+            if self.journal.lock().stuck {
+                return false;
+            }
             if let Some((host, into)) = self.sim.woke_early().first() {
                 self.journal.violation(format!(
                     "{host} woke {into:?} into a {step:?} stretch the simulation skipped as idle: \
