@@ -104,7 +104,9 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
         "name-kept-on-disconnect" => Ok(Bug::NameKeptOnDisconnect),
         "quit-untold-to-one" => Ok(Bug::QuitUntoldToOne),
         "part-unseen-by-leaver" => Ok(Bug::PartUnseenByLeaver),
-        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver".into()),
+        "relay-limit-off-by-one" => Ok(Bug::RelayLimitOffByOne),
+        "invisible-count-kept" => Ok(Bug::InvisibleCountKept),
+        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver, relay-limit-off-by-one, invisible-count-kept".into()),
     }
 }
 

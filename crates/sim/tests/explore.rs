@@ -61,6 +61,32 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
     );
 }
 
+/// Mutants taken literally from the cargo-mutants report (docs/simulation.md), planted so that
+/// this test needs no rebuild: each was missed or only timed out before the model predicted
+/// every line and the generator aimed at it, and the explorer must now find each within the
+/// 300 seeds mutation testing runs, for the reason it implies.
+#[rstest]
+#[case::relay_limit_off_by_one(Bug::RelayLimitOffByOne, "was owed `:edge-r")]
+#[case::invisible_count_kept(Bug::InvisibleCountKept, "251")]
+fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom: &str) {
+    let options = RunOptions {
+        bug: Some(bug),
+        ..RunOptions::default()
+    };
+    let failure = first_failure(0, 300, Workload::default(), &options, default_jobs())
+        .unwrap_or_else(|| panic!("{bug:?}: no failing seed within 300"));
+    assert!(
+        failure
+            .outcome
+            .violations
+            .iter()
+            .any(|v| v.contains(symptom)),
+        "{bug:?} (seed {}): {:?}",
+        failure.seed,
+        failure.outcome.violations
+    );
+}
+
 /// Seeds run in parallel give exactly what they give one at a time: the same failing seeds, in
 /// seed order, with byte-identical transcripts (a planted bug makes some of them fail).
 #[test]

@@ -58,6 +58,12 @@ pub enum Bug {
     QuitUntoldToOne,
     /// A room's `PART` is not shown to the one leaving (a mutant of the recipients' filter).
     PartUnseenByLeaver,
+    /// Literally the cargo-mutants mutant `messaging.rs: replace > with >=` of the relay-length
+    /// check: a message whose relayed line is exactly 512 bytes is refused.
+    RelayLimitOffByOne,
+    /// Literally the mutant `leaving.rs: replace -= with +=` of the invisible-user count: an
+    /// invisible user leaving adds one to the count `LUSERS` shows instead of removing one.
+    InvisibleCountKept,
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,

@@ -37,6 +37,10 @@ impl Server {
             self.users -= 1;
             if c.invisible {
                 self.invisible_users -= 1;
+                #[cfg(feature = "deliberate-bugs")]
+                if self.config.bug == Some(Bug::InvisibleCountKept) {
+                    self.invisible_users += 2;
+                }
             }
         }
         let rooms: Vec<String> = c.rooms.iter().cloned().collect();

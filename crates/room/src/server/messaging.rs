@@ -57,6 +57,8 @@ impl Server {
         for target in targets {
             // The relayed line carries our longer source; refuse rather than cut the text.
             let relayed = 1 + prefix.len() + 1 + verb.len() + 1 + target.len() + 2 + text.len() + 2;
+            #[cfg(feature = "deliberate-bugs")]
+            let relayed = relayed + usize::from(self.config.bug == Some(Bug::RelayLimitOffByOne));
             if relayed > MAX_BODY_LEN {
                 if !notice {
                     let over = relayed - MAX_BODY_LEN;
