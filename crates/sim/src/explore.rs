@@ -484,6 +484,14 @@ impl Gen {
         }
     }
 
+    /// Adds the next raw host to the script and returns its name.
+    fn new_raw(&mut self) -> String {
+        let r = format!("r{}", self.next_raw);
+        self.next_raw += 1;
+        self.line(format!("raw {r}"));
+        r
+    }
+
     /// A raw host that registers and then sends lines no client would.
     fn raw_host(&mut self) {
         match self.rng.random_range(0..6) {
@@ -491,8 +499,7 @@ impl Gen {
             1 => return self.silent(),
             _ => {}
         }
-        let r = format!("r{}", self.next_raw);
-        self.next_raw += 1;
+        let r = self.new_raw();
         // Its address: turmoil numbers hosts in the order they are added, the server first.
         let ip = format!("192.168.0.{}", self.next_client + self.next_raw - 1);
         // One in three aims at the 512-byte limit of the line relayed with its source, so it
@@ -503,7 +510,6 @@ impl Gen {
         } else {
             self.one(NAMES).to_owned()
         };
-        self.line(format!("raw {r}"));
         self.line("wait 50ms");
         let cap = if self.rng.random_ratio(1, 4) {
             self.one(&[
@@ -571,10 +577,8 @@ impl Gen {
     /// it asks what an outsider may see (members of rooms it is not in, users it shares no room
     /// with, itself) and others may ask about it.
     fn hermit(&mut self) {
-        let r = format!("r{}", self.next_raw);
-        self.next_raw += 1;
+        let r = self.new_raw();
         let nick = format!("hermit-{r}");
-        self.line(format!("raw {r}"));
         self.line("wait 50ms");
         let pass = self.pass();
         self.line(format!(
@@ -602,9 +606,7 @@ impl Gen {
     /// A raw host that connects and never registers (or only takes a name, to which someone
     /// writes): the registration timeout closes it.
     fn silent(&mut self) {
-        let r = format!("r{}", self.next_raw);
-        self.next_raw += 1;
-        self.line(format!("raw {r}"));
+        let r = self.new_raw();
         if self.rng.random_bool(0.5) {
             // A name of its own, or one others use: a message to a name held by someone who
             // has not registered is refused (401) like one to nobody.
@@ -637,9 +639,7 @@ impl Gen {
         let size = self.rng.random_range(16..=24);
         let mut hosts = Vec::new();
         for _ in 0..size {
-            let r = format!("r{}", self.next_raw);
-            self.next_raw += 1;
-            self.line(format!("raw {r}"));
+            let r = self.new_raw();
             hosts.push(r);
         }
         self.line("wait 50ms");
@@ -665,9 +665,7 @@ impl Gen {
 
     /// A raw host that joins and stops reading while others talk.
     fn slow_reader(&mut self) {
-        let r = format!("r{}", self.next_raw);
-        self.next_raw += 1;
-        self.line(format!("raw {r}"));
+        let r = self.new_raw();
         self.line("wait 50ms");
         let pass = self.pass();
         self.line(format!(
