@@ -41,10 +41,10 @@ fn ci_sized_exploration_finds_no_violation() {
 }
 
 /// The checkers have teeth: with a deliberately broken core, the explorer finds a failing seed
-/// within a bounded number of seeds, for the reason the bug implies (the reference model sees
-/// both first: a name table that disagrees with it, a message owed and not queued).
+/// within a bounded number of seeds, for the reason the bug implies (a name held twice, a
+/// message owed and not queued, ...).
 #[rstest]
-#[case::case_sensitive_name_uniqueness(Bug::CaseSensitiveNames, "the server's name table gives")]
+#[case::case_sensitive_name_uniqueness(Bug::CaseSensitiveNames, "names not unique")]
 #[case::a_message_dropped_for_one_member(Bug::DropForOneMember, "was owed `:")]
 // Mutants of the kind cargo-mutants makes (docs/simulation.md), planted as bugs so that this
 // test needs no rebuild: each was missed by the explorer before the reference model.
