@@ -660,6 +660,12 @@ impl Gen {
         if let Some(c) = self.someone() {
             self.line(format!("{c} names"));
         }
+        // Then it leaves together: a crowd's hosts are costly to keep stepping, and a burst of
+        // departures is worth seeing too.
+        self.line("wait 50ms");
+        for r in &hosts {
+            self.line(format!("{r} write QUIT :crowd leaving\\r\\n"));
+        }
         self.raw.extend(hosts);
     }
 
