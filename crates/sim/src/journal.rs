@@ -13,16 +13,16 @@ use parla_net::server::{Input, Observer};
 use parla_net::transport::Transport;
 use parla_room::{ConnId, Millis, Output, Server};
 
+use crate::model::{self, Divergence, Model};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::transport::Sim;
+
 /// Timer wake-ups in a row (no line, connection or disconnection between them) within one
 /// simulated second after which a server is taken to spin. A real server wakes once per
 /// deadline, a few times a second at most here; a core whose deadline is never handled is woken
 /// for it at every tick, and the run would crawl on for ever.
 const SPIN_LIMIT: u32 = 1_000;
-
-use crate::model::{self, Divergence, Model};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use crate::transport::Sim;
 
 /// The shared record of one simulation run. Cheap to clone; every host writes into it.
 #[derive(Clone, Default)]
@@ -43,7 +43,7 @@ pub struct Records {
     pub violations: Vec<String>,
     /// When the run ended (simulated time).
     pub ended_at: Duration,
-    /// Set when the run cannot go on (a server spinning at one instant): the runner stops.
+    /// Set when the run cannot go on (a server that spins on its timer): the runner stops.
     pub stuck: bool,
 }
 

@@ -37,30 +37,9 @@ use parla_room::limits::{
 };
 use parla_room::{ConnId, Millis, Output};
 
-/// The server settings the model needs (the simulation's `server` flags).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The server's name, the source of its own lines.
-    pub server_name: String,
-    /// The version it reports (`004`, `351`).
-    pub version: String,
-    /// The room everyone joins on registering.
-    pub default_room: Option<String>,
-    /// The message of the day, line by line (none: `422`).
-    pub motd: Vec<String>,
-    /// Silence before the server pings a user, in ms.
-    pub ping_interval_ms: u64,
-    /// Time to answer a ping, in ms.
-    pub ping_timeout_ms: u64,
-    /// Time to register, in ms.
-    pub registration_timeout_ms: u64,
-    /// Members above which the default room is quiet: a join or part is shown only to the one
-    /// joining or leaving (who gets no member list on joining), and a quit only to those who
-    /// share another room.
-    pub quiet_joins_above: Option<usize>,
-    /// The password a connection must give (`PASS`) before registering, if any.
-    pub password: Option<String>,
-}
+/// The server settings the model follows: the core's own configuration (its names, MOTD,
+/// password, timers and quiet threshold; the model keeps its own name rules and limits).
+pub type Settings = parla_room::Config;
 
 /// A parameter the model leaves open: any value matches.
 const ANY: &str = "\u{0}any";

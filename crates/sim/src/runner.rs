@@ -566,17 +566,7 @@ impl<'a> Runner<'a> {
             if let Some(bug) = bug {
                 match bug {}
             }
-            let settings = crate::model::Settings {
-                server_name: core.server_name.clone(),
-                version: core.version.clone(),
-                default_room: core.default_room.clone(),
-                motd: core.motd.clone(),
-                quiet_joins_above: core.quiet_joins_above,
-                password: core.password.clone(),
-                ping_interval_ms: core.ping_interval_ms,
-                ping_timeout_ms: core.ping_timeout_ms,
-                registration_timeout_ms: core.registration_timeout_ms,
-            };
+            let settings = core.clone();
             let options = ServerOptions {
                 core,
                 max_clients: flags.max_clients,
