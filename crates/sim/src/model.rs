@@ -1303,14 +1303,18 @@ impl Model {
     /// The timer came due at `now`: liveness pings and timeouts, in the order they fell due
     /// (then by connection).
     fn timeout(&mut self, now: Millis, owed: &mut Owed) {
-        let s = self.settings.clone();
+        let (registration_ms, ping_timeout_ms, ping_interval_ms) = (
+            self.settings.registration_timeout_ms,
+            self.settings.ping_timeout_ms,
+            self.settings.ping_interval_ms,
+        );
         // (when it fell due, connection, the reason it is closed for; none: a ping)
         let mut due: Vec<(Millis, u64, Option<String>)> = Vec::new();
         for (&id, c) in &mut self.conns {
             if !c.registered {
-                let deadline = c.connected_at.plus(s.registration_timeout_ms);
+                let deadline = c.connected_at.plus(registration_ms);
                 if now >= deadline {
-                    let secs = s.registration_timeout_ms / 1000;
+                    let secs = registration_ms / 1000;
                     let reason = format!(
                         "Registration timeout: no valid NICK and USER within {secs} seconds"
                     );
@@ -1320,7 +1324,7 @@ impl Model {
             }
             match c.ping_sent {
                 Some(sent) if c.last_heard < sent => {
-                    let deadline = sent.plus(s.ping_timeout_ms);
+                    let deadline = sent.plus(ping_timeout_ms);
                     if now >= deadline {
                         let secs = now.since(c.last_heard) / 1000;
                         due.push((deadline, id, Some(format!("Ping timeout: {secs} seconds"))));
@@ -1328,7 +1332,7 @@ impl Model {
                 }
                 _ => {
                     c.ping_sent = None;
-                    let at = c.last_heard.plus(s.ping_interval_ms);
+                    let at = c.last_heard.plus(ping_interval_ms);
                     if now >= at {
                         c.ping_sent = Some(now);
                         due.push((at, id, None));
@@ -1340,7 +1344,7 @@ impl Model {
         for (_, id, reason) in due {
             match reason {
                 Some(reason) => self.quit(id, &reason, owed),
-                None => owed.line(id, None, "PING", &[&s.server_name]),
+                None => owed.line(id, None, "PING", &[&self.settings.server_name]),
             }
         }
     }
