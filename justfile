@@ -27,15 +27,19 @@ explore SEEDS="2000" START="0":
 
 # Mutation testing of the server core's command handlers with the explorer alone as the test
 # (hours on two cores; see docs/simulation.md): `just mutants rooms` for one file, `just mutants`
-# for all of them. Needs `cargo install cargo-mutants --locked`. The report lands in mutants.out/.
+# for all of them, `just mutants client` for the client core. Needs `cargo install cargo-mutants --locked`. The report lands in mutants.out/.
 mutants FILE="":
     #!/usr/bin/env bash
     set -euo pipefail
     files=()
     sel="{{FILE}}"
-    for f in ${sel:-commands registration rooms messaging queries leaving timers}; do
-        files+=(--file "crates/room/src/server/$f.rs")
-    done
+    if [ "$sel" = client ]; then
+        files+=(--file 'crates/room/src/client/*.rs')
+    else
+        for f in ${sel:-commands registration rooms messaging queries leaving timers}; do
+            files+=(--file "crates/room/src/server/$f.rs")
+        done
+    fi
     cargo mutants --jobs 2 --baseline=skip --timeout 240 --build-timeout 1800 "${files[@]}" \
         --test-package parla-sim -- --test explore -- --ignored --exact mutation_testing_exploration
 

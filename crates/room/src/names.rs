@@ -10,6 +10,12 @@ pub fn casefold(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Whether two names are one under `CASEMAPPING=ascii` (their [`casefold`]s are equal), without
+/// folding either.
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 /// The characters besides letters that a nick may start with (RFC 2812 "special").
 const SPECIAL: &[u8] = b"[]\\`_^{|}";
 

@@ -853,3 +853,26 @@ fn broadcasts_keep_member_order_across_encodings() {
         [(vec![b], false), (vec![c], true), (vec![d, e], false)]
     );
 }
+
+/// A target named twice, in any case, gets one copy: `PRIVMSG #lobby,#LOBBY,bob,BOB` is not an
+/// amplifier. Duplicates do not count against the target limit either.
+#[test]
+fn a_target_named_twice_gets_one_copy() {
+    let mut h = Harness::new();
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    h.clear();
+    h.send(alice, "PRIVMSG #lobby,#LOBBY,#lobby,bob,BOB :hello");
+    let got: Vec<&str> = h
+        .lines(bob)
+        .into_iter()
+        .filter(|l| l.contains("hello"))
+        .collect();
+    assert_eq!(got.len(), 2, "one room copy and one direct copy: {got:?}");
+    assert!(got[0].ends_with("PRIVMSG #lobby :hello"), "{got:?}");
+    assert!(got[1].ends_with("PRIVMSG bob :hello"), "{got:?}");
+    assert!(
+        h.lines(alice).is_empty(),
+        "no 407 for five names of two targets"
+    );
+}

@@ -383,6 +383,13 @@ impl Gen {
                     // QUIT with an empty reason, and with one of the person's own.
                     "empty" => self.line(format!("{c} quote QUIT :")),
                     "reason" => self.line(format!("{c} quote QUIT :off to lunch")),
+                    "quit" => {
+                        self.line(format!("{c} quit"));
+                        // Typed while the goodbye is under way: the session must not send it.
+                        if self.rng.random_ratio(1, 3) {
+                            self.line(format!("{c} say typed after quit"));
+                        }
+                    }
                     _ => self.line(format!("{c} {how}")),
                 }
                 self.forget(&c);
@@ -643,9 +650,11 @@ impl Gen {
             hosts.push(r);
         }
         self.line("wait 50ms");
+        let mut nicks = Vec::new();
         for r in &hosts {
             let len = self.rng.random_range(24..=30);
             let nick = format!("{:-<len$}", format!("Crowd-{r}"));
+            nicks.push(nick.clone());
             let hide = if self.rng.random_ratio(1, 4) {
                 format!("MODE {nick} +i\\r\\n")
             } else {
@@ -660,11 +669,37 @@ impl Gen {
         if let Some(c) = self.someone() {
             self.line(format!("{c} names"));
         }
+        // Replies that would pass 512 bytes unless cut or split: a list of names as long as a line
+        // allows, a ping token and a capability request near the limit (echoed with a longer
+        // prefix).
+        let lead = hosts[0].clone();
+        let mut ison = String::from("ISON");
+        for n in &nicks {
+            if ison.len() + 1 + n.len() > 500 {
+                break;
+            }
+            ison.push(' ');
+            ison.push_str(n);
+        }
+        let token = "p".repeat(self.rng.random_range(480..=504));
+        let caps = "c".repeat(self.rng.random_range(480..=500));
+        self.line(format!(
+            "{lead} write {ison}\\r\\nPING :{token}\\r\\nCAP REQ :{caps}\\r\\n"
+        ));
         // Then it leaves together: a crowd's hosts are costly to keep stepping, and a burst of
-        // departures is worth seeing too.
+        // departures is worth seeing too; some with reasons that, relayed with their long
+        // names, pass 512 bytes.
         self.line("wait 50ms");
         for r in &hosts {
-            self.line(format!("{r} write QUIT :crowd leaving\\r\\n"));
+            let leave = match self.rng.random_range(0..4) {
+                0 => {
+                    let reason = "q".repeat(self.rng.random_range(400..=490));
+                    format!("PART #lobby :{reason}\\r\\nQUIT :crowd leaving")
+                }
+                1 => format!("QUIT :{}", "q".repeat(self.rng.random_range(400..=495))),
+                _ => "QUIT :crowd leaving".to_owned(),
+            };
+            self.line(format!("{r} write {leave}\\r\\n"));
         }
         self.raw.extend(hosts);
     }

@@ -78,6 +78,26 @@ pub struct ClientRecord {
     /// A raw host: a bare socket with no liveness of its own, so it cannot notice a dead link
     /// or a server that went away without closing it, and is not expected to.
     pub raw: bool,
+    /// Everything a session client was told and did, in order, with when (checked by
+    /// [`crate::conduct`]).
+    pub log: Vec<(Duration, Conduct)>,
+}
+
+/// One thing a client was told or did.
+#[derive(Debug, Clone)]
+pub enum Conduct {
+    /// It connected: a new session starts.
+    Connected,
+    /// A line it read.
+    Got(String),
+    /// A line it wrote.
+    Sent(String),
+    /// A command the script handed its session.
+    Command(parla_net::client::Command),
+    /// An event its session reported.
+    Event(parla_net::client::Event),
+    /// Its writes started (`true`) or stopped (`false`) waiting for the server to take them.
+    Blocked(bool),
 }
 
 /// What the server's core queued for one connection.
@@ -135,6 +155,16 @@ impl Journal {
             .or_default()
             .seen
             .push(text.to_owned());
+    }
+
+    /// Logs what a session client was told or did (for [`crate::conduct`]).
+    pub fn conduct(&self, host: &str, what: Conduct) {
+        self.lock()
+            .clients
+            .entry(host.to_owned())
+            .or_default()
+            .log
+            .push((now(), what));
     }
 
     /// Records a broken invariant.
@@ -269,6 +299,10 @@ impl Observer for ServerWatch {
                     self.incarnation
                 ));
                 self.journal.lock().stuck = true;
+                // The timer task loops inside one step of the simulation (no time passes while
+                // it has work), so the runner would never get to stop the run: end the task
+                // here. Unwinding skips the panic hook, so this is not also reported as a panic.
+                std::panic::resume_unwind(Box::new("the server spins on its timer"));
             }
         } else {
             *self.wakeups.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
@@ -397,6 +431,7 @@ impl Transport for Recorder {
             c.local = Some(local);
             c.connected = true;
             c.received.entry(local).or_default();
+            c.log.push((now(), Conduct::Connected));
         }
         self.journal
             .line(&self.host, &format!("connected from {local} to {peer}"));
@@ -407,6 +442,7 @@ impl Transport for Recorder {
             local,
             rpartial: Vec::new(),
             wpartial: Vec::new(),
+            write_blocked: false,
         };
         Ok((recorded, peer))
     }
@@ -435,6 +471,8 @@ pub struct Recorded {
     local: SocketAddr,
     rpartial: Vec<u8>,
     wpartial: Vec<u8>,
+    /// Its last write could not go out (the server was not reading): logged when it changes.
+    write_blocked: bool,
 }
 
 impl Recorded {
@@ -449,7 +487,10 @@ impl Recorded {
         if incoming {
             c.last_read = Some(now());
             c.received.entry(self.local).or_default().push(text.clone());
+            c.log.push((now(), Conduct::Got(text.clone())));
             c.seen.push(text);
+        } else {
+            c.log.push((now(), Conduct::Sent(text)));
         }
     }
 
@@ -504,6 +545,13 @@ impl AsyncWrite for Recorded {
         if let Poll::Ready(Ok(n)) = &poll {
             let written = buf[..*n].to_vec();
             self.split_lines(false, &written);
+        }
+        let blocked = poll.is_pending();
+        if blocked != self.write_blocked {
+            self.write_blocked = blocked;
+            if let Some(c) = self.journal.lock().clients.get_mut(&self.host) {
+                c.log.push((now(), Conduct::Blocked(blocked)));
+            }
         }
         poll
     }

@@ -16,6 +16,7 @@
 //! binaries' builds: build them with `-p parla-net` / `-p parla-gui`.
 
 pub mod check;
+pub mod conduct;
 pub mod explore;
 pub mod journal;
 pub mod model;

@@ -80,6 +80,10 @@ struct Timing {
     /// same transcript: for checking that skipping changes nothing).
     #[arg(long)]
     no_skip_idle: bool,
+    /// Run every host in every step instead of only those with work (slower; the same
+    /// transcript: for checking that leaving idle hosts out changes nothing).
+    #[arg(long)]
+    tick_every_host: bool,
     /// How long to let things settle after a script's last step before the final checks
     /// (timeouts need it: the explorer's clients give up on a silent server within ~15 s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -90,6 +94,7 @@ impl Timing {
     fn options(&self) -> RunOptions {
         RunOptions {
             skip_idle: !self.no_skip_idle,
+            lazy_hosts: !self.tick_every_host,
             settle: self.settle,
             ..RunOptions::default()
         }
@@ -106,7 +111,8 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
         "part-unseen-by-leaver" => Ok(Bug::PartUnseenByLeaver),
         "relay-limit-off-by-one" => Ok(Bug::RelayLimitOffByOne),
         "invisible-count-kept" => Ok(Bug::InvisibleCountKept),
-        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver, relay-limit-off-by-one, invisible-count-kept".into()),
+        "timeouts-ignored" => Ok(Bug::TimeoutsIgnored),
+        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver, relay-limit-off-by-one, invisible-count-kept, timeouts-ignored".into()),
     }
 }
 

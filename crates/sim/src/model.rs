@@ -150,8 +150,48 @@ fn said(line: &str) -> Said {
     }
 }
 
+/// What the server promises of every line it sends: at most 512 bytes with CR LF (tags not
+/// counted), by cutting the end of the last parameter, then of the longest other one (to one
+/// character). Lines with open parameters are fixed texts, short by construction.
+fn fit(source: Option<&str>, verb: &str, params: &mut [String]) {
+    if params.iter().any(|p| p == ANY || p == ANY_REST) {
+        return;
+    }
+    let trailing = !matches!(verb, "JOIN" | "NICK" | "MODE");
+    loop {
+        let mut len = source.map_or(0, |s| 1 + s.len() + 1) + verb.len() + 2;
+        len += params.iter().map(|p| 1 + p.len()).sum::<usize>();
+        if let Some(last) = params.last()
+            && (trailing || last.is_empty() || last.starts_with(':') || last.contains(' '))
+        {
+            len += 1;
+        }
+        if len <= MAX_BODY_LEN {
+            return;
+        }
+        let excess = len - MAX_BODY_LEN;
+        let n = params.len();
+        let (i, floor) = if params.last().is_some_and(|p| !p.is_empty()) {
+            (n - 1, 0)
+        } else {
+            match (0..n.saturating_sub(1)).max_by_key(|&i| params[i].len()) {
+                Some(i) if params[i].len() > 1 => (i, 1),
+                _ => return,
+            }
+        };
+        let mut keep = params[i].len().saturating_sub(excess).max(floor);
+        while !params[i].is_char_boundary(keep) {
+            keep -= 1;
+        }
+        if keep == params[i].len() {
+            return;
+        }
+        params[i].truncate(keep);
+    }
+}
+
 /// The model's own name rules (RFC 2812 nicknames; Parla's `#` rooms; `CASEMAPPING=ascii`).
-fn fold(name: &str) -> String {
+pub(crate) fn fold(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
@@ -307,10 +347,12 @@ pub struct Model {
 /// What one input is about to cost a connection: the lines a handler owes, built in order.
 impl Owed {
     fn line(&mut self, to: u64, source: Option<&str>, verb: &str, params: &[&str]) {
+        let mut params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        fit(source, verb, &mut params);
         self.lines.entry(to).or_default().push(Said {
             source: source.map(str::to_owned),
             verb: verb.to_owned(),
-            params: params.iter().map(|p| p.to_string()).collect(),
+            params,
         });
     }
 
@@ -561,6 +603,43 @@ impl Model {
         owed.line(id, Some(&self.settings.server_name), code, &all);
     }
 
+    /// Owes `id` numerics `code` carrying `items` space-separated after `head`, as many per line
+    /// as fit in 512 bytes; with no items, one empty list if `even_empty`.
+    fn numeric_list(
+        &self,
+        owed: &mut Owed,
+        id: u64,
+        code: &str,
+        head: &[&str],
+        items: &[impl AsRef<str>],
+        even_empty: bool,
+    ) {
+        let me = self.conns[&id].shown();
+        let server = &self.settings.server_name;
+        let head_text: String = head.iter().map(|h| format!(" {h}")).collect();
+        let fits = |list: &str| {
+            format!(":{server} {code} {me}{head_text} :{list}\r\n").len() <= MAX_BODY_LEN
+        };
+        let mut lines: Vec<String> = Vec::new();
+        for item in items.iter().map(AsRef::as_ref) {
+            match lines.last_mut() {
+                Some(last) if fits(&format!("{last} {item}")) => {
+                    last.push(' ');
+                    last.push_str(item);
+                }
+                _ => lines.push(item.to_owned()),
+            }
+        }
+        if lines.is_empty() && even_empty {
+            lines.push(String::new());
+        }
+        for list in &lines {
+            let mut params = head.to_vec();
+            params.push(list);
+            self.numeric(owed, id, code, &params);
+        }
+    }
+
     /// Owes `id` a line from the server that is not a numeric.
     fn server_line(&self, owed: &mut Owed, id: u64, verb: &str, params: &[&str]) {
         owed.line(id, Some(&self.settings.server_name), verb, params);
@@ -741,7 +820,7 @@ impl Model {
                     .filter_map(|n| self.registered_holder(n))
                     .map(|c| c.shown())
                     .collect();
-                self.numeric(owed, id, "303", &[&online.join(" ")]);
+                self.numeric_list(owed, id, "303", &[], &online, true);
             }
             "USERHOST" => {
                 let replies: Vec<String> = p
@@ -754,7 +833,7 @@ impl Model {
                         format!("{}={away}{user}@{}", c.shown(), c.host)
                     })
                     .collect();
-                self.numeric(owed, id, "302", &[&replies.join(" ")]);
+                self.numeric_list(owed, id, "302", &[], &replies, true);
             }
             "LUSERS" => self.lusers(id, owed),
             "MOTD" => self.motd(id, owed),
@@ -845,28 +924,14 @@ impl Model {
     fn names(&self, id: u64, key: &str, owed: &mut Owed) {
         let room = &self.rooms[key];
         let inside = room.members.contains(&id);
-        let me = self.conns[&id].shown();
-        let server = &self.settings.server_name;
-        let fits = |names: &str| {
-            format!(":{server} 353 {me} = {} :{names}\r\n", room.name).len() <= MAX_BODY_LEN
-        };
-        let mut lines: Vec<String> = Vec::new();
-        for m in &room.members {
-            let c = &self.conns[m];
-            let Some(nick) = c.nick.as_deref().filter(|_| inside || !c.invisible) else {
-                continue;
-            };
-            match lines.last_mut() {
-                Some(last) if fits(&format!("{last} {nick}")) => {
-                    last.push(' ');
-                    last.push_str(nick);
-                }
-                _ => lines.push(nick.to_owned()),
-            }
-        }
-        for names in &lines {
-            self.numeric(owed, id, "353", &["=", &room.name, names]);
-        }
+        let names: Vec<&str> = room
+            .members
+            .iter()
+            .map(|m| &self.conns[m])
+            .filter(|c| inside || !c.invisible)
+            .filter_map(|c| c.nick.as_deref())
+            .collect();
+        self.numeric_list(owed, id, "353", &["=", &room.name], &names, false);
         self.numeric(owed, id, "366", &[&room.name, ANY]);
     }
 
@@ -952,14 +1017,12 @@ impl Model {
         let name = c.shown();
         let user = c.user.clone().unwrap_or_default();
         self.numeric(owed, id, "311", &[&name, &user, &c.host, "*", &c.realname]);
-        if !c.rooms.is_empty() {
-            let rooms: Vec<&str> = c
-                .rooms
-                .iter()
-                .map(|k| self.rooms[k].name.as_str())
-                .collect();
-            self.numeric(owed, id, "319", &[&name, &rooms.join(" ")]);
-        }
+        let rooms: Vec<&str> = c
+            .rooms
+            .iter()
+            .map(|k| self.rooms[k].name.as_str())
+            .collect();
+        self.numeric_list(owed, id, "319", &[&name], &rooms, false);
         let server = self.settings.server_name.clone();
         self.numeric(owed, id, "312", &[&name, &server, ANY]);
         if let Some(away) = &c.away {
@@ -1212,7 +1275,12 @@ impl Model {
                 model.numeric(owed, id, code, params);
             }
         };
-        let targets: Vec<&str> = targets.split(',').filter(|t| !t.is_empty()).collect();
+        // Each target once, whatever its case.
+        let mut seen = BTreeSet::new();
+        let targets: Vec<&str> = targets
+            .split(',')
+            .filter(|t| !t.is_empty() && seen.insert(fold(t)))
+            .collect();
         if targets.len() > MAX_TARGETS {
             return refuse(self, owed, "407", &[targets[MAX_TARGETS], ANY]);
         }

@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Bug;
 use crate::check;
-use crate::journal::{Journal, Recorder};
+use crate::journal::{Conduct, Journal, Recorder};
 use crate::ping::{UdpPinger, echo_responder};
 use crate::script::{ClientFlags, Expectation, Script, ServerFlags, Step};
 use crate::transport::Sim;
@@ -46,6 +46,10 @@ pub struct RunOptions {
     /// delivery or timer in one step instead of ticking through it. The transcript is the same
     /// either way (tested); only the speed differs.
     pub skip_idle: bool,
+    /// Run only the hosts with work in each step (a timer due, a message arriving), except the
+    /// first step after the script acts (it may have handed any host work): the others catch up
+    /// in one tick when they next have some. The transcript is the same either way (tested).
+    pub lazy_hosts: bool,
 }
 
 impl Default for RunOptions {
@@ -56,6 +60,7 @@ impl Default for RunOptions {
             bug: None,
             tick: Duration::from_millis(1),
             skip_idle: true,
+            lazy_hosts: true,
         }
     }
 }
@@ -126,6 +131,7 @@ pub fn run(script: &Script, options: &RunOptions) -> Outcome {
     let records = journal.lock();
     let mut violations = records.violations.clone();
     violations.extend(check::final_state(&records));
+    violations.extend(crate::conduct::check(&records));
     drop(records);
     failed.dedup();
     Outcome {
@@ -136,41 +142,59 @@ pub fn run(script: &Script, options: &RunOptions) -> Outcome {
     }
 }
 
-/// When the hosts' timers are due, in simulated time since the start: every timer the real server
-/// and client arm is announced through [`parla_net::clock::watch_timers`]. Timers that were
-/// dropped before they fired stay listed until their time passes; they only cost a short step.
+/// When the hosts' timers are due, in simulated time since the start, host by host: every timer
+/// the real server and client arm is announced through [`parla_net::clock::watch_timers`], on the
+/// host whose software armed it. Timers that were dropped before they fired stay listed until
+/// their time passes; they only cost a short step.
 #[derive(Clone, Default)]
-struct Timers(Rc<RefCell<BinaryHeap<Reverse<Duration>>>>);
+struct Timers(Rc<RefCell<HashMap<IpAddr, BinaryHeap<Reverse<Duration>>>>>);
 
 impl Timers {
     /// Starts listening to the timers armed on this thread (where turmoil runs every host).
     fn watch(&self) -> parla_net::clock::TimerWatch {
         let due = self.0.clone();
         parla_net::clock::watch_timers(move |at| {
-            let Some(sim_now) = turmoil::sim_elapsed() else {
+            let (Some(sim_now), Some(host)) = (turmoil::sim_elapsed(), turmoil::current_host())
+            else {
                 return;
             };
             let after = at.saturating_duration_since(tokio::time::Instant::now());
             // In whole milliseconds, rounded down: stopping a little early is harmless.
             let at = Duration::from_millis((sim_now + after).as_millis() as u64);
-            due.borrow_mut().push(Reverse(at));
+            due.borrow_mut().entry(host).or_default().push(Reverse(at));
         })
     }
 
-    /// The earliest timer due at or after `now` (those before `now` have fired and run).
+    /// The earliest timer of any host due at or after `now` (those before `now` have fired and
+    /// run).
     fn next(&self, now: Duration) -> Option<Duration> {
         let mut due = self.0.borrow_mut();
-        while due.peek().is_some_and(|Reverse(at)| *at < now) {
-            due.pop();
-        }
-        due.peek().map(|Reverse(at)| *at)
+        due.values_mut().filter_map(|heap| next_of(heap, now)).min()
     }
+
+    /// Whether `host` has a timer due from `now` to `end` (inclusive: one due at the very end
+    /// fires there, and the task it wakes runs in the next step).
+    fn due_by(&self, host: IpAddr, now: Duration, end: Duration) -> bool {
+        let mut due = self.0.borrow_mut();
+        due.get_mut(&host)
+            .and_then(|heap| next_of(heap, now))
+            .is_some_and(|at| at <= end)
+    }
+}
+
+/// The earliest of `heap`'s timers at or after `now`, forgetting those before it.
+fn next_of(heap: &mut BinaryHeap<Reverse<Duration>>, now: Duration) -> Option<Duration> {
+    while heap.peek().is_some_and(|Reverse(at)| *at < now) {
+        heap.pop();
+    }
+    heap.peek().map(|Reverse(at)| *at)
 }
 
 struct Runner<'a> {
     sim: turmoil::Sim<'a>,
     tick: Duration,
     skip_idle: bool,
+    lazy_hosts: bool,
     due: Timers,
     journal: Journal,
     bug: Option<Bug>,
@@ -194,6 +218,7 @@ impl<'a> Runner<'a> {
             sim,
             tick: options.tick,
             skip_idle: options.skip_idle,
+            lazy_hosts: options.lazy_hosts,
             due,
             journal,
             bug: options.bug,
@@ -224,6 +249,11 @@ impl<'a> Runner<'a> {
     /// exactly what ticking through the idle time gives (the same transcript; tested), because
     /// turmoil draws its randomness only when a message is sent, and hosts only act on a timer or
     /// a delivery.
+    ///
+    /// With `lazy_hosts`, every step after the first runs only the hosts with work in it: a
+    /// timer of theirs due by its end, a message arriving, or a wake from another host (turmoil
+    /// knows those: a connection accepted, room made on a full connection). The others catch up
+    /// in one tick when they next have work, and all of them before the script acts again.
     fn wait(&mut self, d: Duration) -> bool {
         let target = self.sim.elapsed() + d;
         let mut first = true;
@@ -233,12 +263,15 @@ impl<'a> Runner<'a> {
             } else {
                 self.tick
             };
-            first = false;
-            let stepped = if step > self.tick {
+            let now = self.sim.elapsed();
+            let stepped = if first || !self.lazy_hosts {
                 self.sim.step_for(step)
             } else {
-                self.sim.step()
+                let due = &self.due;
+                self.sim
+                    .step_only(step, |host| due.due_by(host, now, now + step))
             };
+            first = false;
             if let Err(err) = stepped {
                 self.journal
                     .violation(format!("host software failed: {err}"));
@@ -247,15 +280,30 @@ impl<'a> Runner<'a> {
             if self.journal.lock().stuck {
                 return false;
             }
-            if let Some((host, into)) = self.sim.woke_early().first() {
-                self.journal.violation(format!(
-                    "{host} woke {into:?} into a {step:?} stretch the simulation skipped as idle: \
-                     it armed a timer without parla_net::clock (or had work nobody announced), so \
-                     anything it sent then arrived late; run with --no-skip-idle to compare"
-                ));
-            }
+            self.report_woke_early();
         }
+        // The script acts next, possibly handing a host work: every host must be at the
+        // simulation's time for it.
+        if let Err(err) = self.sim.catch_up_all() {
+            self.journal
+                .violation(format!("host software failed: {err}"));
+            return false;
+        }
+        self.report_woke_early();
         true
+    }
+
+    /// A host that woke inside a stretch of time it was given as idle (in one long step, or
+    /// while catching up on steps it was left out of) had work nobody announced.
+    fn report_woke_early(&self) {
+        if let Some((host, into)) = self.sim.woke_early().first() {
+            self.journal.violation(format!(
+                "{host} woke {into:?} into a stretch the simulation skipped as idle for it: it \
+                 armed a timer without parla_net::clock (or had work nobody announced), so \
+                 anything it sent then arrived late; run with --no-skip-idle --tick-every-host \
+                 to compare"
+            ));
+        }
     }
 
     /// Lets the run settle after the script, for at most `limit`: it ends as soon as the final
@@ -664,6 +712,7 @@ async fn session_client(
             biased;
             event = client.events.recv() => {
                 let Some(event) = event else { break };
+                journal.conduct(host, Conduct::Event(event.clone()));
                 if let Some(text) = summarize(&event) {
                     journal.client_saw(host, &text);
                 }
@@ -674,6 +723,7 @@ async fn session_client(
             }
             cmd = rx.recv(), if commands_open => match cmd {
                 Some(ClientCmd::Session(cmd)) => {
+                    journal.conduct(host, Conduct::Command(cmd.clone()));
                     let _ = client.commands.send(cmd).await;
                 }
                 Some(_) => {}

@@ -68,6 +68,7 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 #[rstest]
 #[case::relay_limit_off_by_one(Bug::RelayLimitOffByOne, "was owed `:edge-r")]
 #[case::invisible_count_kept(Bug::InvisibleCountKept, "251")]
+#[case::timeouts_ignored(Bug::TimeoutsIgnored, "it spins")]
 fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom: &str) {
     let options = RunOptions {
         bug: Some(bug),

@@ -374,9 +374,12 @@ impl Display for SequencedSegment {
 }
 
 impl StreamSocket {
-    fn new(capacity: usize) -> (Self, mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
+    fn new(
+        capacity: usize,
+        pair: SocketPair,
+    ) -> (Self, mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
         let (tx, rx) = mpsc::channel(capacity);
-        let flow_control = BidiFlowControl::new(capacity);
+        let flow_control = BidiFlowControl::new(capacity, pair.local.ip(), pair.remote.ip());
         let sock = Self {
             buf: IndexMap::new(),
             next_send_seq: 1,
@@ -462,7 +465,7 @@ impl Tcp {
         &mut self,
         pair: SocketPair,
     ) -> (mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
-        let (sock, rx, bidi) = StreamSocket::new(self.socket_capacity);
+        let (sock, rx, bidi) = StreamSocket::new(self.socket_capacity, pair);
 
         let exists = self.sockets.insert(pair, sock);
 
@@ -504,6 +507,8 @@ impl Tcp {
             Segment::Syn(syn) => {
                 // If bound, queue the syn; else we drop the syn triggering
                 // connection refused on the client.
+                // (Parla patch.) Either way the requester is woken directly, not by the network.
+                crate::sim::woken_directly(src.ip());
                 if let Some(b) = self.binds.get_mut(&dst.port()) {
                     if b.deque.len() == self.server_socket_capacity {
                         panic!("{dst} server socket buffer full");

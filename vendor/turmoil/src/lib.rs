@@ -268,6 +268,12 @@ pub fn sim_elapsed() -> Option<Duration> {
     .flatten()
 }
 
+/// (Parla patch.) The address of the host whose software is running now, if any: lets code that
+/// all hosts share (on the simulation's one thread) tell which host called it.
+pub fn current_host() -> Option<IpAddr> {
+    World::try_current(|world| world.current).ok().flatten()
+}
+
 /// The logical duration from [`UNIX_EPOCH`] until now.
 ///
 /// On creation the simulation picks a `SystemTime` and calculates the

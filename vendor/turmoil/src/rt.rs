@@ -66,6 +66,11 @@ pub struct Rt<'a> {
 
     /// Runtime configuration.
     config: Config,
+
+    /// (Parla patch.) How far this runtime's clock is behind the simulation's: the steps in
+    /// which [`crate::Sim::step_only`] left it out. It catches up in one tick before it next
+    /// runs (see `Sim::catch_up`).
+    pub(crate) lag: Duration,
 }
 
 impl<'a> Rt<'a> {
@@ -84,6 +89,7 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            lag: Duration::ZERO,
         }
     }
 
@@ -104,6 +110,7 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            lag: Duration::ZERO,
         }
     }
 
@@ -118,6 +125,7 @@ impl<'a> Rt<'a> {
             nodename: String::new().into(),
             handle: None,
             config,
+            lag: Duration::ZERO,
         }
     }
 

@@ -15,6 +15,95 @@ use crate::{
     for_pairs, rt, Config, LinksIter, Result, Rt, ToIpAddr, ToIpAddrs, World, TRACING_TARGET,
 };
 
+thread_local! {
+    /// (Parla patch.) Hosts with work waiting that [`Sim::step_only`] must not leave out: those
+    /// the network has messages for, and those another host woke directly, not through the network
+    /// (accepting or refusing a connection, reading from a full connection), since they last ran.
+    static PENDING: RefCell<Pending> = RefCell::default();
+}
+
+#[derive(Default)]
+struct Pending {
+    mail: Vec<IpAddr>,
+    woken: Vec<IpAddr>,
+    /// Once per connection request in progress on the host (its `connect` waiting for the
+    /// listener's host to accept or refuse it).
+    connecting: Vec<IpAddr>,
+    /// Once per connection the host waits to write to (until the reader makes room).
+    blocked: Vec<IpAddr>,
+}
+
+/// (Parla patch.) While alive, `host` waits for a connection to be accepted or refused.
+pub(crate) struct Connecting(IpAddr);
+
+impl Connecting {
+    pub(crate) fn new(host: IpAddr) -> Connecting {
+        PENDING.with(|p| p.borrow_mut().connecting.push(host));
+        Connecting(host)
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        let _ = PENDING.try_with(|p| forget_one(&mut p.borrow_mut().connecting, self.0));
+    }
+}
+
+/// (Parla patch.) `host` now waits (`true`) or no longer waits to write to one connection.
+pub(crate) fn blocked_writing(host: IpAddr, waits: bool) {
+    let _ = PENDING.try_with(|p| {
+        let blocked = &mut p.borrow_mut().blocked;
+        if waits {
+            blocked.push(host);
+        } else {
+            forget_one(blocked, host);
+        }
+    });
+}
+
+fn forget_one(list: &mut Vec<IpAddr>, host: IpAddr) -> bool {
+    let found = list.iter().position(|h| *h == host);
+    found.map(|i| list.swap_remove(i)).is_some()
+}
+
+/// (Parla patch.) Records that the network has a message for `host` to take.
+pub(crate) fn has_mail(host: IpAddr) {
+    PENDING.with(|p| {
+        let mail = &mut p.borrow_mut().mail;
+        if !mail.contains(&host) {
+            mail.push(host);
+        }
+    });
+}
+
+/// (Parla patch.) Records that `host`'s software was woken directly by another host's action.
+pub(crate) fn woken_directly(host: IpAddr) {
+    PENDING.with(|p| {
+        let woken = &mut p.borrow_mut().woken;
+        if !woken.contains(&host) {
+            woken.push(host);
+        }
+    });
+}
+
+/// (Parla patch.) Whether `host` has messages waiting, and whether it was woken directly, since
+/// it last ran; forgets both.
+fn take_pending(host: IpAddr) -> (bool, bool) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        (forget_one(&mut p.mail, host), forget_one(&mut p.woken, host))
+    })
+}
+
+/// (Parla patch.) Whether another host may wake `host` directly at any moment: it waits for a
+/// connection to be accepted, or for room to write.
+fn may_be_woken(host: IpAddr) -> bool {
+    PENDING.with(|p| {
+        let p = p.borrow();
+        p.connecting.contains(&host) || p.blocked.contains(&host)
+    })
+}
+
 /// A handle for interacting with the simulation.
 pub struct Sim<'a> {
     /// Simulation configuration
@@ -48,6 +137,8 @@ impl<'a> Sim<'a> {
             .epoch
             .duration_since(UNIX_EPOCH)
             .expect("now must be >= UNIX_EPOCH");
+        // (Parla patch.) Left by an earlier simulation on this thread.
+        PENDING.with(|p| *p.borrow_mut() = Pending::default());
 
         Self {
             config,
@@ -189,6 +280,8 @@ impl<'a> Sim<'a> {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
+            // (Parla patch.) A host left behind by `step_only` first lives through what it missed.
+            let _ = Self::catch_up(&self.world, h, rt, &mut self.woke_early);
 
             self.world.borrow_mut().current = Some(h);
 
@@ -220,11 +313,55 @@ impl<'a> Sim<'a> {
         });
     }
 
+    /// (Parla patch.) Brings every host that [`Sim::step_only`] left out up to the simulation's
+    /// time. Call it before handing any host work from outside the simulation (a message on a
+    /// channel, a cancellation): a host that is behind would otherwise run that work at its own
+    /// earlier time while catching up. [`Sim::woke_early`] then lists those whose software woke
+    /// while catching up.
+    pub fn catch_up_all(&mut self) -> Result<()> {
+        self.woke_early.clear();
+        for (&addr, rt) in self.rts.iter_mut() {
+            Self::catch_up(&self.world, addr, rt, &mut self.woke_early)?;
+        }
+        Ok(())
+    }
+
+    /// (Parla patch.) Brings a host that [`Sim::step_only`] left out up to the simulation's time
+    /// in one tick (recording it in `woke_early` if its software woke meanwhile). Only running
+    /// hosts are ever left out, and a host is caught up before it is crashed, so one that is not
+    /// running is never behind.
+    fn catch_up(
+        world: &RefCell<World>,
+        addr: IpAddr,
+        rt: &mut Rt,
+        woke_early: &mut Vec<(String, Duration)>,
+    ) -> Result<()> {
+        let lag = std::mem::take(&mut rt.lag);
+        if lag.is_zero() {
+            return Ok(());
+        }
+        {
+            let mut world = world.borrow_mut();
+            world.current = Some(addr);
+            world.current_host_mut().timer.now(rt.now());
+        }
+        let (_, woke_at) = World::enter(world, || rt.tick(lag))?;
+        if let Some(at) = woke_at {
+            woke_early.push((rt.nodename.to_string(), at));
+        }
+        let mut world = world.borrow_mut();
+        world.current = None;
+        world.tick(addr, lag);
+        Ok(())
+    }
+
     /// Run `f` with the resolved hosts at `addrs` set on the world.
     fn run_with_hosts(&mut self, addrs: impl ToIpAddrs, mut f: impl FnMut(IpAddr, &mut Rt)) {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
+            // (Parla patch.) A host left behind by `step_only` first lives through what it missed.
+            let _ = Self::catch_up(&self.world, h, rt, &mut self.woke_early);
 
             self.world.borrow_mut().current = Some(h);
 
@@ -445,7 +582,20 @@ impl<'a> Sim<'a> {
     /// before `tick` has passed and nothing is in flight that arrives sooner (see
     /// [`Sim::until_next_delivery`]), one long step gives exactly what as many short steps would.
     /// A host that nevertheless wakes during the step is recorded (see [`Sim::woke_early`]).
+    /// Every host runs, those left out of earlier [`Sim::step_only`] steps first catching up.
     pub fn step_for(&mut self, tick: Duration) -> Result<bool> {
+        self.step_only(tick, |_| true)
+    }
+
+    /// (Parla patch.) One step of `tick` in which only some hosts run: those `wanted` says may
+    /// have work (a timer due by the end of the step, say) and those the network hands a message
+    /// to in this step. The others fall behind; the next time one runs (or is crashed or
+    /// bounced) it first catches up in one tick of everything it missed, which gives exactly
+    /// what ticking it through those steps would have if it had nothing to do in them, by the
+    /// argument of [`Sim::step_for`]. A host that wakes while catching up is recorded in
+    /// [`Sim::woke_early`]: `wanted` missed its work. Use [`Sim::step_for`] after handing a host
+    /// work from outside the simulation (it runs every host).
+    pub fn step_only(&mut self, tick: Duration, wanted: impl Fn(IpAddr) -> bool) -> Result<bool> {
         tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
 
         self.woke_early.clear();
@@ -469,6 +619,24 @@ impl<'a> Sim<'a> {
         }
 
         for (&addr, rt) in running {
+            // Messages to take (perhaps sent earlier in this step), or woken directly since it ran.
+            let (mail, woken) = take_pending(addr);
+            if woken && !rt.lag.is_zero() {
+                // It would run that wake while catching up, too early: the caller must know.
+                self.woke_early.push((rt.nodename.to_string(), Duration::ZERO));
+            }
+            // Hosts another may wake directly in this very step (one waiting for its connection
+            // to be accepted or for room to write) must not fall behind, or the wake would run at
+            // their earlier time while they catch up.
+            if !mail && !woken && !may_be_woken(addr) && !wanted(addr) {
+                rt.lag += tick;
+                if rt.is_client() {
+                    is_finished = false;
+                }
+                continue;
+            }
+            Self::catch_up(&self.world, addr, rt, &mut self.woke_early)?;
+
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
                 let mut world = self.world.borrow_mut();

@@ -29,7 +29,7 @@ mod rooms;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::message::{Message, split_source};
-use crate::names::casefold;
+use crate::names::same_name;
 use crate::numerics::*;
 use crate::time::Millis;
 
@@ -269,9 +269,4 @@ impl Session {
             self.ended = Some(why);
         }
     }
-}
-
-/// Whether two names are the same person's or room's, under the server's casemapping.
-fn same_name(a: &str, b: &str) -> bool {
-    casefold(a) == casefold(b)
 }

@@ -64,6 +64,10 @@ pub enum Bug {
     /// Literally the mutant `leaving.rs: replace -= with +=` of the invisible-user count: an
     /// invisible user leaving adds one to the count `LUSERS` shows instead of removing one.
     InvisibleCountKept,
+    /// Literally the mutant `timers.rs: replace Server::handle_timeout with ()`: no deadline is
+    /// ever handled, so the runtime wakes the core for the same one again and again (one of the
+    /// mutants that only timed out before the simulation stopped a spinning server).
+    TimeoutsIgnored,
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,

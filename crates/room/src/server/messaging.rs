@@ -9,7 +9,7 @@ use super::replies::fanout_to;
 use super::state::Caps;
 use super::{ConnId, Server};
 use crate::limits::*;
-use crate::names::{casefold, is_channel_name};
+use crate::names::{casefold, is_channel_name, same_name};
 use crate::numerics::*;
 use crate::time::Millis;
 
@@ -41,7 +41,15 @@ impl Server {
             }
             return;
         };
-        let targets: Vec<&str> = targets.split(',').filter(|t| !t.is_empty()).collect();
+        // A target named twice (in any case) gets one copy: `PRIVMSG #a,#a,#A` is not three
+        // messages to everyone in `#a`.
+        let mut unique: Vec<&str> = Vec::new();
+        for t in targets.split(',').filter(|t| !t.is_empty()) {
+            if !unique.iter().any(|u| same_name(u, t)) {
+                unique.push(t);
+            }
+        }
+        let targets = unique;
         if targets.len() > MAX_TARGETS {
             if !notice {
                 let text = format!("Too many recipients; send to at most {MAX_TARGETS} at once");

@@ -95,9 +95,7 @@ impl Server {
         let signon = c.connected_at.as_secs().to_string();
         let server = self.config.server_name.clone();
         self.numeric(now, id, RPL_WHOISUSER, &[&name, &user, &host, "*", &real]);
-        if !rooms.is_empty() {
-            self.numeric(now, id, RPL_WHOISCHANNELS, &[&name, &rooms.join(" ")]);
-        }
+        self.numeric_list(now, id, RPL_WHOISCHANNELS, &[&name], &rooms, false);
         self.numeric(
             now,
             id,
@@ -228,7 +226,7 @@ impl Server {
             .filter(|c| c.registered)
             .filter_map(|c| c.nick.clone())
             .collect();
-        self.numeric(now, id, RPL_ISON, &[&online.join(" ")]);
+        self.numeric_list(now, id, RPL_ISON, &[], &online, true);
     }
 
     /// `USERHOST <nick>{ <nick>}` (at most 5)
@@ -248,7 +246,7 @@ impl Server {
                 format!("{nick}={away}{user}@{}", c.host)
             })
             .collect();
-        self.numeric(now, id, RPL_USERHOST, &[&replies.join(" ")]);
+        self.numeric_list(now, id, RPL_USERHOST, &[], &replies, true);
     }
 
     /// `VERSION`: `351`, then the `005` lines again (as ircds do).

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::state::Caps;
 use super::{ConnId, Output, Server};
+use crate::message::MAX_BODY_LEN;
 use crate::message::{Message, Tag};
 use crate::numerics::*;
 use crate::time::Millis;
@@ -27,6 +28,51 @@ impl Server {
             &all,
         );
         self.out.push_back(Output::Send { to: id, line });
+    }
+
+    /// Sends numerics `code` carrying `items` as a space-separated last parameter after `head`,
+    /// in as many lines as it takes for each to fit in 512 bytes (`NAMES`, `ISON`, `USERHOST`,
+    /// the rooms of a `WHOIS`). With no items, one line with an empty list if `even_empty`.
+    pub(super) fn numeric_list(
+        &mut self,
+        now: Millis,
+        id: ConnId,
+        code: &str,
+        head: &[&str],
+        items: &[impl AsRef<str>],
+        even_empty: bool,
+    ) {
+        let Some(c) = self.conns.get(id) else { return };
+        let mut params: Vec<&str> = vec![c.display_nick()];
+        params.extend_from_slice(head);
+        params.push("");
+        let overhead = Message {
+            tags: Vec::new(),
+            source: Some(&self.config.server_name),
+            verb: code,
+            params,
+        }
+        .body_len_trailing();
+        let budget = MAX_BODY_LEN.saturating_sub(overhead);
+        let mut lines: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for item in items.iter().map(AsRef::as_ref) {
+            if !current.is_empty() && current.len() + 1 + item.len() > budget {
+                lines.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(item);
+        }
+        if !current.is_empty() || (lines.is_empty() && even_empty) {
+            lines.push(current);
+        }
+        for line in lines {
+            let mut all: Vec<&str> = head.to_vec();
+            all.push(&line);
+            self.numeric(now, id, code, &all);
+        }
     }
 
     /// Sends `:<server> <verb> <params…>`.
@@ -142,6 +188,11 @@ fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
 
 /// Encodes one line. Text-carrying messages and numerics always use a `:` trailing parameter
 /// (what clients expect); JOIN, NICK and MODE use the plain form, as ircds send them.
+///
+/// No line leaves longer than IRC's 512 bytes (CR LF included, tags not counted): what would be
+/// longer loses the end of its last parameter (a reason, a topic, an echoed token), or, if that
+/// is not enough, of its longest other one. Lists are split before they get here
+/// ([`Server::numeric_list`]); this is the guarantee, not the way to fit.
 fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -> Bytes {
     // A parameter a user sent in trailing form (`NAMES :#a b`) may be echoed back in a middle
     // position, where a space or leading `:` would corrupt the line: such params are cleaned.
@@ -157,19 +208,53 @@ fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -
             }
         })
         .collect();
-    let msg = Message {
+    let mut msg = Message {
         tags: tags.to_vec(),
         source,
         verb,
         params: cleaned.iter().map(|p| p.as_ref()).collect(),
     };
+    let trailing = !matches!(verb, "JOIN" | "NICK" | "MODE");
+    fit(&mut msg, trailing);
     let mut buf = BytesMut::new();
-    if matches!(verb, "JOIN" | "NICK" | "MODE") {
-        msg.write_to(&mut buf);
-    } else {
+    if trailing {
         msg.write_to_trailing(&mut buf);
+    } else {
+        msg.write_to(&mut buf);
     }
     buf.freeze()
+}
+
+/// Cuts `msg`'s parameters until its body fits in [`MAX_BODY_LEN`]: the last one first (down to
+/// nothing), then the longest of the others (down to one character, so each stays a valid
+/// middle parameter).
+fn fit(msg: &mut Message<'_>, trailing: bool) {
+    loop {
+        let len = if trailing {
+            msg.body_len_trailing()
+        } else {
+            msg.body_len()
+        };
+        let Some(excess) = len.checked_sub(MAX_BODY_LEN).filter(|&e| e > 0) else {
+            return;
+        };
+        let last = msg.params.len().saturating_sub(1);
+        let (i, floor) = match msg.params.last() {
+            Some(p) if !p.is_empty() => (last, 0),
+            _ => match (0..last).max_by_key(|&i| msg.params[i].len()) {
+                Some(i) if msg.params[i].len() > 1 => (i, 1),
+                _ => return, // nothing left to cut: cannot happen with Parla's bounded names
+            },
+        };
+        let p = msg.params[i];
+        let keep = p.len().saturating_sub(excess).max(floor);
+        // A non-trailing last parameter cut to nothing gains a ':' — the loop takes it off the
+        // next one.
+        msg.params[i] = truncate(p, keep);
+        if msg.params[i].len() == p.len() {
+            return; // a character longer than the excess at the floor: stop rather than loop
+        }
+    }
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.

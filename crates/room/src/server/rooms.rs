@@ -8,7 +8,6 @@ use super::commands::Params;
 use super::replies::truncate;
 use super::state::{Room, Topic};
 use super::{ConnId, Server};
-use crate::limits::*;
 use crate::names::{casefold, is_valid_channel};
 use crate::numerics::*;
 use crate::time::Millis;
@@ -241,31 +240,9 @@ impl Server {
             .filter(|c| inside || !c.invisible)
             .filter_map(|c| c.nick.as_deref())
             .collect();
-        let me = self.conns.live(id).display_nick();
-        // ":server 353 me = #room :" + names + CRLF must fit the 512-byte limit.
-        let overhead =
-            1 + self.config.server_name.len() + 5 + me.len() + 3 + room.name.len() + 2 + 2;
-        let budget = MAX_BODY_LEN
-            .saturating_sub(overhead)
-            .max(self.config.nick_len + 1);
-        let mut lines: Vec<String> = Vec::new();
-        let mut current = String::new();
-        for name in names {
-            if !current.is_empty() && current.len() + 1 + name.len() > budget {
-                lines.push(std::mem::take(&mut current));
-            }
-            if !current.is_empty() {
-                current.push(' ');
-            }
-            current.push_str(name);
-        }
-        if !current.is_empty() {
-            lines.push(current);
-        }
         let room_name = room.name.clone();
-        for line in lines {
-            self.numeric(now, id, RPL_NAMREPLY, &["=", &room_name, &line]);
-        }
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        self.numeric_list(now, id, RPL_NAMREPLY, &["=", &room_name], &names, false);
         self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
     }
 

@@ -11,6 +11,10 @@ use crate::time::Millis;
 impl Server {
     /// The time is now `now`: send due `PING`s and close connections that timed out.
     pub fn handle_timeout(&mut self, now: Millis) {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.config.bug == Some(super::config::Bug::TimeoutsIgnored) {
+            return;
+        }
         while let Some(&Reverse((due, id))) = self.timers.peek() {
             if due > now {
                 break;

@@ -78,6 +78,7 @@ impl TcpListener {
             tracing::trace!(target: TRACING_TARGET, src = ?origin, dst = ?self.local_addr, protocol = %"TCP SYN", "Recv");
 
             let ack = syn.ack.send(());
+            crate::sim::woken_directly(origin.ip()); // (Parla patch.)
             tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, protocol = %"TCP SYN-ACK", "Send");
 
             if ack.is_ok() {

@@ -1,6 +1,7 @@
 use bytes::{Buf, Bytes};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::task::Waker;
 use std::{
@@ -95,6 +96,8 @@ impl TcpStream {
             Ok::<_, Error>((pair, rx, bidi))
         })?;
 
+        // (Parla patch.) Until this ends, the listener's host may wake this one directly.
+        let _connecting = crate::sim::Connecting::new(pair.local.ip());
         syn_ack.await.map_err(|_| {
             io::Error::new(io::ErrorKind::ConnectionRefused, pair.remote.to_string())
         })?;
@@ -468,10 +471,11 @@ pub(crate) struct BidiFlowControl {
 }
 
 impl BidiFlowControl {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// (Parla patch.) `local` writes through `write`, `remote` through `read`.
+    pub(crate) fn new(capacity: usize, local: IpAddr, remote: IpAddr) -> Self {
         Self {
-            write: Arc::new(FlowControl::new(capacity)),
-            read: Arc::new(FlowControl::new(capacity)),
+            write: Arc::new(FlowControl::new(capacity, local)),
+            read: Arc::new(FlowControl::new(capacity, remote)),
         }
     }
 
@@ -489,13 +493,16 @@ impl BidiFlowControl {
 /// `Arc`. Credits are initialized to the mpsc channel capacity so the
 /// invariant `credits + segments_in_flight = capacity` holds.
 pub(crate) struct FlowControl {
+    /// (Parla patch.) The host whose `WriteHalf` this limits: a read here wakes it directly.
+    writer: IpAddr,
     credits: AtomicUsize,
     waker: Mutex<Option<Waker>>,
 }
 
 impl FlowControl {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, writer: IpAddr) -> Self {
         Self {
+            writer,
             credits: AtomicUsize::new(capacity),
             waker: Mutex::new(None),
         }
@@ -510,16 +517,31 @@ impl FlowControl {
     fn release(&self) {
         self.credits.fetch_add(1, Ordering::Release);
         if let Some(waker) = self.waker.lock().unwrap().take() {
+            crate::sim::blocked_writing(self.writer, false);
+            crate::sim::woken_directly(self.writer);
             waker.wake();
         }
     }
 
     fn register_waker(&self, waker: Waker) {
-        *self.waker.lock().unwrap() = Some(waker);
+        let mut slot = self.waker.lock().unwrap();
+        if slot.is_none() {
+            crate::sim::blocked_writing(self.writer, true); // (Parla patch.)
+        }
+        *slot = Some(waker);
     }
 
     fn has_credits(&self) -> bool {
         self.credits.load(Ordering::Acquire) > 0
+    }
+}
+
+/// (Parla patch.) A writer still waiting when the connection goes no longer waits.
+impl Drop for FlowControl {
+    fn drop(&mut self) {
+        if self.waker.get_mut().is_ok_and(|w| w.is_some()) {
+            crate::sim::blocked_writing(self.writer, false);
+        }
     }
 }
 

@@ -1,0 +1,722 @@
+//! The client's side of the bargain, checked after every run: what each session client owes its
+//! person and the server, derived here from what it read and what the script asked of it, without
+//! the client core's code.
+//!
+//! - **Events.** Every line the client read becomes the event (or events) its person must see, in
+//!   the order read: a message with its sender, target, text, kind and server time; joins, parts,
+//!   quits and renames of others (and the member lists they change, sorted, with whether the list
+//!   is complete); topics; the welcome and a refused name; every refusal numeric as an error; the
+//!   shutdown. The events the session reported must be exactly those, in that order (a session
+//!   that ended may stop early).
+//! - **Lines out.** Every `PING` it read is answered with a `PONG` of the same token, in order;
+//!   every command the script gave it goes out as its lines (`NICK`, `JOIN`, `NAMES`, `QUIT`, a
+//!   raw line, and a message as pieces that make up its text and each fit once relayed), in
+//!   order, unless the session was quitting; and the capability handshake and the default room
+//!   it asks for on its own.
+//!
+//! What it read or was told at least 5 s before its session ended (or before the run did, if it
+//! is still open) it must have acted on, but what waits behind a write the server is not taking.
+//!
+//! Together with the reference model (which checks what the server sent) this is what makes a
+//! mutation of the client core visible to the explorer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use parla_net::client::{Command, Disconnect, Event, MessageKind};
+use parla_room::limits::{HOST_LEN, MAX_BODY_LEN, SHUTDOWN_ERROR, USER_LEN};
+
+use crate::journal::{ClientRecord, Conduct, Records};
+use crate::model::fold;
+
+/// The shortest prefix the server puts before a relayed line with the longest user and host:
+/// `:` a one-letter name `!` the longest user `@` the longest host and a space.
+const RELAY_PREFIX: usize = 1 + 1 + 1 + USER_LEN + 1 + HOST_LEN + 1;
+
+/// What was read or asked this close to the end of a run may not have been acted on yet.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Texts of the errors a session reports for a command it cannot carry out: reported when the
+/// command is handled, so their place among the line-driven events is not fixed.
+const COMMAND_ERRORS: &[&str] = &[
+    "You are not in a room yet; nothing was sent",
+    "You are not in a room yet; /join #room first",
+    "Not sent: a raw line cannot contain a line break or a NUL; send one line at a time",
+];
+
+/// Every broken promise of every session client.
+pub fn check(r: &Records) -> Vec<String> {
+    let mut v = Vec::new();
+    for (name, c) in &r.clients {
+        if c.raw {
+            continue;
+        }
+        let open_at_end = c.closed.is_none() && !c.crashed && c.connected;
+        let sessions = split_sessions(c);
+        let last = sessions.len().saturating_sub(1);
+        for (i, session) in sessions.iter().enumerate() {
+            let open = open_at_end && i == last;
+            check_session(name, session, open, r.ended_at, &mut v);
+        }
+    }
+    v
+}
+
+/// The log, one slice per connection the client made.
+fn split_sessions(c: &ClientRecord) -> Vec<&[(Duration, Conduct)]> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, (_, what)) in c.log.iter().enumerate() {
+        if matches!(what, Conduct::Connected) {
+            if let Some(s) = start {
+                out.push(&c.log[s..i]);
+            }
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        out.push(&c.log[s..]);
+    }
+    out
+}
+
+/// What a command owes on the wire. The session's driver takes lines read and commands in the
+/// order they reach it, which may differ from the order they were logged in by a moment: a
+/// command that depends on what was read (the current room, the name a message is cut for, a
+/// closing `ERROR`) is matched loosely, and owed only maybe when the check cannot tell.
+#[derive(Debug)]
+enum Out {
+    /// This exact line.
+    Line(String),
+    /// `NAMES <a room it has joined>`.
+    Names,
+    /// `text` (its non-blank lines run together) as `PRIVMSG`s to `to`, or to a room it has
+    /// joined, each piece fitting the relayed line, the pieces making up the text.
+    Say {
+        to: Option<String>,
+        text: String,
+        action: bool,
+    },
+}
+
+/// What the client is owed or owes, in order, each with when it became due.
+#[derive(Default)]
+struct Owed {
+    /// With whether owed only maybe (a shutdown it may have read before or after quitting).
+    events: Vec<(Duration, Event, bool)>,
+    pongs: Vec<(Duration, String, bool)>,
+    /// Lines for the script's commands, with whether they are owed only maybe (see
+    /// [`Out`]).
+    lines: Vec<(Duration, Out, bool)>,
+    /// Lines the session sends on its own after a line it read: the room it asks for once
+    /// registered. Its driver may act on a command first, so these are matched on their own.
+    auto: Vec<(Duration, String)>,
+}
+
+fn check_session(
+    name: &str,
+    log: &[(Duration, Conduct)],
+    open: bool,
+    end: Duration,
+    v: &mut Vec<String>,
+) {
+    let mut model = ClientModel::default();
+    let mut write_blocked = false;
+    let mut disconnected = None;
+    for (at, what) in log {
+        if let Conduct::Got(line) = what
+            && let Some(l) = take_apart(line)
+            && matches!(l.verb.as_str(), "JOIN" | "PART" | "ERROR")
+        {
+            model.unsettled.insert(*at);
+        }
+    }
+    let mut owed = Owed::default();
+    let mut events = Vec::new();
+    let (mut pongs, mut lines) = (Vec::new(), Vec::new());
+    for (at, what) in log {
+        match what {
+            Conduct::Connected => {}
+            Conduct::Got(line) => model.read(*at, line, &mut owed),
+            Conduct::Command(cmd) => model.command(*at, cmd, &mut owed),
+            Conduct::Sent(line) => {
+                if let Some(token) = pong_token(line) {
+                    pongs.push(token);
+                } else if !is_session_own(line) {
+                    lines.push((*at, line.clone()));
+                }
+            }
+            Conduct::Blocked(b) => write_blocked = *b,
+            Conduct::Event(Event::Disconnected(why)) => {
+                disconnected = Some((*at, why.clone()));
+            }
+            Conduct::Event(
+                Event::PingReply { .. } | Event::PingMissed { .. } | Event::PingUnavailable { .. },
+            ) => {}
+            Conduct::Event(Event::ServerError { text })
+                if COMMAND_ERRORS.contains(&text.as_str()) => {}
+            Conduct::Event(e) => events.push(e.clone()),
+        }
+    }
+    // What it read or was told at least 5 s before its session ended (or the run, if it is
+    // still open) it must have acted on.
+    let alive_until = match &disconnected {
+        Some((at, _)) => Some(*at),
+        None if open => Some(end),
+        None => None, // crashed: its last moments are unknown
+    };
+    let must_have = |due: Duration| alive_until.is_some_and(|until| due + GRACE < until);
+    // After the server's `ERROR`, the session must end for the reason it gave.
+    if let (Some(reason), Some((_, why))) = (&model.closing, &disconnected) {
+        let ok = match why {
+            Disconnect::Quit => model.quitting,
+            Disconnect::ServerShutdown => reason == SHUTDOWN_ERROR,
+            Disconnect::ClosedByServer { reason: r } => r == reason && reason != SHUTDOWN_ERROR,
+            _ => false,
+        };
+        if !ok {
+            v.push(format!(
+                "{name} read ERROR :{reason} but its session ended with {why:?}"
+            ));
+        }
+    }
+    // What it has yet to write waits behind a write the server is not taking.
+    let must_send = |due: Duration| must_have(due) && !write_blocked;
+    compare(name, "reported", &owed.events, &events, must_have, v);
+    compare(
+        name,
+        "answered a PING with",
+        &owed.pongs,
+        &pongs,
+        must_send,
+        v,
+    );
+    compare_lines(name, &owed, &model.joined, &lines, must_send, v);
+}
+
+/// The lines sent for commands and on the session's own account, each stream in order.
+fn compare_lines(
+    name: &str,
+    owed: &Owed,
+    joined: &BTreeSet<String>,
+    sent: &[(Duration, String)],
+    must_have: impl Fn(Duration) -> bool,
+    v: &mut Vec<String>,
+) {
+    let (mut next, mut i) = (0, 0);
+    let mut auto_done = vec![false; owed.auto.len()];
+    while i < sent.len() {
+        // What the next owed command line accounts for, if anything: how many lines.
+        let taken = owed
+            .lines
+            .get(next)
+            .and_then(|(_, out, _)| matches(out, joined, &sent[i..]));
+        if let Some(n) = taken {
+            next += 1;
+            i += n;
+        } else if let Some(k) =
+            owed.auto.iter().enumerate().position(|(k, (due, want))| {
+                !auto_done[k] && *want == sent[i].1 && *due <= sent[i].0
+            })
+        {
+            auto_done[k] = true;
+            i += 1;
+        } else if owed.lines.get(next).is_some_and(|(_, _, maybe)| *maybe) {
+            next += 1; // owed only maybe, and not sent
+        } else {
+            let line = &sent[i].1;
+            v.push(match owed.lines.get(next) {
+                Some((at, want, _)) => format!(
+                    "{name} sent {line:?} where it owed {want:?} (for a command at {:.3}s)",
+                    at.as_secs_f64()
+                ),
+                None => format!("{name} sent {line:?}, which nothing called for"),
+            });
+            return;
+        }
+    }
+    let missing = owed.lines[next..]
+        .iter()
+        .find(|(_, _, maybe)| !maybe)
+        .map(|(at, want, _)| (*at, format!("{want:?}")))
+        .or(owed
+            .auto
+            .iter()
+            .zip(&auto_done)
+            .find(|(_, done)| !**done)
+            .map(|((at, want), _)| (*at, format!("{want:?}"))));
+    if let Some((at, want)) = missing
+        && must_have(at)
+    {
+        v.push(format!(
+            "{name} never sent {want} (due at {:.3}s) though its session went on for 5 s more",
+            at.as_secs_f64()
+        ));
+    }
+}
+
+/// How many of the lines `sent` starts with `out` accounts for (`None`: it does not match).
+fn matches(out: &Out, joined: &BTreeSet<String>, sent: &[(Duration, String)]) -> Option<usize> {
+    let in_room = |target: &str| joined.contains(&fold(target));
+    let first = &sent.first()?.1;
+    match out {
+        Out::Line(want) => (first == want).then_some(1),
+        Out::Names => {
+            let room = first.strip_prefix("NAMES ")?;
+            in_room(room).then_some(1)
+        }
+        Out::Say { to, text, action } => {
+            let want: String = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let mut got = String::new();
+            let mut target_seen: Option<&str> = None;
+            for (n, (_, line)) in sent.iter().enumerate() {
+                let (target, piece) = line.strip_prefix("PRIVMSG ")?.split_once(" :")?;
+                let ok_target = match to {
+                    Some(to) => target == to,
+                    None => in_room(target),
+                };
+                if !ok_target || target_seen.is_some_and(|t| t != target) {
+                    return None;
+                }
+                target_seen = Some(target);
+                let piece = if *action {
+                    piece.strip_prefix("\u{1}ACTION ")?.strip_suffix('\u{1}')?
+                } else {
+                    piece
+                };
+                // Each piece must still fit once the server relays it with a prefix of the
+                // longest user and host (`:n!~user@host `) and CR LF; a piece of up to 64 bytes
+                // always goes, however long the target.
+                if line.len() + RELAY_PREFIX + 2 > MAX_BODY_LEN && piece.len() > 64 {
+                    return None;
+                }
+                got.push_str(piece);
+                if got == want {
+                    return Some(n + 1);
+                }
+                if !want.starts_with(&got) {
+                    return None;
+                }
+            }
+            None
+        }
+    }
+}
+
+/// `actual` must be `owed` in order (skipping what is owed only maybe); it may stop early,
+/// except before what `must_have` says.
+fn compare<T: std::fmt::Debug + PartialEq>(
+    name: &str,
+    what: &str,
+    owed: &[(Duration, T, bool)],
+    actual: &[T],
+    must_have: impl Fn(Duration) -> bool,
+    v: &mut Vec<String>,
+) {
+    let mut next = 0;
+    for got in actual {
+        while let Some((_, want, true)) = owed.get(next)
+            && want != got
+        {
+            next += 1;
+        }
+        match owed.get(next) {
+            Some((_, want, _)) if want == got => next += 1,
+            Some((at, want, _)) => {
+                v.push(format!(
+                    "{name} {what} {got:?} where it owed {want:?} (due at {:.3}s)",
+                    at.as_secs_f64()
+                ));
+                return;
+            }
+            None => {
+                v.push(format!("{name} {what} {got:?}, which nothing called for"));
+                return;
+            }
+        }
+    }
+    if let Some((at, want, _)) = owed[next..].iter().find(|(_, _, maybe)| !maybe)
+        && must_have(*at)
+    {
+        v.push(format!(
+            "{name} never {what} {want:?} (due at {:.3}s) though its session went on for 5 s more",
+            at.as_secs_f64()
+        ));
+    }
+}
+
+/// The token of a `PONG` the client sent.
+fn pong_token(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("PONG ")?;
+    Some(rest.strip_prefix(':').unwrap_or(rest).to_owned())
+}
+
+/// Lines the session sends on its own account (and the check does not derive): the start of the
+/// registration handshake, its liveness `PING`, and the `QUIT` when its pinger gave up on the
+/// server. (A raw command may send the same; those are left out on both sides.)
+fn is_session_own(line: &str) -> bool {
+    ["USER ", "PASS ", "PING "]
+        .iter()
+        .any(|p| line.starts_with(p))
+        || line == "CAP LS 302"
+        || line == "QUIT :Ping to server failed"
+}
+
+/// What a client knows, as the check follows it.
+#[derive(Default)]
+struct ClientModel {
+    nick: Option<String>,
+    registered: bool,
+    /// Folded room → member names as learnt.
+    members: BTreeMap<String, Vec<String>>,
+    pending_names: BTreeMap<String, Vec<String>>,
+    /// Rooms whose member list was left out (joined above the quiet threshold).
+    partial: BTreeSet<String>,
+    quitting: bool,
+    /// The reason of the `ERROR` it read, if it did: its session is over.
+    closing: Option<String>,
+    /// Every room it was in during the session (folded): where a command for "the current
+    /// room" may go, as the check cannot always tell which one is current when it is handled.
+    joined: BTreeSet<String>,
+    /// The instants in which it read something that may change whether it has a current room or
+    /// a session (a `JOIN`, `PART`, `ERROR`): a command in the same instant may have been handled
+    /// before or after it, whichever was logged first.
+    unsettled: BTreeSet<Duration>,
+}
+
+/// A line read, taken apart: the `time` tag, the source's nick (if a source), whether the source
+/// is a user (`nick!user@host`; otherwise the server, or no source), the verb (upper case) and
+/// the parameters.
+struct Line<'a> {
+    time: Option<&'a str>,
+    from: &'a str,
+    from_user: bool,
+    verb: String,
+    params: Vec<&'a str>,
+}
+
+fn take_apart(line: &str) -> Option<Line<'_>> {
+    let time = line
+        .strip_prefix('@')
+        .and_then(|tagged| tagged.split_once(' '))
+        .and_then(|(tags, _)| tags.split(';').find_map(|t| t.strip_prefix("time=")));
+    let (source, verb, params) = crate::model::parse(line)?;
+    Some(Line {
+        time,
+        from: source.map_or("", |s| s.split(['!', '@']).next().unwrap_or("")),
+        from_user: source.is_some_and(|s| s.contains('!')),
+        verb: verb.to_ascii_uppercase(),
+        params,
+    })
+}
+
+impl ClientModel {
+    fn is_me(&self, name: &str) -> bool {
+        fold(name) == fold(self.nick.as_deref().unwrap_or(""))
+    }
+
+    fn members_event(&self, room: &str, owed: &mut Owed, at: Duration) {
+        let key = fold(room);
+        let Some(list) = self.members.get(&key) else {
+            return;
+        };
+        let mut names = list.clone();
+        names.sort_by_key(|n| fold(n));
+        owed.events.push((
+            at,
+            Event::Members {
+                room: room.to_owned(),
+                names,
+                complete: !self.partial.contains(&key),
+            },
+            false,
+        ));
+    }
+
+    /// What reading `line` owes.
+    fn read(&mut self, at: Duration, line: &str, owed: &mut Owed) {
+        if self.closing.is_some() {
+            return;
+        }
+        let Some(l) = take_apart(line) else { return };
+        let p = &l.params;
+        let last = p.last().copied().unwrap_or("");
+        let ev = |owed: &mut Owed, e: Event| owed.events.push((at, e, false));
+        match l.verb.as_str() {
+            "PING" => owed.pongs.push((at, last.to_owned(), false)),
+            "CAP" => {
+                // The capabilities it wants, from what the server offers; then the end of the
+                // negotiation once the server answered (before registering).
+                let sub = p.get(1).map(|s| s.to_ascii_uppercase()).unwrap_or_default();
+                match sub.as_str() {
+                    "LS" => {
+                        let wanted: Vec<&str> = last
+                            .split(' ')
+                            .map(|c| c.split('=').next().unwrap_or(""))
+                            .filter(|c| ["echo-message", "server-time"].contains(c))
+                            .collect();
+                        owed.auto.push((
+                            at,
+                            if wanted.is_empty() {
+                                "CAP END".to_owned()
+                            } else {
+                                format!("CAP REQ :{}", wanted.join(" "))
+                            },
+                        ));
+                    }
+                    "ACK" | "NAK" if !self.registered => {
+                        owed.auto.push((at, "CAP END".to_owned()));
+                    }
+                    _ => {}
+                }
+            }
+            "001" => {
+                self.registered = true;
+                let name = p.first().copied().unwrap_or("").to_owned();
+                self.nick = Some(name.clone());
+                ev(
+                    owed,
+                    Event::Registered {
+                        name,
+                        server: l.from.to_owned(),
+                    },
+                );
+                ev(owed, Event::ServerInfo { text: last.into() });
+                // The simulation's clients ask for the default room after registering.
+                owed.auto.push((at, "JOIN #lobby".to_owned()));
+            }
+            "431" | "432" | "433" if !self.registered => ev(
+                owed,
+                Event::NameRefused {
+                    name: p.get(1).copied().unwrap_or("").to_owned(),
+                    reason: last.to_owned(),
+                },
+            ),
+            "353" if p.len() >= 4 => {
+                let names = p[3]
+                    .split(' ')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.trim_start_matches(['@', '+', '~', '&', '%']).to_owned());
+                self.pending_names
+                    .entry(fold(p[2]))
+                    .or_default()
+                    .extend(names);
+            }
+            "366" if p.len() >= 2 => {
+                let key = fold(p[1]);
+                let mut names = self.pending_names.remove(&key).unwrap_or_default();
+                if names.iter().any(|n| self.is_me(n)) {
+                    self.partial.remove(&key);
+                } else if self.members.contains_key(&key) {
+                    self.partial.insert(key.clone());
+                    names.push(self.nick.clone().unwrap_or_default());
+                }
+                self.members.insert(key, names);
+                self.members_event(p[1], owed, at);
+            }
+            "332" if p.len() >= 3 => ev(
+                owed,
+                Event::Topic {
+                    room: p[1].to_owned(),
+                    topic: last.to_owned(),
+                },
+            ),
+            "372" | "375" | "376" | "422" | "002" | "003" => {
+                ev(owed, Event::ServerInfo { text: last.into() })
+            }
+            code if code.len() == 3 && (code.starts_with('4') || code.starts_with('5')) => {
+                let text = if p.len() >= 3 {
+                    format!("{}: {last}", p[1])
+                } else {
+                    last.to_owned()
+                };
+                ev(owed, Event::ServerError { text });
+            }
+            "PRIVMSG" | "NOTICE" if p.len() >= 2 => self.message(at, &l, last, owed),
+            "JOIN" if !p.is_empty() => {
+                let room = p[0];
+                if self.is_me(l.from) {
+                    self.joined.insert(fold(room));
+                    self.members.insert(fold(room), Vec::new());
+                    ev(owed, Event::Joined { room: room.into() });
+                } else if let Some(list) = self.members.get_mut(&fold(room)) {
+                    list.push(l.from.to_owned());
+                    ev(
+                        owed,
+                        Event::UserJoined {
+                            room: room.into(),
+                            name: l.from.into(),
+                        },
+                    );
+                    self.members_event(room, owed, at);
+                }
+            }
+            "PART" if !p.is_empty() => {
+                let (room, key) = (p[0], fold(p[0]));
+                if self.is_me(l.from) {
+                    self.members.remove(&key);
+                    self.partial.remove(&key);
+                } else if let Some(list) = self.members.get_mut(&key) {
+                    list.retain(|n| fold(n) != fold(l.from));
+                    ev(
+                        owed,
+                        Event::UserLeft {
+                            room: room.into(),
+                            name: l.from.into(),
+                            reason: p.get(1).map(|r| (*r).to_owned()),
+                        },
+                    );
+                    self.members_event(room, owed, at);
+                }
+            }
+            "QUIT" => {
+                let mut changed = Vec::new();
+                for (room, list) in &mut self.members {
+                    let before = list.len();
+                    list.retain(|n| fold(n) != fold(l.from));
+                    if list.len() != before {
+                        changed.push(room.clone());
+                    }
+                }
+                ev(
+                    owed,
+                    Event::UserQuit {
+                        name: l.from.into(),
+                        reason: last.into(),
+                    },
+                );
+                for room in changed {
+                    self.members_event(&room, owed, at);
+                }
+            }
+            "NICK" if !p.is_empty() => {
+                let new = p[0];
+                if self.is_me(l.from) {
+                    self.nick = Some(new.to_owned());
+                }
+                let mut changed = Vec::new();
+                for (room, list) in &mut self.members {
+                    if let Some(n) = list.iter_mut().find(|n| fold(n) == fold(l.from)) {
+                        *n = new.to_owned();
+                        changed.push(room.clone());
+                    }
+                }
+                ev(
+                    owed,
+                    Event::Renamed {
+                        old: l.from.into(),
+                        new: new.into(),
+                    },
+                );
+                for room in changed {
+                    self.members_event(&room, owed, at);
+                }
+            }
+            "TOPIC" if p.len() >= 2 => ev(
+                owed,
+                Event::Topic {
+                    room: p[0].to_owned(),
+                    topic: last.to_owned(),
+                },
+            ),
+            "ERROR" => {
+                if last == SHUTDOWN_ERROR {
+                    // Once it asked to quit it says nothing of it; it may have read this first.
+                    let shutdown = Event::ServerShutdown {
+                        message: last.to_owned(),
+                    };
+                    owed.events.push((at, shutdown, self.quitting));
+                }
+                self.closing = Some(last.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    fn message(&mut self, at: Duration, l: &Line<'_>, last: &str, owed: &mut Owed) {
+        let target = l.params[0];
+        let (text, kind) = if l.verb == "NOTICE" {
+            (last, MessageKind::Notice)
+        } else if let Some(rest) = last.strip_prefix("\u{1}ACTION ") {
+            (rest.trim_end_matches('\u{1}'), MessageKind::Action)
+        } else if last.starts_with('\u{1}') {
+            return;
+        } else {
+            (last, MessageKind::Normal)
+        };
+        if !l.from_user {
+            owed.events
+                .push((at, Event::ServerInfo { text: text.into() }, false));
+            return;
+        }
+        let own = self.is_me(l.from);
+        let key = fold(target);
+        if self.partial.contains(&key)
+            && let Some(list) = self.members.get_mut(&key)
+            && !list.iter().any(|n| fold(n) == fold(l.from))
+        {
+            list.push(l.from.to_owned());
+            self.members_event(target, owed, at);
+        }
+        owed.events.push((
+            at,
+            Event::Message {
+                from: l.from.to_owned(),
+                target: target.to_owned(),
+                text: text.to_owned(),
+                kind,
+                own,
+                time: l.time.map(str::to_owned),
+            },
+            false,
+        ));
+    }
+
+    /// What a command from the script owes (nothing once the session is quitting; only maybe
+    /// once it read the server's closing `ERROR`, or in the instant it read something that may
+    /// change that or its rooms, or when it goes to the current room).
+    fn command(&mut self, at: Duration, cmd: &Command, owed: &mut Owed) {
+        if self.quitting {
+            return;
+        }
+        // In the very instant its state changed, the command may have met either state.
+        let maybe = self.closing.is_some() || self.unsettled.contains(&at);
+        let mut owe = |out: Out, maybe: bool| owed.lines.push((at, out, maybe));
+        match cmd {
+            Command::Nick(name) => owe(Out::Line(format!("NICK :{}", name.trim())), maybe),
+            // Whether it has a current room at all races with what it reads: a message or a
+            // member list for the current room is owed only maybe (matched if sent).
+            Command::Say(text) | Command::Action(text) => owe(
+                Out::Say {
+                    to: None,
+                    text: text.clone(),
+                    action: matches!(cmd, Command::Action(_)),
+                },
+                true,
+            ),
+            Command::Msg { to, text } => owe(
+                Out::Say {
+                    to: Some(to.clone()),
+                    text: text.clone(),
+                    action: false,
+                },
+                maybe,
+            ),
+            Command::Join(room) => owe(Out::Line(format!("JOIN {room}")), maybe),
+            Command::Names => owe(Out::Names, true),
+            Command::Quit(reason) => {
+                let reason = reason.as_deref().unwrap_or("Leaving");
+                owe(Out::Line(format!("QUIT :{reason}")), maybe);
+                self.quitting = true;
+            }
+            Command::Raw(line) => {
+                if !line.contains(['\r', '\n', '\0'])
+                    && !line.trim().is_empty()
+                    && !is_session_own(line)
+                {
+                    owe(Out::Line(line.clone()), maybe);
+                }
+            }
+        }
+    }
+}
