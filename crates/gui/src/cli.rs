@@ -4,19 +4,33 @@ use std::time::Duration;
 
 use clap::Parser;
 use parla_net::PingConfig;
-use parla_net::addr::ServerAddr;
+use parla_net::addr::{AddrError, ServerAddr};
 use parla_net::client::ClientConfig;
+use parla_net::tls::{Fingerprint, Trust};
 
 /// Parla chat client. Give the server's address (host, host:port or [v6]:port; the port
-/// defaults to 8080) or type it when asked. Leave with `quit`, `/quit`, Ctrl-C or the window's
+/// defaults to 8080; ircs://host for TLS, port 6697 by default) or type it when asked. Leave with `quit`, `/quit`, Ctrl-C or the window's
 /// close button. The client pings the server's IP every few seconds and closes when it stops
 /// answering. Every flag can also be set through the environment variable shown.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "parla", version, about, long_about)]
 pub struct Args {
-    /// The server: host, host:port or [v6]:port (port 8080 by default). Asked for if omitted.
+    /// The server: host, host:port or [v6]:port (port 8080 by default), or ircs://host[:port]
+    /// for TLS (port 6697 by default). Asked for if omitted.
     #[arg(env = "PARLA_SERVER")]
     pub addr: Option<String>,
+    /// Connect with TLS (port 6697 unless the address gives one), verifying the server
+    /// against the system's root certificates.
+    #[arg(long, env = "PARLA_TLS")]
+    pub tls: bool,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (a self-signed
+    /// server; the fingerprint as parla-server or openssl prints it). Implies --tls.
+    #[arg(long, env = "PARLA_TLS_FINGERPRINT", conflicts_with = "tls_ca")]
+    pub tls_fingerprint: Option<Fingerprint>,
+    /// Verify the server against the root certificates in this PEM file instead of the
+    /// system's (a private certificate authority). Implies --tls.
+    #[arg(long, env = "PARLA_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Your name in the chat. Asked for if omitted (and again if the server refuses it).
     #[arg(long, env = "PARLA_NAME")]
     pub name: Option<String>,
@@ -41,9 +55,30 @@ pub struct Args {
 }
 
 impl Args {
+    /// TLS was asked for by a flag (an `ircs://` address asks for it too).
+    pub fn wants_tls(&self) -> bool {
+        self.tls || self.tls_fingerprint.is_some() || self.tls_ca.is_some()
+    }
+
+    /// Reads an address as typed, with TLS if a flag asks for it.
+    pub fn parse_addr(&self, text: &str) -> Result<ServerAddr, AddrError> {
+        ServerAddr::parse_with(text, self.wants_tls())
+    }
+
+    /// Whom TLS connections trust.
+    pub fn trust(&self) -> Trust {
+        match (&self.tls_fingerprint, &self.tls_ca) {
+            (Some(pin), _) => Trust::Pinned(*pin),
+            (None, Some(ca)) => Trust::CaFile(ca.clone()),
+            (None, None) => Trust::System,
+        }
+    }
+
     /// The session configuration for `addr`.
-    pub fn client_config(&self, addr: ServerAddr) -> ClientConfig {
+    pub fn client_config(&self, mut addr: ServerAddr) -> ClientConfig {
+        addr.tls |= self.wants_tls();
         let mut config = ClientConfig::new(addr);
+        config.trust = self.trust();
         config.session.password = self.password.clone();
         config.session.room = Some(self.room.clone());
         config.session.username = self

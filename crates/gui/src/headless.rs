@@ -5,7 +5,6 @@
 use std::io::{BufRead, Write};
 
 use parla_net::IcmpPinger;
-use parla_net::addr::ServerAddr;
 use parla_net::client::{self, Command, Disconnect, Event, MessageKind};
 use parla_net::transport::Tcp;
 use tokio::sync::mpsc;
@@ -27,7 +26,7 @@ pub async fn run(args: Args) -> i32 {
         };
     let mut lines = stdin_lines();
     let addr = match &args.addr {
-        Some(text) => match text.parse::<ServerAddr>() {
+        Some(text) => match args.parse_addr(text) {
             Ok(addr) => addr,
             Err(err) => {
                 eprintln!("parla: {err}");
@@ -35,7 +34,9 @@ pub async fn run(args: Args) -> i32 {
             }
         },
         None => loop {
-            prompt("Server address (host or host:port, port 8080 by default): ");
+            prompt(
+                "Server address (host or host:port, port 8080 by default; ircs://host for TLS): ",
+            );
             let line = tokio::select! {
                 line = lines.recv() => line,
                 _ = interrupt.recv() => None,
@@ -44,7 +45,7 @@ pub async fn run(args: Args) -> i32 {
                 println!();
                 return 0;
             };
-            match line.parse::<ServerAddr>() {
+            match args.parse_addr(&line) {
                 Ok(addr) => break addr,
                 Err(err) => println!("{err}"),
             }

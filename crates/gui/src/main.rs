@@ -8,7 +8,6 @@ use eframe::egui;
 use parla_gui::cli::Args;
 use parla_gui::{AppConfig, ParlaApp};
 use parla_net::IcmpPinger;
-use parla_net::addr::ServerAddr;
 
 fn main() {
     let args = Args::parse();
@@ -34,14 +33,19 @@ fn run_headless(args: Args) -> i32 {
 }
 
 fn run_window(args: Args) -> i32 {
-    if let Some(Err(err)) = args.addr.as_deref().map(str::parse::<ServerAddr>) {
-        eprintln!("parla: {err}");
-        return 2;
-    }
+    let addr = match args.addr.as_deref().map(|text| args.parse_addr(text)) {
+        Some(Err(err)) => {
+            eprintln!("parla: {err}");
+            return 2;
+        }
+        // As the window's address field shows it (ircs:// for TLS).
+        Some(Ok(addr)) => Some(addr.to_string()),
+        None => None,
+    };
     let exit_code = Arc::new(AtomicI32::new(0));
     let flags = args.clone();
     let mut config = AppConfig::new(Box::new(move |addr| flags.client_config(addr)));
-    config.addr = args.addr.clone();
+    config.addr = addr;
     config.name = args.name.clone();
     config.exit_code = exit_code.clone();
     // Ctrl-C in the terminal: the network thread sends QUIT and the window closes (exit 0).

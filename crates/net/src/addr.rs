@@ -1,10 +1,13 @@
-//! What a person types as a server address: `host`, `host:port`, `[v6]:port`, or a bare IPv6.
+//! What a person types as a server address: `host`, `host:port`, `[v6]:port`, or a bare IPv6;
+//! `ircs://` in front (or the clients' `--tls`) means TLS, on port 6697 unless one is given.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// The port Parla listens on unless told otherwise (the original design's).
 pub const DEFAULT_PORT: u16 = 8080;
+/// The port TLS connections go to unless told otherwise (IRC's convention).
+pub const DEFAULT_TLS_PORT: u16 = 6697;
 
 /// A server to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +16,8 @@ pub struct ServerAddr {
     pub host: String,
     /// The TCP port.
     pub port: u16,
+    /// Speak TLS (`ircs://`).
+    pub tls: bool,
 }
 
 /// Why an address could not be understood.
@@ -39,7 +44,42 @@ impl FromStr for ServerAddr {
     type Err = AddrError;
 
     fn from_str(input: &str) -> Result<Self, AddrError> {
+        ServerAddr::parse_with(input, false)
+    }
+}
+
+impl ServerAddr {
+    /// A plain-text address.
+    pub fn plain(host: impl Into<String>, port: u16) -> ServerAddr {
+        ServerAddr {
+            host: host.into(),
+            port,
+            tls: false,
+        }
+    }
+
+    /// Parses what a person typed; `tls` (a `--tls` flag) asks for TLS even without
+    /// `ircs://`. A path after the address (`ircs://host/#room`) is ignored.
+    pub fn parse_with(input: &str, tls: bool) -> Result<Self, AddrError> {
         let s = input.trim();
+        let scheme = |prefix: &str| {
+            s.get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))
+                .map(|_| &s[prefix.len()..])
+        };
+        let (tls, s) = match (scheme("ircs://"), scheme("irc://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (tls, rest),
+            (None, None) => (tls, s),
+        };
+        let s = s.split('/').next().unwrap_or_default();
+        let default_port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
+        let mut addr = ServerAddr::parse_host_port(s, default_port)?;
+        addr.tls = tls;
+        Ok(addr)
+    }
+
+    fn parse_host_port(s: &str, default_port: u16) -> Result<Self, AddrError> {
         if s.is_empty() {
             return Err(AddrError::Empty);
         }
@@ -55,44 +95,35 @@ impl FromStr for ServerAddr {
             })?;
             let port = match after.strip_prefix(':') {
                 Some(p) => port(p)?,
-                None if after.is_empty() => DEFAULT_PORT,
+                None if after.is_empty() => default_port,
                 None => {
                     return Err(AddrError::BadPort {
                         port: after.to_owned(),
                     });
                 }
             };
-            return Ok(ServerAddr {
-                host: host.to_owned(),
-                port,
-            });
+            return Ok(ServerAddr::plain(host, port));
         }
         match s.matches(':').count() {
-            0 => Ok(ServerAddr {
-                host: s.to_owned(),
-                port: DEFAULT_PORT,
-            }),
+            0 => Ok(ServerAddr::plain(s, default_port)),
             1 => {
                 let (host, p) = s.split_once(':').expect("one colon");
                 if host.is_empty() {
                     return Err(AddrError::Empty);
                 }
-                Ok(ServerAddr {
-                    host: host.to_owned(),
-                    port: port(p)?,
-                })
+                Ok(ServerAddr::plain(host, port(p)?))
             }
             // Several colons and no brackets: a bare IPv6 address.
-            _ => Ok(ServerAddr {
-                host: s.to_owned(),
-                port: DEFAULT_PORT,
-            }),
+            _ => Ok(ServerAddr::plain(s, default_port)),
         }
     }
 }
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("ircs://")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
@@ -116,12 +147,47 @@ mod tests {
     #[case("::1", "::1", 8080)]
     #[case("fe80::1:2", "fe80::1:2", 8080)]
     fn parses(#[case] input: &str, #[case] host: &str, #[case] port: u16) {
+        assert_eq!(input.parse(), Ok(ServerAddr::plain(host, port)));
+    }
+
+    #[rstest]
+    #[case("ircs://chat.example.org", false, "chat.example.org", 6697, true)]
+    #[case(
+        "IRCS://chat.example.org:7000/#rust",
+        false,
+        "chat.example.org",
+        7000,
+        true
+    )]
+    #[case("irc://chat.example.org/", false, "chat.example.org", 8080, false)]
+    #[case("chat.example.org", true, "chat.example.org", 6697, true)]
+    #[case("irc://[::1]", true, "::1", 6697, true)]
+    #[case("127.0.0.1:9999", true, "127.0.0.1", 9999, true)]
+    fn parses_tls(
+        #[case] input: &str,
+        #[case] flag: bool,
+        #[case] host: &str,
+        #[case] port: u16,
+        #[case] tls: bool,
+    ) {
+        let addr = ServerAddr::parse_with(input, flag).expect("parses");
         assert_eq!(
-            input.parse(),
-            Ok(ServerAddr {
+            addr,
+            ServerAddr {
                 host: host.into(),
-                port
-            })
+                port,
+                tls
+            }
+        );
+    }
+
+    #[test]
+    fn displays_tls_as_an_ircs_url() {
+        let a = ServerAddr::parse_with("example.org", true).unwrap();
+        assert_eq!(a.to_string(), "ircs://example.org:6697");
+        assert_eq!(
+            ServerAddr::parse_with("ircs://", false),
+            Err(AddrError::Empty)
         );
     }
 

@@ -26,6 +26,7 @@ use crate::addr::ServerAddr;
 use crate::clock::{Clock, sleep_until_opt};
 use crate::codec::{DEFAULT_MAX_LINE, Frame, LineCodec};
 use crate::ping::{PingConfig, PingEvent, Pinger, watch};
+use crate::tls::{TlsConnectError, Trust};
 use crate::transport::{Stream, Transport};
 
 // The protocol-level vocabulary lives with the core; front ends keep importing it from here.
@@ -46,6 +47,8 @@ pub struct ClientConfig {
     /// What the session says about itself (username, real name, password, room) and how it
     /// watches a silent server with IRC `PING`: the client core's own configuration.
     pub session: SessionConfig,
+    /// Whom to trust when `addr` asks for TLS.
+    pub trust: Trust,
 }
 
 impl ClientConfig {
@@ -56,6 +59,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             ping: Some(PingConfig::default()),
             session: SessionConfig::default(),
+            trust: Trust::System,
         }
     }
 }
@@ -78,6 +82,14 @@ pub enum ConnectError {
         addr: ServerAddr,
         /// How long we waited.
         timeout: Duration,
+    },
+    /// Connected, but TLS could not be set up (its error says why and what to do).
+    #[error("could not connect to {addr} securely: {cause}")]
+    Tls {
+        /// Where we tried.
+        addr: ServerAddr,
+        /// What went wrong.
+        cause: TlsConnectError,
     },
     /// Any other failure (unknown host, unreachable network...).
     #[error("could not connect to {addr}: {source}. Check the address and your network.")]
@@ -125,9 +137,46 @@ pub async fn connect<T: Transport, P: Pinger>(
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
         Ok(Ok(pair)) => pair,
     };
-    info!(%server, "connected");
+    info!(%server, tls = addr.tls, "connected");
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(1024);
+    let channels = (cmd_rx, ev_tx);
+    if addr.tls {
+        let secured = crate::clock::timeout(
+            config.connect_timeout,
+            crate::tls::connect(stream, &addr.host, &config.trust),
+        )
+        .await;
+        let stream = match secured {
+            Err(_) => {
+                return Err(ConnectError::TimedOut {
+                    addr,
+                    timeout: config.connect_timeout,
+                });
+            }
+            Ok(Err(cause)) => return Err(ConnectError::Tls { addr, cause }),
+            Ok(Ok(stream)) => stream,
+        };
+        info!(%server, "TLS established");
+        start(stream, server, pinger, config, channels);
+    } else {
+        start(stream, server, pinger, config, channels);
+    }
+    Ok(Client {
+        commands: cmd_tx,
+        events: ev_rx,
+        server,
+    })
+}
+
+/// Starts the pinger and the session task on a connected stream.
+fn start<S: Stream, P: Pinger>(
+    stream: S,
+    server: SocketAddr,
+    pinger: P,
+    config: ClientConfig,
+    (cmd_rx, ev_tx): (mpsc::Receiver<Command>, mpsc::Sender<Event>),
+) {
     let (ping_tx, ping_rx) = mpsc::channel(16);
     let watcher = config
         .ping
@@ -147,11 +196,6 @@ pub async fn connect<T: Transport, P: Pinger>(
             w.abort();
         }
     });
-    Ok(Client {
-        commands: cmd_tx,
-        events: ev_rx,
-        server,
-    })
 }
 
 /// The session task: the transport and the channels around the core.
@@ -170,6 +214,9 @@ struct Driver<S> {
     clock: Clock,
     /// The pinger still reports (it stops after `Unavailable` or `Failed`, or was never started).
     pings_open: bool,
+    /// The server's side may still send: false after end of stream or a read error, which the
+    /// core was told once (a finished stream is never polled again, so nothing can spin on it).
+    reading: bool,
 }
 
 /// How long a session that ended may take to hand over its last lines (a `QUIT`).
@@ -192,6 +239,7 @@ impl<S: Stream> Driver<S> {
             core,
             clock,
             pings_open,
+            reading: true,
         }
     }
 
@@ -230,14 +278,20 @@ impl<S: Stream> Driver<S> {
         let writing = !self.unsent.is_empty();
         tokio::select! {
             biased;
-            frame = self.reader.next() => {
+            frame = self.reader.next(), if self.reading => {
                 let now = self.clock.now();
                 match frame {
                     Some(Ok(Frame::Line(line))) => self.core.handle_line(now, &line),
                     // Discarded by the codec; not even a sign of life.
                     Some(Ok(Frame::TooLong)) => {}
-                    Some(Err(err)) => self.core.handle_closed(now, Some(err.to_string())),
-                    None => self.core.handle_closed(now, None),
+                    Some(Err(err)) => {
+                        self.reading = false;
+                        self.core.handle_closed(now, Some(err.to_string()));
+                    }
+                    None => {
+                        self.reading = false;
+                        self.core.handle_closed(now, None);
+                    }
                 }
             }
             written = self.writer.write(&self.unsent), if writing => match written {

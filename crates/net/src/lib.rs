@@ -12,6 +12,8 @@
 //! - [`ping`]: the [`Pinger`] trait; ICMP packets, sockets, and the miss-counting watcher.
 //! - [`process`]: what every binary's `main` sets up: logging, the open-files limit.
 //! - [`addr`]: parsing what a person types as a server address.
+//! - [`tls`]: TLS on any transport (rustls): the server's certificate and listener, the
+//!   client's verification (system roots, a CA file, or a pinned fingerprint).
 
 pub mod addr;
 pub mod client;
@@ -21,12 +23,13 @@ pub mod local;
 pub mod ping;
 pub mod process;
 pub mod server;
+pub mod tls;
 pub mod transport;
 
 pub use local::LocalServer;
 pub use ping::{IcmpPinger, PingConfig, Pinger};
 pub use server::{ServerOptions, run};
-pub use transport::{Listener, Tcp, Transport};
+pub use transport::{Both, Listener, Tcp, Transport};
 
 /// An error followed by its chain of causes, separated by ": " — how Parla shows an error to a
 /// person (the outermost says what failed, the innermost the operating system's reason).

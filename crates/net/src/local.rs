@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::{ServerOptions, run};
-use crate::transport::{Listener, Tcp, Transport};
+use crate::tls::ServerTls;
+use crate::transport::{Both, Listener, Tcp, Transport};
 
 /// How long [`LocalServer::shut_down`] and the drop of an own runtime wait for the server.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -23,6 +24,8 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct LocalServer {
     addr: SocketAddr,
+    /// The TLS port, for a server started with [`LocalServer::start_tls`].
+    tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
     /// Set by [`LocalServer::start_own`].
@@ -38,6 +41,24 @@ impl LocalServer {
         let task = tokio::spawn(run(listener, options, shutdown.clone()));
         Ok(LocalServer {
             addr,
+            tls_addr: None,
+            shutdown,
+            task: Some(task),
+            runtime: None,
+        })
+    }
+
+    /// Binds two ports on `127.0.0.1`, plain ([`LocalServer::addr`]) and TLS with `tls`
+    /// ([`LocalServer::tls_addr`]), and serves both on the current tokio runtime.
+    pub async fn start_tls(options: ServerOptions, tls: &ServerTls) -> io::Result<LocalServer> {
+        let plain = Tcp.bind((Ipv4Addr::LOCALHOST, 0).into()).await?;
+        let secure = tls.listener(Tcp.bind((Ipv4Addr::LOCALHOST, 0).into()).await?);
+        let (addr, tls_addr) = (plain.local_addr()?, secure.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(Both(plain, secure), options, shutdown.clone()));
+        Ok(LocalServer {
+            addr,
+            tls_addr: Some(tls_addr),
             shutdown,
             task: Some(task),
             runtime: None,
@@ -57,9 +78,14 @@ impl LocalServer {
         Ok(server)
     }
 
-    /// Where it listens.
+    /// Where it listens (plain text).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where it listens for TLS, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Shuts the server down as Ctrl-C would (every client is told, output is flushed within

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::either::Either;
 
 /// A byte stream to one peer.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -86,5 +87,26 @@ impl Transport for Tcp {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
+    }
+}
+
+/// Two listeners served as one (the plain port and the TLS port): whichever has a connection
+/// first hands it over.
+#[derive(Debug)]
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: Listener, B: Listener> Listener for Both<A, B> {
+    type Stream = Either<A::Stream, B::Stream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        tokio::select! {
+            accepted = self.0.accept() => accepted.map(|(s, peer)| (Either::Left(s), peer)),
+            accepted = self.1.accept() => accepted.map(|(s, peer)| (Either::Right(s), peer)),
+        }
+    }
+
+    /// The first listener's.
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }

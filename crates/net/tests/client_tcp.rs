@@ -39,10 +39,7 @@ impl TestServer {
 fn config_for(addr: SocketAddr) -> ClientConfig {
     ClientConfig {
         ping: None,
-        ..ClientConfig::new(ServerAddr {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        })
+        ..ClientConfig::new(ServerAddr::plain(addr.ip().to_string(), addr.port()))
     }
 }
 

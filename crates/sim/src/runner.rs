@@ -688,10 +688,7 @@ async fn session_client(
     flags: ClientFlags,
     rx: &mut mpsc::UnboundedReceiver<ClientCmd>,
 ) -> turmoil::Result {
-    let mut config = ClientConfig::new(ServerAddr {
-        host: "server".into(),
-        port: PORT,
-    });
+    let mut config = ClientConfig::new(ServerAddr::plain("server", PORT));
     config.ping = flags.ping;
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();

@@ -17,10 +17,7 @@ fn no_ping() -> FakePinger {
 }
 
 fn client_config(name: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(ServerAddr {
-        host: "server".into(),
-        port: 8080,
-    });
+    let mut config = ClientConfig::new(ServerAddr::plain("server", 8080));
     config.ping = None;
     config.session.username = name.into();
     config

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use parla_net::server::{FloodControl, ServerOptions};
-use parla_net::{Tcp, Transport};
+use parla_net::tls::ServerTls;
+use parla_net::{Both, Tcp, Transport};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 /// Parla chat server: an IRC server with one shared room everybody joins.
 ///
@@ -20,9 +21,23 @@ use tracing::info;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Address and port to listen on.
+    /// Address and port to listen on (plain text).
     #[arg(long, env = "PARLA_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Also listen for TLS connections here (IRC's convention is port 6697, e.g.
+    /// 0.0.0.0:6697). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "PARLA_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM, the server's own certificate first). Read again on
+    /// SIGHUP, with the key: connections already up keep theirs.
+    #[arg(long, env = "PARLA_TLS_CERT", requires = "tls_listen")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PARLA_TLS_KEY", requires = "tls_listen")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS only: no plain-text port (--listen is ignored).
+    #[arg(long, env = "PARLA_TLS_ONLY", requires = "tls_listen")]
+    tls_only: bool,
     /// The shared room every user joins on connecting.
     #[arg(long, env = "PARLA_ROOM", default_value = "#lobby")]
     room: String,
@@ -75,11 +90,34 @@ struct Args {
     /// How long queued messages may take to reach clients at shutdown.
     #[arg(long, env = "PARLA_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Helpers that do something else than serve.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a throw-away self-signed TLS certificate and key for trying TLS (clients must pin
+    /// it: its fingerprint is printed), then exit.
+    SelfSigned {
+        /// Where to write the certificate (PEM).
+        #[arg(long, default_value = "parla-cert.pem")]
+        cert: PathBuf,
+        /// Where to write the private key (PEM, readable by you only).
+        #[arg(long, default_value = "parla-key.pem")]
+        key: PathBuf,
+        /// Host names and IP addresses the certificate names.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     one_malloc_arena();
     let args = Args::parse();
+    if let Some(Command::SelfSigned { cert, key, names }) = &args.command {
+        return self_signed(cert, key, names.clone());
+    }
     parla_net::process::init_logging("info");
     parla_net::process::raise_fd_limit(None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -139,17 +177,85 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .as_millis() as u64,
         ..ServerOptions::default()
     };
-    let listener = Tcp.bind(args.listen).await.with_context(|| {
-        format!(
-            "could not listen on {}; is another server using that port? Pick another with --listen (e.g. --listen 0.0.0.0:8081)",
-            args.listen
-        )
-    })?;
+    let bind = |addr: SocketAddr, flag: &'static str| async move {
+        Tcp.bind(addr).await.with_context(|| {
+            format!(
+                "could not listen on {addr}; is another server using that port? Pick another with {flag} (e.g. {flag} 0.0.0.0:{})",
+                addr.port().wrapping_add(1).max(1)
+            )
+        })
+    };
+    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = ServerTls::load(cert, key)?;
+            info!(%addr, fingerprint = %tls.fingerprint(), "TLS certificate loaded");
+            Some((tls, *addr))
+        }
+        _ => None,
+    };
     // Handlers are installed before serving, so a Ctrl-C at any moment shuts down cleanly.
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-    parla_net::run(listener, options, shutdown).await;
+    match tls {
+        None => parla_net::run(bind(args.listen, "--listen").await?, options, shutdown).await,
+        Some((tls, addr)) => {
+            let secure = tls.listener(bind(addr, "--tls-listen").await?);
+            tokio::spawn(reload_on_sighup(tls)?);
+            if args.tls_only {
+                parla_net::run(secure, options, shutdown).await;
+            } else {
+                let plain = bind(args.listen, "--listen").await?;
+                info!(addr = %args.listen, "listening (plain text)");
+                info!(%addr, "listening (TLS)");
+                parla_net::run(Both(plain, secure), options, shutdown).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the certificate and key again on every SIGHUP; a bad file is logged and the
+/// certificate in use stays.
+fn reload_on_sighup(tls: ServerTls) -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("could not install the SIGHUP handler")?;
+    Ok(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(fingerprint) => info!(%fingerprint, "SIGHUP: TLS certificate reloaded"),
+                Err(err) => {
+                    error!(cause = %err, "SIGHUP: TLS certificate not reloaded; the old one stays in use")
+                }
+            }
+        }
+    })
+}
+
+/// `parla-server self-signed`.
+fn self_signed(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    names: Vec<String>,
+) -> anyhow::Result<()> {
+    let (cert_pem, key_pem) = parla_net::tls::self_signed(names.clone())
+        .map_err(|e| anyhow::anyhow!("could not make a certificate for {names:?}: {e}"))?;
+    parla_net::tls::write_pem(cert, &cert_pem, false)
+        .with_context(|| format!("could not write {}", cert.display()))?;
+    parla_net::tls::write_pem(key, &key_pem, true)
+        .with_context(|| format!("could not write {}", key.display()))?;
+    let tls = ServerTls::load(cert, key)?;
+    println!(
+        "Wrote a self-signed certificate for {} to {} and its key to {}.\n\
+         Serve with: parla-server --tls-listen 0.0.0.0:6697 --tls-cert {} --tls-key {}\n\
+         Clients must pin it: parla --tls-fingerprint {} ircs://localhost:6697",
+        names.join(", "),
+        cert.display(),
+        key.display(),
+        cert.display(),
+        key.display(),
+        tls.fingerprint()
+    );
     Ok(())
 }
 
