@@ -4,6 +4,18 @@
 server *ARGS:
     cargo run --release -p parla-net --bin parla-server -- {{ARGS}}
 
+# The server with TLS on 6697 beside the plain port, with a throw-away self-signed certificate
+# (made once in target/tls/; clients pin the fingerprint it prints).
+server-tls *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target/tls
+    cargo build --release -p parla-net --bin parla-server
+    if [ ! -f target/tls/cert.pem ]; then
+        target/release/parla-server self-signed --cert target/tls/cert.pem --key target/tls/key.pem
+    fi
+    exec target/release/parla-server --tls-listen 0.0.0.0:6697 --tls-cert target/tls/cert.pem --tls-key target/tls/key.pem {{ARGS}}
+
 # Start the desktop client; e.g. `just client 127.0.0.1 --name alice` (add --headless for the terminal).
 client *ARGS:
     cargo run --release -p parla-gui --bin parla -- {{ARGS}}

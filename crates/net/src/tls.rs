@@ -677,10 +677,14 @@ pub async fn connect<S: Stream>(
         Ok(stream) => Ok(stream),
         Err(err) => {
             let seen = *verifier.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let reason = err
+            let reason = match err
                 .get_ref()
-                .map(|inner| inner.to_string())
-                .unwrap_or_else(|| err.to_string());
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
+                Some(rustls::Error::InvalidCertificate(why)) => certificate_problem(why),
+                Some(other) => other.to_string(),
+                None => err.to_string(),
+            };
             Err(match (seen, trust) {
                 (Some(got), Trust::Pinned(pinned)) if got != *pinned => TlsConnectError::WrongPin {
                     got,
@@ -698,11 +702,36 @@ pub async fn connect<S: Stream>(
     }
 }
 
+/// What is wrong with a certificate, in words a person can act on.
+fn certificate_problem(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match why {
+        E::UnknownIssuer => {
+            "it is self-signed, or signed by an authority this system does not trust".into()
+        }
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it is for another host name; connect with the name the certificate gives".into()
+        }
+        E::Expired | E::ExpiredContext { .. } => "it has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            "it is not valid yet (or this computer's clock is wrong)".into()
+        }
+        E::Revoked => "it has been revoked".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// A throw-away self-signed certificate for `names` (host names or IPs), as PEM: the
 /// certificate and its private key. For trying TLS locally (`parla-server self-signed`).
 pub fn self_signed(names: Vec<String>) -> Result<(String, String), String> {
-    let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
-    Ok((made.cert.pem(), made.signing_key.serialize_pem()))
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Parla self-signed (parla-server self-signed)",
+    );
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Writes `pem` to `path` (a private key readable by its owner only).

@@ -190,3 +190,112 @@ async fn a_port_in_use_is_reported_and_exits_non_zero() {
     );
     drop(taken);
 }
+
+/// A TLS client (pinned to `pin`) registered as `nick` on the binary's TLS port: returns its
+/// line reader.
+async fn tls_join(
+    addr: SocketAddr,
+    pin: parla_net::tls::Fingerprint,
+    nick: &str,
+) -> tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut stream = tokio::time::timeout(
+        WAIT,
+        parla_net::tls::connect(tcp, "localhost", &parla_net::tls::Trust::Pinned(pin)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("the pinned certificate");
+    stream
+        .write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    while !line.contains(&format!(" 001 {nick} ")) {
+        line.clear();
+        let n = tokio::time::timeout(WAIT, reader.read_line(&mut line))
+            .await
+            .expect("registered in time")
+            .expect("read");
+        assert_ne!(n, 0, "closed before the welcome");
+    }
+    reader
+}
+
+/// `parla-server self-signed` writes a certificate the server serves; SIGHUP reloads it (a
+/// broken one is logged and the old stays), and connections made before carry on.
+#[tokio::test]
+async fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut made = Server::spawn(&["self-signed", "--cert", cert_arg, "--key", key_arg]);
+    let (status, output) = made.exit().await;
+    assert!(status.success(), "{output:#?}");
+    let first = parla_net::tls::ServerTls::load(&cert, &key)
+        .unwrap()
+        .fingerprint();
+    assert!(
+        output.iter().any(|l| l.contains(&first.to_string())),
+        "prints the fingerprint to pin: {output:#?}"
+    );
+
+    let mut server = Server::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    let line = server.expect_output("listening for TLS").await;
+    assert!(line.contains(&first.to_string()), "{line}");
+    let tls_addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut alice = tls_join(tls_addr, first, "alice").await;
+
+    // A new certificate, then SIGHUP.
+    let (new_cert, new_key) = parla_net::tls::self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&cert, new_cert).unwrap();
+    std::fs::write(&key, new_key).unwrap();
+    let second = parla_net::tls::ServerTls::load(&cert, &key)
+        .unwrap()
+        .fingerprint();
+    server.signal(Signal::SIGHUP);
+    let line = server.expect_output("TLS certificate reloaded").await;
+    assert!(line.contains(&second.to_string()), "{line}");
+    tls_join(tls_addr, second, "bob").await;
+
+    // A broken key: logged, and the second certificate stays.
+    std::fs::write(&key, "not a key\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.expect_output("the old one stays in use").await;
+    tls_join(tls_addr, second, "carol").await;
+
+    // Alice, connected under the first certificate, is still served.
+    alice
+        .get_mut()
+        .write_all(b"PING :still-here\r\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    while !line.contains("PONG") {
+        line.clear();
+        let n = tokio::time::timeout(WAIT, alice.read_line(&mut line))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert_ne!(n, 0, "alice's connection was closed");
+    }
+    assert!(line.contains("still-here"), "{line}");
+}

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use parla_net::server::{FloodControl, ServerOptions};
 use parla_net::tls::ServerTls;
-use parla_net::{Both, Tcp, Transport};
+use parla_net::{Both, Listener, Tcp, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -186,11 +186,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         })
     };
     let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
-        (Some(addr), Some(cert), Some(key)) => {
-            let tls = ServerTls::load(cert, key)?;
-            info!(%addr, fingerprint = %tls.fingerprint(), "TLS certificate loaded");
-            Some((tls, *addr))
-        }
+        (Some(addr), Some(cert), Some(key)) => Some((ServerTls::load(cert, key)?, *addr)),
         _ => None,
     };
     // Handlers are installed before serving, so a Ctrl-C at any moment shuts down cleanly.
@@ -201,13 +197,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None => parla_net::run(bind(args.listen, "--listen").await?, options, shutdown).await,
         Some((tls, addr)) => {
             let secure = tls.listener(bind(addr, "--tls-listen").await?);
+            let bound = secure.local_addr()?;
+            info!(addr = %bound, fingerprint = %tls.fingerprint(), "listening for TLS");
             tokio::spawn(reload_on_sighup(tls)?);
             if args.tls_only {
                 parla_net::run(secure, options, shutdown).await;
             } else {
                 let plain = bind(args.listen, "--listen").await?;
-                info!(addr = %args.listen, "listening (plain text)");
-                info!(%addr, "listening (TLS)");
                 parla_net::run(Both(plain, secure), options, shutdown).await;
             }
         }
