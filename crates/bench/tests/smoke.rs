@@ -15,7 +15,7 @@ use parla_bench::fanout::{self, FanoutConfig};
 use parla_bench::idle::{self, IdleConfig};
 use parla_bench::{Target, procfs};
 use parla_net::LocalServer;
-use parla_net::server::ServerOptions;
+use parla_net::server::{Limits, ServerOptions};
 use parla_testkit::require_tool;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -62,6 +62,8 @@ fn parla_in_process_fanout_and_idle() {
         for default_room in [false, true] {
             let options = ServerOptions {
                 flood: None,
+                // One machine on a few 127.x addresses, as in bench/run-peer.
+                limits: Limits::none(),
                 core: parla_room::Config {
                     default_room: default_room.then(|| "#lobby".to_owned()),
                     ..parla_room::Config::default()

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use parla_net::server::{FloodControl, ServerOptions};
+use parla_net::server::{FloodControl, Limits, ServerOptions};
 use parla_net::tls::ServerTls;
 use parla_net::{Both, Listener, Tcp, Transport};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +83,30 @@ struct Args {
     /// Turn input flood control off (for benchmarks and trusted networks).
     #[arg(long, env = "PARLA_NO_FLOOD_CONTROL")]
     no_flood_control: bool,
+    /// Bytes of replies that cost a client one line of flood credit (a WHO of a big room costs
+    /// more than a PING).
+    #[arg(long, env = "PARLA_REPLY_BYTES_PER_LINE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
+    reply_bytes_per_line: u64,
+    /// Connections at once from one address (an IPv4 address or an IPv6 /64); 0 = no limit.
+    #[arg(long, env = "PARLA_MAX_PER_IP", default_value_t = 16)]
+    max_per_ip: usize,
+    /// New connections one address may open at once before --connects-per-minute applies.
+    #[arg(long, env = "PARLA_CONNECT_BURST", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    connect_burst: u32,
+    /// New connections per minute one address may open after its burst; 0 = no limit.
+    #[arg(long, env = "PARLA_CONNECTS_PER_MINUTE", default_value_t = 10.0)]
+    connects_per_minute: f64,
+    /// Connections still registering (no NICK and USER yet), server-wide; 0 = no limit.
+    #[arg(long, env = "PARLA_MAX_UNREGISTERED", default_value_t = 1000)]
+    max_unregistered: usize,
+    /// Address ranges exempt from the per-address limits, each connection with flood credit
+    /// of its own (e.g. a school behind NAT: --trusted 10.0.0.0/8). Repeat or separate with
+    /// commas.
+    #[arg(long, env = "PARLA_TRUSTED", value_delimiter = ',')]
+    trusted: Vec<ipnet::IpNet>,
+    /// How much of an IPv6 address counts as one address for the per-address limits.
+    #[arg(long, env = "PARLA_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
     /// Above this many members the default room stops broadcasting individual joins, parts
     /// and quits, and sends no member list on join (NAMES still lists everyone). 0 = never.
     #[arg(long, env = "PARLA_QUIET_JOINS_ABOVE", default_value_t = 1000)]
@@ -171,6 +195,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             burst: args.flood_burst,
             per_second: args.flood_rate,
         }),
+        limits: Limits {
+            per_ip: args.max_per_ip,
+            connects: (args.connects_per_minute > 0.0).then_some(FloodControl {
+                burst: args.connect_burst,
+                per_second: args.connects_per_minute / 60.0,
+            }),
+            max_unregistered: args.max_unregistered,
+            trusted: args.trusted.clone(),
+            ipv6_prefix: args.ipv6_prefix,
+        },
+        reply_bytes_per_token: args.reply_bytes_per_line as usize,
         shutdown_grace: args.shutdown_grace,
         epoch_millis: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?

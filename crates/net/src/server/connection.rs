@@ -18,8 +18,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tracing::{debug, error};
 
-use super::Input;
-use super::flood::Bucket;
+use super::admission::Ticket;
 use super::outbox::{Outbox, OutboxState};
 use super::shared::Shared;
 use crate::clock::sleep_until_opt;
@@ -36,6 +35,8 @@ pub(super) struct Connection {
     pub(super) shared: Arc<Shared>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) conn: ConnId,
+    /// Its place under the per-address limits and the flood credit it draws from.
+    pub(super) ticket: Ticket,
 }
 
 impl Connection {
@@ -48,7 +49,6 @@ impl Connection {
         // Streams without vectored writes (the simulation's) get each batch as one buffer.
         let coalesce = !stream.is_write_vectored();
         let mut out: VecDeque<BytesSlice> = VecDeque::new();
-        let mut bucket = self.shared.flood.map(|f| Bucket::new(f, Instant::now()));
         let mut reading = true;
         let mut state = OutboxState::Open;
         let mut notified = false;
@@ -72,10 +72,9 @@ impl Connection {
                 OutboxState::Open => {}
             }
             let open = reading && state == OutboxState::Open;
-            let throttled_until = bucket
-                .as_mut()
+            let throttled_until = (self.ticket.flood.as_ref())
                 .filter(|_| open)
-                .and_then(|b| b.ready_at(Instant::now()));
+                .and_then(|credit| credit.ready_at(Instant::now()));
             let can_read = open && throttled_until.is_none();
             // One timer for both: the flush deadline (closing) and the flood wait (open).
             let wake_at = deadline.or(throttled_until);
@@ -113,14 +112,19 @@ impl Connection {
                 Io::Wrote(Err(err)) => break format!("write error: {err}"),
                 Io::Changed => notified = true,
                 Io::Read(Some(Ok(frame))) => {
-                    if let Some(b) = bucket.as_mut() {
-                        b.take(Instant::now());
+                    let replies = self.shared.feed_line(
+                        self.conn,
+                        match &frame {
+                            Frame::Line(line) => Some(line),
+                            Frame::TooLong => None,
+                        },
+                    );
+                    if let Some(credit) = &self.ticket.flood {
+                        // A line costs one token, and its replies one more per
+                        // `reply_bytes_per_token` bytes: a WHO of a big room is not free.
+                        let cost = 1.0 + replies as f64 / self.shared.reply_bytes_per_token as f64;
+                        credit.take(Instant::now(), cost);
                     }
-                    let conn = self.conn;
-                    self.shared.feed(match &frame {
-                        Frame::Line(line) => Input::Line { conn, line },
-                        Frame::TooLong => Input::LineTooLong { conn },
-                    });
                 }
                 Io::Read(Some(Err(err))) => {
                     self.disconnect(&format!("Read error: {err}"));
@@ -272,10 +276,22 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             ..ServerOptions::default()
         }));
+        let admission = super::super::admission::Admission::new(
+            super::super::admission::Limits::default(),
+            Some(crate::server::FloodControl::default()),
+        );
+        let ticket = super::super::admission::Admission::admit(
+            &admission,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            0,
+            Instant::now(),
+        )
+        .expect("admitted");
         let task = Connection {
             shared,
             outbox: Arc::new(Outbox::default()),
             conn: ConnId(1),
+            ticket,
         };
         let (stream, _peer) = tokio::io::duplex(64);
         let size = std::mem::size_of_val(&task.run(stream));

@@ -52,8 +52,19 @@ impl Bucket {
 
     /// Spends a token for one line.
     pub(super) fn take(&mut self, now: Instant) {
+        self.take_n(now, 1.0);
+    }
+
+    /// Spends `tokens` (may go below zero: the wait then grows with the debt).
+    pub(super) fn take_n(&mut self, now: Instant, tokens: f64) {
         self.refill(now);
-        self.tokens -= 1.0;
+        self.tokens -= tokens;
+    }
+
+    /// Refilled to its burst: as if never used.
+    pub(super) fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(self.config.burst.max(1)) - 1e-9
     }
 
     /// `None` if a line may be read now, else when the next token will be there.

@@ -31,6 +31,7 @@
 //!   flush within `shutdown_grace` (each has its own flush deadline once closed) → `run`
 //!   returns.
 
+mod admission;
 mod connection;
 mod flood;
 mod outbox;
@@ -51,10 +52,12 @@ use tracing::{Instrument, debug_span, error, info, warn};
 use crate::clock;
 use crate::codec::DEFAULT_MAX_LINE;
 use crate::transport::Listener;
+use admission::{Admission, Refusal};
 use connection::Connection;
 use outbox::Outbox;
 use shared::{Shared, timer_task};
 
+pub use admission::Limits;
 pub use flood::FloodControl;
 
 /// Watches the server from inside: what the core decided, as it decided it. The simulation's
@@ -130,8 +133,14 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Bytes that may wait for one client before it is disconnected (`SendQ exceeded`).
     pub sendq_bytes: usize,
-    /// Input flood control; `None` disables it (benchmarks).
+    /// Input flood control; `None` disables it (benchmarks). Shared by the connections of one
+    /// address (see [`Limits`]).
     pub flood: Option<FloodControl>,
+    /// Per-address limits on connections.
+    pub limits: Limits,
+    /// Bytes of replies to a client that cost it one line of flood credit (a `WHO` of a big
+    /// room costs more than a `PING`).
+    pub reply_bytes_per_token: usize,
     /// Longest input line accepted; longer ones are answered with `417`.
     pub max_line: usize,
     /// How long queued output may take to flush at shutdown (and after a close).
@@ -155,6 +164,8 @@ impl Default for ServerOptions {
             max_clients: 10_000,
             sendq_bytes: 512 * 1024,
             flood: Some(FloodControl::default()),
+            limits: Limits::default(),
+            reply_bytes_per_token: 8192,
             max_line: DEFAULT_MAX_LINE,
             shutdown_grace: Duration::from_secs(5),
             epoch_millis: 0,
@@ -187,6 +198,8 @@ async fn serve<L: Listener>(
 ) {
     let shared = Arc::new(Shared::new(&options));
     let limit = Arc::new(Semaphore::new(options.max_clients));
+    let admission = Admission::new(options.limits.clone(), options.flood);
+    let mut refusals = RefusalLog::default();
     let tracker = TaskTracker::new();
     let timer_stop = CancellationToken::new();
     let mut timer = spawn_timer(shared.clone(), timer_stop.clone());
@@ -213,8 +226,21 @@ async fn serve<L: Listener>(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, max = options.max_clients, "server full; refusing connection");
-            tracker.spawn(refuse_full(stream, options.max_clients));
+            let line = format!(
+                "ERROR :Closing Link: the server is full ({} clients); try again later\r\n",
+                options.max_clients
+            );
+            tracker.spawn(refuse(stream, line));
             continue;
+        };
+        let now = tokio::time::Instant::now();
+        let ticket = match Admission::admit(&admission, peer.ip(), shared.registering(), now) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                refusals.note(peer, refusal, now);
+                tracker.spawn(refuse(stream, refusal.error_line()));
+                continue;
+            }
         };
         let outbox = Arc::new(Outbox::default());
         let conn = shared.connect(peer, outbox.clone());
@@ -224,6 +250,7 @@ async fn serve<L: Listener>(
             shared: shared.clone(),
             outbox,
             conn,
+            ticket,
         };
         let fut = async move {
             task.run(stream).await;
@@ -279,10 +306,30 @@ fn timer_died(ended: Result<(), JoinError>) -> ! {
     }
 }
 
-/// Tells a connection over the limit why it is refused.
-async fn refuse_full<S: crate::transport::Stream>(mut stream: S, max: usize) {
-    let line =
-        format!("ERROR :Closing Link: the server is full ({max} clients); try again later\r\n");
+/// Logs refused connections without letting a flood of them flood the log: the first at once,
+/// then a count at most every ten seconds.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: usize,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, refusal: Refusal, now: tokio::time::Instant) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(10))
+        {
+            warn!(%peer, ?refusal, refused = self.unlogged, "refusing connections over the per-address limits");
+            self.last = Some(now);
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// Tells a refused connection why (`line`, an `ERROR`), then closes it.
+async fn refuse<S: crate::transport::Stream>(mut stream: S, line: String) {
     let _ = clock::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(line.as_bytes()).await;
         let _ = stream.shutdown().await;

@@ -28,7 +28,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::flood::FloodControl;
 use super::outbox::{Lines, Outbox};
 use super::{Input, Observer, ServerOptions};
 use crate::clock::{Clock, sleep_until_opt};
@@ -43,6 +42,9 @@ struct State {
     /// Looked up once per delivery: a multiply-and-shift hash instead of SipHash (the ids are
     /// ours, not an attacker's).
     outboxes: FxHashMap<ConnId, Arc<Outbox>>,
+    /// While a line of this connection is handled: the bytes queued for it (its replies),
+    /// which its flood credit pays for.
+    replies_to: Option<(ConnId, usize)>,
 }
 
 /// The core's lock, held. If a panic starts while it is held, its drop aborts the process: the
@@ -95,7 +97,8 @@ pub(super) struct Shared {
     state: Mutex<State>,
     clock: Clock,
     sendq_bytes: usize,
-    pub(super) flood: Option<FloodControl>,
+    /// See [`ServerOptions::reply_bytes_per_token`].
+    pub(super) reply_bytes_per_token: usize,
     pub(super) max_line: usize,
     /// How long a closed connection may take to flush.
     pub(super) grace: Duration,
@@ -114,10 +117,11 @@ impl Shared {
                 core: Server::new(options.core.clone(), clock.now()),
                 lines: Lines::new(),
                 outboxes: FxHashMap::default(),
+                replies_to: None,
             }),
             clock,
             sendq_bytes: options.sendq_bytes,
-            flood: options.flood,
+            reply_bytes_per_token: options.reply_bytes_per_token.max(1),
             max_line: options.max_line,
             grace: options.shutdown_grace,
             observer: options.observer.0.clone(),
@@ -150,12 +154,16 @@ impl Shared {
         self.apply(&mut state, now);
         let after = state.core.poll_timeout();
         drop(state);
-        // Any input may bring the core's next deadline forward (registering schedules the first
-        // PING): the timer task sleeps until the old one, so wake it to look again.
+        self.wake_timer_if_earlier(before, after);
+        r
+    }
+
+    /// Any input may bring the core's next deadline forward (registering schedules the first
+    /// PING): the timer task sleeps until the old one, so wake it to look again.
+    fn wake_timer_if_earlier(&self, before: Option<Millis>, after: Option<Millis>) {
         if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
             self.timer.notify_one();
         }
-        r
     }
 
     /// Gives the core `input` (showing it to the observer first), then carries out its outputs.
@@ -172,6 +180,40 @@ impl Shared {
                 Input::Shutdown => core.handle_shutdown(now),
             }
         });
+    }
+
+    /// Gives the core a line from `conn` (`None`: one too long, discarded); returns the bytes
+    /// of the replies queued for `conn`, which its flood credit is charged for beyond the line.
+    pub(super) fn feed_line(&self, conn: ConnId, line: Option<&[u8]>) -> usize {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let before = state.core.poll_timeout();
+        if let Some(observer) = &self.observer {
+            observer.input(
+                now,
+                match line {
+                    Some(line) => Input::Line { conn, line },
+                    None => Input::LineTooLong { conn },
+                },
+            );
+        }
+        match line {
+            Some(line) => state.core.handle_line(now, conn, line),
+            None => state.core.handle_line_too_long(now, conn),
+        }
+        state.replies_to = Some((conn, 0));
+        self.apply(&mut state, now);
+        let replies = state.replies_to.take().map_or(0, |(_, bytes)| bytes);
+        let after = state.core.poll_timeout();
+        drop(state);
+        self.wake_timer_if_earlier(before, after);
+        replies
+    }
+
+    /// Connections that have not registered yet.
+    pub(super) fn registering(&self) -> usize {
+        let state = self.lock();
+        state.core.conn_count() - state.core.user_count()
     }
 
     /// Tells the core about a connection from `peer`, whose lines go to `outbox`.
@@ -235,6 +277,11 @@ impl Shared {
                 }
                 match out {
                     Output::Send { to, line } => {
+                        if let Some((conn, bytes)) = &mut state.replies_to
+                            && *conn == to
+                        {
+                            *bytes += line.len();
+                        }
                         let line = state.lines.put(&line);
                         self.deliver(state, to, &line, &mut overflowed);
                     }
