@@ -2,7 +2,7 @@
 //! prints the room to stdout, sends what is typed. Leaves on `quit`, `/quit`, end of input or
 //! Ctrl-C (sending `QUIT` each time); exits 0 after a clean end, 1 after a failure.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use parla_net::IcmpPinger;
 use parla_net::client::{self, Command, Disconnect, Event, MessageKind};
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::chat::clock;
 use crate::cli::Args;
 use crate::input::{self, Input};
+use crate::safe;
 
 /// Runs the terminal client to the end; returns the process exit code.
 pub async fn run(args: Args) -> i32 {
@@ -75,12 +76,20 @@ pub async fn run(args: Args) -> i32 {
     }
     let mut ctrl_c_seen = false;
     let mut stdin_open = true;
+    // IRC formatting as Parla's own escape sequences on a terminal (unless NO_COLOR), as
+    // plain text otherwise; received control characters never reach the terminal.
+    let render: fn(&str) -> String =
+        if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            safe::ansi
+        } else {
+            safe::plain
+        };
     loop {
         tokio::select! {
             biased;
             event = client.events.recv() => {
                 let Some(event) = event else { return 1 };
-                match event {
+                match safe::event(&event, render) {
                     Event::Disconnected(why) => {
                         return finish(&why);
                     }

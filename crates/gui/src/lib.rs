@@ -8,6 +8,8 @@
 //! - [`input`]: what a person types, as commands (`quit`, `/nick`, `/me`, `/msg`, `/join`).
 //! - [`headless`]: the terminal client (`parla --headless`): reads stdin, prints the room.
 //! - [`cli`]: the command-line flags shared by every front end.
+//! - [`safe`]: received text made safe to show: IRC formatting as styles, every control
+//!   character shown as a picture, never obeyed.
 
 pub mod app;
 pub mod chat;
@@ -15,5 +17,6 @@ pub mod cli;
 pub mod headless;
 pub mod input;
 pub mod net_thread;
+pub mod safe;
 
 pub use app::{AppConfig, ParlaApp};

@@ -161,7 +161,8 @@ impl<P: Pinger, F: FnMut() -> P + Send + 'static> Worker<F> {
                         if over {
                             session = None;
                         }
-                        self.push(NetEvent::Session(event)).await
+                        // Received text is made safe once, here, for everything the window shows.
+                        self.push(NetEvent::Session(crate::safe::event(&event, crate::safe::plain))).await
                     }
                     None => {
                         // The session ended without saying why (it always says; be safe).

@@ -246,6 +246,41 @@ async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
     server.shut_down().await;
 }
 
+/// The attack from the safety issue: escape sequences in a message, a topic and a quit reason
+/// would retitle, recolour and erase the terminal. They are shown, never obeyed: no ESC, BEL,
+/// backspace or C1 control reaches stdout, and IRC formatting codes are dropped (stdout is a pipe).
+#[tokio::test]
+async fn received_escape_sequences_are_shown_not_obeyed() {
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = RawClient::join(server.addr(), "alice").await;
+    let mut parla = joined(&server, &mut alice, "dave").await;
+
+    alice
+        .send("PRIVMSG #lobby :\x1b]2;PWNED\x07 \x1b[31mRED\x1b[2K\x08\u{9b}2J \x02bold\x02")
+        .await;
+    let line = parla.stdout.expect("<alice>").await;
+    assert!(
+        line.ends_with(
+            "<alice> \u{241b}]2;PWNED\u{2407} \u{241b}[31mRED\u{241b}[2K\u{2408}\u{fffd}2J bold"
+        ),
+        "{line:?}"
+    );
+    alice.send("TOPIC #lobby :\x1b[2Jcleared").await;
+    let line = parla.stdout.expect("Topic of #lobby").await;
+    assert!(line.ends_with(": \u{241b}[2Jcleared"), "{line:?}");
+    parla.type_line("quit");
+    assert_eq!(parla.exit_code().await, Some(0));
+    for line in &parla.stdout.seen {
+        assert!(
+            !line.chars().any(|c| c.is_control()),
+            "a control character reached the terminal: {line:?}"
+        );
+    }
+    server.shut_down().await;
+}
+
 #[tokio::test]
 async fn end_of_input_leaves_and_exits_0() {
     let mut server = LocalServer::start(ServerOptions::default())
@@ -297,7 +332,7 @@ async fn the_address_is_asked_for_when_not_given() {
     assert_eq!(
         line,
         format!(
-            "Server address (host or host:port, port 8080 by default): Connecting to {addr}..."
+            "Server address (host or host:port, port 8080 by default; ircs://host for TLS): Connecting to {addr}..."
         )
     );
     parla.stdout.expect("You are fay.").await;
