@@ -70,7 +70,9 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Sleeps until `at` (announced to a timer watcher, if this thread has one).
+/// Sleeps until `at` (announced to a timer watcher, if this thread has one). Give whole
+/// milliseconds after the clock's start: tokio fires timers on millisecond ticks, so a
+/// deadline between two would be announced a tick before it fires.
 pub fn sleep_until(at: Instant) -> tokio::time::Sleep {
     armed(at);
     tokio::time::sleep_until(at)

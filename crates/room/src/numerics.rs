@@ -55,6 +55,8 @@ pub const ERR_NOMOTD: &str = "422";
 pub const ERR_NONICKNAMEGIVEN: &str = "431";
 pub const ERR_ERRONEUSNICKNAME: &str = "432";
 pub const ERR_NICKNAMEINUSE: &str = "433";
+/// Not in RFC 2812 or Modern IRC; the de facto number (ircu, hybrid, UnrealIRCd, InspIRCd).
+pub const ERR_NICKTOOFAST: &str = "438";
 pub const ERR_NOTONCHANNEL: &str = "442";
 pub const ERR_NOTREGISTERED: &str = "451";
 pub const ERR_NEEDMOREPARAMS: &str = "461";

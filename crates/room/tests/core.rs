@@ -876,3 +876,102 @@ fn a_target_named_twice_gets_one_copy() {
         "no 407 for five names of two targets"
     );
 }
+
+/// A room's budget: messages within it go out and pause nobody; the one that overdraws it
+/// is still relayed, and its sender is told to wait as long as the budget takes to refill;
+/// a quiet spell refills it. Direct messages don't count.
+#[test]
+fn a_room_message_that_overdraws_the_rooms_budget_pauses_its_sender() {
+    let mut h = Harness::with(Config {
+        room_budget: Some(parla_room::server::RoomBudget {
+            burst_bytes: 1000,
+            bytes_per_second: 500,
+        }),
+        ..Config::default()
+    });
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    h.clear();
+    let text = "x".repeat(300);
+    // Each relayed line: ":alice!~alice@192.0.2.7 PRIVMSG #lobby :" (40) + 300 + CR LF = 342.
+    for _ in 0..2 {
+        h.send(alice, &format!("PRIVMSG #lobby :{text}"));
+        assert_eq!(h.server.take_pause(alice), None, "within the burst");
+    }
+    h.send(alice, &format!("PRIVMSG #lobby :{text}"));
+    // 1000 - 3 * 342 = -26 bytes: 26 bytes at 500 bytes/s is 52 ms.
+    assert_eq!(h.server.take_pause(alice), Some(h.now.plus(52)));
+    assert_eq!(h.server.take_pause(alice), None, "taken once");
+    h.send(alice, &format!("PRIVMSG bob :{text}"));
+    assert_eq!(
+        h.server.take_pause(alice),
+        None,
+        "a direct message is not the room's"
+    );
+    assert_eq!(
+        h.lines(bob).iter().filter(|l| l.contains(&text)).count(),
+        4,
+        "every message was relayed"
+    );
+    // Two seconds later the burst is back.
+    h.advance(2_000);
+    h.send(bob, &format!("PRIVMSG #lobby :{text}"));
+    assert_eq!(h.server.take_pause(bob), None);
+}
+
+/// Renames and topic changes reach everyone who shares a room, so each user gets a few per
+/// window: one more is refused (`438`, `FAIL TOPIC RATE_LIMITED`) with the wait, and nobody
+/// else sees it; once the oldest is a window old, one more goes through.
+#[test]
+fn renames_and_topic_changes_are_limited_per_window() {
+    let window = parla_room::server::Window {
+        count: 2,
+        ms: 10_000,
+    };
+    let mut h = Harness::with(Config {
+        nick_changes: Some(window),
+        topic_changes: Some(window),
+        ..Config::default()
+    });
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    h.clear();
+    h.send(alice, "NICK al");
+    h.advance(1_000);
+    h.send(alice, "NICK ali");
+    h.advance(1_000);
+    h.send(alice, "NICK alic");
+    assert_eq!(
+        h.lines(alice).last().copied(),
+        Some(
+            ":parla.local 438 ali alic :Nick change too fast: at most 2 per 10 seconds; wait 8 seconds"
+        )
+    );
+    assert!(!h.saw(bob, "NICK alic"), "{:?}", h.lines(bob));
+    h.advance(8_000);
+    h.send(alice, "NICK alic");
+    assert!(
+        h.saw(bob, ":ali!~alice@192.0.2.7 NICK alic"),
+        "{:?}",
+        h.lines(bob)
+    );
+    // Registration's NICK does not count, nor does a refused or unchanged one.
+    h.clear();
+    for n in 1..=2 {
+        h.send(bob, &format!("TOPIC #lobby :topic {n}"));
+    }
+    h.send(bob, "TOPIC #lobby :topic 3");
+    assert_eq!(
+        h.lines(bob).last().copied(),
+        Some(
+            ":parla.local FAIL TOPIC RATE_LIMITED #lobby :Topic changed too often: at most 2 per 10 seconds; wait 10 seconds"
+        )
+    );
+    assert!(!h.saw(alice, "topic 3"));
+    h.send(bob, "TOPIC #lobby");
+    assert!(
+        h.saw(bob, ":parla.local 332 bob #lobby :topic 2"),
+        "asking is free: {:?}",
+        h.lines(bob)
+    );
+}

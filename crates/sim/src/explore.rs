@@ -239,8 +239,12 @@ impl Gen {
             }
             Kind::Rename => {
                 let Some(c) = self.someone() else { return };
-                let nick = self.one(NAMES);
-                self.line(format!("{c} name {nick}"));
+                // One rename in four is a burst of three, to reach the rename limit.
+                let times = if self.rng.random_ratio(1, 4) { 3 } else { 1 };
+                for _ in 0..times {
+                    let nick = self.one(NAMES);
+                    self.line(format!("{c} name {nick}"));
+                }
             }
             Kind::Rooms => {
                 let Some(c) = self.someone() else { return };
@@ -275,9 +279,15 @@ impl Gen {
                 let Some(c) = self.someone() else { return };
                 let room = self.one(ROOMS);
                 let n = self.rng.random_range(0..100);
-                match self.rng.random_range(0..4) {
+                match self.rng.random_range(0..5) {
                     0 => self.line(format!("{c} quote TOPIC {room} :")),
                     1 => self.line(format!("{c} quote TOPIC {room}")),
+                    // A burst of three changes, to reach the topic limit.
+                    2 => {
+                        for i in 0..3 {
+                            self.line(format!("{c} quote TOPIC {room} :topic number {n}.{i}"));
+                        }
+                    }
                     _ => self.line(format!("{c} quote TOPIC {room} :topic number {n}")),
                 }
             }

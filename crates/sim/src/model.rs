@@ -276,6 +276,15 @@ struct Conn {
     last_heard: Millis,
     last_spoke: Millis,
     ping_sent: Option<Millis>,
+    /// When its accepted renames and topic changes happened (for their limits).
+    renamed_at: Vec<Millis>,
+    topic_set_at: Vec<Millis>,
+}
+
+/// The rule for renames and topic changes, stated on its own: one more is allowed while fewer
+/// than `count` were accepted in the `ms` before `now`.
+fn allowed(limit: Option<parla_room::server::Window>, accepted: &[Millis], now: Millis) -> bool {
+    limit.is_none_or(|w| accepted.iter().filter(|t| now.0 < t.0 + w.ms).count() < w.count)
 }
 
 impl Conn {
@@ -419,6 +428,8 @@ impl Model {
                     last_heard: now,
                     last_spoke: now,
                     ping_sent: None,
+                    renamed_at: Vec::new(),
+                    topic_set_at: Vec::new(),
                 },
             );
         }
@@ -961,6 +972,14 @@ impl Model {
             let name = room.name.clone();
             return self.numeric(owed, id, "442", &[&name, ANY]);
         }
+        let limit = self.settings.topic_changes;
+        let c = self.conns.get_mut(&id).expect("live");
+        if !allowed(limit, &c.topic_set_at, now) {
+            let name = room.name.clone();
+            return self.server_line(owed, id, "FAIL", &["TOPIC", "RATE_LIMITED", &name, ANY]);
+        }
+        c.topic_set_at.push(now);
+        let room = &self.rooms[&key];
         let c = &self.conns[&id];
         let (prefix, setter) = (c.prefix(), c.shown());
         let text = cut(text, TOPIC_LEN);
@@ -1137,6 +1156,12 @@ impl Model {
         let c = self.conns.get_mut(&id).expect("live");
         if c.nick.as_deref() == Some(nick) {
             return;
+        }
+        if c.registered {
+            if !allowed(self.settings.nick_changes, &c.renamed_at, now) {
+                return self.numeric(owed, id, "438", &[nick, ANY]);
+            }
+            c.renamed_at.push(now);
         }
         let old_prefix = c.prefix();
         if let Some(old) = c.nick.replace(nick.to_owned()) {

@@ -15,6 +15,7 @@ use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event};
 use parla_net::server::{ObserverSlot, ServerOptions, run as run_server};
 use parla_net::transport::Transport;
+use parla_room::server::Window;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -606,6 +607,15 @@ impl<'a> Runner<'a> {
                 registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
                 quiet_joins_above: flags.quiet_joins_above,
                 password: flags.password.clone(),
+                // Tighter than parla-server's 5 per minute, so that random runs reach them.
+                nick_changes: Some(Window {
+                    count: 2,
+                    ms: 10_000,
+                }),
+                topic_changes: Some(Window {
+                    count: 2,
+                    ms: 10_000,
+                }),
                 #[cfg(feature = "deliberate-bugs")]
                 bug,
                 ..parla_room::Config::default()

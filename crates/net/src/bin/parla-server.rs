@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use parla_net::server::{FloodControl, Limits, ServerOptions};
 use parla_net::tls::ServerTls;
 use parla_net::{Both, Listener, Tcp, Transport};
+use parla_room::server::{RoomBudget, Window};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -83,6 +84,26 @@ struct Args {
     /// Turn input flood control off (for benchmarks and trusted networks).
     #[arg(long, env = "PARLA_NO_FLOOD_CONTROL")]
     no_flood_control: bool,
+    /// Bytes of room messages a room may send each member at once (its burst); a message
+    /// that overdraws it is relayed and its sender paused until the room's budget is back.
+    #[arg(long, env = "PARLA_ROOM_BURST_BYTES", default_value_t = 64 * 1024)]
+    room_burst_bytes: u64,
+    /// Bytes per second a room's budget refills (0 = no room budget).
+    #[arg(long, env = "PARLA_ROOM_BYTES_PER_SECOND", default_value_t = 32 * 1024)]
+    room_bytes_per_second: u64,
+    /// Renames a user may make within --nick-window (0 = no limit); more get 438.
+    #[arg(long, env = "PARLA_NICK_CHANGES", default_value_t = 5)]
+    nick_changes: usize,
+    /// The window for --nick-changes.
+    #[arg(long, env = "PARLA_NICK_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    nick_window: Duration,
+    /// Topic changes a user may make within --topic-window (0 = no limit); more get
+    /// FAIL TOPIC RATE_LIMITED.
+    #[arg(long, env = "PARLA_TOPIC_CHANGES", default_value_t = 5)]
+    topic_changes: usize,
+    /// The window for --topic-changes.
+    #[arg(long, env = "PARLA_TOPIC_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    topic_window: Duration,
     /// Bytes of replies that cost a client one line of flood credit (a WHO of a big room costs
     /// more than a PING).
     #[arg(long, env = "PARLA_REPLY_BYTES_PER_LINE", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
@@ -185,6 +206,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ping_timeout_ms: args.ping_timeout.as_millis() as u64,
         registration_timeout_ms: args.registration_timeout.as_millis() as u64,
         quiet_joins_above: (args.quiet_joins_above > 0).then_some(args.quiet_joins_above),
+        room_budget: (args.room_bytes_per_second > 0).then_some(RoomBudget {
+            burst_bytes: args.room_burst_bytes,
+            bytes_per_second: args.room_bytes_per_second,
+        }),
+        nick_changes: (args.nick_changes > 0).then_some(Window {
+            count: args.nick_changes,
+            ms: args.nick_window.as_millis() as u64,
+        }),
+        topic_changes: (args.topic_changes > 0).then_some(Window {
+            count: args.topic_changes,
+            ms: args.topic_window.as_millis() as u64,
+        }),
         ..parla_room::Config::default()
     };
     let options = ServerOptions {

@@ -54,6 +54,8 @@ impl Connection {
         let mut notified = false;
         // Set once the core closed us: flushing must end by then.
         let mut deadline: Option<Instant> = None;
+        // Set when a message overdrew a room's budget: not read again before then.
+        let mut paused_until: Option<Instant> = None;
         let reason: String = loop {
             // Take the next batch once the last one is written; while one is still being
             // written (a slow reader), only look whether the core closed us meanwhile: what
@@ -72,9 +74,15 @@ impl Connection {
                 OutboxState::Open => {}
             }
             let open = reading && state == OutboxState::Open;
+            let now = Instant::now();
             let throttled_until = (self.ticket.flood.as_ref())
                 .filter(|_| open)
-                .and_then(|credit| credit.ready_at(Instant::now()));
+                .and_then(|credit| credit.ready_at(now));
+            // A room this client's message overdrew paces it too.
+            let throttled_until = match paused_until.filter(|&until| open && until > now) {
+                Some(until) => Some(throttled_until.map_or(until, |t| t.max(until))),
+                None => throttled_until,
+            };
             let can_read = open && throttled_until.is_none();
             // One timer for both: the flush deadline (closing) and the flood wait (open).
             let wake_at = deadline.or(throttled_until);
@@ -112,7 +120,7 @@ impl Connection {
                 Io::Wrote(Err(err)) => break format!("write error: {err}"),
                 Io::Changed => notified = true,
                 Io::Read(Some(Ok(frame))) => {
-                    let replies = self.shared.feed_line(
+                    let (replies, pause) = self.shared.feed_line(
                         self.conn,
                         match &frame {
                             Frame::Line(line) => Some(line),
@@ -124,6 +132,9 @@ impl Connection {
                         // `reply_bytes_per_token` bytes: a WHO of a big room is not free.
                         let cost = 1.0 + replies as f64 / self.shared.reply_bytes_per_token as f64;
                         credit.take(Instant::now(), cost);
+                    }
+                    if pause.is_some() {
+                        paused_until = pause;
                     }
                 }
                 Io::Read(Some(Err(err))) => {

@@ -81,9 +81,16 @@ impl Bucket {
         // time (which stands still within a tick) the task would spin forever.
         // Never more than an hour either: an absurdly small rate (`--flood-rate 1e-300`) must not
         // overflow the conversion (it panicked, found while stating the panic policy).
+        // Whole milliseconds, rounded up: tokio's timers fire on millisecond ticks, and a
+        // simulation told of a deadline between two ticks would step the host a tick early
+        // (found when replies started costing fractions of a token: a 4 s stall under
+        // `--tick-every-host`-free stepping).
         let wait = Duration::try_from_secs_f64((1.0 - self.tokens) / self.config.per_second)
             .unwrap_or(MAX_WAIT)
             .clamp(Duration::from_millis(1), MAX_WAIT);
+        let wait = Duration::from_millis(
+            u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+        );
         Some(now + wait)
     }
 }

@@ -25,6 +25,7 @@ use append_only_bytes::BytesSlice;
 use parla_room::{ConnId, Millis, Output, Server};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -183,8 +184,9 @@ impl Shared {
     }
 
     /// Gives the core a line from `conn` (`None`: one too long, discarded); returns the bytes
-    /// of the replies queued for `conn`, which its flood credit is charged for beyond the line.
-    pub(super) fn feed_line(&self, conn: ConnId, line: Option<&[u8]>) -> usize {
+    /// of the replies queued for `conn`, which its flood credit is charged for beyond the line,
+    /// and until when `conn` must not be read because its message overdrew a room's budget.
+    pub(super) fn feed_line(&self, conn: ConnId, line: Option<&[u8]>) -> (usize, Option<Instant>) {
         let now = self.clock.now();
         let mut state = self.lock();
         let before = state.core.poll_timeout();
@@ -204,10 +206,14 @@ impl Shared {
         state.replies_to = Some((conn, 0));
         self.apply(&mut state, now);
         let replies = state.replies_to.take().map_or(0, |(_, bytes)| bytes);
+        let pause = state
+            .core
+            .take_pause(conn)
+            .map(|at| self.clock.instant_of(at));
         let after = state.core.poll_timeout();
         drop(state);
         self.wake_timer_if_earlier(before, after);
-        replies
+        (replies, pause)
     }
 
     /// Connections that have not registered yet.

@@ -38,9 +38,49 @@ pub struct Config {
     /// everyone on request, and members see a person when they speak. `None` always broadcasts.
     /// Other rooms are not affected: people join those on purpose and expect to see each other.
     pub quiet_joins_above: Option<usize>,
+    /// How much a room's messages may put in each member's queue: a burst, then a rate. A
+    /// message that overdraws it is still relayed, but its sender is paused (its next lines
+    /// are not read) until the room's budget is back; so a burst from many senders at once is
+    /// paced instead of filling every member's SendQ. `None`: no budget.
+    pub room_budget: Option<RoomBudget>,
+    /// Renames a registered user may make within a window; more get `438` until the oldest
+    /// of them is that old. Every rename goes to everyone who shares a room. `None`: no limit.
+    pub nick_changes: Option<Window>,
+    /// Topic changes one user may make (in any rooms) within a window; more get `FAIL TOPIC
+    /// RATE_LIMITED`. Every change goes to the whole room. `None`: no limit.
+    pub topic_changes: Option<Window>,
     /// A deliberate bug to plant (tests of the simulation's checkers only).
     #[cfg(feature = "deliberate-bugs")]
     pub bug: Option<Bug>,
+}
+
+/// A room's budget (see [`Config::room_budget`]), in bytes each member is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomBudget {
+    /// Bytes a room may send each member at once after a quiet spell.
+    pub burst_bytes: u64,
+    /// Bytes per second after that.
+    pub bytes_per_second: u64,
+}
+
+impl Default for RoomBudget {
+    /// 64 KiB at once, then 32 KiB/s: ~160 messages of 400 bytes at once and ~80/s after, far
+    /// above any conversation, far below what fills a 512 KiB SendQ in a few seconds.
+    fn default() -> Self {
+        RoomBudget {
+            burst_bytes: 64 * 1024,
+            bytes_per_second: 32 * 1024,
+        }
+    }
+}
+
+/// At most `count` of something within `ms` milliseconds (a sliding window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// How many.
+    pub count: usize,
+    /// Within how long.
+    pub ms: u64,
 }
 
 /// Bugs the simulation's explorer must be able to find (feature `deliberate-bugs`).
@@ -90,6 +130,15 @@ impl Default for Config {
             max_rooms_per_user: MAX_ROOMS_PER_USER,
             version: concat!("parla-", env!("CARGO_PKG_VERSION")).to_owned(),
             quiet_joins_above: Some(1000),
+            room_budget: Some(RoomBudget::default()),
+            nick_changes: Some(Window {
+                count: 5,
+                ms: 60_000,
+            }),
+            topic_changes: Some(Window {
+                count: 5,
+                ms: 60_000,
+            }),
             #[cfg(feature = "deliberate-bugs")]
             bug: None,
         }

@@ -125,6 +125,16 @@ impl Server {
                     verb,
                     &[&name, text],
                 );
+                if let Some(limit) = self.config.room_budget
+                    && let Some(room) = self.rooms.get_mut(&casefold(target))
+                    && let Some(until) = room.budget.charge(now, relayed, limit)
+                {
+                    let later = match self.pause {
+                        Some((paused, other)) if paused == id => other.max(until),
+                        _ => until,
+                    };
+                    self.pause = Some((id, later));
+                }
             } else {
                 let Some(&to) = self.nicks.get(&casefold(target)) else {
                     if !notice {

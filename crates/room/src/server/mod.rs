@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 #[cfg(feature = "deliberate-bugs")]
 pub use self::config::Bug;
-pub use self::config::Config;
+pub use self::config::{Config, RoomBudget, Window};
 use self::state::{Conn, Conns, Room};
 use crate::limits::*;
 use crate::message::{Message, ParseError};
@@ -94,6 +94,9 @@ pub struct Server {
     invisible_users: usize,
     max_users: usize,
     shutting_down: bool,
+    /// Set while a line is handled whose message overdrew a room's budget: its sender is not
+    /// to be read again before then ([`Server::take_pause`]).
+    pause: Option<(ConnId, Millis)>,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -115,6 +118,7 @@ impl Server {
             invisible_users: 0,
             max_users: 0,
             shutting_down: false,
+            pause: None,
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };
@@ -232,6 +236,16 @@ impl Server {
     /// The next effect to carry out, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// After a line from `conn`: until when its next lines must wait, because a message in it
+    /// overdrew a room's budget ([`Config::room_budget`]). The runtime stops reading `conn`
+    /// until then; the message itself was relayed.
+    pub fn take_pause(&mut self, conn: ConnId) -> Option<Millis> {
+        match self.pause.take() {
+            Some((paused, until)) if paused == conn => Some(until),
+            _ => None,
+        }
     }
 
     /// When `handle_timeout` should next be called, if anything is pending.

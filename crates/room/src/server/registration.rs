@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use super::commands::Params;
 use super::replies::truncate;
+use super::state::within;
 use super::{ConnId, Server};
 use crate::limits::*;
 use crate::names::nick_problem;
@@ -108,6 +109,20 @@ impl Server {
         let c = self.conns.live_mut(id);
         if c.nick.as_deref() == Some(nick) {
             return;
+        }
+        if c.registered
+            && let Some(window) = self.config.nick_changes
+        {
+            let recent = &mut c.recent.get_or_insert_with(Box::default).renames;
+            if let Err(wait) = within(window, recent, now) {
+                let text = format!(
+                    "Nick change too fast: at most {} per {} seconds; wait {wait} seconds",
+                    window.count,
+                    window.ms / 1000
+                );
+                return self.numeric(now, id, ERR_NICKTOOFAST, &[nick, &text]);
+            }
+            recent.push_back(now);
         }
         if let Some(old) = c.nick.replace(nick.to_owned()) {
             let old_key = self.nick_key(&old);

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::commands::Params;
 use super::replies::truncate;
-use super::state::{Room, Topic};
+use super::state::{Room, Topic, within};
 use super::{ConnId, Server};
 use crate::names::{casefold, is_valid_channel};
 use crate::numerics::*;
@@ -181,6 +181,21 @@ impl Server {
                 ],
             );
         }
+        if let Some(window) = self.config.topic_changes {
+            let c = self.conns.live_mut(id);
+            let recent = &mut c.recent.get_or_insert_with(Box::default).topics;
+            if let Err(wait) = within(window, recent, now) {
+                let name = room.name.clone();
+                let text = format!(
+                    "Topic changed too often: at most {} per {} seconds; wait {wait} seconds",
+                    window.count,
+                    window.ms / 1000
+                );
+                return self.send_server(now, id, "FAIL", &["TOPIC", "RATE_LIMITED", &name, &text]);
+            }
+            recent.push_back(now);
+        }
+        let room = self.rooms.get_mut(&key).expect("looked up above");
         let text = truncate(text, self.config.topic_len).to_owned();
         let c = self.conns.live(id);
         room.topic = (!text.is_empty()).then(|| Topic {

@@ -61,6 +61,38 @@ pub(super) struct Conn {
     pub(super) ping_sent: Option<Millis>,
     /// When this connection's live timer entry is due; heap entries with another time are stale.
     pub(super) timer_due: Millis,
+    /// Its recent renames and topic changes, for their limits; allocated at the first one
+    /// (most connections never rename), so an idle connection pays one pointer.
+    pub(super) recent: Option<Box<Recent>>,
+}
+
+/// When a connection last renamed and changed topics (the newest at the back).
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    pub(super) renames: std::collections::VecDeque<Millis>,
+    pub(super) topics: std::collections::VecDeque<Millis>,
+}
+
+/// Whether one more within `window` is allowed after `recent` (forgetting what is older than
+/// the window): `Err(seconds to wait)` if not, else `Ok` (the caller records it).
+pub(super) fn within(
+    window: crate::server::Window,
+    recent: &mut std::collections::VecDeque<Millis>,
+    now: Millis,
+) -> Result<(), u64> {
+    while recent
+        .front()
+        .is_some_and(|t| now.0 >= t.0.saturating_add(window.ms))
+    {
+        recent.pop_front();
+    }
+    match recent.front() {
+        Some(oldest) if recent.len() >= window.count => {
+            let wait_ms = oldest.0.saturating_add(window.ms) - now.0;
+            Err(wait_ms.div_ceil(1000))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Conn {
@@ -79,6 +111,7 @@ impl Conn {
             invisible: false,
             away: None,
             rooms: RoomKeys::default(),
+            recent: None,
             connected_at: now,
             last_seen: now,
             last_spoke: now,
@@ -230,6 +263,52 @@ pub(super) struct Room {
     pub(super) members: BTreeMap<ConnId, Caps>,
     pub(super) topic: Option<Topic>,
     pub(super) created: Millis,
+    /// What its messages may still put in each member's queue (see `Config::room_budget`).
+    pub(super) budget: Budget,
+}
+
+/// A room's budget as a token bucket in byte-milliseconds (bytes × 1000, so that refills at
+/// any rate stay exact in integers): full at `burst × 1000`, `rate` added per millisecond.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Budget {
+    tokens: i64,
+    updated: Millis,
+    started: bool,
+}
+
+impl Budget {
+    /// Takes `bytes` at `now`; returns when the sender may go on, if it overdrew.
+    pub(super) fn charge(
+        &mut self,
+        now: Millis,
+        bytes: usize,
+        limit: crate::server::RoomBudget,
+    ) -> Option<Millis> {
+        let full = i64::try_from(limit.burst_bytes.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let rate = i64::try_from(limit.bytes_per_second)
+            .unwrap_or(i64::MAX)
+            .max(1);
+        if !self.started {
+            (self.tokens, self.updated, self.started) = (full, now, true);
+        }
+        let elapsed = i64::try_from(now.0.saturating_sub(self.updated.0)).unwrap_or(i64::MAX);
+        self.tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(full);
+        self.updated = now;
+        let cost = i64::try_from(bytes)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        self.tokens = self.tokens.saturating_sub(cost);
+        (self.tokens < 0).then(|| {
+            let wait = (-self.tokens + rate - 1) / rate;
+            Millis(
+                now.0
+                    .saturating_add(u64::try_from(wait).unwrap_or(u64::MAX)),
+            )
+        })
+    }
 }
 
 impl Room {
@@ -240,6 +319,7 @@ impl Room {
             members: BTreeMap::new(),
             topic: None,
             created: now,
+            budget: Budget::default(),
         }
     }
 }
