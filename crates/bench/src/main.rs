@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use parla_bench::attack::{self, AttackConfig};
 use parla_bench::churn::{self, ChurnConfig};
 use parla_bench::fanout::{self, FanoutConfig};
 use parla_bench::idle::{self, IdleConfig};
@@ -96,6 +97,31 @@ enum Cmd {
         /// Sessions before the baseline RSS is taken (default: 5%, at most 2,000).
         #[arg(long)]
         warmup: Option<usize>,
+    },
+    /// The room-emptying attack: innocents chatting with a latency probe, then many fresh
+    /// connections (one address each) that each send one burst into the room and never read.
+    Attack {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 20)]
+        innocents: usize,
+        #[arg(long, default_value_t = 200)]
+        attackers: usize,
+        /// Messages in each attacker's burst.
+        #[arg(long, default_value_t = 20)]
+        burst: usize,
+        /// Bytes per attack message.
+        #[arg(long, default_value_t = 400)]
+        line_bytes: usize,
+        /// Seconds between the innocents' probes.
+        #[arg(long, default_value = "0.25", value_parser = secs)]
+        probe_every: Duration,
+        /// Seconds the innocents chat once the attack starts.
+        #[arg(long, default_value = "10", value_parser = secs)]
+        duration: Duration,
+        /// Seconds to wait for the last probes, and for memory after the attackers left.
+        #[arg(long, default_value = "5", value_parser = secs)]
+        settle: Duration,
     },
     /// Prints the Markdown table of JSON-lines results, with baseline/peer ratios.
     Table {
@@ -227,6 +253,35 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("churn-{sessions}"));
             common.save(report.record(&common.label, &name))?;
             anyhow::ensure!(report.failed == 0, "{} sessions failed", report.failed);
+        }
+        Cmd::Attack {
+            common,
+            innocents,
+            attackers,
+            burst,
+            line_bytes,
+            probe_every,
+            duration,
+            settle,
+        } => {
+            let cfg = AttackConfig {
+                settle,
+                target: common.target(),
+                pid: common.pid,
+                innocents,
+                attackers,
+                burst,
+                line_bytes,
+                probe_every,
+                duration,
+            };
+            let report = attack::run(&cfg).await?;
+            println!("[{}] {report:#?}", common.label);
+            let name = common
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("attack-{attackers}x{burst}"));
+            common.save(report.record(&common.label, &name))?;
         }
         Cmd::Table { .. } => unreachable!("handled before the runtime starts"),
     }

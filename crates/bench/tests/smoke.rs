@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use parla_bench::attack::{self, AttackConfig};
 use parla_bench::fanout::{self, FanoutConfig};
 use parla_bench::idle::{self, IdleConfig};
 use parla_bench::{Target, procfs};
@@ -143,4 +144,51 @@ fn ngircd_with_the_repo_config() {
 #[test]
 fn inspircd_with_the_repo_config() {
     smoke_peer("inspircd");
+}
+
+/// The room-emptying attack at small scale, against servers whose SendQ it overflows: with the
+/// room budget nobody innocent is cut and every probe arrives; without it (the control), the
+/// same attack cuts innocents — so the test shows what the budget does.
+#[test]
+fn the_room_budget_keeps_innocents_in_the_room_under_attack() {
+    runtime().block_on(async {
+        for budget in [true, false] {
+            let options = ServerOptions {
+                sendq_bytes: 16 * 1024,
+                core: parla_room::Config {
+                    room_budget: budget.then_some(parla_room::server::RoomBudget {
+                        burst_bytes: 4 * 1024,
+                        bytes_per_second: 2 * 1024,
+                    }),
+                    ..parla_room::Config::default()
+                },
+                ..ServerOptions::default()
+            };
+            let mut server = LocalServer::start(options).await.expect("start the server");
+            let mut target = Target::new(server.addr());
+            target.channel = "#lobby".to_owned();
+            target.auto_join = true;
+            let cfg = AttackConfig {
+                target,
+                pid: Some(std::process::id()),
+                innocents: 3,
+                attackers: 12,
+                burst: 20,
+                line_bytes: 400,
+                probe_every: Duration::from_millis(1500),
+                duration: Duration::from_secs(3),
+                settle: Duration::from_secs(2),
+            };
+            let r = attack::run(&cfg).await.expect("the attack runs");
+            println!("budget {budget}: {r:?}");
+            assert_eq!(r.attackers_in, 12, "{r:?}");
+            if budget {
+                assert!(r.innocents_cut.is_empty(), "{r:?}");
+                assert_eq!(r.probes_seen, r.probes_sent * 2, "{r:?}");
+            } else {
+                assert!(!r.innocents_cut.is_empty(), "the control: {r:?}");
+            }
+            server.shut_down().await;
+        }
+    });
 }

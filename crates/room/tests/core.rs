@@ -902,6 +902,18 @@ fn a_room_message_that_overdraws_the_rooms_budget_pauses_its_sender() {
     // 1000 - 3 * 342 = -26 bytes: 26 bytes at 500 bytes/s is 52 ms.
     assert_eq!(h.server.take_pause(alice), Some(h.now.plus(52)));
     assert_eq!(h.server.take_pause(alice), None, "taken once");
+    // Someone who was not talking is not held up by the overdrawn room (it still pays in).
+    h.send(bob, "PRIVMSG #lobby :hi");
+    assert_eq!(
+        h.server.take_pause(bob),
+        None,
+        "bob's first word in a while"
+    );
+    h.send(bob, "PRIVMSG #lobby :again");
+    assert!(
+        h.server.take_pause(bob).is_some(),
+        "but talking on, bob waits too"
+    );
     h.send(alice, &format!("PRIVMSG bob :{text}"));
     assert_eq!(
         h.server.take_pause(alice),
@@ -913,10 +925,12 @@ fn a_room_message_that_overdraws_the_rooms_budget_pauses_its_sender() {
         4,
         "every message was relayed"
     );
-    // Two seconds later the burst is back.
-    h.advance(2_000);
-    h.send(bob, &format!("PRIVMSG #lobby :{text}"));
-    assert_eq!(h.server.take_pause(bob), None);
+    // Three seconds later the burst is back.
+    h.advance(3_000);
+    for _ in 0..2 {
+        h.send(alice, &format!("PRIVMSG #lobby :{text}"));
+        assert_eq!(h.server.take_pause(alice), None);
+    }
 }
 
 /// Renames and topic changes reach everyone who shares a room, so each user gets a few per

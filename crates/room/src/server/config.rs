@@ -39,9 +39,11 @@ pub struct Config {
     /// Other rooms are not affected: people join those on purpose and expect to see each other.
     pub quiet_joins_above: Option<usize>,
     /// How much a room's messages may put in each member's queue: a burst, then a rate. A
-    /// message that overdraws it is still relayed, but its sender is paused (its next lines
-    /// are not read) until the room's budget is back; so a burst from many senders at once is
-    /// paced instead of filling every member's SendQ. `None`: no budget.
+    /// message that overdraws it is still relayed, but its sender, if it already sent a room
+    /// message within the last second, is paused (its next lines are not read) until the
+    /// room's budget is back; so a burst from many senders at once is paced instead of filling
+    /// every member's SendQ, while someone who speaks now and then is never held up. `None`:
+    /// no budget.
     pub room_budget: Option<RoomBudget>,
     /// Renames a registered user may make within a window; more get `438` until the oldest
     /// of them is that old. Every rename goes to everyone who shares a room. `None`: no limit.

@@ -13,6 +13,10 @@ use crate::names::{casefold, is_channel_name, same_name};
 use crate::numerics::*;
 use crate::time::Millis;
 
+/// A sender whose previous room message is at least this old is not paused by a room's
+/// budget (see `Config::room_budget`).
+const CONVERSATIONAL_MS: u64 = 1000;
+
 impl Server {
     /// `PRIVMSG <target>{,<target>} <text>`
     pub(super) fn on_privmsg(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
@@ -125,9 +129,18 @@ impl Server {
                     verb,
                     &[&name, text],
                 );
+                // Everyone pays into the room's budget; only a sender who was already talking
+                // in the last second is paused when it runs out, so that a person who says
+                // something now and then is never held up by a flood of others.
+                let c = self.conns.live_mut(id);
+                let talking = c
+                    .last_said
+                    .is_some_and(|t| now.since(t) < CONVERSATIONAL_MS);
+                c.last_said = Some(now);
                 if let Some(limit) = self.config.room_budget
                     && let Some(room) = self.rooms.get_mut(&casefold(target))
                     && let Some(until) = room.budget.charge(now, relayed, limit)
+                    && talking
                 {
                     let later = match self.pause {
                         Some((paused, other)) if paused == id => other.max(until),

@@ -58,6 +58,9 @@ pub(super) struct Conn {
     pub(super) connected_at: Millis,
     pub(super) last_seen: Millis,
     pub(super) last_spoke: Millis,
+    /// Its last message to a room (PRIVMSG or NOTICE), for the room budget: someone who spoke
+    /// a second or more ago is not paused by a room an attack has overdrawn.
+    pub(super) last_said: Option<Millis>,
     pub(super) ping_sent: Option<Millis>,
     /// When this connection's live timer entry is due; heap entries with another time are stale.
     pub(super) timer_due: Millis,
@@ -115,6 +118,7 @@ impl Conn {
             connected_at: now,
             last_seen: now,
             last_spoke: now,
+            last_said: None,
             ping_sent: None,
             timer_due: deadline,
         }

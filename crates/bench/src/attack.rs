@@ -1,0 +1,293 @@
+//! The room-emptying attack from the safety issue, measured: `innocents` members of the room
+//! (each from its own 127.0.1.x address) chat, one of them saying a timestamped probe every
+//! `probe_every`; then `attackers` fresh connections (each from its own 127.0.2.x … address)
+//! register and each send one burst of `burst` room messages of `line_bytes` bytes, and never
+//! read. Reported: how many innocents the server cut (and why), the probes' delivery latency
+//! to the other innocents (p50/p99/max), and the server's memory before, at the end of the
+//! attack, and after the attackers are gone.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+
+use crate::client::{LineReader, command, pong_for, trailing};
+use crate::procfs::sample_opt;
+use crate::{Record, Target};
+
+/// The attack's shape.
+#[derive(Debug, Clone)]
+pub struct AttackConfig {
+    pub target: Target,
+    pub pid: Option<u32>,
+    pub innocents: usize,
+    pub attackers: usize,
+    pub burst: usize,
+    pub line_bytes: usize,
+    pub probe_every: Duration,
+    /// How long the innocents chat after the attack starts.
+    pub duration: Duration,
+    /// After the last probe, how long to wait for it to arrive (at most), and then how long
+    /// the attackers are gone before the server's memory is sampled again.
+    pub settle: Duration,
+}
+
+/// What the attack did.
+#[derive(Debug, Default)]
+pub struct AttackReport {
+    pub innocents_cut: Vec<String>,
+    pub probes_sent: u64,
+    pub probes_seen: u64,
+    pub latency_ms: Option<(f64, f64, f64)>,
+    pub attackers_in: usize,
+    pub attackers_refused: usize,
+    pub rss_before_kib: Option<u64>,
+    pub rss_attack_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+}
+
+impl AttackReport {
+    pub fn record(&self, server: &str, workload: &str) -> Record {
+        let mut r = Record::new(server, workload);
+        r.set("innocents_cut", self.innocents_cut.len() as f64);
+        r.set("probes_sent", self.probes_sent as f64);
+        r.set("probes_seen", self.probes_seen as f64);
+        if let Some((p50, p99, max)) = self.latency_ms {
+            r.set("probe_p50_ms", p50);
+            r.set("probe_p99_ms", p99);
+            r.set("probe_max_ms", max);
+        }
+        r.set("attackers_in", self.attackers_in as f64);
+        r.set("attackers_refused", self.attackers_refused as f64);
+        for (name, v) in [
+            ("rss_before_kib", self.rss_before_kib),
+            ("rss_attack_kib", self.rss_attack_kib),
+            ("rss_after_kib", self.rss_after_kib),
+        ] {
+            if let Some(v) = v {
+                r.set(name, v as f64);
+            }
+        }
+        r
+    }
+}
+
+fn source(block: u8, i: usize) -> IpAddr {
+    // 127.0.<block + i / 250>.<1 + i % 250>
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        block + (i / 250) as u8,
+        1 + (i % 250) as u8,
+    ))
+}
+
+async fn open(cfg: &AttackConfig, from: IpAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    let stream = socket.connect(cfg.target.addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Registers `nick` and waits for the end of the room's names (the server's default room) or
+/// joins it; `Err` with the server's line if it refused.
+async fn register(
+    reader: &mut LineReader,
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    nick: &str,
+    target: &Target,
+) -> anyhow::Result<()> {
+    writer
+        .write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :attack bench\r\n").as_bytes())
+        .await?;
+    loop {
+        while let Some(line) = reader.next_line() {
+            if let Some(pong) = pong_for(line) {
+                writer.write_all(&pong).await?;
+                continue;
+            }
+            match command(line) {
+                b"001" if !target.auto_join => {
+                    writer
+                        .write_all(format!("JOIN {}\r\n", target.channel).as_bytes())
+                        .await?;
+                }
+                b"366" => return Ok(()),
+                b"ERROR" | b"432" | b"433" => {
+                    anyhow::bail!("{}", String::from_utf8_lossy(line))
+                }
+                _ => {}
+            }
+        }
+        if !reader.fill().await? {
+            anyhow::bail!("closed during registration");
+        }
+    }
+}
+
+pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
+    let start = Instant::now();
+    let latencies = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
+    ));
+    let seen = Arc::new(Mutex::new(0u64));
+    let cut: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..cfg.innocents {
+        let nick = format!("innocent{i}");
+        let stream = open(cfg, source(1, i))
+            .await
+            .with_context(|| format!("{nick} connecting"))?;
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = LineReader::new(rd, 64 * 1024);
+        register(&mut reader, &mut wr, &nick, &cfg.target)
+            .await
+            .with_context(|| format!("{nick} registering"))?;
+        let (latencies, seen, cut) = (latencies.clone(), seen.clone(), cut.clone());
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        writers.push(wr.clone());
+        readers.push(tokio::spawn(async move {
+            loop {
+                while let Some(line) = reader.next_line() {
+                    if let Some(pong) = pong_for(line) {
+                        let _ = wr.lock().await.write_all(&pong).await;
+                        continue;
+                    }
+                    if command(line) == b"ERROR" {
+                        cut.lock()
+                            .unwrap()
+                            .insert(nick.clone(), String::from_utf8_lossy(line).into_owned());
+                    }
+                    if let Some(text) = trailing(line)
+                        && let Some(at) = text.strip_prefix(b"probe ")
+                        && let Some(sent) = std::str::from_utf8(at)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        let now = start.elapsed().as_micros() as u64;
+                        let _ = latencies
+                            .lock()
+                            .unwrap()
+                            .record(now.saturating_sub(sent).max(1));
+                        *seen.lock().unwrap() += 1;
+                    }
+                }
+                match reader.fill().await {
+                    Ok(true) => {}
+                    _ => {
+                        cut.lock()
+                            .unwrap()
+                            .entry(nick.clone())
+                            .or_insert_with(|| "connection closed".into());
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let mut report = AttackReport {
+        rss_before_kib: sample_opt(cfg.pid).map(|s| s.rss_kib),
+        ..AttackReport::default()
+    };
+
+    // The probe: innocent0 says a timestamp every probe_every until the end.
+    let prober = writers.first().cloned().context("at least one innocent")?;
+    let (every, duration, channel) = (cfg.probe_every, cfg.duration, cfg.target.channel.clone());
+    let probes = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let end = Instant::now() + duration;
+        let mut next = tokio::time::Instant::now();
+        while Instant::now() < end {
+            tokio::time::sleep_until(next).await;
+            next += every;
+            let line = format!(
+                "PRIVMSG {channel} :probe {}\r\n",
+                start.elapsed().as_micros()
+            );
+            if prober
+                .lock()
+                .await
+                .write_all(line.as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+
+    // The attack: every attacker at once, one burst each, never reading.
+    let text = "A".repeat(cfg.line_bytes.saturating_sub(20).max(1));
+    let mut attackers = Vec::new();
+    for i in 0..cfg.attackers {
+        let (cfg, text) = (cfg.clone(), text.clone());
+        attackers.push(tokio::spawn(async move {
+            let nick = format!("attacker{i}");
+            let stream = open(&cfg, source(2, i)).await.ok()?;
+            let (rd, mut wr) = stream.into_split();
+            let mut reader = LineReader::new(rd, 16 * 1024);
+            if register(&mut reader, &mut wr, &nick, &cfg.target)
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            let mut burst = String::new();
+            for n in 0..cfg.burst {
+                burst.push_str(&format!("PRIVMSG {} :{n} {text}\r\n", cfg.target.channel));
+            }
+            let _ = wr.write_all(burst.as_bytes()).await;
+            // Hold the connection, never reading, until the bench ends.
+            Some((reader, wr))
+        }));
+    }
+    let mut held = Vec::new();
+    for a in attackers {
+        match a.await? {
+            Some(conn) => {
+                report.attackers_in += 1;
+                held.push(conn);
+            }
+            None => report.attackers_refused += 1,
+        }
+    }
+    report.probes_sent = probes.await?;
+    // Let the last probes arrive (each innocent but the prober gets each probe).
+    let expected = report.probes_sent * (cfg.innocents as u64).saturating_sub(1);
+    let deadline = Instant::now() + cfg.settle;
+    while *seen.lock().unwrap() < expected
+        && cut.lock().unwrap().is_empty()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    report.rss_attack_kib = sample_opt(cfg.pid).map(|s| s.rss_kib);
+    drop(held);
+    tokio::time::sleep(cfg.settle).await;
+    report.rss_after_kib = sample_opt(cfg.pid).map(|s| s.rss_kib);
+    report.probes_seen = *seen.lock().unwrap();
+    let h = latencies.lock().unwrap();
+    if h.len() > 0 {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        report.latency_ms = Some((ms(0.5), ms(0.99), h.max() as f64 / 1000.0));
+    }
+    report.innocents_cut = cut
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, why)| format!("{n}: {why}"))
+        .collect();
+    for r in readers {
+        r.abort();
+    }
+    Ok(report)
+}
