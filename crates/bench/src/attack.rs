@@ -276,7 +276,7 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
     report.rss_after_kib = sample_opt(cfg.pid).map(|s| s.rss_kib);
     report.probes_seen = *seen.lock().unwrap();
     let h = latencies.lock().unwrap();
-    if h.len() > 0 {
+    if !h.is_empty() {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         report.latency_ms = Some((ms(0.5), ms(0.99), h.max() as f64 / 1000.0));
     }
