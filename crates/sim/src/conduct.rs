@@ -132,13 +132,27 @@ fn check_session(
         }
     }
     let mut owed = Owed::default();
+    // Its pinger's probes, as the ping events they owe (each only maybe once it quit, when
+    // reports are no longer taken), and when the miss limit was reached.
+    let (mut probes_owed, mut probes_seen) = (Vec::new(), Vec::new());
+    let (mut misses, mut ping_failed, mut quit_at) = (0u32, None, None);
+    // When it last heard from the server (or connected): its liveness check counts from here.
+    let mut last_heard: Option<Duration> = None;
     let mut events = Vec::new();
     let (mut pongs, mut lines) = (Vec::new(), Vec::new());
     for (at, what) in log {
         match what {
-            Conduct::Connected => {}
-            Conduct::Got(line) => model.read(*at, line, &mut owed),
-            Conduct::Command(cmd) => model.command(*at, cmd, &mut owed),
+            Conduct::Connected => last_heard = Some(*at),
+            Conduct::Got(line) => {
+                last_heard = Some(*at);
+                model.read(*at, line, &mut owed);
+            }
+            Conduct::Command(cmd) => {
+                if matches!(cmd, Command::Quit(_)) {
+                    quit_at.get_or_insert(*at);
+                }
+                model.command(*at, cmd, &mut owed);
+            }
             Conduct::Sent(line) => {
                 if let Some(token) = pong_token(line) {
                     pongs.push(token);
@@ -147,12 +161,25 @@ fn check_session(
                 }
             }
             Conduct::Blocked(b) => write_blocked = *b,
+            Conduct::Probe { ok, max_misses } => {
+                if ping_failed.is_some() {
+                    continue; // the pinger stops at its limit
+                }
+                misses = if *ok { 0 } else { misses + 1 };
+                probes_owed.push((*at, Probe::of(*ok, misses), quit_at.is_some()));
+                if misses >= *max_misses {
+                    ping_failed = Some((*at, quit_at.is_some()));
+                }
+            }
+
             Conduct::Event(Event::Disconnected(why)) => {
                 disconnected = Some((*at, why.clone()));
             }
-            Conduct::Event(
-                Event::PingReply { .. } | Event::PingMissed { .. } | Event::PingUnavailable { .. },
-            ) => {}
+            Conduct::Event(Event::PingReply { .. }) => probes_seen.push(Probe::Reply),
+            Conduct::Event(Event::PingMissed { consecutive, .. }) => {
+                probes_seen.push(Probe::Missed(*consecutive))
+            }
+            Conduct::Event(Event::PingUnavailable { .. }) => {}
             Conduct::Event(Event::ServerError { text })
                 if COMMAND_ERRORS.contains(&text.as_str()) => {}
             Conduct::Event(e) => events.push(e.clone()),
@@ -180,6 +207,51 @@ fn check_session(
             ));
         }
     }
+    // Every probe's outcome reported; its miss limit reached ends the session for that reason.
+    compare(
+        name,
+        "reported a ping",
+        &probes_owed,
+        &probes_seen,
+        must_have,
+        v,
+    );
+    if let Some((failed, false)) = ping_failed
+        && must_have(failed)
+        && !matches!(&disconnected, Some((_, Disconnect::PingFailed { .. })))
+        && model.closing.is_none()
+    {
+        v.push(format!(
+            "{name}'s pings failed {misses} times in a row by {:.3}s, but its session {}",
+            failed.as_secs_f64(),
+            match &disconnected {
+                Some((at, why)) => format!("ended at {:.3}s with {why:?}", at.as_secs_f64()),
+                None => "went on".to_owned(),
+            }
+        ));
+    }
+    // An end for its own reasons must have them: a quit it was asked for, or a server silent
+    // for the whole liveness check.
+    if let Some((at, why)) = &disconnected {
+        let silence = Duration::from_millis(
+            crate::runner::CLIENT_IRC_PING_INTERVAL_MS + crate::runner::CLIENT_IRC_PING_TIMEOUT_MS,
+        );
+        let wrong = match why {
+            Disconnect::Quit if model.closing.is_none() => !model.quitting,
+            Disconnect::ServerNotResponding { .. } => {
+                last_heard.is_some_and(|heard| *at < heard + silence)
+            }
+            _ => false,
+        };
+        if wrong {
+            v.push(format!(
+                "{name} ended its session with {why:?} at {:.3}s, which nothing justified (last heard from the server at {:.3}s; asked to quit: {})",
+                at.as_secs_f64(),
+                last_heard.unwrap_or_default().as_secs_f64(),
+                model.quitting
+            ));
+        }
+    }
     // What it has yet to write waits behind a write the server is not taking.
     let must_send = |due: Duration| must_have(due) && !write_blocked;
     compare(name, "reported", &owed.events, &events, must_have, v);
@@ -192,6 +264,23 @@ fn check_session(
         v,
     );
     compare_lines(name, &owed, &model.joined, &lines, must_send, v);
+}
+
+/// What a probe of the pinger owes the person: a reply, or the how-manieth miss in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Reply,
+    Missed(u32),
+}
+
+impl Probe {
+    fn of(ok: bool, misses: u32) -> Probe {
+        if ok {
+            Probe::Reply
+        } else {
+            Probe::Missed(misses)
+        }
+    }
 }
 
 /// The lines sent for commands and on the session's own account, each stream in order.

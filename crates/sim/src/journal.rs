@@ -98,6 +98,14 @@ pub enum Conduct {
     Event(parla_net::client::Event),
     /// Its writes started (`true`) or stopped (`false`) waiting for the server to take them.
     Blocked(bool),
+    /// Its pinger's probe of the server came back (`ok`) or not; it gives up after
+    /// `max_misses` in a row.
+    Probe {
+        /// Answered.
+        ok: bool,
+        /// Its miss limit.
+        max_misses: u32,
+    },
 }
 
 /// What the server's core queued for one connection.

@@ -14,18 +14,44 @@ use parla_net::ping::{PingError, Pinger};
 use tokio::time::Instant;
 use turmoil::net::UdpSocket;
 
+use crate::journal::{Conduct, Journal};
+
 /// The port the echo responder listens on (ICMP has none; the classic echo service's).
 pub const ECHO_PORT: u16 = 7;
 
 /// Sends numbered UDP datagrams to the target's echo responder and waits for them to return.
+/// With a journal, each probe's outcome is logged for the conduct check.
 #[derive(Default)]
 pub struct UdpPinger {
     socket: Option<UdpSocket>,
     seq: u64,
+    journal: Option<(Journal, String, u32)>,
+}
+
+impl UdpPinger {
+    /// A pinger for `host` whose probes are logged in `journal` (it gives up after
+    /// `max_misses`).
+    pub fn recording(journal: Journal, host: &str, max_misses: u32) -> UdpPinger {
+        UdpPinger {
+            journal: Some((journal, host.to_owned(), max_misses)),
+            ..UdpPinger::default()
+        }
+    }
 }
 
 impl Pinger for UdpPinger {
     async fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Duration, PingError> {
+        let result = self.probe(target, timeout).await;
+        if let Some((journal, host, max_misses)) = &self.journal {
+            let (ok, max_misses) = (result.is_ok(), *max_misses);
+            journal.conduct(host, Conduct::Probe { ok, max_misses });
+        }
+        result
+    }
+}
+
+impl UdpPinger {
+    async fn probe(&mut self, target: IpAddr, timeout: Duration) -> Result<Duration, PingError> {
         let io = |source| PingError::Io { target, source };
         if self.socket.is_none() {
             let socket = UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0))

@@ -690,6 +690,11 @@ fn closed(journal: &Journal, host: &str, reason: String) {
         .closed = Some(reason);
 }
 
+/// The session clients' own liveness check: a `PING` after this much silence...
+pub const CLIENT_IRC_PING_INTERVAL_MS: u64 = 10_000;
+/// ...and giving up this long after it.
+pub const CLIENT_IRC_PING_TIMEOUT_MS: u64 = 10_000;
+
 /// A person using Parla's client session.
 async fn session_client(
     host: &str,
@@ -703,9 +708,13 @@ async fn session_client(
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();
     config.connect_timeout = Duration::from_secs(5);
-    config.session.irc_ping_interval_ms = 10_000;
-    config.session.irc_ping_timeout_ms = 10_000;
-    let mut client = match client::connect(transport, UdpPinger::default(), config).await {
+    config.session.irc_ping_interval_ms = CLIENT_IRC_PING_INTERVAL_MS;
+    config.session.irc_ping_timeout_ms = CLIENT_IRC_PING_TIMEOUT_MS;
+    let pinger = match &config.ping {
+        Some(ping) => UdpPinger::recording(journal.clone(), host, ping.max_misses.max(1)),
+        None => UdpPinger::default(),
+    };
+    let mut client = match client::connect(transport, pinger, config).await {
         Ok(client) => client,
         Err(err) => {
             journal.client_saw(host, &format!("! {err}"));
