@@ -209,3 +209,14 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all"
     done
     echo "results: $out"
     "$bench" table "$out" --baseline parla
+
+# Fuzz one target with cargo-fuzz (libFuzzer, nightly) for SECONDS: server_lines (the server
+# core fed any lines from three connections), client_lines (the client core against a hostile
+# server), message_parse. Installs cargo-fuzz and the nightly toolchain if missing. Crashes
+# land in fuzz/artifacts/TARGET/; the corpus grows in fuzz/corpus/TARGET/.
+fuzz TARGET="server_lines" SECONDS="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz && cargo +nightly fuzz run {{TARGET}} -- -max_total_time={{SECONDS}}

@@ -267,6 +267,28 @@ pub fn event(event: &Event, render: fn(&str) -> String) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server sends: the plain form holds no control character at all, and the
+        /// terminal form none but the SGR sequences Parla writes itself.
+        #[test]
+        fn no_received_text_yields_a_control_character(raw in "(?s).{0,200}") {
+            let p = plain(&raw);
+            prop_assert!(!p.chars().any(|c| c.is_control()), "{:?}", p);
+            let a = ansi(&raw);
+            let mut rest = a.as_str();
+            while let Some(i) = rest.find('\x1b') {
+                let (before, seq) = rest.split_at(i);
+                prop_assert!(!before.chars().any(|c| c.is_control()), "{:?}", a);
+                let end = seq.find('m').expect("an SGR sequence ends with m");
+                prop_assert!(seq[2..end].chars().all(|c| c.is_ascii_digit() || c == ';'), "{:?}", a);
+                prop_assert!(seq.starts_with("\x1b["), "{:?}", a);
+                rest = &seq[end + 1..];
+            }
+            prop_assert!(!rest.chars().any(|c| c.is_control()), "{:?}", a);
+        }
+    }
 
     const ATTACK: &str = "\x1b]2;PWNED\x07 \x1b[31mRED\x1b[2K\r\x08\u{9b}31m\u{202e}evil";
 

@@ -217,7 +217,14 @@ struct Driver<S> {
     /// The server's side may still send: false after end of stream or a read error, which the
     /// core was told once (a finished stream is never polled again, so nothing can spin on it).
     reading: bool,
+    /// Timeouts in a row after which the core's deadline had not moved past the time: a core
+    /// bug that would spin the task, stopped at [`STUCK_TIMEOUTS`].
+    stuck: u32,
 }
+
+/// How many times in a row the core may leave its deadline in the past before the driver
+/// gives up on it (a bug: the session would spin at full speed instead of waiting).
+const STUCK_TIMEOUTS: u32 = 1000;
 
 /// How long a session that ended may take to hand over its last lines (a `QUIT`).
 const LAST_WRITE: Duration = Duration::from_secs(1);
@@ -240,6 +247,7 @@ impl<S: Stream> Driver<S> {
             clock,
             pings_open,
             reading: true,
+            stuck: 0,
         }
     }
 
@@ -311,7 +319,19 @@ impl<S: Stream> Driver<S> {
                 Some(report) => self.core.handle_ping(self.clock.now(), report),
                 None => self.pings_open = false,
             },
-            () = sleep_until_opt(deadline) => self.core.handle_timeout(self.clock.now()),
+            () = sleep_until_opt(deadline) => {
+                let now = self.clock.now();
+                self.core.handle_timeout(now);
+                if self.core.poll_timeout().is_some_and(|next| next <= now) {
+                    self.stuck += 1;
+                    assert!(
+                        self.stuck < STUCK_TIMEOUTS,
+                        "the client session's deadline stays in the past after {STUCK_TIMEOUTS} timeouts (a bug in the session core)"
+                    );
+                } else {
+                    self.stuck = 0;
+                }
+            }
         }
     }
 

@@ -136,6 +136,8 @@ fn check_session(
     // reports are no longer taken), and when the miss limit was reached.
     let (mut probes_owed, mut probes_seen) = (Vec::new(), Vec::new());
     let (mut misses, mut ping_failed, mut quit_at) = (0u32, None, None);
+    // When the server's side of the connection ended.
+    let mut closed_at = None;
     // When it last heard from the server (or connected): its liveness check counts from here.
     let mut last_heard: Option<Duration> = None;
     let mut events = Vec::new();
@@ -161,6 +163,9 @@ fn check_session(
                 }
             }
             Conduct::Blocked(b) => write_blocked = *b,
+            Conduct::Closed => {
+                closed_at.get_or_insert(*at);
+            }
             Conduct::Probe { ok, max_misses } => {
                 if ping_failed.is_some() {
                     continue; // the pinger stops at its limit
@@ -204,6 +209,23 @@ fn check_session(
         if !ok {
             v.push(format!(
                 "{name} read ERROR :{reason} but its session ended with {why:?}"
+            ));
+        }
+    }
+    // A connection the server's side closed ends the session at once.
+    if let Some(closed) = closed_at {
+        let late = match &disconnected {
+            Some((at, _)) => *at > closed + GRACE,
+            None => open && closed + GRACE < end,
+        };
+        if late {
+            v.push(format!(
+                "{name}'s connection was closed at {:.3}s but its session {}",
+                closed.as_secs_f64(),
+                match &disconnected {
+                    Some((at, why)) => format!("ended only at {:.3}s ({why:?})", at.as_secs_f64()),
+                    None => "went on".to_owned(),
+                }
             ));
         }
     }
@@ -467,6 +489,9 @@ struct ClientModel {
     /// Every room it was in during the session (folded): where a command for "the current
     /// room" may go, as the check cannot always tell which one is current when it is handled.
     joined: BTreeSet<String>,
+    /// The room it joined last and has not left (folded): its current room, where `say` and
+    /// `/names` go. A command met while it has one is owed for sure (unless unsettled).
+    current: Option<String>,
     /// The instants in which it read something that may change whether it has a current room or
     /// a session (a `JOIN`, `PART`, `ERROR`): a command in the same instant may have been handled
     /// before or after it, whichever was logged first.
@@ -626,6 +651,7 @@ impl ClientModel {
                 let room = p[0];
                 if self.is_me(l.from) {
                     self.joined.insert(fold(room));
+                    self.current = Some(fold(room));
                     self.members.insert(fold(room), Vec::new());
                     ev(owed, Event::Joined { room: room.into() });
                 } else if let Some(list) = self.members.get_mut(&fold(room)) {
@@ -645,6 +671,9 @@ impl ClientModel {
                 if self.is_me(l.from) {
                     self.members.remove(&key);
                     self.partial.remove(&key);
+                    if self.current.as_ref() == Some(&key) {
+                        self.current = None;
+                    }
                 } else if let Some(list) = self.members.get_mut(&key) {
                     list.retain(|n| fold(n) != fold(l.from));
                     ev(
@@ -773,15 +802,17 @@ impl ClientModel {
         let mut owe = |out: Out, maybe: bool| owed.lines.push((at, out, maybe));
         match cmd {
             Command::Nick(name) => owe(Out::Line(format!("NICK :{}", name.trim())), maybe),
-            // Whether it has a current room at all races with what it reads: a message or a
-            // member list for the current room is owed only maybe (matched if sent).
+            // Without a current room it sends nothing (and says so); with one, the lines are
+            // owed (maybe only, in the instant its rooms changed: either may come first).
+            Command::Say(_) | Command::Action(_) | Command::Names
+                if !maybe && self.current.is_none() => {}
             Command::Say(text) | Command::Action(text) => owe(
                 Out::Say {
                     to: None,
                     text: text.clone(),
                     action: matches!(cmd, Command::Action(_)),
                 },
-                true,
+                maybe,
             ),
             Command::Msg { to, text } => owe(
                 Out::Say {
@@ -792,7 +823,7 @@ impl ClientModel {
                 maybe,
             ),
             Command::Join(room) => owe(Out::Line(format!("JOIN {room}")), maybe),
-            Command::Names => owe(Out::Names, true),
+            Command::Names => owe(Out::Names, maybe),
             Command::Quit(reason) => {
                 let reason = reason.as_deref().unwrap_or("Leaving");
                 owe(Out::Line(format!("QUIT :{reason}")), maybe);

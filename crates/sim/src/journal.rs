@@ -98,6 +98,8 @@ pub enum Conduct {
     Event(parla_net::client::Event),
     /// Its writes started (`true`) or stopped (`false`) waiting for the server to take them.
     Blocked(bool),
+    /// Its connection's reading side ended (end of stream, or a read error).
+    Closed,
     /// Its pinger's probe of the server came back (`ok`) or not; it gives up after
     /// `max_misses` in a row.
     Probe {
@@ -531,13 +533,18 @@ impl AsyncRead for Recorded {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let new = buf.filled()[before..].to_vec();
-            if new.is_empty() {
-                self.journal.line(&self.host.clone(), "<- (end of stream)");
-            } else {
-                self.split_lines(true, &new);
+        match &poll {
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled()[before..].to_vec();
+                if new.is_empty() {
+                    self.journal.line(&self.host.clone(), "<- (end of stream)");
+                    self.journal.conduct(&self.host.clone(), Conduct::Closed);
+                } else {
+                    self.split_lines(true, &new);
+                }
             }
+            Poll::Ready(Err(_)) => self.journal.conduct(&self.host.clone(), Conduct::Closed),
+            Poll::Pending => {}
         }
         poll
     }
