@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestServer, WAIT};
+use common::{TestServer, WAIT, wait_for};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -53,23 +53,6 @@ async fn connect(config: ClientConfig, pinger: FakePinger) -> Client {
         .await
         .expect("connect in time")
         .expect("connect")
-}
-
-/// Receives events until `f` picks one (within [`WAIT`]); fails on timeout or when the session
-/// ends first, listing what was skipped.
-async fn wait_for<T>(c: &mut Client, who: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut skipped = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, c.events.recv()).await {
-            Err(_) => panic!("{who}: no expected event within {WAIT:?}; got {skipped:#?}"),
-            Ok(None) => panic!("{who}: session ended first; got {skipped:#?}"),
-            Ok(Some(ev)) => match f(&ev) {
-                Some(t) => return t,
-                None => skipped.push(ev),
-            },
-        }
-    }
 }
 
 /// Waits for an event equal to `expected`.

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::{WAIT, init_tracing};
+use common::{WAIT, init_tracing, wait_for};
 use parla_net::addr::ServerAddr;
 use parla_net::client::{self, Client, ClientConfig, Command, ConnectError, Event, MessageKind};
 use parla_net::server::ServerOptions;
@@ -129,21 +129,6 @@ async fn user(config: ClientConfig, name: &str) -> Client {
     })
     .await;
     c
-}
-
-async fn wait_for<T>(c: &mut Client, who: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut skipped = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, c.events.recv()).await {
-            Err(_) => panic!("{who}: no expected event within {WAIT:?}; got {skipped:#?}"),
-            Ok(None) => panic!("{who}: session ended first; got {skipped:#?}"),
-            Ok(Some(ev)) => match f(&ev) {
-                Some(t) => return t,
-                None => skipped.push(ev),
-            },
-        }
-    }
 }
 
 /// `from` says `text` in `#lobby` and `to` receives it.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use parla_net::LocalServer;
+use parla_net::client::{Client, Event};
 use parla_net::server::ServerOptions;
 
 pub use parla_testkit::WAIT;
@@ -36,5 +37,22 @@ impl TestServer {
     /// Shuts the server down and waits (bounded) for `run` to return.
     pub async fn stop(mut self) {
         self.server.shut_down().await;
+    }
+}
+
+/// Receives events until `f` picks one (within [`WAIT`]); fails on timeout or when the session
+/// ends first, listing what was skipped.
+pub async fn wait_for<T>(c: &mut Client, who: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut skipped = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, c.events.recv()).await {
+            Err(_) => panic!("{who}: no expected event within {WAIT:?}; got {skipped:#?}"),
+            Ok(None) => panic!("{who}: session ended first; got {skipped:#?}"),
+            Ok(Some(ev)) => match f(&ev) {
+                Some(t) => return t,
+                None => skipped.push(ev),
+            },
+        }
     }
 }
