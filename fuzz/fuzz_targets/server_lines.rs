@@ -35,10 +35,18 @@ fuzz_target!(|data: &[u8]| {
                 Some(b'@') => &line[line.iter().position(|&b| b == b' ').map_or(0, |i| i + 1)..],
                 _ => &line[..],
             };
-            assert!(body.len() <= 512, "{} bytes: {:?}", body.len(), String::from_utf8_lossy(line));
+            assert!(
+                body.len() <= 512,
+                "{} bytes: {:?}",
+                body.len(),
+                String::from_utf8_lossy(line)
+            );
             let inner = &line[..line.len() - 2];
             assert!(line.ends_with(b"\r\n"), "{line:?}");
-            assert!(!inner.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)), "{line:?}");
+            assert!(
+                !inner.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)),
+                "{line:?}"
+            );
         }
     }
 });
