@@ -52,10 +52,10 @@ impl Connection {
         let mut reading = true;
         let mut state = OutboxState::Open;
         let mut notified = false;
-        // Set once the core closed us: flushing must end by then.
-        let mut deadline: Option<Instant> = None;
-        // Set when a message overdrew a room's budget: not read again before then.
-        let mut paused_until: Option<Instant> = None;
+        // Set once the core closed us: flushing must end by then; while open, when a room this
+        // client overdrew lets it be read again. One field for both (they never overlap): every
+        // byte of this future is paid per connection.
+        let mut timer = Timer::None;
         let reason: String = loop {
             // Take the next batch once the last one is written; while one is still being
             // written (a slow reader), only look whether the core closed us meanwhile: what
@@ -69,23 +69,33 @@ impl Connection {
                 OutboxState::Killed => break "SendQ exceeded".into(),
                 OutboxState::Closing if out.is_empty() => break "closed by server".into(),
                 OutboxState::Closing => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.shared.grace);
+                    if !matches!(timer, Timer::Flush(_)) {
+                        timer = Timer::Flush(Instant::now() + self.shared.grace);
+                    }
                 }
                 OutboxState::Open => {}
             }
             let open = reading && state == OutboxState::Open;
-            let now = Instant::now();
-            let throttled_until = (self.ticket.flood.as_ref())
-                .filter(|_| open)
-                .and_then(|credit| credit.ready_at(now));
-            // A room this client's message overdrew paces it too.
-            let throttled_until = match paused_until.filter(|&until| open && until > now) {
-                Some(until) => Some(throttled_until.map_or(until, |t| t.max(until))),
-                None => throttled_until,
+            // One timer for all: the flush deadline (closing), or while open the flood wait
+            // and the pause of a room this client overdrew, whichever is later. Computed in a
+            // block so that only its result is kept across the wait.
+            let (can_read, wake_at) = {
+                let now = Instant::now();
+                let flood = (self.ticket.flood.as_ref())
+                    .filter(|_| open)
+                    .and_then(|credit| credit.ready_at(now));
+                let throttled = match timer {
+                    Timer::Paused(until) if open && until > now => {
+                        Some(flood.map_or(until, |t| t.max(until)))
+                    }
+                    _ => flood,
+                };
+                let wake_at = match timer {
+                    Timer::Flush(at) => Some(at),
+                    _ => throttled,
+                };
+                (open && throttled.is_none(), wake_at)
             };
-            let can_read = open && throttled_until.is_none();
-            // One timer for both: the flush deadline (closing) and the flood wait (open).
-            let wake_at = deadline.or(throttled_until);
             // Socket and outbox in one poll, in this order: write what we hold, notice what
             // the core queued or decided, read the next line.
             let io = std::future::poll_fn(|cx| {
@@ -105,7 +115,7 @@ impl Connection {
             let io = tokio::select! {
                 biased;
                 _ = sleep_until_opt(wake_at) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if matches!(timer, Timer::Flush(d) if Instant::now() >= d) {
                         break "flush deadline passed".into();
                     }
                     continue;
@@ -133,8 +143,10 @@ impl Connection {
                         let cost = 1.0 + replies as f64 / self.shared.reply_bytes_per_token as f64;
                         credit.take(Instant::now(), cost);
                     }
-                    if pause.is_some() {
-                        paused_until = pause;
+                    if let Some(until) = pause
+                        && !matches!(timer, Timer::Flush(_))
+                    {
+                        timer = Timer::Paused(until);
                     }
                 }
                 Io::Read(Some(Err(err))) => {
@@ -178,6 +190,16 @@ impl Drop for Connection {
             self.shared.disconnect(self.conn, "Internal error");
         }
     }
+}
+
+/// A connection's one timer besides flood control.
+#[derive(Clone, Copy)]
+enum Timer {
+    None,
+    /// A room it overdrew lets it be read again then.
+    Paused(Instant),
+    /// The core closed it: flushing ends then.
+    Flush(Instant),
 }
 
 /// What one poll of a connection's socket and outbox brought.
