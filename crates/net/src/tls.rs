@@ -363,7 +363,7 @@ impl<S: Stream> ServerStream<S> {
         loop {
             let next = match &mut *self.0 {
                 Handshake::Done(_) => return Poll::Ready(Ok(())),
-                Handshake::Sniffing(raw, acceptor) => {
+                Handshake::Sniffing(raw, _) => {
                     let mut first = [0u8; 1];
                     let mut buf = ReadBuf::new(&mut first);
                     match ready!(Pin::new(&mut *raw).poll_read(cx, &mut buf)) {
@@ -374,8 +374,8 @@ impl<S: Stream> ServerStream<S> {
                         ),
                         Ok(()) => {
                             let byte = buf.filled()[0];
-                            let acceptor = acceptor.clone();
-                            let Handshake::Sniffing(raw, _) = std::mem::replace(
+                            // Take the stream and acceptor out to hand them on.
+                            let Handshake::Sniffing(raw, acceptor) = std::mem::replace(
                                 &mut *self.0,
                                 Handshake::Failed(io::ErrorKind::Other, String::new()),
                             ) else {

@@ -127,17 +127,14 @@ impl Admission {
         }))
     }
 
-    /// The key an address is counted under: IPv4 as it is (IPv4-mapped IPv6 too), IPv6 cut to
-    /// its prefix.
+    /// The key an address (IPv4-mapped IPv6 already unmapped by [`Admission::admit`]) is
+    /// counted under: IPv4 as it is, IPv6 cut to its prefix.
     fn key(&self, ip: IpAddr) -> IpAddr {
         match ip {
             IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpNet::new(ip, self.limits.ipv6_prefix.min(128))
-                    .map(|net| net.network())
-                    .unwrap_or(ip),
-            },
+            IpAddr::V6(_) => IpNet::new(ip, self.limits.ipv6_prefix.min(128))
+                .map(|net| net.network())
+                .unwrap_or(ip),
         }
     }
 

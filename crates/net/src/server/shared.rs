@@ -169,18 +169,22 @@ impl Shared {
 
     /// Gives the core `input` (showing it to the observer first), then carries out its outputs.
     pub(super) fn feed(&self, input: Input<'_>) {
-        self.with_core(|core, now| {
-            if let Some(observer) = &self.observer {
-                observer.input(now, input);
-            }
-            match input {
-                Input::Line { conn, line } => core.handle_line(now, conn, line),
-                Input::LineTooLong { conn } => core.handle_line_too_long(now, conn),
-                Input::Disconnect { conn, reason } => core.handle_disconnect(now, conn, reason),
-                Input::Timeout => core.handle_timeout(now),
-                Input::Shutdown => core.handle_shutdown(now),
-            }
-        });
+        self.with_core(|core, now| self.hand(core, now, input));
+    }
+
+    /// Shows `input` to the observer, then gives it to the core (its outputs are the caller's
+    /// to carry out).
+    fn hand(&self, core: &mut Server, now: Millis, input: Input<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.input(now, input);
+        }
+        match input {
+            Input::Line { conn, line } => core.handle_line(now, conn, line),
+            Input::LineTooLong { conn } => core.handle_line_too_long(now, conn),
+            Input::Disconnect { conn, reason } => core.handle_disconnect(now, conn, reason),
+            Input::Timeout => core.handle_timeout(now),
+            Input::Shutdown => core.handle_shutdown(now),
+        }
     }
 
     /// Gives the core a line from `conn` (`None`: one too long, discarded); returns the bytes
@@ -190,19 +194,11 @@ impl Shared {
         let now = self.clock.now();
         let mut state = self.lock();
         let before = state.core.poll_timeout();
-        if let Some(observer) = &self.observer {
-            observer.input(
-                now,
-                match line {
-                    Some(line) => Input::Line { conn, line },
-                    None => Input::LineTooLong { conn },
-                },
-            );
-        }
-        match line {
-            Some(line) => state.core.handle_line(now, conn, line),
-            None => state.core.handle_line_too_long(now, conn),
-        }
+        let input = match line {
+            Some(line) => Input::Line { conn, line },
+            None => Input::LineTooLong { conn },
+        };
+        self.hand(&mut state.core, now, input);
         state.replies_to = Some((conn, 0));
         self.apply(&mut state, now);
         let replies = state.replies_to.take().map_or(0, |(_, bytes)| bytes);

@@ -82,7 +82,8 @@ impl Server {
                 continue;
             }
             if is_channel_name(target) {
-                let Some(room) = self.rooms.get(&casefold(target)) else {
+                let key = casefold(target);
+                let Some(room) = self.rooms.get(&key) else {
                     if !notice {
                         self.numeric(now, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
                     }
@@ -138,7 +139,7 @@ impl Server {
                     .is_some_and(|t| now.since(t) < CONVERSATIONAL_MS);
                 c.last_said = Some(now);
                 if let Some(limit) = self.config.room_budget
-                    && let Some(room) = self.rooms.get_mut(&casefold(target))
+                    && let Some(room) = self.rooms.get_mut(&key)
                     && let Some(until) = room.budget.charge(now, relayed, limit)
                     && talking
                 {
