@@ -9,10 +9,11 @@
 //!   shutdown. The events the session reported must be exactly those, in that order (a session
 //!   that ended may stop early).
 //! - **Lines out.** Every `PING` it read is answered with a `PONG` of the same token, in order;
-//!   every command the script gave it goes out as its lines (`NICK`, `JOIN`, `NAMES`, `QUIT`, a
-//!   raw line, and a message as pieces that make up its text and each fit once relayed), in
-//!   order, unless the session was quitting; and the capability handshake and the default room
-//!   it asks for on its own.
+//!   every connection opens with `CAP LS 302` (and `PASS` when it has a password); every command
+//!   the script gave it goes out as its lines (`NICK`, with `USER` after the first, `JOIN`,
+//!   `NAMES`, `QUIT`, a raw line, and a message or action cut into exactly the pieces that fit
+//!   once relayed), in order, unless the session was quitting; and the capability requests and
+//!   the default room it asks for on its own.
 //!
 //! What it read or was told at least 5 s before its session ended (or before the run did, if it
 //! is still open) it must have acted on, but what waits behind a write the server is not taking.
@@ -24,14 +25,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use parla_net::client::{Command, Disconnect, Event, MessageKind};
-use parla_room::limits::{HOST_LEN, MAX_BODY_LEN, SHUTDOWN_ERROR, USER_LEN};
+use parla_room::limits::{HOST_LEN, MAX_BODY_LEN, NICK_LEN, SHUTDOWN_ERROR, USER_LEN};
 
 use crate::journal::{ClientRecord, Conduct, Records};
 use crate::model::fold;
 
-/// The shortest prefix the server puts before a relayed line with the longest user and host:
-/// `:` a one-letter name `!` the longest user `@` the longest host and a space.
-const RELAY_PREFIX: usize = 1 + 1 + 1 + USER_LEN + 1 + HOST_LEN + 1;
+/// The real name the simulation's sessions give in `USER` (the client's default).
+const REALNAME: &str = "Parla user";
+
+/// However long the name and target, a piece of a message may be this long: a very long name
+/// still gets its message through, a little at a time.
+const SHORTEST_PIECE: usize = 64;
+
+/// A rename read this soon after a message command may have reached the session first: the
+/// message may be cut for either name.
+const RENAME_RACE: Duration = Duration::from_millis(100);
 
 /// What was read or asked this close to the end of a run may not have been acted on yet.
 const GRACE: Duration = Duration::from_secs(5);
@@ -56,7 +64,7 @@ pub fn check(r: &Records) -> Vec<String> {
         let last = sessions.len().saturating_sub(1);
         for (i, session) in sessions.iter().enumerate() {
             let open = open_at_end && i == last;
-            check_session(name, session, open, r.ended_at, &mut v);
+            check_session(name, c, session, open, r.ended_at, &mut v);
         }
     }
     v
@@ -90,12 +98,14 @@ enum Out {
     Line(String),
     /// `NAMES <a room it has joined>`.
     Names,
-    /// `text` (its non-blank lines run together) as `PRIVMSG`s to `to`, or to a room it has
-    /// joined, each piece fitting the relayed line, the pieces making up the text.
+    /// `text` as `PRIVMSG`s to `to`, or to a room it has joined: each non-blank line of it cut
+    /// into the longest pieces that fit once relayed (see [`pieces`]) for the name it had then
+    /// (`nick`; `None` before registering), or for one it took a moment later.
     Say {
         to: Option<String>,
         text: String,
         action: bool,
+        nick: Option<String>,
     },
 }
 
@@ -115,12 +125,19 @@ struct Owed {
 
 fn check_session(
     name: &str,
+    client: &ClientRecord,
     log: &[(Duration, Conduct)],
     open: bool,
     end: Duration,
     v: &mut Vec<String>,
 ) {
-    let mut model = ClientModel::default();
+    let mut model = ClientModel {
+        user: name.to_owned(),
+        ..ClientModel::default()
+    };
+    // Every connection opens with the capability negotiation and, given one, the password.
+    let mut opening = vec!["CAP LS 302".to_owned()];
+    opening.extend(client.password.as_ref().map(|p| format!("PASS :{p}")));
     let mut write_blocked = false;
     let mut disconnected = None;
     for (at, what) in log {
@@ -285,7 +302,12 @@ fn check_session(
         must_send,
         v,
     );
-    compare_lines(name, &owed, &model.joined, &lines, must_send, v);
+    let connected_at = log.first().map(|(at, _)| *at).unwrap_or_default();
+    let lines = match check_opening(name, &opening, &lines, must_send(connected_at), v) {
+        Some(rest) => rest,
+        None => return,
+    };
+    compare_lines(name, &owed, &model, lines, must_send, v);
 }
 
 /// What a probe of the pinger owes the person: a reply, or the how-manieth miss in a row.
@@ -305,11 +327,41 @@ impl Probe {
     }
 }
 
+/// The first lines of a connection must be `opening`; the rest of `sent` is returned (`None`
+/// after a violation).
+fn check_opening<'a>(
+    name: &str,
+    opening: &[String],
+    sent: &'a [(Duration, String)],
+    must_have: bool,
+    v: &mut Vec<String>,
+) -> Option<&'a [(Duration, String)]> {
+    for (i, want) in opening.iter().enumerate() {
+        match sent.get(i) {
+            Some((_, line)) if line == want => {}
+            Some((_, line)) => {
+                v.push(format!(
+                    "{name} sent {line:?} where its connection opens with {want:?}"
+                ));
+                return None;
+            }
+            None if must_have => {
+                v.push(format!(
+                    "{name} never opened its connection with {want:?} though it went on for 5 s"
+                ));
+                return None;
+            }
+            None => return Some(&[]),
+        }
+    }
+    Some(&sent[opening.len()..])
+}
+
 /// The lines sent for commands and on the session's own account, each stream in order.
 fn compare_lines(
     name: &str,
     owed: &Owed,
-    joined: &BTreeSet<String>,
+    model: &ClientModel,
     sent: &[(Duration, String)],
     must_have: impl Fn(Duration) -> bool,
     v: &mut Vec<String>,
@@ -321,7 +373,7 @@ fn compare_lines(
         let taken = owed
             .lines
             .get(next)
-            .and_then(|(_, out, _)| matches(out, joined, &sent[i..]));
+            .and_then(|(at, out, _)| matches(*at, out, model, &sent[i..]));
         if let Some(n) = taken {
             next += 1;
             i += n;
@@ -366,9 +418,15 @@ fn compare_lines(
     }
 }
 
-/// How many of the lines `sent` starts with `out` accounts for (`None`: it does not match).
-fn matches(out: &Out, joined: &BTreeSet<String>, sent: &[(Duration, String)]) -> Option<usize> {
-    let in_room = |target: &str| joined.contains(&fold(target));
+/// How many of the lines `sent` starts with `out`, owed for a command at `at`, accounts for
+/// (`None`: it does not match).
+fn matches(
+    at: Duration,
+    out: &Out,
+    model: &ClientModel,
+    sent: &[(Duration, String)],
+) -> Option<usize> {
+    let in_room = |target: &str| model.joined.contains(&fold(target));
     let first = &sent.first()?.1;
     match out {
         Out::Line(want) => (first == want).then_some(1),
@@ -376,42 +434,79 @@ fn matches(out: &Out, joined: &BTreeSet<String>, sent: &[(Duration, String)]) ->
             let room = first.strip_prefix("NAMES ")?;
             in_room(room).then_some(1)
         }
-        Out::Say { to, text, action } => {
-            let want: String = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let mut got = String::new();
-            let mut target_seen: Option<&str> = None;
-            for (n, (_, line)) in sent.iter().enumerate() {
-                let (target, piece) = line.strip_prefix("PRIVMSG ")?.split_once(" :")?;
-                let ok_target = match to {
-                    Some(to) => target == to,
-                    None => in_room(target),
-                };
-                if !ok_target || target_seen.is_some_and(|t| t != target) {
-                    return None;
+        Out::Say {
+            to,
+            text,
+            action,
+            nick,
+        } => {
+            let target = match to {
+                Some(to) => to.as_str(),
+                None => {
+                    let (target, _) = first.strip_prefix("PRIVMSG ")?.split_once(" :")?;
+                    in_room(target).then_some(target)?
                 }
-                target_seen = Some(target);
-                let piece = if *action {
-                    piece.strip_prefix("\u{1}ACTION ")?.strip_suffix('\u{1}')?
-                } else {
-                    piece
-                };
-                // Each piece must still fit once the server relays it with a prefix of the
-                // longest user and host (`:n!~user@host `) and CR LF; a piece of up to 64 bytes
-                // always goes, however long the target.
-                if line.len() + RELAY_PREFIX + 2 > MAX_BODY_LEN && piece.len() > 64 {
-                    return None;
-                }
-                got.push_str(piece);
-                if got == want {
-                    return Some(n + 1);
-                }
-                if !want.starts_with(&got) {
-                    return None;
-                }
-            }
-            None
+            };
+            // The name it had, or one it took a moment later (cut for either).
+            let later = model
+                .renamed
+                .iter()
+                .filter(|(when, _)| *when >= at && *when <= at + RENAME_RACE)
+                .map(|(_, n)| Some(n.as_str()));
+            std::iter::once(nick.as_deref())
+                .chain(later)
+                .find_map(|nick| {
+                    let want = pieces(text, nick, target, *action);
+                    let got = sent.iter().take(want.len()).map(|(_, l)| l);
+                    (sent.len() >= want.len() && got.eq(want.iter())).then_some(want.len())
+                })
         }
     }
+}
+
+/// The lines that say `text` to `target` as `nick` (the longest name the server allows, before
+/// registering): each non-blank line of the text cut into the longest pieces whose relayed line,
+/// `:nick!user@host PRIVMSG target :piece` with the longest user and host the server may add,
+/// fits IRC's 512 bytes; at the last space if that falls in the second half of what fits,
+/// otherwise at the last character that fits. Nothing is dropped, and a piece may always be
+/// [`SHORTEST_PIECE`] bytes.
+fn pieces(text: &str, nick: Option<&str>, target: &str, action: bool) -> Vec<String> {
+    let nick_len = nick.map_or(NICK_LEN, str::len);
+    let frame = if action { "\u{1}ACTION \u{1}".len() } else { 0 };
+    let relayed = format!(
+        ":{}!{}@{} PRIVMSG {target} :\r\n",
+        "n".repeat(nick_len),
+        "u".repeat(USER_LEN),
+        "h".repeat(HOST_LEN)
+    );
+    let room = MAX_BODY_LEN
+        .saturating_sub(relayed.len() + frame)
+        .max(SHORTEST_PIECE);
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut rest = line;
+        while rest.len() > room {
+            let fits = rest
+                .char_indices()
+                .map(|(i, _)| i)
+                .take_while(|&i| i <= room)
+                .last()
+                .unwrap_or(0);
+            let cut = match rest[..fits].rfind(' ') {
+                Some(space) if space > room / 2 => space + 1,
+                _ => fits,
+            };
+            out.push(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+        out.push(rest);
+    }
+    out.into_iter()
+        .map(|piece| match action {
+            true => format!("PRIVMSG {target} :\u{1}ACTION {piece}\u{1}"),
+            false => format!("PRIVMSG {target} :{piece}"),
+        })
+        .collect()
 }
 
 /// `actual` must be `owed` in order (skipping what is owed only maybe); it may stop early,
@@ -462,21 +557,22 @@ fn pong_token(line: &str) -> Option<String> {
     Some(rest.strip_prefix(':').unwrap_or(rest).to_owned())
 }
 
-/// Lines the session sends on its own account (and the check does not derive): the start of the
-/// registration handshake, its liveness `PING`, and the `QUIT` when its pinger gave up on the
-/// server. (A raw command may send the same; those are left out on both sides.)
+/// Lines the session sends on its own account (and the check does not derive): its liveness
+/// `PING`, and the `QUIT` when its pinger gave up on the server. (A raw command may send the same; those are left out on both sides.)
 fn is_session_own(line: &str) -> bool {
-    ["USER ", "PASS ", "PING "]
-        .iter()
-        .any(|p| line.starts_with(p))
-        || line == "CAP LS 302"
-        || line == "QUIT :Ping to server failed"
+    line.starts_with("PING ") || line == "QUIT :Ping to server failed"
 }
 
 /// What a client knows, as the check follows it.
 #[derive(Default)]
 struct ClientModel {
+    /// Its user name (the simulation's sessions use their host's name).
+    user: String,
     nick: Option<String>,
+    /// Its own renames (and the welcome's name), with when read.
+    renamed: Vec<(Duration, String)>,
+    /// `USER` went out with its first `NICK`.
+    user_owed: bool,
     registered: bool,
     /// Folded room → member names as learnt.
     members: BTreeMap<String, Vec<String>>,
@@ -588,6 +684,7 @@ impl ClientModel {
                 self.registered = true;
                 let name = p.first().copied().unwrap_or("").to_owned();
                 self.nick = Some(name.clone());
+                self.renamed.push((at, name.clone()));
                 ev(
                     owed,
                     Event::Registered {
@@ -711,6 +808,7 @@ impl ClientModel {
                 let new = p[0];
                 if self.is_me(l.from) {
                     self.nick = Some(new.to_owned());
+                    self.renamed.push((at, new.to_owned()));
                 }
                 let mut changed = Vec::new();
                 for (room, list) in &mut self.members {
@@ -801,7 +899,15 @@ impl ClientModel {
         let maybe = self.closing.is_some() || self.unsettled.contains(&at);
         let mut owe = |out: Out, maybe: bool| owed.lines.push((at, out, maybe));
         match cmd {
-            Command::Nick(name) => owe(Out::Line(format!("NICK :{}", name.trim())), maybe),
+            Command::Nick(name) => {
+                owe(Out::Line(format!("NICK :{}", name.trim())), maybe);
+                // Its first name goes with who it is.
+                if !self.user_owed {
+                    self.user_owed = true;
+                    let user = format!("USER {} 0 * :{REALNAME}", self.user);
+                    owe(Out::Line(user), maybe);
+                }
+            }
             // Without a current room it sends nothing (and says so); with one, the lines are
             // owed (maybe only, in the instant its rooms changed: either may come first).
             Command::Say(_) | Command::Action(_) | Command::Names
@@ -811,6 +917,7 @@ impl ClientModel {
                     to: None,
                     text: text.clone(),
                     action: matches!(cmd, Command::Action(_)),
+                    nick: self.nick.clone(),
                 },
                 maybe,
             ),
@@ -819,6 +926,7 @@ impl ClientModel {
                     to: Some(to.clone()),
                     text: text.clone(),
                     action: false,
+                    nick: self.nick.clone(),
                 },
                 maybe,
             ),

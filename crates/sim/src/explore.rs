@@ -214,6 +214,42 @@ impl Gen {
         }
     }
 
+    /// A text of 200 to 1,400 bytes, too long for one line once relayed: words of random
+    /// lengths, one endless word, words of two- and three-byte characters, or a word that fills
+    /// the line after an early space (too early to cut at): the shapes that move the client's
+    /// cut points (a space past the middle, a character boundary).
+    fn long_text(&mut self) -> String {
+        let len = self.rng.random_range(200..=1400);
+        let mut text = String::new();
+        match self.rng.random_range(0..4) {
+            0 => {
+                while text.len() < len {
+                    let word = self.rng.random_range(1..=14);
+                    text.extend(std::iter::repeat_n('w', word));
+                    text.push(' ');
+                }
+            }
+            1 => text.extend(std::iter::repeat_n('x', len)),
+            2 => {
+                while text.len() < len {
+                    text.push_str(self.one(&[
+                        "\u{e9}t\u{e9}",
+                        "\u{65e5}\u{672c}\u{8a9e}",
+                        "na\u{ef}ve",
+                    ]));
+                    if self.rng.random_ratio(1, 4) {
+                        text.push(' ');
+                    }
+                }
+            }
+            _ => {
+                text.push_str("a ");
+                text.extend(std::iter::repeat_n('y', len));
+            }
+        }
+        text.trim_end().to_owned()
+    }
+
     fn forget(&mut self, c: &str) {
         self.live.retain(|x| x != c);
         self.partitioned.remove(c);
@@ -232,6 +268,29 @@ impl Gen {
                     let room = self.one(ROOMS);
                     let n = self.said;
                     self.line(format!("{c} quote PRIVMSG {room} :message {n} from {c}"));
+                } else if self.rng.random_ratio(1, 6) {
+                    let n = self.said;
+                    self.line(format!("{c} me waves {n}"));
+                } else if self.rng.random_ratio(1, 8) {
+                    // A CTCP request other than ACTION: not a message to show.
+                    let to = if self.rng.random_bool(0.5) {
+                        "#lobby"
+                    } else {
+                        self.one(NAMES)
+                    };
+                    let what = self.one(&["VERSION", "PING 12345", "TIME", "CLIENTINFO"]);
+                    self.line(format!("{c} quote PRIVMSG {to} :\u{1}{what}\u{1}"));
+                } else if self.rng.random_ratio(1, 5) {
+                    // Longer than one line can carry once relayed: cut into pieces.
+                    let text = self.long_text();
+                    match self.rng.random_range(0..4) {
+                        0 => self.line(format!("{c} me {text}")),
+                        1 => {
+                            let to = self.one(NAMES);
+                            self.line(format!("{c} msg {to} {text}"));
+                        }
+                        _ => self.line(format!("{c} say {text}")),
+                    }
                 } else {
                     let n = self.said;
                     self.line(format!("{c} say message {n} from {c}"));

@@ -81,6 +81,8 @@ pub struct ClientRecord {
     /// Everything a session client was told and did, in order, with when (checked by
     /// [`crate::conduct`]).
     pub log: Vec<(Duration, Conduct)>,
+    /// The server password its session was given (it opens each connection with `PASS`).
+    pub password: Option<String>,
 }
 
 /// One thing a client was told or did.

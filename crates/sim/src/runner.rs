@@ -394,6 +394,11 @@ impl<'a> Runner<'a> {
                 client,
                 ClientCmd::Session(Command::Say(text.clone())),
             ),
+            Step::Me { client, text } => self.send(
+                where_,
+                client,
+                ClientCmd::Session(Command::Action(text.clone())),
+            ),
             Step::SayMany {
                 client,
                 count,
@@ -707,6 +712,12 @@ async fn session_client(
     config.ping = flags.ping;
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();
+    journal
+        .lock()
+        .clients
+        .entry(host.to_owned())
+        .or_default()
+        .password = flags.password.clone();
     config.connect_timeout = Duration::from_secs(5);
     config.session.irc_ping_interval_ms = CLIENT_IRC_PING_INTERVAL_MS;
     config.session.irc_ping_timeout_ms = CLIENT_IRC_PING_TIMEOUT_MS;

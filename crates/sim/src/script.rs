@@ -41,6 +41,11 @@ pub enum Step {
         client: String,
         text: String,
     },
+    /// A client does something in the room (`/me TEXT`, a CTCP `ACTION`).
+    Me {
+        client: String,
+        text: String,
+    },
     /// A client says `TEXT 1` ... `TEXT N` in quick succession.
     SayMany {
         client: String,
@@ -389,6 +394,10 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                     client,
                     text: text.to_owned(),
                 },
+                "me" if !text.is_empty() => Step::Me {
+                    client,
+                    text: text.to_owned(),
+                },
                 "say-many" => {
                     let count = w.get(2).and_then(|n| n.parse().ok()).ok_or(
                         "`say-many` needs a count and a text, e.g. `bob say-many 100 hello`",
@@ -426,7 +435,7 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                 "stop-reading" => Step::StopReading { client },
                 _ => {
                     return Err(format!(
-                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, say-many N TEXT, join #ROOM, msg NICK TEXT, quote LINE, names, quit, close, write BYTES, stop-reading"
+                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, me TEXT, say-many N TEXT, join #ROOM, msg NICK TEXT, quote LINE, names, quit, close, write BYTES, stop-reading"
                     ));
                 }
             }
