@@ -49,6 +49,10 @@ pub struct AttackReport {
     pub rss_before_kib: Option<u64>,
     pub rss_attack_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
+    /// The same, counting only the server's own memory (`RssAnon`).
+    pub anon_before_kib: Option<u64>,
+    pub anon_attack_kib: Option<u64>,
+    pub anon_after_kib: Option<u64>,
 }
 
 impl AttackReport {
@@ -68,6 +72,9 @@ impl AttackReport {
             ("rss_before_kib", self.rss_before_kib),
             ("rss_attack_kib", self.rss_attack_kib),
             ("rss_after_kib", self.rss_after_kib),
+            ("anon_before_kib", self.anon_before_kib),
+            ("anon_attack_kib", self.anon_attack_kib),
+            ("anon_after_kib", self.anon_after_kib),
         ] {
             if let Some(v) = v {
                 r.set(name, v as f64);
@@ -192,8 +199,10 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
             }
         }));
     }
+    let before = sample_opt(cfg.pid);
     let mut report = AttackReport {
-        rss_before_kib: sample_opt(cfg.pid).map(|s| s.rss_kib),
+        rss_before_kib: before.map(|s| s.rss_kib),
+        anon_before_kib: before.map(|s| s.anon_kib),
         ..AttackReport::default()
     };
 
@@ -270,10 +279,14 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    report.rss_attack_kib = sample_opt(cfg.pid).map(|s| s.rss_kib);
+    let during = sample_opt(cfg.pid);
+    report.rss_attack_kib = during.map(|s| s.rss_kib);
+    report.anon_attack_kib = during.map(|s| s.anon_kib);
     drop(held);
     tokio::time::sleep(cfg.settle).await;
-    report.rss_after_kib = sample_opt(cfg.pid).map(|s| s.rss_kib);
+    let after = sample_opt(cfg.pid);
+    report.rss_after_kib = after.map(|s| s.rss_kib);
+    report.anon_after_kib = after.map(|s| s.anon_kib);
     report.probes_seen = *seen.lock().unwrap();
     let h = latencies.lock().unwrap();
     if !h.is_empty() {

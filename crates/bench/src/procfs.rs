@@ -9,13 +9,17 @@ pub struct ProcSample {
     pub cpu_s: f64,
     /// Resident set size, in KiB (`VmRSS`).
     pub rss_kib: u64,
+    /// Of it, the process's own memory (`RssAnon`: heap, stacks), in KiB, without the pages of
+    /// its code and libraries it happened to touch (shared, and dropped by the kernel at will).
+    pub anon_kib: u64,
 }
 
 /// `/proc` reports CPU times in clock ticks of `USER_HZ`, which Linux fixes at 100 for
 /// user space whatever the kernel's internal `HZ` (see proc(5), `sysconf(_SC_CLK_TCK)`).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Reads `/proc/PID/stat` (fields 14 `utime` and 15 `stime`) and `/proc/PID/status` (`VmRSS`).
+/// Reads `/proc/PID/stat` (fields 14 `utime` and 15 `stime`) and `/proc/PID/status` (`VmRSS`,
+/// `RssAnon`).
 pub fn sample(pid: u32) -> io::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces and parentheses: split after the last `)`.
@@ -34,12 +38,18 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     };
     let cpu_s = (ticks(11)? + ticks(12)?) / TICKS_PER_SECOND;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    Ok(ProcSample { cpu_s, rss_kib })
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcSample {
+        cpu_s,
+        rss_kib: kib("VmRSS:"),
+        anon_kib: kib("RssAnon:"),
+    })
 }
 
 /// Samples `pid` if there is one; the bench still runs (without server figures) if not.
@@ -53,6 +63,7 @@ mod tests {
     fn reads_our_own_process() {
         let s = super::sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_kib > 0);
+        assert!(s.anon_kib > 0 && s.anon_kib <= s.rss_kib);
         assert!(s.cpu_s >= 0.0);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use parla_net::server::{FloodControl, Limits, ServerOptions};
+use parla_net::server::{FloodControl, Limits, ServerOptions, Trim};
 use parla_net::tls::ServerTls;
 use parla_net::{Both, Listener, Tcp, Transport};
 use parla_room::server::{RoomBudget, Window};
@@ -135,6 +135,13 @@ struct Args {
     /// How long queued messages may take to reach clients at shutdown.
     #[arg(long, env = "PARLA_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// How often to look at the memory the allocator holds free and give it back to the
+    /// system (after many clients left); 0s = never.
+    #[arg(long, env = "PARLA_TRIM_MEMORY_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    trim_memory_every: Duration,
+    /// Give freed memory back only once at least this many more bytes are free.
+    #[arg(long, env = "PARLA_TRIM_MEMORY_ABOVE", default_value_t = 1024 * 1024)]
+    trim_memory_above: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -240,6 +247,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         reply_bytes_per_token: args.reply_bytes_per_line as usize,
         shutdown_grace: args.shutdown_grace,
+        trim: (!args.trim_memory_every.is_zero()).then_some(Trim {
+            every: args.trim_memory_every,
+            min_free: args.trim_memory_above,
+        }),
         epoch_millis: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?
             .as_millis() as u64,

@@ -34,6 +34,7 @@
 mod admission;
 mod connection;
 mod flood;
+mod memory;
 mod outbox;
 mod shared;
 
@@ -59,6 +60,7 @@ use shared::{Shared, timer_task};
 
 pub use admission::Limits;
 pub use flood::FloodControl;
+pub use memory::Trim;
 
 /// Watches the server from inside: what the core decided, as it decided it. The simulation's
 /// invariant checkers use it; it costs one branch per output when absent.
@@ -155,6 +157,9 @@ pub struct ServerOptions {
     /// it instead of ending the whole exploration: the panic then unwinds like any other, and
     /// the half-changed core is used as is (only ever inside a run already failed).
     pub abort_on_core_panic: bool,
+    /// Gives memory the allocator holds free back to the system (after mass disconnects);
+    /// `None` never does (tests, the simulation).
+    pub trim: Option<Trim>,
 }
 
 impl Default for ServerOptions {
@@ -171,6 +176,7 @@ impl Default for ServerOptions {
             epoch_millis: 0,
             observer: ObserverSlot::default(),
             abort_on_core_panic: true,
+            trim: None,
         }
     }
 }
@@ -183,10 +189,18 @@ impl Default for ServerOptions {
 /// shutdown, then `run` panics with the timer task's panic. (A panic inside the core aborts the
 /// process instead; see the panic policy in `server/shared.rs`.)
 pub async fn run<L: Listener>(listener: L, options: ServerOptions, shutdown: CancellationToken) {
+    let trim_stop = CancellationToken::new();
+    let trimmer = options
+        .trim
+        .map(|trim| tokio::spawn(memory::trim_task(trim, trim_stop.clone())));
     serve(listener, options, shutdown, |shared, stop| {
         tokio::spawn(timer_task(shared, stop))
     })
     .await;
+    trim_stop.cancel();
+    if let Some(trimmer) = trimmer {
+        let _ = trimmer.await;
+    }
 }
 
 /// [`run`], with the timer task started by `spawn_timer` (tests start one that dies).
