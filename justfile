@@ -129,6 +129,7 @@ screenshot:
     ana "/msg ben Yes! See you there."
     says 5 "/nick dima"
     says 4 "Nice. /help in the window lists the commands."
+    says 3 "$(printf 'IRC styles from other clients show too: \x02bold\x02, \x1ditalic\x1d, \x0304red\x03, \x0300,03white on green\x03; escapes never act: \x1b[2J')"
     xdotool type --delay 15 "Typing a reply"
     sleep 1
     mkdir -p docs
@@ -146,7 +147,9 @@ screenshot:
 
 # Parla against ngircd and InspIRCd, same workloads, same run (installs the peers from apt if
 # missing); prints one table with Parla/peer ratios. `just bench-peers 5` takes medians of 5 runs;
-# `just bench-peers 5 "parla inspircd" steady-50k` runs only the servers and workloads named.
+# `just bench-peers 5 "parla inspircd" steady-50k` runs only the servers and workloads named;
+# `parla-tls` and `inspircd-tls` are the same servers over TLS only (self-signed, pinned):
+# `just bench-peers 3 "parla parla-tls inspircd inspircd-tls" fanout-1000x10`.
 # Results go to target/bench/*.jsonl; see docs/benchmarks.md.
 bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all":
     #!/usr/bin/env bash
@@ -188,6 +191,7 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all"
         local cc=1000; [ "$server" = ngircd ] && cc=50
         local common=(--addr "127.0.0.1:$port" --pid "$pid" --label "$server" --out "$out" --name "$workload" --connect-concurrency "$cc")
         if [ "$server" = parla-lobby ]; then common+=(--auto-join); fi
+        case $server in *-tls) common+=(--tls-cert "$work/tls-cert.pem") ;; esac
         timeout 300 "$bench" "$@" "${common[@]}" || echo "!! $server $workload failed (exit $?)"
         stop
         port=$((port + 1))
@@ -201,7 +205,7 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all"
             run "$s" steady-50k-100 fanout -c 100 -s 10 -m 500 --rate 500
             run "$s" idle-10000 idle -n 10000 --sources 4
             # InspIRCd's tick bounds its churn at (sessions in flight) per second.
-            local_conc=50; [ "$s" = inspircd ] && local_conc=1000
+            local_conc=50; case $s in inspircd*) local_conc=1000 ;; esac
             run "$s" churn-10000 churn --sessions 10000 --concurrency "$local_conc"
             case $s in parla*) run "$s" churn-100000 churn --sessions 100000 --warmup 10000 ;; esac
             case $s in parla-lobby) run "$s" room-10000 fanout -c 10000 -s 2 -m 20 --sources 4 ;; esac

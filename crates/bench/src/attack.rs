@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpSocket;
 
-use crate::client::{LineReader, command, pong_for, trailing};
+use crate::client::{Session, command, open_session_from, pong_for, trailing};
 use crate::procfs::sample_opt;
 use crate::{Record, Target};
+
+/// How long a connection may take to register (and be in the room).
+const REGISTER: Duration = Duration::from_secs(30);
 
 /// The attack's shape.
 #[derive(Debug, Clone)]
@@ -94,50 +96,6 @@ fn source(block: u8, i: usize) -> IpAddr {
     ))
 }
 
-async fn open(cfg: &AttackConfig, from: IpAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind((from, 0).into())?;
-    let stream = socket.connect(cfg.target.addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Registers `nick` and waits for the end of the room's names (the server's default room) or
-/// joins it; `Err` with the server's line if it refused.
-async fn register(
-    reader: &mut LineReader,
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
-    nick: &str,
-    target: &Target,
-) -> anyhow::Result<()> {
-    writer
-        .write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :attack bench\r\n").as_bytes())
-        .await?;
-    loop {
-        while let Some(line) = reader.next_line() {
-            if let Some(pong) = pong_for(line) {
-                writer.write_all(&pong).await?;
-                continue;
-            }
-            match command(line) {
-                b"001" if !target.auto_join => {
-                    writer
-                        .write_all(format!("JOIN {}\r\n", target.channel).as_bytes())
-                        .await?;
-                }
-                b"366" => return Ok(()),
-                b"ERROR" | b"432" | b"433" => {
-                    anyhow::bail!("{}", String::from_utf8_lossy(line))
-                }
-                _ => {}
-            }
-        }
-        if !reader.fill().await? {
-            anyhow::bail!("closed during registration");
-        }
-    }
-}
-
 pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
     let start = Instant::now();
     let latencies = Arc::new(Mutex::new(
@@ -149,14 +107,18 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
     let mut readers = Vec::new();
     for i in 0..cfg.innocents {
         let nick = format!("innocent{i}");
-        let stream = open(cfg, source(1, i))
-            .await
-            .with_context(|| format!("{nick} connecting"))?;
-        let (rd, mut wr) = stream.into_split();
-        let mut reader = LineReader::new(rd, 64 * 1024);
-        register(&mut reader, &mut wr, &nick, &cfg.target)
-            .await
-            .with_context(|| format!("{nick} registering"))?;
+        let Session {
+            mut reader,
+            writer: wr,
+        } = open_session_from(
+            &cfg.target,
+            Some(source(1, i)),
+            &nick,
+            true,
+            64 * 1024,
+            REGISTER,
+        )
+        .await?;
         let (latencies, seen, cut) = (latencies.clone(), seen.clone(), cut.clone());
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
         writers.push(wr.clone());
@@ -241,15 +203,20 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
         let (cfg, text) = (cfg.clone(), text.clone());
         attackers.push(tokio::spawn(async move {
             let nick = format!("attacker{i}");
-            let stream = open(&cfg, source(2, i)).await.ok()?;
-            let (rd, mut wr) = stream.into_split();
-            let mut reader = LineReader::new(rd, 16 * 1024);
-            if register(&mut reader, &mut wr, &nick, &cfg.target)
-                .await
-                .is_err()
-            {
-                return None;
-            }
+            // Refused (the per-address limits, a full server): counted, not an error.
+            let Session {
+                reader,
+                writer: mut wr,
+            } = open_session_from(
+                &cfg.target,
+                Some(source(2, i)),
+                &nick,
+                true,
+                16 * 1024,
+                REGISTER,
+            )
+            .await
+            .ok()?;
             let mut burst = String::new();
             for n in 0..cfg.burst {
                 burst.push_str(&format!("PRIVMSG {} :{n} {text}\r\n", cfg.target.channel));

@@ -1,13 +1,17 @@
-//! One bench connection: plain IRC over TCP from a chosen loopback source address.
+//! One bench connection: plain IRC over TCP (or TLS) from a chosen loopback source address.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use anyhow::{Context as _, bail};
+use parla_net::tls::{self, Fingerprint, Trust};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 /// The server under test and how to use its room.
 #[derive(Debug, Clone)]
@@ -22,16 +26,19 @@ pub struct Target {
     /// Connections are spread over the source addresses 127.0.0.1 … 127.0.0.`sources`, each of
     /// which has its own ~28,000 ephemeral ports.
     pub sources: u8,
+    /// Speak TLS, trusting exactly the server certificate with this fingerprint.
+    pub tls: Option<Fingerprint>,
 }
 
 impl Target {
-    /// A target with an explicit `JOIN` of `#bench` and one source address.
+    /// A target with an explicit `JOIN` of `#bench`, one source address, no TLS.
     pub fn new(addr: SocketAddr) -> Target {
         Target {
             addr,
             channel: "#bench".to_owned(),
             auto_join: false,
             sources: 1,
+            tls: None,
         }
     }
 
@@ -42,25 +49,114 @@ impl Target {
     }
 }
 
-/// Opens connection number `i` with `TCP_NODELAY` (the bench itself must not add delay).
-pub async fn connect(target: &Target, i: usize) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+/// Opens connection number `i` (from [`Target::source`]).
+pub async fn connect(target: &Target, i: usize) -> io::Result<(Reader, Writer)> {
+    let source = (target.sources > 1).then(|| target.source(i));
+    connect_from(target, source).await
+}
+
+/// Opens a connection from `source` (any loopback address; `None`: the system's choice) with
+/// `TCP_NODELAY` (the bench itself must not add delay), and starts TLS if the target speaks it.
+pub async fn connect_from(target: &Target, source: Option<IpAddr>) -> io::Result<(Reader, Writer)> {
     if !target.addr.ip().is_loopback() {
         return Err(io::Error::other(
             "the bench only drives servers on loopback",
         ));
     }
     let socket = TcpSocket::new_v4()?;
-    if target.sources > 1 {
-        socket.bind(SocketAddr::new(target.source(i), 0))?;
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
     }
     let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
-    Ok(stream.into_split())
+    Ok(match target.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Reader::Tcp(rd), Writer::Tcp(wr))
+        }
+        Some(pin) => {
+            let stream = tls::connect(stream, "localhost", &Trust::Pinned(pin))
+                .await
+                .map_err(io::Error::other)?;
+            let (rd, wr) = tokio::io::split(stream);
+            (Reader::Tls(rd), Writer::Tls(wr))
+        }
+    })
+}
+
+/// The reading half of a bench connection.
+pub enum Reader {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half of a bench connection.
+pub enum Writer {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Reader::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            Writer::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Writer::Tcp(w) => w.is_write_vectored(),
+            Writer::Tls(w) => w.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Reads a byte stream and hands out complete lines (without CR LF) from its own buffer.
 pub struct LineReader {
-    rd: OwnedReadHalf,
+    rd: Reader,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -68,7 +164,7 @@ pub struct LineReader {
 
 impl LineReader {
     /// A reader with a buffer of `capacity` bytes (it grows for a longer line).
-    pub fn new(rd: OwnedReadHalf, capacity: usize) -> LineReader {
+    pub fn new(rd: Reader, capacity: usize) -> LineReader {
         LineReader {
             rd,
             buf: vec![0; capacity.max(64)],
@@ -148,7 +244,7 @@ pub fn pong_for(line: &[u8]) -> Option<Vec<u8>> {
 /// A registered (and, if asked, joined) connection.
 pub struct Session {
     pub reader: LineReader,
-    pub writer: OwnedWriteHalf,
+    pub writer: Writer,
 }
 
 /// Connects as connection `i`, registers as `nick`, and joins `target.channel` if `join`
@@ -161,8 +257,21 @@ pub async fn open_session(
     read_capacity: usize,
     timeout: Duration,
 ) -> anyhow::Result<Session> {
+    let source = (target.sources > 1).then(|| target.source(i));
+    open_session_from(target, source, nick, join, read_capacity, timeout).await
+}
+
+/// [`open_session`] from `source` (any loopback address; `None`: the system's choice).
+pub async fn open_session_from(
+    target: &Target,
+    source: Option<IpAddr>,
+    nick: &str,
+    join: bool,
+    read_capacity: usize,
+    timeout: Duration,
+) -> anyhow::Result<Session> {
     tokio::time::timeout(timeout, async {
-        let (rd, mut writer) = connect(target, i)
+        let (rd, mut writer) = connect_from(target, source)
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
         let mut reader = LineReader::new(rd, read_capacity);

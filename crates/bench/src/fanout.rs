@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::client::{self, LineReader, Target};
+use crate::client::{self, LineReader, Target, Writer};
 use crate::procfs;
 use crate::report::Record;
 
@@ -211,7 +210,7 @@ struct ClientResult {
     last_rx: u64,
     hist: Histogram<u64>,
     first_send: Option<u64>,
-    writer: Option<OwnedWriteHalf>,
+    writer: Option<Writer>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -464,7 +463,7 @@ async fn client_task(
     Ok(result)
 }
 
-fn empty_result(writer: Option<OwnedWriteHalf>) -> ClientResult {
+fn empty_result(writer: Option<Writer>) -> ClientResult {
     ClientResult {
         received: 0,
         disordered: 0,
@@ -478,7 +477,7 @@ fn empty_result(writer: Option<OwnedWriteHalf>) -> ClientResult {
 /// Reads and drops lines (answering PINGs) until the phase reaches `until` (or Stop).
 async fn discard_until(
     reader: &mut LineReader,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     phase: &mut watch::Receiver<Phase>,
     until: Phase,
 ) -> anyhow::Result<()> {
@@ -509,7 +508,7 @@ async fn send(
     s: usize,
     cfg: &FanoutConfig,
     shared: &Shared,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
 ) -> anyhow::Result<u64> {
     let prefix = format!("PRIVMSG {} :", cfg.target.channel);
     let mut buf = Vec::with_capacity(64 * (prefix.len() + cfg.text_len + 2));

@@ -51,6 +51,10 @@ struct Common {
     /// Registrations in progress at once.
     #[arg(long, default_value_t = 250)]
     connect_concurrency: usize,
+    /// Speak TLS to the server, trusting exactly the certificate in this PEM file (the one it
+    /// serves, e.g. made by `parla-server self-signed`).
+    #[arg(long, value_name = "CERT_PEM")]
+    tls_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,13 +143,18 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Common {
-    fn target(&self) -> Target {
-        Target {
+    fn target(&self) -> anyhow::Result<Target> {
+        let tls = match &self.tls_cert {
+            Some(path) => Some(parla_net::tls::Fingerprint::of_pem_file(path)?),
+            None => None,
+        };
+        Ok(Target {
             addr: self.addr,
             channel: self.channel.clone(),
             auto_join: self.auto_join,
             sources: self.sources,
-        }
+            tls,
+        })
     }
 
     fn save(&self, record: Record) -> anyhow::Result<()> {
@@ -191,7 +200,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             rate,
             stall_timeout,
         } => {
-            let mut cfg = FanoutConfig::new(common.target(), clients, senders, messages);
+            let mut cfg = FanoutConfig::new(common.target()?, clients, senders, messages);
             cfg.window = window;
             cfg.rate = rate;
             cfg.stall_timeout = stall_timeout;
@@ -216,7 +225,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             conns,
             hold,
         } => {
-            let mut cfg = IdleConfig::new(common.target(), conns);
+            let mut cfg = IdleConfig::new(common.target()?, conns);
             cfg.hold = hold;
             cfg.server_pid = common.pid;
             cfg.connect_concurrency = common.connect_concurrency;
@@ -239,7 +248,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             concurrency,
             warmup,
         } => {
-            let mut cfg = ChurnConfig::new(common.target(), sessions);
+            let mut cfg = ChurnConfig::new(common.target()?, sessions);
             cfg.concurrency = concurrency;
             cfg.server_pid = common.pid;
             if let Some(w) = warmup {
@@ -266,7 +275,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let cfg = AttackConfig {
                 settle,
-                target: common.target(),
+                target: common.target()?,
                 pid: common.pid,
                 innocents,
                 attackers,

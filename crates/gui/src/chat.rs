@@ -79,7 +79,8 @@ impl Line {
             }
             LineKind::System(text) | LineKind::Error(text) => text.clone(),
         };
-        format!("{} {body}", self.time)
+        // Received text keeps its IRC styles for the window to draw; the plain form drops them.
+        format!("{} {}", self.time, crate::safe::plain(&body))
     }
 }
 

@@ -161,8 +161,9 @@ impl<P: Pinger, F: FnMut() -> P + Send + 'static> Worker<F> {
                         if over {
                             session = None;
                         }
-                        // Received text is made safe once, here, for everything the window shows.
-                        self.push(NetEvent::Session(crate::safe::event(&event, crate::safe::plain))).await
+                        // Received text is made safe once, here, for everything the window
+                        // shows: IRC styles kept (the window draws them), nothing else that acts.
+                        self.push(NetEvent::Session(crate::safe::event(&event, crate::safe::formatted))).await
                     }
                     None => {
                         // The session ended without saying why (it always says; be safe).

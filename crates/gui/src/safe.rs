@@ -133,6 +133,42 @@ pub fn plain(raw: &str) -> String {
     spans(raw).into_iter().map(|s| s.text).collect()
 }
 
+/// The text with its IRC formatting kept, in a canonical form of Parla's own (each change of
+/// style is a reset followed by the codes of the new style), and every other control character
+/// shown as a picture: for a front end that draws the styles itself ([`spans`] takes it apart
+/// again into the same spans).
+pub fn formatted(raw: &str) -> String {
+    let mut out = String::new();
+    let mut current = Style::default();
+    for span in spans(raw) {
+        let s = span.style;
+        if s != current {
+            out.push('\u{0f}');
+            for (on, code) in [
+                (s.bold, '\u{02}'),
+                (s.italic, '\u{1d}'),
+                (s.underline, '\u{1f}'),
+                (s.strike, '\u{1e}'),
+                (s.monospace, '\u{11}'),
+                (s.reverse, '\u{16}'),
+            ] {
+                if on {
+                    out.push(code);
+                }
+            }
+            // Both numbers, always two digits (99, "the default", for one not set): text that
+            // starts with digits or a comma cannot be taken for part of the code.
+            if s.fg.is_some() || s.bg.is_some() {
+                let n = |c: Option<u8>| c.unwrap_or(99);
+                out.push_str(&format!("\u{03}{:02},{:02}", n(s.fg), n(s.bg)));
+            }
+            current = s;
+        }
+        out.push_str(&span.text);
+    }
+    out
+}
+
 /// ANSI colour numbers (SGR 30–37 / 90–97 offsets) for IRC's 16 colours.
 const ANSI: [u8; 16] = [
     97, 30, 34, 32, 91, 31, 35, 33, 93, 92, 36, 96, 94, 95, 90, 37,
@@ -290,6 +326,21 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The window's form keeps exactly the styles and text, and no control character but
+        /// IRC's formatting codes.
+        #[test]
+        fn formatted_text_keeps_the_spans_and_nothing_else(raw in "(?s)[\x00-\x20a-c\u{80}-\u{9f}\u{202e}0-9,]{0,80}") {
+            let f = formatted(&raw);
+            prop_assert_eq!(spans(&f), spans(&raw));
+            let codes = ['\u{02}', '\u{03}', '\u{0f}', '\u{11}', '\u{16}', '\u{1d}', '\u{1e}', '\u{1f}'];
+            prop_assert!(
+                f.chars().all(|c| !c.is_control() || codes.contains(&c)),
+                "{:?}", f
+            );
+        }
+    }
+
     const ATTACK: &str = "\x1b]2;PWNED\x07 \x1b[31mRED\x1b[2K\r\x08\u{9b}31m\u{202e}evil";
 
     #[test]
@@ -338,6 +389,17 @@ mod tests {
             ]
         );
         assert_eq!(plain("\x0312,5x\x04ff00aa,000000y\x0399z"), "xyz");
+    }
+
+    #[test]
+    fn the_window_gets_canonical_formatting_and_pictures() {
+        assert_eq!(formatted("plain"), "plain");
+        assert_eq!(
+            formatted("\x02b\x1b[2J\x02 \x0304,2r"),
+            "\x0f\x02b␛[2J\x0f \x0f\x0304,02r"
+        );
+        // A colour followed by text that looks like more of it.
+        assert_eq!(formatted("\x034\x02\x02,5"), "\x0f\x0304,99,5");
     }
 
     #[test]

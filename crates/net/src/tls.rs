@@ -59,6 +59,16 @@ impl Fingerprint {
         bytes.copy_from_slice(digest.as_ref());
         Fingerprint(bytes)
     }
+
+    /// The fingerprint of the first certificate in a PEM file (the server's own, in a chain).
+    pub fn of_pem_file(path: &Path) -> Result<Fingerprint, TlsSetupError> {
+        let cert = CertificateDer::from_pem_file(path).map_err(|e| TlsSetupError::File {
+            what: "cert",
+            path: path.to_owned(),
+            reason: pem_reason(e),
+        })?;
+        Ok(Fingerprint::of(cert.as_ref()))
+    }
 }
 
 impl fmt::Display for Fingerprint {

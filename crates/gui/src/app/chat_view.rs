@@ -7,7 +7,7 @@ use eframe::egui::{
 };
 use parla_net::client::{MessageKind, casefold};
 
-use super::theme::name_colour;
+use super::theme::{append_styled, name_colour};
 use super::{ConnState, Intent, ParlaApp, too_long};
 use crate::chat::{LineKind, PingStatus, SendPlan};
 use crate::input::{self, Input};
@@ -35,7 +35,12 @@ impl ParlaApp {
             ui.label(RichText::new(room).size(18.0).strong());
             if let Some(topic) = self.chat.current_topic() {
                 ui.separator();
-                ui.add(egui::Label::new(RichText::new(topic).weak()).truncate());
+                let mut job = LayoutJob::default();
+                let visuals = ui.visuals().clone();
+                let base =
+                    TextFormat::simple(FontId::proportional(14.0), visuals.weak_text_color());
+                append_styled(&mut job, topic, &base, &visuals);
+                ui.add(egui::Label::new(job).truncate());
             }
         });
         if let ConnState::Ended { reason, .. } = &self.conn {
@@ -208,10 +213,11 @@ impl ParlaApp {
                         LineKind::System(text) => {
                             let mut f = fmt(&body, visuals.weak_text_color());
                             f.italics = true;
-                            job.append(text, 0.0, f);
+                            append_styled(&mut job, text, &f, &visuals);
                         }
                         LineKind::Error(text) => {
-                            job.append(text, 0.0, fmt(&body, visuals.error_fg_color));
+                            let f = fmt(&body, visuals.error_fg_color);
+                            append_styled(&mut job, text, &f, &visuals);
                         }
                         LineKind::Message {
                             from,
@@ -249,7 +255,7 @@ impl ParlaApp {
                                         };
                                         tag(&mut job, &t);
                                     }
-                                    job.append(text, 0.0, plain);
+                                    append_styled(&mut job, text, &plain, &visuals);
                                 }
                                 MessageKind::Action => {
                                     let mut italic = plain.clone();
@@ -262,11 +268,12 @@ impl ParlaApp {
                                     } else if direct.is_some() {
                                         tag(&mut job, "(direct)");
                                     }
-                                    job.append(text, 0.0, italic);
+                                    append_styled(&mut job, text, &italic, &visuals);
                                 }
                                 MessageKind::Notice => {
                                     job.append(&format!("-{from}- "), 0.0, name);
-                                    job.append(text, 0.0, fmt(&body, visuals.text_color()));
+                                    let f = fmt(&body, visuals.text_color());
+                                    append_styled(&mut job, text, &f, &visuals);
                                 }
                             }
                         }
