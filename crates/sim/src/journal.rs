@@ -10,11 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parla_net::server::{Input, Observer};
+use parla_net::tls::{self, Fingerprint, Trust};
 use parla_net::transport::Transport;
 use parla_room::{ConnId, Millis, Output, Server};
 
 use crate::model::{self, Divergence, Model};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use crate::transport::Sim;
 
@@ -412,14 +415,20 @@ fn room_message(line: &str) -> Option<(&str, &str)> {
         .then_some((sender, room))
 }
 
-/// A transport that records, per client host, every line read and written.
+/// A transport that records, per client host, every line read and written: above TLS when it
+/// speaks TLS, so that what is recorded is what the session read and wrote.
 #[derive(Clone)]
 pub struct Recorder {
     /// The client host's name.
     pub host: String,
     /// Where to record.
     pub journal: Journal,
+    /// Speak TLS to the server, trusting exactly the certificate with this fingerprint.
+    pub tls: Option<Fingerprint>,
 }
+
+/// A client host's connection: plain, or TLS over it.
+type Conn = Either<turmoil::net::TcpStream, TlsStream<turmoil::net::TcpStream>>;
 
 impl Transport for Recorder {
     type Stream = Recorded;
@@ -437,6 +446,14 @@ impl Transport for Recorder {
     async fn connect(&self, host: &str, port: u16) -> io::Result<(Recorded, SocketAddr)> {
         let (stream, peer) = Sim.connect(host, port).await?;
         let local = stream.local_addr()?;
+        let stream = match self.tls {
+            None => Either::Left(stream),
+            Some(pin) => Either::Right(
+                tls::connect(stream, host, &Trust::Pinned(pin))
+                    .await
+                    .map_err(io::Error::other)?,
+            ),
+        };
         {
             let mut r = self.journal.lock();
             let c = r.clients.entry(self.host.clone()).or_default();
@@ -477,7 +494,7 @@ impl parla_net::transport::Listener for NoListener {
 
 /// A simulated TCP stream that records complete lines in both directions.
 pub struct Recorded {
-    inner: turmoil::net::TcpStream,
+    inner: Conn,
     host: String,
     journal: Journal,
     local: SocketAddr,

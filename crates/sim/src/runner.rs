@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event};
 use parla_net::server::{ObserverSlot, ServerOptions, run as run_server};
-use parla_net::transport::Transport;
+use parla_net::tls::{self, Fingerprint, ServerTls};
+use parla_net::transport::{Both, Transport};
 use parla_room::server::Window;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -31,6 +32,28 @@ use crate::transport::Sim;
 pub const EPOCH_SECS: u64 = 1_795_000_000;
 /// The server's port inside the simulation.
 pub const PORT: u16 = 8080;
+/// Its TLS port (with `server --tls`).
+pub const TLS_PORT: u16 = 6697;
+
+/// The simulated server's TLS certificate (made once per process; the clients pin it) and its
+/// fingerprint. Made with the same code as `parla-server self-signed`, loaded by the same code
+/// as `--tls-cert`.
+fn sim_tls() -> &'static (ServerTls, Fingerprint) {
+    static TLS: OnceLock<(ServerTls, Fingerprint)> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let (cert, key) = tls::self_signed(vec!["server".to_owned()])
+            .expect("a self-signed certificate for the simulated server");
+        let dir = std::env::temp_dir().join(format!("parla-sim-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the simulation's certificate");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        tls::write_pem(&cert_path, &cert, false).expect("writing the simulation's certificate");
+        tls::write_pem(&key_path, &key, true).expect("writing the simulation's key");
+        let server = ServerTls::load(&cert_path, &key_path).expect("loading the certificate");
+        let _ = std::fs::remove_dir_all(&dir);
+        let pin = server.fingerprint();
+        (server, pin)
+    })
+}
 
 /// How to run a script.
 #[derive(Debug, Clone)]
@@ -640,14 +663,18 @@ impl<'a> Runner<'a> {
                 abort_on_core_panic: false,
                 ..ServerOptions::default()
             };
-            let (journal, blocked) = (journal.clone(), blocked.clone());
+            let (journal, blocked, tls) = (journal.clone(), blocked.clone(), flags.tls);
             async move {
                 journal.line("server", &format!("started (incarnation {inc})"));
                 tokio::spawn(echo_responder(blocked));
-                let listener = Sim
-                    .bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT))
-                    .await?;
-                run_server(listener, options, token).await;
+                let any = |port| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+                let listener = Sim.bind(any(PORT)).await?;
+                if tls {
+                    let secure = sim_tls().0.listener(Sim.bind(any(TLS_PORT)).await?);
+                    run_server(Both(listener, secure), options, token).await;
+                } else {
+                    run_server(listener, options, token).await;
+                }
                 journal.lock().servers.entry(inc).or_default().shut_down = true;
                 journal.line("server", "stopped");
                 Ok(())
@@ -674,6 +701,7 @@ impl<'a> Runner<'a> {
                 let transport = Recorder {
                     host: host.clone(),
                     journal: journal.clone(),
+                    tls: flags.tls.then(|| sim_tls().1),
                 };
                 let mut rx = rx.lock().await;
                 if raw {
@@ -708,7 +736,10 @@ async fn session_client(
     flags: ClientFlags,
     rx: &mut mpsc::UnboundedReceiver<ClientCmd>,
 ) -> turmoil::Result {
-    let mut config = ClientConfig::new(ServerAddr::plain("server", PORT));
+    // Over TLS, the recorder speaks it (so that it records what the session reads and writes):
+    // the session sees a plain stream.
+    let port = if flags.tls { TLS_PORT } else { PORT };
+    let mut config = ClientConfig::new(ServerAddr::plain("server", port));
     config.ping = flags.ping;
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();

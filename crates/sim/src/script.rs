@@ -156,6 +156,9 @@ pub struct ServerFlags {
     pub quiet_joins_above: Option<usize>,
     /// The password clients must send (`PASS`) before registering.
     pub password: Option<String>,
+    /// Also serve TLS (port 6697, a self-signed certificate the clients pin), through the same
+    /// TLS layer as `parla-server --tls-listen`.
+    pub tls: bool,
 }
 
 impl Default for ServerFlags {
@@ -170,6 +173,7 @@ impl Default for ServerFlags {
             max_clients: 1000,
             quiet_joins_above: Some(1000),
             password: None,
+            tls: false,
         }
     }
 }
@@ -181,6 +185,9 @@ pub struct ClientFlags {
     pub ping: Option<PingConfig>,
     /// The server password the session sends (`--password`).
     pub password: Option<String>,
+    /// Connect to the server's TLS port (`--tls`); what it reads and writes is recorded above
+    /// TLS, as plain lines.
+    pub tls: bool,
 }
 
 impl Default for ClientFlags {
@@ -192,6 +199,7 @@ impl Default for ClientFlags {
                 max_misses: 3,
             }),
             password: None,
+            tls: false,
         }
     }
 }
@@ -485,9 +493,14 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
                 i += 1;
                 continue;
             }
+            "--tls" => {
+                f.tls = true;
+                i += 1;
+                continue;
+            }
             other => {
                 return Err(format!(
-                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --password, --room, --no-default-room, --no-flood-control"
+                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --password, --room, --no-default-room, --no-flood-control, --tls"
                 ));
             }
         }
@@ -510,6 +523,11 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
                 i += 1;
                 continue;
             }
+            ("--tls", _) => {
+                f.tls = true;
+                i += 1;
+                continue;
+            }
             ("--ping-interval", Some(p)) => p.interval = duration(value, "--ping-interval")?,
             ("--ping-timeout", Some(p)) => p.timeout = duration(value, "--ping-timeout")?,
             ("--ping-misses", Some(p)) => {
@@ -520,7 +538,7 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
             }
             (other, _) => {
                 return Err(format!(
-                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
+                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --tls, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
                 ));
             }
         }
