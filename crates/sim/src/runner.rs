@@ -693,7 +693,7 @@ impl<'a> Runner<'a> {
             .entry(name.to_owned())
             .or_default()
             .raw = raw;
-        let host = name.to_owned();
+        let (host, bug) = (name.to_owned(), self.bug);
         self.sim.host(name, move || {
             let (rx, journal, host, flags) =
                 (rx.clone(), journal.clone(), host.clone(), flags.clone());
@@ -707,7 +707,7 @@ impl<'a> Runner<'a> {
                 if raw {
                     raw_client(&host, &journal, &transport, &mut rx).await
                 } else {
-                    session_client(&host, &journal, &transport, flags, &mut rx).await
+                    session_client(&host, &journal, &transport, flags, bug, &mut rx).await
                 }
             }
         });
@@ -734,6 +734,7 @@ async fn session_client(
     journal: &Journal,
     transport: &Recorder,
     flags: ClientFlags,
+    bug: Option<Bug>,
     rx: &mut mpsc::UnboundedReceiver<ClientCmd>,
 ) -> turmoil::Result {
     // Over TLS, the recorder speaks it (so that it records what the session reads and writes):
@@ -743,6 +744,14 @@ async fn session_client(
     config.ping = flags.ping;
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();
+    #[cfg(feature = "deliberate-bugs")]
+    {
+        config.session.bug = bug;
+    }
+    #[cfg(not(feature = "deliberate-bugs"))]
+    if let Some(bug) = bug {
+        match bug {}
+    }
     journal
         .lock()
         .clients

@@ -78,6 +78,11 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 #[case::relay_limit_off_by_one(Bug::RelayLimitOffByOne, "was owed `:edge-r")]
 #[case::invisible_count_kept(Bug::InvisibleCountKept, "251")]
 #[case::timeouts_ignored(Bug::TimeoutsIgnored, "it spins")]
+// Two of the client core's, missed before the conduct check derived the exact split and followed
+// the current room.
+#[case::client_split_off_by_two(Bug::ClientSplitOffByTwo, "where it owed Say {")]
+// A message for the current room sent after leaving it.
+#[case::client_part_keeps_room(Bug::ClientPartKeepsRoom, "sent \"PRIVMSG")]
 fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom: &str) {
     let options = RunOptions {
         bug: Some(bug),

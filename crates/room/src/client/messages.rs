@@ -37,6 +37,16 @@ impl Session {
     pub(super) fn say(&mut self, target: &str, text: &str, action: bool) {
         // Before registering, assume the longest name the server allows.
         let nick = self.nick.clone().unwrap_or_else(|| "x".repeat(NICK_LEN));
+        // The planted mutant: `+ "!".len()` as `- "!".len()` in the overhead is a nick two
+        // bytes shorter.
+        #[cfg(feature = "deliberate-bugs")]
+        let nick = match self.config.bug {
+            Some(crate::Bug::ClientSplitOffByTwo) => {
+                let shorter = nick.len().saturating_sub(2);
+                nick.get(..shorter).unwrap_or(&nick).to_owned()
+            }
+            _ => nick,
+        };
         for chunk in message_pieces(text, &nick, target, action) {
             let line = if action {
                 format!("PRIVMSG {target} :\x01ACTION {chunk}\x01")

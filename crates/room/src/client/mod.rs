@@ -52,6 +52,9 @@ pub struct Config {
     pub irc_ping_interval_ms: u64,
     /// ...and give up if nothing arrives for this long after that.
     pub irc_ping_timeout_ms: u64,
+    /// A deliberate bug to plant (tests of the simulation's checkers).
+    #[cfg(feature = "deliberate-bugs")]
+    pub bug: Option<crate::Bug>,
 }
 
 impl Default for Config {
@@ -63,6 +66,8 @@ impl Default for Config {
             room: Some("#lobby".to_owned()),
             irc_ping_interval_ms: 30_000,
             irc_ping_timeout_ms: 30_000,
+            #[cfg(feature = "deliberate-bugs")]
+            bug: None,
         }
     }
 }

@@ -83,7 +83,10 @@ impl Session {
         if self.is_me(from) {
             self.members.remove(&key);
             self.partial.remove(&key);
-            if self.room.as_deref().is_some_and(|r| casefold(r) == key) {
+            let current = self.room.as_deref().is_some_and(|r| casefold(r) == key);
+            #[cfg(feature = "deliberate-bugs")]
+            let current = current != (self.config.bug == Some(crate::Bug::ClientPartKeepsRoom));
+            if current {
                 self.room = None;
             }
         } else if let Some(list) = self.members.get_mut(&key) {

@@ -113,6 +113,14 @@ pub enum Bug {
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,
+    /// In the client core: literally the mutant `messages.rs: replace + with - in
+    /// message_pieces` of the `"!"` in the relayed line's overhead: a long message is cut two
+    /// bytes later than fits (missed before the conduct check derived the exact split).
+    ClientSplitOffByTwo,
+    /// In the client core: literally the mutant `rooms.rs: replace == with != in
+    /// Session::on_part`: leaving the current room keeps it current (and leaving another room
+    /// clears it).
+    ClientPartKeepsRoom,
 }
 
 impl Default for Config {
