@@ -168,6 +168,8 @@ struct Gen {
     pings_blocked: bool,
     /// Whether a crowd has come.
     crowded: bool,
+    /// Whether the short sessions by the dozen have come.
+    churned: bool,
     /// The server's password, if it has one.
     password: Option<&'static str>,
     /// The server also serves TLS: some clients use it.
@@ -221,14 +223,15 @@ impl Gen {
         }
     }
 
-    /// A text of 200 to 1,400 bytes, too long for one line once relayed: words of random
-    /// lengths, one endless word, words of two- and three-byte characters, or a word that fills
-    /// the line after an early space (too early to cut at): the shapes that move the client's
-    /// cut points (a space past the middle, a character boundary).
+    /// A text too long for one line once relayed (200 to 1,400 bytes): words of random
+    /// lengths, one endless word, words of two- and three-byte characters (with or without
+    /// spaces), a word that fills the line after an early space (too early to cut at), or a
+    /// text at the very edge of a piece (in half the draws): the shapes that move the client's
+    /// cut points (a space past the middle, a character boundary, a piece that just fits).
     fn long_text(&mut self) -> String {
         let len = self.rng.random_range(200..=1400);
         let mut text = String::new();
-        match self.rng.random_range(0..4) {
+        match self.rng.random_range(0..8) {
             0 => {
                 while text.len() < len {
                     let word = self.rng.random_range(1..=14);
@@ -238,20 +241,35 @@ impl Gen {
             }
             1 => text.extend(std::iter::repeat_n('x', len)),
             2 => {
+                // Spaces in one text of two: without them, a cut must find a character boundary.
+                let spaced = self.rng.random_bool(0.5);
                 while text.len() < len {
                     text.push_str(self.one(&[
                         "\u{e9}t\u{e9}",
                         "\u{65e5}\u{672c}\u{8a9e}",
                         "na\u{ef}ve",
                     ]));
-                    if self.rng.random_ratio(1, 4) {
+                    if spaced && self.rng.random_ratio(1, 4) {
                         text.push(' ');
                     }
                 }
             }
-            _ => {
+            3 => {
                 text.push_str("a ");
                 text.extend(std::iter::repeat_n('y', len));
+            }
+            _ => {
+                // At the edge of a cut: about as long as a piece may be for a room message in
+                // #lobby from a name of two or three letters (407 or 406 bytes once a
+                // `PRIVMSG #lobby :` is relayed with the longest user and host), give or take a
+                // byte, with its one space about halfway: a piece that just fits, and a space
+                // just at, before or past the middle.
+                let fits = 409 - self.rng.random_range(2..=3);
+                let total = fits + self.rng.random_range(0..=2) - 1;
+                let space = fits / 2 + self.rng.random_range(0..=2) - 1;
+                text.extend(std::iter::repeat_n('v', space));
+                text.push(' ');
+                text.extend(std::iter::repeat_n('v', total - space - 1));
             }
         }
         text.trim_end().to_owned()
@@ -577,9 +595,11 @@ impl Gen {
 
     /// A raw host that registers and then sends lines no client would.
     fn raw_host(&mut self) {
-        match self.rng.random_range(0..6) {
+        match self.rng.random_range(0..7) {
             0 => return self.hermit(),
             1 => return self.silent(),
+            // Costly (80 hosts): in one pick of 21.
+            2 if self.rng.random_ratio(1, 3) => return self.churn(),
             _ => {}
         }
         let r = self.new_raw();
@@ -708,6 +728,22 @@ impl Gen {
         self.raw.push(r);
     }
 
+    /// Short visits by the dozen (once a seed): 75 to 85 raw hosts connect and leave at once
+    /// (unregistered, so that they cost no broadcasts), so that the entries their timers leave
+    /// behind outnumber the live ones and the server compacts its timer heap while others are
+    /// still connected.
+    fn churn(&mut self) {
+        if std::mem::replace(&mut self.churned, true) {
+            return self.silent();
+        }
+        let size = self.rng.random_range(75..=85);
+        let hosts: Vec<String> = (0..size).map(|_| self.new_raw()).collect();
+        self.line("wait 50ms");
+        for r in hosts {
+            self.line(format!("{r} write QUIT :just looking\\r\\n"));
+        }
+    }
+
     /// A crowd of 16 to 24 raw hosts with long names (24 to 30 bytes) joins the default room, then
     /// someone asks for its member list: more names than one `353` line holds. At most one a
     /// seed (later ones only ask for the list again).
@@ -829,6 +865,7 @@ pub fn generate(seed: u64, workload: Workload) -> String {
         crowded: false,
         password: None,
         tls: false,
+        churned: false,
     };
     g.line(format!(
         "# Generated by the explorer from seed {seed} ({} clients, {} steps).",
