@@ -28,13 +28,16 @@ const IRC_COLOURS: [Color32; 16] = [
 /// Appends received `text` (in [`safe::formatted`] form: IRC styles kept, nothing else that could
 /// act) to `job`, each span drawn in `base` with its style over it: colours from IRC's palette,
 /// italics, underline, strikethrough, monospace, reverse video, and bold as the theme's strong
-/// text colour (egui's fonts have no bold face).
+/// text colour, spaced out a little (egui's fonts have no bold face). A control character
+/// received (already a control picture, `␛`, which egui's fonts lack) is drawn in caret
+/// notation (`^[`), dimmed: seen, never obeyed.
 pub(super) fn append_styled(job: &mut LayoutJob, text: &str, base: &TextFormat, visuals: &Visuals) {
     for span in safe::spans(text) {
         let s = span.style;
         let mut f = base.clone();
         if s.bold {
             f.color = visuals.strong_text_color();
+            f.extra_letter_spacing = 1.0;
         }
         f.italics |= s.italic;
         if s.monospace {
@@ -59,7 +62,50 @@ pub(super) fn append_styled(job: &mut LayoutJob, text: &str, base: &TextFormat, 
         if s.strike {
             f.strikethrough = Stroke::new(1.0, f.color);
         }
-        job.append(&span.text, 0.0, f);
+        let mut rest = span.text.as_str();
+        while let Some(at) = rest.find(is_control_picture) {
+            job.append(&rest[..at], 0.0, f.clone());
+            let picture = rest[at..].chars().next().unwrap_or('\u{2400}');
+            let mut dim = f.clone();
+            dim.color = visuals.weak_text_color();
+            job.append(&caret(picture), 0.0, dim);
+            rest = &rest[at + picture.len_utf8()..];
+        }
+        job.append(rest, 0.0, f);
+    }
+}
+
+/// A control picture (U+2400–U+2421): how [`safe`] shows a received control character.
+fn is_control_picture(c: char) -> bool {
+    ('\u{2400}'..='\u{2421}').contains(&c)
+}
+
+/// The caret notation of the control character a control picture stands for: `␛` → `^[`,
+/// `␀` → `^@`, `␡` → `^?` (and `␠`, the picture for a space, → `^ `).
+fn caret(picture: char) -> String {
+    match picture as u32 - 0x2400 {
+        0x21 => "^?".to_owned(),
+        0x20 => "^ ".to_owned(),
+        n => format!("^{}", char::from_u32(0x40 + n).unwrap_or('?')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_pictures_are_drawn_in_caret_notation() {
+        assert_eq!(caret('\u{241b}'), "^[");
+        assert_eq!(caret('\u{2400}'), "^@");
+        assert_eq!(caret('\u{2407}'), "^G");
+        assert_eq!(caret('\u{2421}'), "^?");
+        let mut job = LayoutJob::default();
+        let visuals = Visuals::dark();
+        let base = TextFormat::simple(FontId::proportional(14.0), visuals.text_color());
+        append_styled(&mut job, &safe::formatted("a\x1b[2J\x02b"), &base, &visuals);
+        assert_eq!(job.text, "a^[[2Jb");
+        assert!(!job.text.chars().any(char::is_control));
     }
 }
 
