@@ -90,25 +90,6 @@ fn caret(picture: char) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_pictures_are_drawn_in_caret_notation() {
-        assert_eq!(caret('\u{241b}'), "^[");
-        assert_eq!(caret('\u{2400}'), "^@");
-        assert_eq!(caret('\u{2407}'), "^G");
-        assert_eq!(caret('\u{2421}'), "^?");
-        let mut job = LayoutJob::default();
-        let visuals = Visuals::dark();
-        let base = TextFormat::simple(FontId::proportional(14.0), visuals.text_color());
-        append_styled(&mut job, &safe::formatted("a\x1b[2J\x02b"), &base, &visuals);
-        assert_eq!(job.text, "a^[[2Jb");
-        assert!(!job.text.chars().any(char::is_control));
-    }
-}
-
 /// A name's colour: a stable pick from a palette readable on the theme's background.
 pub fn name_colour(name: &str, dark: bool) -> Color32 {
     // Twelve hues around the colour wheel, light on dark and dark on light.
@@ -153,4 +134,23 @@ pub(super) fn install_fonts(ctx: &egui::Context) {
         family.insert(1.min(family.len()), "Hack".to_owned());
     }
     ctx.set_fonts(fonts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_pictures_are_drawn_in_caret_notation() {
+        assert_eq!(caret('\u{241b}'), "^[");
+        assert_eq!(caret('\u{2400}'), "^@");
+        assert_eq!(caret('\u{2407}'), "^G");
+        assert_eq!(caret('\u{2421}'), "^?");
+        let mut job = LayoutJob::default();
+        let visuals = Visuals::dark();
+        let base = TextFormat::simple(FontId::proportional(14.0), visuals.text_color());
+        append_styled(&mut job, &safe::formatted("a\x1b[2J\x02b"), &base, &visuals);
+        assert_eq!(job.text, "a^[[2Jb");
+        assert!(!job.text.chars().any(char::is_control));
+    }
 }
