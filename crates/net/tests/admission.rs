@@ -162,3 +162,100 @@ async fn trusted_ranges_are_exempt() {
     let mut two = connect_from(s.addr, "127.0.2.1", "home2").await;
     expect_refused(&mut two, "too many").await;
 }
+
+/// A server on `bind` (IPv6) with `limits`, run directly on the listener (the test servers bind
+/// 127.0.0.1); `None` if this machine has no IPv6 loopback.
+async fn server_v6(
+    bind: &str,
+    limits: Limits,
+) -> Option<(SocketAddr, tokio_util::sync::CancellationToken)> {
+    use parla_net::transport::{Listener, Transport};
+    let listener = match parla_net::Tcp.bind(bind.parse().unwrap()).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("skipped: cannot listen on {bind} ({e}): no IPv6 here");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = ServerOptions {
+        limits,
+        ..ServerOptions::default()
+    };
+    tokio::spawn(parla_net::run(listener, options, stop.clone()));
+    Some((addr, stop))
+}
+
+/// A raw client connected to `server` from the IPv6 address `from`.
+async fn connect_v6(server: SocketAddr, from: &str, label: &str) -> RawClient {
+    let socket = TcpSocket::new_v6().expect("socket");
+    socket
+        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
+        .expect("bind an IPv6 source address");
+    let stream = tokio::time::timeout(WAIT, socket.connect(server))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    RawClient::from_stream(stream, label)
+}
+
+/// Over IPv6 the cap counts the address's /64 (here `::1`'s), end to end.
+#[tokio::test]
+async fn an_ipv6_address_holds_at_most_max_per_ip_connections() {
+    let limits = Limits {
+        per_ip: 2,
+        connects: None,
+        ..Limits::default()
+    };
+    let Some((addr, stop)) = server_v6("[::1]:0", limits).await else {
+        return;
+    };
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = connect_v6(addr, "::1", &format!("v6-{i}")).await;
+        c.register(&format!("v6-{i}")).await;
+        held.push(c);
+    }
+    let mut third = connect_v6(addr, "::1", "v6-third").await;
+    expect_refused(
+        &mut third,
+        "too many connections from your address (at most 2",
+    )
+    .await;
+    stop.cancel();
+}
+
+/// On a dual-stack listener, IPv4 clients arrive as IPv4-mapped IPv6 addresses
+/// (`::ffff:127.0.0.2`); each is still its own address, not one /64 shared by every IPv4 client.
+#[tokio::test]
+async fn ipv4_clients_of_a_dual_stack_listener_are_counted_per_address() {
+    let limits = Limits {
+        per_ip: 2,
+        connects: None,
+        ..Limits::default()
+    };
+    let Some((addr, stop)) = server_v6("[::]:0", limits).await else {
+        return;
+    };
+    let v4 = SocketAddr::new("127.0.0.1".parse().unwrap(), addr.port());
+    let mut held = Vec::new();
+    for i in 0..2 {
+        held.push(join_from(v4, "127.0.0.2", &format!("mapped{i}")).await);
+    }
+    let mut third = connect_from(v4, "127.0.0.2", "mapped-third").await;
+    expect_refused(
+        &mut third,
+        "too many connections from your address (at most 2",
+    )
+    .await;
+    // Another IPv4 address is another address.
+    let mut other = join_from(v4, "127.0.0.3", "other").await;
+    other.send("NAMES #lobby").await;
+    let names = other.expect_numeric("353").await;
+    assert!(
+        names.contains("mapped0") && names.contains("other"),
+        "{names}"
+    );
+    stop.cancel();
+}
