@@ -1,7 +1,8 @@
 //! The room-emptying attack from the safety issue, measured: `innocents` members of the room
 //! (each from its own 127.0.1.x address) chat, one of them saying a timestamped probe every
 //! `probe_every`; then `attackers` fresh connections (each from its own 127.0.2.x … address)
-//! register and each send one burst of `burst` room messages of `line_bytes` bytes, and never
+//! register and, once all are in, each send one burst of `burst` room messages of `line_bytes`
+//! bytes at the same instant, and never
 //! read. Reported: how many innocents the server cut (and why), the probes' delivery latency
 //! to the other innocents (p50/p99/max), and the server's memory before, at the end of the
 //! attack, and after the attackers are gone.
@@ -196,18 +197,16 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
         sent
     });
 
-    // The attack: every attacker at once, one burst each, never reading.
+    // The attack: every attacker registers, then all burst at once (the worst case, and the
+    // same whatever the machine's load), one burst each, never reading.
     let text = "A".repeat(cfg.line_bytes.saturating_sub(20).max(1));
+    let all_in = Arc::new(tokio::sync::Barrier::new(cfg.attackers));
     let mut attackers = Vec::new();
     for i in 0..cfg.attackers {
-        let (cfg, text) = (cfg.clone(), text.clone());
+        let (cfg, text, all_in) = (cfg.clone(), text.clone(), all_in.clone());
         attackers.push(tokio::spawn(async move {
             let nick = format!("attacker{i}");
-            // Refused (the per-address limits, a full server): counted, not an error.
-            let Session {
-                reader,
-                writer: mut wr,
-            } = open_session_from(
+            let session = open_session_from(
                 &cfg.target,
                 Some(source(2, i)),
                 &nick,
@@ -215,8 +214,13 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
                 16 * 1024,
                 REGISTER,
             )
-            .await
-            .ok()?;
+            .await;
+            all_in.wait().await;
+            // Refused (the per-address limits, a full server): counted, not an error.
+            let Session {
+                reader,
+                writer: mut wr,
+            } = session.ok()?;
             let mut burst = String::new();
             for n in 0..cfg.burst {
                 burst.push_str(&format!("PRIVMSG {} :{n} {text}\r\n", cfg.target.channel));
