@@ -2,10 +2,9 @@
 //! (each from its own 127.0.1.x address) chat, one of them saying a timestamped probe every
 //! `probe_every`; then `attackers` fresh connections (each from its own 127.0.2.x … address)
 //! register and, once all are in, each send one burst of `burst` room messages of `line_bytes`
-//! bytes at the same instant, and never
-//! read. Reported: how many innocents the server cut (and why), the probes' delivery latency
-//! to the other innocents (p50/p99/max), and the server's memory before, at the end of the
-//! attack, and after the attackers are gone.
+//! bytes at the same instant, and never read. Reported: how many innocents the server cut (and
+//! why), the probes' delivery latency to the other innocents (p50/p99/max), and the server's
+//! memory before, at the end of the attack, and after the attackers are gone.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
