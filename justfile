@@ -217,10 +217,11 @@ bench-peers RUNS="1" SERVERS="parla parla-lobby ngircd inspircd" WORKLOADS="all"
 # Fuzz one target with cargo-fuzz (libFuzzer, nightly) for SECONDS: server_lines (the server
 # core fed any lines from three connections), client_lines (the client core against a hostile
 # server), message_parse. Installs cargo-fuzz and the nightly toolchain if missing. Crashes
-# land in fuzz/artifacts/TARGET/; the corpus grows in fuzz/corpus/TARGET/.
+# land in fuzz/artifacts/TARGET/; the corpus grows in fuzz/corpus/TARGET/ from the hand-written
+# seeds in fuzz/seeds/TARGET/ (kept in git; the corpus is not).
 fuzz TARGET="server_lines" SECONDS="60":
     #!/usr/bin/env bash
     set -euo pipefail
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && cargo +nightly fuzz run {{TARGET}} -- -max_total_time={{SECONDS}}
+    cd fuzz && mkdir -p corpus/{{TARGET}} && cargo +nightly fuzz run {{TARGET}} corpus/{{TARGET}} seeds/{{TARGET}} -- -max_total_time={{SECONDS}}

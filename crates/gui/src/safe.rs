@@ -66,13 +66,19 @@ pub fn spans(raw: &str) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     let mut style = Style::default();
     let mut text = String::new();
+    // A style switched on and off again with no text between leaves the run going on.
     let flush = |text: &mut String, style: Style, out: &mut Vec<Span>| {
-        if !text.is_empty() {
-            out.push(Span {
-                text: std::mem::take(text),
-                style,
-            });
+        if text.is_empty() {
+            return;
         }
+        match out.last_mut() {
+            Some(last) if last.style == style => last.text.push_str(text),
+            _ => out.push(Span {
+                text: text.clone(),
+                style,
+            }),
+        }
+        text.clear();
     };
     let mut rest = raw;
     while let Some(c) = rest.chars().next() {
@@ -389,6 +395,17 @@ mod tests {
             ]
         );
         assert_eq!(plain("\x0312,5x\x04ff00aa,000000y\x0399z"), "xyz");
+    }
+
+    #[test]
+    fn a_style_switched_off_and_on_with_no_text_between_leaves_one_run() {
+        assert_eq!(
+            spans("\u{202e}\u{2}\u{2}\u{80}"),
+            [Span {
+                text: "\u{fffd}\u{fffd}".into(),
+                style: Style::default()
+            }]
+        );
     }
 
     #[test]
