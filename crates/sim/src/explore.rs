@@ -737,7 +737,15 @@ impl Gen {
             return self.silent();
         }
         let size = self.rng.random_range(75..=85);
-        let hosts: Vec<String> = (0..size).map(|_| self.new_raw()).collect();
+        // In groups of 25, each accepted before the next knocks: turmoil's listener holds at
+        // most 64 connections waiting to be accepted (more is a panic, not a refusal).
+        let mut hosts = Vec::new();
+        for _ in 0..size {
+            hosts.push(self.new_raw());
+            if hosts.len() % 25 == 0 {
+                self.line("wait 20ms");
+            }
+        }
         self.line("wait 50ms");
         for r in hosts {
             self.line(format!("{r} write QUIT :just looking\\r\\n"));
@@ -949,7 +957,22 @@ pub fn run_seed(seed: u64, workload: Workload, options: &RunOptions) -> Explored
         seed,
         ..options.clone()
     };
-    let outcome = run(&script, &options);
+    // A panic outside the server core (in the simulation itself, say turmoil refusing what
+    // the script asks) fails this seed, with its number, instead of the whole exploration.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&script, &options)))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Outcome {
+                seed,
+                transcript: String::new(),
+                violations: vec![format!("the simulation panicked: {why}")],
+                failed_expectations: Vec::new(),
+            }
+        });
     Explored {
         seed,
         script: text,
