@@ -55,7 +55,7 @@ impl LocalServer {
         let secure = tls.listener(Tcp.bind((Ipv4Addr::LOCALHOST, 0).into()).await?);
         let (addr, tls_addr) = (plain.local_addr()?, secure.local_addr()?);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(Both(plain, secure), options, shutdown.clone()));
+        let task = tokio::spawn(run(Both::new(plain, secure), options, shutdown.clone()));
         Ok(LocalServer {
             addr,
             tls_addr: Some(tls_addr),

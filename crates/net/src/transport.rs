@@ -91,22 +91,81 @@ impl Transport for Tcp {
 }
 
 /// Two listeners served as one (the plain port and the TLS port): whichever has a connection
-/// first hands it over.
+/// first hands it over; when both have one, they take turns (not a random pick, which would make
+/// a simulated run depend on something other than its seed).
 #[derive(Debug)]
-pub struct Both<A, B>(pub A, pub B);
+pub struct Both<A, B> {
+    first: A,
+    second: B,
+    /// The second listener is asked first next time.
+    second_first: bool,
+}
+
+impl<A, B> Both<A, B> {
+    /// Serves `first` and `second` as one listener.
+    pub fn new(first: A, second: B) -> Self {
+        Both {
+            first,
+            second,
+            second_first: false,
+        }
+    }
+}
 
 impl<A: Listener, B: Listener> Listener for Both<A, B> {
     type Stream = Either<A::Stream, B::Stream>;
 
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
-        tokio::select! {
-            accepted = self.0.accept() => accepted.map(|(s, peer)| (Either::Left(s), peer)),
-            accepted = self.1.accept() => accepted.map(|(s, peer)| (Either::Right(s), peer)),
+        let left = |r: io::Result<(A::Stream, SocketAddr)>| r.map(|(s, p)| (Either::Left(s), p));
+        let right = |r: io::Result<(B::Stream, SocketAddr)>| r.map(|(s, p)| (Either::Right(s), p));
+        let second_first = self.second_first;
+        self.second_first = !second_first;
+        if second_first {
+            tokio::select! {
+                biased;
+                accepted = self.second.accept() => right(accepted),
+                accepted = self.first.accept() => left(accepted),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                accepted = self.first.accept() => left(accepted),
+                accepted = self.second.accept() => right(accepted),
+            }
         }
     }
 
     /// The first listener's.
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.first.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With connections waiting on both, the listeners take turns, in the same order every time
+    /// (no random pick: a simulated run must depend on its seed alone).
+    #[tokio::test]
+    async fn both_listeners_take_turns() {
+        let any = || SocketAddr::from(([127, 0, 0, 1], 0));
+        let (a, b) = (
+            Tcp.bind(any()).await.unwrap(),
+            Tcp.bind(any()).await.unwrap(),
+        );
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut both = Both::new(a, b);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(tokio::net::TcpStream::connect(a_addr).await.unwrap());
+            held.push(tokio::net::TcpStream::connect(b_addr).await.unwrap());
+        }
+        let mut sides = Vec::new();
+        for _ in 0..4 {
+            let (stream, _) = both.accept().await.unwrap();
+            sides.push(matches!(stream, Either::Left(_)));
+        }
+        assert_eq!(sides, [true, false, true, false]);
     }
 }

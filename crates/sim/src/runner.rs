@@ -671,7 +671,7 @@ impl<'a> Runner<'a> {
                 let listener = Sim.bind(any(PORT)).await?;
                 if tls {
                     let secure = sim_tls().0.listener(Sim.bind(any(TLS_PORT)).await?);
-                    run_server(Both(listener, secure), options, token).await;
+                    run_server(Both::new(listener, secure), options, token).await;
                 } else {
                     run_server(listener, options, token).await;
                 }

@@ -283,7 +283,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 parla_net::run(secure, options, shutdown).await;
             } else {
                 let plain = bind(args.listen, "--listen").await?;
-                parla_net::run(Both(plain, secure), options, shutdown).await;
+                parla_net::run(Both::new(plain, secure), options, shutdown).await;
             }
         }
     }

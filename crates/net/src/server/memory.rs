@@ -74,6 +74,7 @@ pub async fn trim_task(trim: Trim, stop: CancellationToken) {
     };
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = clock::sleep(trim.every) => {}
         }
