@@ -12,12 +12,18 @@ use parla_net::server::{FloodControl, Limits, ServerOptions};
 use parla_testkit::RawClient;
 use tokio::net::TcpSocket;
 
-/// A raw client connected from the source address `from` (any 127.x works on loopback).
+/// A raw client connected from the source address `from` (any 127.x works on loopback; `::1`
+/// for IPv6).
 async fn connect_from(server: SocketAddr, from: &str, label: &str) -> RawClient {
-    let socket = TcpSocket::new_v4().expect("socket");
+    let from: IpAddr = from.parse().unwrap();
+    let socket = match from {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .expect("socket");
     socket
-        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
-        .expect("bind a 127.x source address");
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind a loopback source address");
     let stream = tokio::time::timeout(WAIT, socket.connect(server))
         .await
         .expect("connect in time")
@@ -187,19 +193,6 @@ async fn server_v6(
     Some((addr, stop))
 }
 
-/// A raw client connected to `server` from the IPv6 address `from`.
-async fn connect_v6(server: SocketAddr, from: &str, label: &str) -> RawClient {
-    let socket = TcpSocket::new_v6().expect("socket");
-    socket
-        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
-        .expect("bind an IPv6 source address");
-    let stream = tokio::time::timeout(WAIT, socket.connect(server))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    RawClient::from_stream(stream, label)
-}
-
 /// Over IPv6 the cap counts the address's /64 (here `::1`'s), end to end.
 #[tokio::test]
 async fn an_ipv6_address_holds_at_most_max_per_ip_connections() {
@@ -213,11 +206,11 @@ async fn an_ipv6_address_holds_at_most_max_per_ip_connections() {
     };
     let mut held = Vec::new();
     for i in 0..2 {
-        let mut c = connect_v6(addr, "::1", &format!("v6-{i}")).await;
+        let mut c = connect_from(addr, "::1", &format!("v6-{i}")).await;
         c.register(&format!("v6-{i}")).await;
         held.push(c);
     }
-    let mut third = connect_v6(addr, "::1", "v6-third").await;
+    let mut third = connect_from(addr, "::1", "v6-third").await;
     expect_refused(
         &mut third,
         "too many connections from your address (at most 2",
