@@ -117,13 +117,27 @@ fn smoke_peer(name: &str) {
         .trim()
         .parse()
         .expect("a PID");
+    // Stopped by PID: asked first, then killed if it has not gone within 5 s (an ngircd whose
+    // directory was removed under it once stayed for good), and its directory removed after.
     struct Stop(u32, PathBuf);
     impl Drop for Stop {
         fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0 as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            use nix::sys::signal::{Signal, kill};
+            let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            // Gone, or a zombie (a daemon's parent here may not reap it).
+            let gone = (0..50).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let zombie =
+                    std::fs::read_to_string(format!("/proc/{}/stat", self.0)).is_ok_and(|stat| {
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.starts_with(" Z"))
+                    });
+                kill(pid, None).is_err() || zombie
+            });
+            if !gone {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
             let _ = std::fs::remove_dir_all(&self.1);
         }
     }
