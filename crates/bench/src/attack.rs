@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Session, command, open_session_from, pong_for, trailing};
-use crate::procfs::sample_opt;
+use crate::procfs::{ProcSample, sample_opt};
 use crate::{Record, Target};
 
 /// How long a connection may take to register (and be in the room).
@@ -48,13 +48,10 @@ pub struct AttackReport {
     pub latency_ms: Option<(f64, f64, f64)>,
     pub attackers_in: usize,
     pub attackers_refused: usize,
-    pub rss_before_kib: Option<u64>,
-    pub rss_attack_kib: Option<u64>,
-    pub rss_after_kib: Option<u64>,
-    /// The same, counting only the server's own memory (`RssAnon`).
-    pub anon_before_kib: Option<u64>,
-    pub anon_attack_kib: Option<u64>,
-    pub anon_after_kib: Option<u64>,
+    /// The server's resources before the attack, at its end, and once the attackers left.
+    pub before: Option<ProcSample>,
+    pub during: Option<ProcSample>,
+    pub after: Option<ProcSample>,
 }
 
 impl AttackReport {
@@ -70,16 +67,15 @@ impl AttackReport {
         }
         r.set("attackers_in", self.attackers_in as f64);
         r.set("attackers_refused", self.attackers_refused as f64);
-        for (name, v) in [
-            ("rss_before_kib", self.rss_before_kib),
-            ("rss_attack_kib", self.rss_attack_kib),
-            ("rss_after_kib", self.rss_after_kib),
-            ("anon_before_kib", self.anon_before_kib),
-            ("anon_attack_kib", self.anon_attack_kib),
-            ("anon_after_kib", self.anon_after_kib),
+        for (when, sample) in [
+            ("before", self.before),
+            ("attack", self.during),
+            ("after", self.after),
         ] {
-            if let Some(v) = v {
-                r.set(name, v as f64);
+            // RSS, and of it only the server's own memory (`RssAnon`).
+            if let Some(s) = sample {
+                r.set(&format!("rss_{when}_kib"), s.rss_kib as f64);
+                r.set(&format!("anon_{when}_kib"), s.anon_kib as f64);
             }
         }
         r
@@ -161,10 +157,8 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
             }
         }));
     }
-    let before = sample_opt(cfg.pid);
     let mut report = AttackReport {
-        rss_before_kib: before.map(|s| s.rss_kib),
-        anon_before_kib: before.map(|s| s.anon_kib),
+        before: sample_opt(cfg.pid),
         ..AttackReport::default()
     };
 
@@ -249,14 +243,10 @@ pub async fn run(cfg: &AttackConfig) -> anyhow::Result<AttackReport> {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let during = sample_opt(cfg.pid);
-    report.rss_attack_kib = during.map(|s| s.rss_kib);
-    report.anon_attack_kib = during.map(|s| s.anon_kib);
+    report.during = sample_opt(cfg.pid);
     drop(held);
     tokio::time::sleep(cfg.settle).await;
-    let after = sample_opt(cfg.pid);
-    report.rss_after_kib = after.map(|s| s.rss_kib);
-    report.anon_after_kib = after.map(|s| s.anon_kib);
+    report.after = sample_opt(cfg.pid);
     report.probes_seen = *seen.lock().unwrap();
     let h = latencies.lock().unwrap();
     if !h.is_empty() {

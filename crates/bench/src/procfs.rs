@@ -12,6 +12,8 @@ pub struct ProcSample {
     /// Of it, the process's own memory (`RssAnon`: heap, stacks), in KiB, without the pages of
     /// its code and libraries it happened to touch (shared, and dropped by the kernel at will).
     pub anon_kib: u64,
+    /// It has exited and waits to be reaped (state `Z`): gone, in all but its entry.
+    pub zombie: bool,
 }
 
 /// `/proc` reports CPU times in clock ticks of `USER_HZ`, which Linux fixes at 100 for
@@ -28,6 +30,7 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         .map(|(_, r)| r)
         .ok_or_else(|| io::Error::other("unexpected /proc/PID/stat format"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = fields.first() == Some(&"Z");
     // `rest` starts at field 3 (state): utime is field 14 → index 11, stime index 12.
     let ticks = |i: usize| -> io::Result<f64> {
         fields
@@ -49,6 +52,7 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         cpu_s,
         rss_kib: kib("VmRSS:"),
         anon_kib: kib("RssAnon:"),
+        zombie,
     })
 }
 
@@ -64,6 +68,7 @@ mod tests {
         let s = super::sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_kib > 0);
         assert!(s.anon_kib > 0 && s.anon_kib <= s.rss_kib);
+        assert!(!s.zombie);
         assert!(s.cpu_s >= 0.0);
     }
 }

@@ -128,12 +128,7 @@ fn smoke_peer(name: &str) {
             // Gone, or a zombie (a daemon's parent here may not reap it).
             let gone = (0..50).any(|_| {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                let zombie =
-                    std::fs::read_to_string(format!("/proc/{}/stat", self.0)).is_ok_and(|stat| {
-                        stat.rsplit_once(')')
-                            .is_some_and(|(_, r)| r.starts_with(" Z"))
-                    });
-                kill(pid, None).is_err() || zombie
+                procfs::sample(self.0).map_or(true, |s| s.zombie)
             });
             if !gone {
                 let _ = kill(pid, Signal::SIGKILL);
