@@ -458,7 +458,7 @@ fn matches(
                 .find_map(|nick| {
                     let want = pieces(text, nick, target, *action);
                     let got = sent.iter().take(want.len()).map(|(_, l)| l);
-                    (sent.len() >= want.len() && got.eq(want.iter())).then_some(want.len())
+                    got.eq(want.iter()).then_some(want.len())
                 })
         }
     }
@@ -558,7 +558,8 @@ fn pong_token(line: &str) -> Option<String> {
 }
 
 /// Lines the session sends on its own account (and the check does not derive): its liveness
-/// `PING`, and the `QUIT` when its pinger gave up on the server. (A raw command may send the same; those are left out on both sides.)
+/// `PING`, and the `QUIT` when its pinger gave up on the server. (A raw command may send the
+/// same; those are left out on both sides.)
 fn is_session_own(line: &str) -> bool {
     line.starts_with("PING ") || line == "QUIT :Ping to server failed"
 }

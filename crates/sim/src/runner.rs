@@ -687,12 +687,12 @@ impl<'a> Runner<'a> {
         self.clients.insert(name.to_owned(), tx);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let journal = self.journal.clone();
-        journal
-            .lock()
-            .clients
-            .entry(name.to_owned())
-            .or_default()
-            .raw = raw;
+        {
+            let mut records = journal.lock();
+            let record = records.clients.entry(name.to_owned()).or_default();
+            record.raw = raw;
+            record.password = flags.password.clone();
+        }
         let (host, bug) = (name.to_owned(), self.bug);
         self.sim.host(name, move || {
             let (rx, journal, host, flags) =
@@ -752,12 +752,6 @@ async fn session_client(
     if let Some(bug) = bug {
         match bug {}
     }
-    journal
-        .lock()
-        .clients
-        .entry(host.to_owned())
-        .or_default()
-        .password = flags.password.clone();
     config.connect_timeout = Duration::from_secs(5);
     config.session.irc_ping_interval_ms = CLIENT_IRC_PING_INTERVAL_MS;
     config.session.irc_ping_timeout_ms = CLIENT_IRC_PING_TIMEOUT_MS;
