@@ -241,10 +241,7 @@ impl Shared {
     pub(super) fn disconnect(&self, conn: ConnId, reason: &str) {
         let now = self.clock.now();
         let mut state = self.lock();
-        if let Some(observer) = &self.observer {
-            observer.input(now, Input::Disconnect { conn, reason });
-        }
-        state.core.handle_disconnect(now, conn, reason);
+        self.hand(&mut state.core, now, Input::Disconnect { conn, reason });
         self.apply(&mut state, now);
         if let Some(outbox) = state.outboxes.remove(&conn) {
             outbox.close();
