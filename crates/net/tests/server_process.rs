@@ -26,7 +26,16 @@ struct Server {
 
 impl Server {
     fn spawn(args: &[&str]) -> Server {
+        Server::spawn_with(args, &[])
+    }
+
+    /// [`Server::spawn`] with these environment variables (and no `GLIBC_TUNABLES` unless
+    /// among them).
+    fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_parla-server"));
+        command
+            .env_remove("GLIBC_TUNABLES")
+            .envs(env.iter().copied());
         command
             .args(args)
             .env("RUST_LOG", "info")
@@ -189,6 +198,36 @@ async fn a_port_in_use_is_reported_and_exits_non_zero() {
         "{output:#?}"
     );
     drop(taken);
+}
+
+/// The server restarts itself without glibc's per-thread caches (docs/benchmarks.md,
+/// attack-200x20), in the same process, under its own name; a `GLIBC_TUNABLES` given to it
+/// is left as it is.
+#[tokio::test]
+async fn the_server_runs_without_glibcs_thread_caches_unless_told_otherwise() {
+    for (given, expected) in [
+        (None, "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "GLIBC_TUNABLES=glibc.malloc.arena_max=2",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = given.map(|g| ("GLIBC_TUNABLES", g)).into_iter().collect();
+        let mut server = Server::spawn_with(&["--listen", "127.0.0.1:0"], &env);
+        server.listening_addr().await;
+        let pid = server.pid.as_raw();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        assert!(
+            vars.contains(&expected.as_bytes()),
+            "{expected} not in {:?}",
+            String::from_utf8_lossy(&environ)
+        );
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "parla-server");
+        server.signal(Signal::SIGTERM);
+        assert!(server.exit().await.0.success());
+    }
 }
 
 /// A TLS client (pinned to `pin`) registered as `nick` on the binary's TLS port: returns its

@@ -99,7 +99,42 @@ struct PerAddress {
     open: usize,
     connects: Option<Bucket>,
     /// The flood credit its connections share.
-    flood: Option<Credit>,
+    flood: Option<Flood>,
+}
+
+/// An address's flood credit: shared by its open connections, or, once none is open, kept in
+/// the address's entry itself until it comes back (so reconnecting does not refill it). Kept
+/// inline because an attack leaves hundreds of such entries behind for a while: as a block
+/// each, they sat scattered among the pages the attack's connections had used and kept those
+/// pages resident after everything around them was freed (docs/benchmarks.md,
+/// attack-200x20).
+#[derive(Debug)]
+enum Flood {
+    Shared(Credit),
+    Idle(Bucket),
+}
+
+impl Flood {
+    /// The credit for one more connection, shared again if it was idle.
+    fn share(&mut self) -> Credit {
+        if let Flood::Idle(bucket) = self {
+            *self = Flood::Shared(Credit(Arc::new(Mutex::new(bucket.clone()))));
+        }
+        match self {
+            Flood::Shared(credit) => credit.clone(),
+            Flood::Idle(_) => unreachable!("made shared above"),
+        }
+    }
+
+    /// Keeps the credit inline once no connection holds it any more.
+    fn idle(&mut self) {
+        if let Flood::Shared(credit) = self
+            && Arc::strong_count(&credit.0) == 1
+        {
+            let bucket = credit.bucket().clone();
+            *self = Flood::Idle(bucket);
+        }
+    }
 }
 
 /// The admission state, shared by the accept loop and every connection task (which gives its
@@ -176,7 +211,7 @@ impl Admission {
         let entry = me.by_address.entry(key).or_insert_with(|| PerAddress {
             open: 0,
             connects: connects.map(|c| Bucket::new(c, now)),
-            flood: flood.map(|f| Credit::new(f, now)),
+            flood: flood.map(|f| Flood::Idle(Bucket::new(f, now))),
         });
         if per_ip > 0 && entry.open >= per_ip {
             return Err(Refusal::TooMany(per_ip));
@@ -188,7 +223,7 @@ impl Admission {
             bucket.take(now);
         }
         entry.open += 1;
-        let flood = entry.flood.clone();
+        let flood = entry.flood.as_mut().map(Flood::share);
         Ok(Ticket {
             admission: this.clone(),
             key: Some(key),
@@ -209,6 +244,10 @@ impl Admission {
             entry.open = entry.open.saturating_sub(1);
             if entry.open == 0 && entry.connects.is_none() {
                 self.by_address.remove(&key);
+            } else if entry.open == 0
+                && let Some(flood) = &mut entry.flood
+            {
+                flood.idle();
             }
         }
     }
@@ -232,6 +271,8 @@ pub(super) struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        // The credit first, so that the address's entry holds the last reference to it.
+        self.flood = None;
         if let Some(key) = self.key {
             self.admission
                 .lock()
@@ -387,6 +428,40 @@ mod tests {
             d.flood.as_ref().unwrap().ready_at(now).is_some(),
             "the burst is the address's, not each connection's"
         );
+    }
+
+    #[test]
+    fn an_address_keeps_its_spent_credit_inline_while_none_of_its_connections_is_open() {
+        let now = Instant::now();
+        let adm = Admission::new(
+            Limits::default(),
+            Some(FloodControl {
+                burst: 1,
+                per_second: 1.0,
+            }),
+        );
+        let a = Admission::admit(&adm, ip("192.0.2.1"), 0, now).unwrap();
+        a.flood.as_ref().unwrap().take(now, 1.0);
+        drop(a);
+        let idle = |adm: &Arc<Mutex<Admission>>| {
+            let me = adm.lock().unwrap();
+            matches!(me.by_address[&ip("192.0.2.1")].flood, Some(Flood::Idle(_)))
+        };
+        assert!(
+            idle(&adm),
+            "no block of its own once its last connection left"
+        );
+        let b = Admission::admit(&adm, ip("192.0.2.1"), 0, now).unwrap();
+        assert!(!idle(&adm));
+        assert!(
+            b.flood.as_ref().unwrap().ready_at(now).is_some(),
+            "reconnecting does not refill the burst"
+        );
+        let c = Admission::admit(&adm, ip("192.0.2.1"), 0, now).unwrap();
+        drop(b);
+        assert!(!idle(&adm), "still shared with the connection left open");
+        drop(c);
+        assert!(idle(&adm));
     }
 
     #[test]

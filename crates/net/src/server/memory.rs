@@ -28,7 +28,7 @@ impl Default for Trim {
     fn default() -> Self {
         Trim {
             every: Duration::from_secs(10),
-            min_free: 1024 * 1024,
+            min_free: 64 * 1024,
         }
     }
 }
