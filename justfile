@@ -24,6 +24,11 @@ client *ARGS:
 test:
     cargo test --workspace
 
+# The IRC conformance suite irctest (../shared/irctest) against a fresh release server per test;
+# e.g. `just irctest -k Kick`. Fails below the target in tests/irctest/run.
+irctest *ARGS:
+    tests/irctest/run {{ARGS}}
+
 # Everything CI checks, in CI's order.
 ci:
     bash .ci/run
