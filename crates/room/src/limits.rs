@@ -27,8 +27,25 @@ pub const MAX_TARGETS: usize = 4;
 /// leaves room for any IPv6 form). Clients budget for it when splitting long messages.
 pub const HOST_LEN: usize = 64;
 
+/// Longest KICK reason (`KICKLEN`); longer ones are cut.
+pub const KICK_LEN: usize = 255;
+/// Bans one room may hold (`MAXLIST=b:100`).
+pub const MAX_BANS: usize = 100;
+/// Longest ban mask; longer ones are refused (`696`).
+pub const BAN_MASK_LEN: usize = 128;
+/// Longest room key (`+k`), as RFC 2812 allows.
+pub const KEY_LEN: usize = 23;
+/// Invitations a room remembers at once (the oldest is forgotten first).
+pub const MAX_INVITES: usize = 64;
+
 /// The capabilities Parla offers in `CAP LS`.
-pub const CAPS: &[&str] = &["echo-message", "server-time"];
+pub const CAPS: &[&str] = &[
+    "echo-message",
+    "invite-notify",
+    "multi-prefix",
+    "server-time",
+    "userhost-in-names",
+];
 
 /// The reason in the `ERROR` line every client gets when the server shuts down. Clients tell a
 /// shutdown from any other closed link by this exact reason.

@@ -141,7 +141,8 @@ fn registration_sends_welcome_isupport_motd_and_joins_the_lobby() {
         "NICKLEN=30",
         "CHANNELLEN=50",
         "NETWORK=Parla",
-        "PREFIX=(o)@",
+        "PREFIX=(ov)@+",
+        "CHANMODES=b,k,l,imnst",
     ] {
         assert!(isupport.contains(token), "005 lacks {token}: {isupport}");
     }
@@ -275,7 +276,7 @@ fn commands_before_registration_get_451(#[case] line: &str) {
 #[case("CAP FOO", "410 alice FOO :Invalid CAP command")]
 #[case("MODE bob", "502 alice :Can't view or change mode for other users")]
 #[case("MODE alice +x", "501 alice :Unknown MODE flag")]
-#[case("MODE #lobby +m", "482 alice #lobby :You're not a channel operator")]
+#[case("MODE #lobby +m", "482 alice #lobby :You're not channel operator")]
 fn errors(#[case] line: &str, #[case] expected: &str) {
     let mut h = Harness::new();
     let a = h.user("alice");
@@ -365,7 +366,9 @@ fn echo_message_and_server_time_capabilities() {
     h.send(c, "CAP LS 302");
     assert_eq!(
         h.lines(c),
-        [":parla.local CAP * LS :echo-message server-time"]
+        [
+            ":parla.local CAP * LS :echo-message invite-notify multi-prefix server-time userhost-in-names"
+        ]
     );
     h.send(c, "NICK alice");
     h.send(c, "USER a 0 * :A");
@@ -435,7 +438,10 @@ fn joins_parts_renames_and_topics_are_seen_by_the_room() {
         "room names fold case: {:?}",
         h.lines(a)
     );
-    assert!(h.saw(b, "353 bob = #rust :alice bob"));
+    assert!(
+        h.saw(b, "353 bob = #rust :@alice bob"),
+        "the creator is its operator"
+    );
     h.send(a, "TOPIC #rust :Borrow checking");
     assert!(h.saw(b, ":alice!~alice@192.0.2.7 TOPIC #rust :Borrow checking"));
     h.send(b, "TOPIC #rust");
@@ -988,4 +994,196 @@ fn renames_and_topic_changes_are_limited_per_window() {
         "asking is free: {:?}",
         h.lines(bob)
     );
+}
+
+// Moderation: room operators, modes, KICK, INVITE (issue 13).
+
+/// alice makes `#m` (and is its operator); bob joins it; the log is cleared.
+fn moderated_room() -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #m");
+    h.send(b, "JOIN #m");
+    h.log.clear();
+    (h, a, b)
+}
+
+#[test]
+fn the_creator_is_operator_and_only_operators_change_modes() {
+    let (mut h, a, b) = moderated_room();
+    h.send(b, "MODE #m +m");
+    assert!(h.saw(b, "482 bob #m :You're not channel operator"));
+    h.send(a, "MODE #m");
+    assert!(h.saw(a, "324 alice #m :+nt"), "{:?}", h.lines(a));
+    assert!(h.saw(a, "329 alice #m "));
+    h.send(a, "MODE #m +m");
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 MODE #m +m"));
+    h.send(b, "PRIVMSG #m :hello?");
+    assert!(h.saw(b, "404 bob #m :Cannot send to channel (+m)"));
+    assert!(!h.saw(a, "hello?"));
+    h.send(a, "MODE #m +v bob");
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 MODE #m +v bob"));
+    h.send(b, "PRIVMSG #m :hello!");
+    assert!(h.saw(a, ":bob!~bob@192.0.2.7 PRIVMSG #m :hello!"));
+    h.send(a, "MODE #m +o bob");
+    h.send(b, "NAMES #m");
+    assert!(h.saw(b, "353 bob = #m :@alice @bob"), "{:?}", h.lines(b));
+    h.send(a, "MODE #m +x");
+    assert!(h.saw(a, "472 alice x :is an unknown mode char to me"));
+    h.send(a, "MODE #m +o nobody");
+    assert!(h.saw(a, "401 alice nobody "));
+}
+
+#[test]
+fn a_key_an_invitation_a_limit_and_a_ban_each_keep_people_out() {
+    let (mut h, a, b) = moderated_room();
+    let c = h.user("carol");
+    h.send(a, "MODE #m +k sesame");
+    assert!(h.saw(b, "MODE #m +k sesame"));
+    h.send(c, "JOIN #m");
+    assert!(h.saw(c, "475 carol #m :Cannot join channel (+k)"));
+    h.send(c, "JOIN #m wrong");
+    assert!(!h.saw(c, "JOIN #m\u{0}"));
+    h.send(c, "JOIN #m sesame");
+    assert!(h.saw(a, ":carol!~carol@192.0.2.7 JOIN #m"));
+    h.send(c, "PART #m");
+    h.send(a, "MODE #m -k *");
+    h.send(a, "MODE #m +i");
+    h.send(c, "JOIN #m");
+    assert!(h.saw(c, "473 carol #m :Cannot join channel (+i)"));
+    h.send(b, "INVITE carol #m");
+    assert!(
+        h.saw(b, "482 bob #m :You're not channel operator"),
+        "only operators invite to +i"
+    );
+    h.send(a, "INVITE carol #m");
+    assert!(h.saw(a, "341 alice carol :#m"));
+    assert!(h.saw(c, ":alice!~alice@192.0.2.7 INVITE carol :#m"));
+    h.log.clear();
+    h.send(c, "JOIN #m");
+    assert!(
+        h.saw(a, ":carol!~carol@192.0.2.7 JOIN #m"),
+        "{:?}",
+        h.lines(c)
+    );
+    h.send(c, "PART #m");
+    h.log.clear();
+    h.send(c, "JOIN #m");
+    assert!(h.saw(c, " 473 "), "an invitation is used up by joining");
+    h.send(a, "MODE #m -i+l 2");
+    assert!(h.saw(b, "MODE #m -i+l 2"), "{:?}", h.lines(b));
+    h.send(c, "JOIN #m");
+    assert!(h.saw(c, "471 carol #m :Cannot join channel (+l)"));
+    h.send(a, "MODE #m -l+b carol");
+    assert!(h.saw(b, "MODE #m -l+b carol!*@*"), "{:?}", h.lines(b));
+    h.send(c, "JOIN #m");
+    assert!(h.saw(c, "474 carol #m :Cannot join channel (+b)"));
+    h.send(b, "MODE #m b");
+    assert!(h.saw(b, "367 bob #m carol!*@* alice "));
+    assert!(h.saw(b, "368 bob #m :End of channel ban list"));
+    h.send(a, "MODE #m +b bob");
+    h.send(b, "PRIVMSG #m :still here?");
+    assert!(h.saw(b, "404 bob #m :Cannot send to channel (+b)"));
+}
+
+#[test]
+fn invalid_mode_parameters_are_refused_with_696() {
+    let (mut h, a, _) = moderated_room();
+    h.send(a, "MODE #m +k :two words");
+    assert!(
+        h.saw(a, "696 alice #m k * :Invalid key"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(a, "MODE #m +l lots");
+    assert!(h.saw(a, "696 alice #m l lots :Invalid limit"));
+    h.send(a, "MODE #m");
+    assert!(h.saw(a, "324 alice #m :+nt"));
+}
+
+#[test]
+fn an_operator_kicks_and_everyone_sees_it() {
+    let (mut h, a, b) = moderated_room();
+    h.send(b, "KICK #m alice");
+    assert!(h.saw(b, "482 bob #m :You're not channel operator"));
+    h.send(a, "KICK #m bob :be nice");
+    for c in [a, b] {
+        assert!(h.saw(c, ":alice!~alice@192.0.2.7 KICK #m bob :be nice"));
+    }
+    h.send(b, "PRIVMSG #m :hey");
+    assert!(h.saw(b, "404 bob #m "), "bob is out");
+    h.send(a, "KICK #m bob");
+    assert!(h.saw(a, "441 alice bob #m :They aren't on that channel"));
+    h.send(a, "KICK #m nobody");
+    assert!(h.saw(a, "401 alice nobody "));
+    h.send(a, "KICK #m");
+    assert!(h.saw(a, "461 alice KICK "));
+}
+
+#[test]
+fn the_topic_is_for_operators_unless_the_room_is_minus_t() {
+    let (mut h, a, b) = moderated_room();
+    h.send(b, "TOPIC #m :mine now");
+    assert!(h.saw(b, "482 bob #m :You're not channel operator"));
+    h.send(a, "MODE #m -t");
+    h.send(b, "TOPIC #m :mine now");
+    assert!(h.saw(a, ":bob!~bob@192.0.2.7 TOPIC #m :mine now"));
+}
+
+#[test]
+fn the_default_room_has_no_operator_and_an_open_topic() {
+    let mut h = Harness::with(Config {
+        default_room: Some("#lobby".into()),
+        ..Config::default()
+    });
+    let a = h.user("alice");
+    h.send(a, "NAMES #lobby");
+    assert!(h.saw(a, "353 alice = #lobby :alice"), "{:?}", h.lines(a));
+    h.send(a, "MODE #lobby");
+    assert!(h.saw(a, "324 alice #lobby :+n"));
+    h.send(a, "TOPIC #lobby :welcome");
+    assert!(h.saw(a, "TOPIC #lobby :welcome"));
+}
+
+#[test]
+fn member_lists_show_every_prefix_with_multi_prefix_and_hosts_with_userhost_in_names() {
+    let (mut h, a, b) = moderated_room();
+    h.send(a, "MODE #m +v alice");
+    h.send(b, "NAMES #m");
+    assert!(h.saw(b, "353 bob = #m :@alice bob"), "{:?}", h.lines(b));
+    h.send(b, "CAP REQ :multi-prefix userhost-in-names");
+    assert!(h.saw(b, "CAP bob ACK :multi-prefix userhost-in-names"));
+    h.send(b, "NAMES #m");
+    assert!(
+        h.saw(
+            b,
+            "353 bob = #m :@+alice!~alice@192.0.2.7 bob!~bob@192.0.2.7"
+        ),
+        "{:?}",
+        h.lines(b)
+    );
+    h.send(b, "WHO #m");
+    assert!(
+        h.saw(b, "352 bob #m ~alice 192.0.2.7 parla.local alice H@+ "),
+        "{:?}",
+        h.lines(b)
+    );
+}
+
+#[test]
+fn a_secret_room_is_hidden_from_outsiders() {
+    let (mut h, a, _) = moderated_room();
+    let c = h.user("carol");
+    h.send(a, "MODE #m +s");
+    h.send(c, "LIST");
+    assert!(!h.saw(c, "322 carol #m"), "{:?}", h.lines(c));
+    h.send(c, "NAMES #m");
+    assert!(!h.saw(c, "353"));
+    h.log.clear();
+    h.send(c, "WHOIS alice");
+    assert!(h.saw(c, "319 carol alice :#lobby"), "{:?}", h.lines(c));
+    assert!(!h.saw(c, "#m"));
+    h.send(a, "NAMES #m");
+    assert!(h.saw(a, "353 alice @ #m :"));
 }

@@ -307,6 +307,12 @@ impl Conn {
 struct Room {
     name: String,
     members: BTreeSet<u64>,
+    /// Its operators (`@`): the member who made it (the default room has none).
+    ops: BTreeSet<u64>,
+    /// `+t` (every room but the default one starts with it), `+n` (all start with it), `+k`.
+    topic_ops: bool,
+    no_external: bool,
+    key: Option<String>,
     /// Text, setter, when.
     topic: Option<(String, String, Millis)>,
     /// When it was made (unknown for the default room, made when the server started).
@@ -381,6 +387,10 @@ impl Model {
                 Room {
                     name: room.clone(),
                     members: BTreeSet::new(),
+                    ops: BTreeSet::new(),
+                    topic_ops: false,
+                    no_external: true,
+                    key: None,
                     topic: None,
                     created: None,
                 },
@@ -767,6 +777,12 @@ impl Model {
                     } else if c.rooms.contains(&fold(name)) {
                     } else if c.rooms.len() >= MAX_ROOMS_PER_USER {
                         self.numeric(owed, id, "405", &[name, ANY]);
+                    } else if let Some(room) = self.rooms.get(&fold(name))
+                        && room.key.is_some()
+                    {
+                        // The generator's JOINs give no key.
+                        let name = room.name.clone();
+                        self.numeric(owed, id, "475", &[&name, ANY]);
                     } else {
                         self.join(now, id, name, owed);
                     }
@@ -805,18 +821,24 @@ impl Model {
                 let Some(names) = get(0) else {
                     return self.numeric(owed, id, "366", &["*", ANY]);
                 };
-                for name in names.split(',').filter(|n| !n.is_empty()) {
+                // Several rooms: their 353s, then one 366 naming them all (RFC 2812).
+                let rooms: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+                let single = rooms.len() == 1;
+                for name in &rooms {
                     let key = fold(name);
                     if self.rooms.contains_key(&key) {
-                        self.names(id, &key, owed);
-                    } else {
+                        self.names(id, &key, single, owed);
+                    } else if single {
                         self.numeric(owed, id, "366", &[name, ANY]);
                     }
+                }
+                if !single {
+                    self.numeric(owed, id, "366", &[names, ANY]);
                 }
             }
             "WHO" => self.who(id, get(0).unwrap_or("*"), owed),
             "WHOIS" => self.whois(now, id, p.last().copied().unwrap_or(p[0]), owed),
-            "MODE" => self.mode(id, p[0], get(1), owed),
+            "MODE" => self.mode(id, p[0], get(1), get(2), owed),
             "AWAY" => {
                 let away = get(0).filter(|t| !t.is_empty());
                 self.conns.get_mut(&id).expect("live").away =
@@ -932,18 +954,23 @@ impl Model {
 
     /// Owes `id` the member list of room `key`: every member's name if it is a member, the
     /// visible ones' otherwise; as many names per `353` as fit in 512 bytes, then `366`.
-    fn names(&self, id: u64, key: &str, owed: &mut Owed) {
+    fn names(&self, id: u64, key: &str, end: bool, owed: &mut Owed) {
         let room = &self.rooms[key];
         let inside = room.members.contains(&id);
-        let names: Vec<&str> = room
+        let names: Vec<String> = room
             .members
             .iter()
-            .map(|m| &self.conns[m])
-            .filter(|c| inside || !c.invisible)
-            .filter_map(|c| c.nick.as_deref())
+            .map(|m| (m, &self.conns[m]))
+            .filter(|(_, c)| inside || !c.invisible)
+            .filter_map(|(m, c)| {
+                let op = if room.ops.contains(m) { "@" } else { "" };
+                Some(format!("{op}{}", c.nick.as_deref()?))
+            })
             .collect();
         self.numeric_list(owed, id, "353", &["=", &room.name], &names, false);
-        self.numeric(owed, id, "366", &[&room.name, ANY]);
+        if end {
+            self.numeric(owed, id, "366", &[&room.name, ANY]);
+        }
     }
 
     /// Owes `id` the topic of room `key` (`332`, `333`), or `331` if it has none and `say_none`.
@@ -972,6 +999,10 @@ impl Model {
             let name = room.name.clone();
             return self.numeric(owed, id, "442", &[&name, ANY]);
         }
+        if room.topic_ops && !room.ops.contains(&id) {
+            let name = room.name.clone();
+            return self.numeric(owed, id, "482", &[&name, ANY]);
+        }
         let limit = self.settings.topic_changes;
         let c = self.conns.get_mut(&id).expect("live");
         if !allowed(limit, &c.topic_set_at, now) {
@@ -992,8 +1023,9 @@ impl Model {
 
     fn who(&self, id: u64, mask: &str, owed: &mut Owed) {
         let server = self.settings.server_name.clone();
-        let row = |owed: &mut Owed, room: &str, c: &Conn| {
-            let flags = if c.away.is_some() { "G" } else { "H" };
+        let row = |owed: &mut Owed, room: &str, c: &Conn, op: bool| {
+            let away = if c.away.is_some() { "G" } else { "H" };
+            let flags = &format!("{away}{}", if op { "@" } else { "" });
             let real = format!("0 {}", c.realname);
             let user = c.user.clone().unwrap_or_default();
             self.numeric(
@@ -1010,7 +1042,7 @@ impl Model {
                 for m in &room.members {
                     let c = &self.conns[m];
                     if inside || !c.invisible {
-                        row(owed, &room.name, c);
+                        row(owed, &room.name, c, room.ops.contains(m));
                     }
                 }
             }
@@ -1021,7 +1053,7 @@ impl Model {
                 let matches =
                     c.registered && c.nick.as_deref().is_some_and(|n| all || glob(mask, n));
                 if visible && matches {
-                    row(owed, "*", c);
+                    row(owed, "*", c, false);
                 }
             }
         }
@@ -1036,10 +1068,15 @@ impl Model {
         let name = c.shown();
         let user = c.user.clone().unwrap_or_default();
         self.numeric(owed, id, "311", &[&name, &user, &c.host, "*", &c.realname]);
-        let rooms: Vec<&str> = c
+        let holder = self.nicks[&fold(nick)];
+        let rooms: Vec<String> = c
             .rooms
             .iter()
-            .map(|k| self.rooms[k].name.as_str())
+            .map(|k| &self.rooms[k])
+            .map(|r| {
+                let op = if r.ops.contains(&holder) { "@" } else { "" };
+                format!("{op}{}", r.name)
+            })
             .collect();
         self.numeric_list(owed, id, "319", &[&name], &rooms, false);
         let server = self.settings.server_name.clone();
@@ -1053,20 +1090,69 @@ impl Model {
         self.numeric(owed, id, "318", &[&name, ANY]);
     }
 
-    fn mode(&mut self, id: u64, target: &str, modes: Option<&str>, owed: &mut Owed) {
+    fn mode(
+        &mut self,
+        id: u64,
+        target: &str,
+        modes: Option<&str>,
+        arg: Option<&str>,
+        owed: &mut Owed,
+    ) {
         if target.starts_with('#') {
             let Some(room) = self.rooms.get(&fold(target)) else {
                 return self.numeric(owed, id, "403", &[target, ANY]);
             };
             let name = room.name.clone();
+            let op = room.ops.contains(&id);
+            let prefix = self.conns[&id].prefix();
+            // The generator's changes: `+b`/`b` (list the bans; none is ever set), `+k key`
+            // and `-n`, each an operator's only.
             match modes {
                 None => {
-                    self.numeric(owed, id, "324", &[&name, "+n"]);
+                    let mut letters = String::from("+");
+                    letters.push_str(if room.no_external { "n" } else { "" });
+                    letters.push_str(if room.topic_ops { "t" } else { "" });
+                    let mut params = vec![name.clone()];
+                    if let Some(key) = &room.key {
+                        letters.push('k');
+                        params.push(letters);
+                        params.push(if room.members.contains(&id) {
+                            key.clone()
+                        } else {
+                            "*".into()
+                        });
+                    } else {
+                        params.push(letters);
+                    }
+                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+                    self.numeric(owed, id, "324", &params);
                     let created = room.created.map(|t| t.as_secs().to_string());
                     self.numeric(owed, id, "329", &[&name, created.as_deref().unwrap_or(ANY)]);
                 }
                 Some("b" | "+b") => self.numeric(owed, id, "368", &[&name, ANY]),
-                Some(_) => self.numeric(owed, id, "482", &[&name, ANY]),
+                Some(_) if !op => self.numeric(owed, id, "482", &[&name, ANY]),
+                Some(change) => {
+                    let room = self.rooms.get_mut(&fold(target)).expect("looked up above");
+                    let shown: Option<Vec<&str>> = match (change, arg) {
+                        ("+k", Some(key)) => {
+                            room.key = Some(key.into());
+                            Some(vec!["+k", key])
+                        }
+                        ("-n", _) if room.no_external => {
+                            room.no_external = false;
+                            Some(vec!["-n"])
+                        }
+                        _ => None,
+                    };
+                    if let Some(shown) = shown {
+                        let room = &self.rooms[&fold(target)];
+                        let mut params = vec![room.name.as_str()];
+                        params.extend(shown);
+                        for &m in &room.members {
+                            owed.line(m, Some(&prefix), "MODE", &params);
+                        }
+                    }
+                }
             }
             return;
         }
@@ -1213,9 +1299,17 @@ impl Model {
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.to_owned(),
             members: BTreeSet::new(),
+            ops: BTreeSet::new(),
+            topic_ops: true,
+            no_external: true,
+            key: None,
             topic: None,
             created: Some(now),
         });
+        // A new room's first member is its operator (the default room is never new).
+        if room.members.is_empty() && room.created.is_some() {
+            room.ops.insert(id);
+        }
         room.members.insert(id);
         let room_name = room.name.clone();
         let c = self.conns.get_mut(&id).expect("live");
@@ -1233,7 +1327,7 @@ impl Model {
         if quiet {
             self.numeric(owed, id, "366", &[&room_name, ANY]);
         } else {
-            self.names(id, &key, owed);
+            self.names(id, &key, true, owed);
         }
     }
 
@@ -1269,6 +1363,7 @@ impl Model {
         let default = self.settings.default_room.as_deref().map(fold);
         if let Some(room) = self.rooms.get_mut(key) {
             room.members.remove(&id);
+            room.ops.remove(&id);
             if room.members.is_empty() && default.as_deref() != Some(key) {
                 self.rooms.remove(key);
             }
@@ -1330,12 +1425,16 @@ impl Model {
                     refuse(self, owed, "403", &[target, ANY]);
                     continue;
                 };
-                if !room.members.contains(&id) {
+                let member = room.members.contains(&id);
+                if !member && room.no_external {
                     refuse(self, owed, "404", &[&room.name, ANY]);
                     continue;
                 }
                 for &m in room.members.iter().filter(|&&m| echo || m != id) {
                     owed.line(m, Some(&prefix), verb, &[&room.name, text]);
+                }
+                if echo && !member {
+                    owed.line(id, Some(&prefix), verb, &[&room.name, text]);
                 }
             } else {
                 let Some(peer) = self.registered_holder(target) else {

@@ -96,6 +96,8 @@ static COMMANDS: &[Command] = &[
     command("VERSION", OnceRegistered, Needs0(Server::on_version)),
     command("TIME", OnceRegistered, Needs0(Server::on_time)),
     command("LIST", OnceRegistered, Needs0(Server::on_list)),
+    command("KICK", OnceRegistered, Needs1(Server::on_kick)),
+    command("INVITE", OnceRegistered, Needs1(Server::on_invite)),
 ];
 
 impl Command {
@@ -203,6 +205,8 @@ mod tests {
         ("VERSION", 0, OnceRegistered),
         ("TIME", 0, OnceRegistered),
         ("LIST", 0, OnceRegistered),
+        ("KICK", 1, OnceRegistered),
+        ("INVITE", 1, OnceRegistered),
     ];
 
     #[test]
@@ -232,7 +236,7 @@ mod tests {
             let lower = name.to_ascii_lowercase();
             assert!(Command::find(&lower).is_some_and(|c| c.name == name));
         }
-        assert!(Command::find("KICK").is_none());
+        assert!(Command::find("KNOCK").is_none());
     }
 
     #[test]

@@ -89,29 +89,24 @@ impl Server {
                     }
                     continue;
                 };
-                if !room.members.contains_key(&id) {
+                if let Err(why) = room.may_send(id, &prefix) {
                     if !notice {
                         let name = room.name.clone();
-                        self.numeric(
-                            now,
-                            id,
-                            ERR_CANNOTSENDTOCHAN,
-                            &[
-                                &name,
-                                "Cannot send to channel: you are not in it; join it first",
-                            ],
-                        );
+                        self.numeric(now, id, ERR_CANNOTSENDTOCHAN, &[&name, why]);
                     }
                     continue;
                 }
                 let name = room.name.clone();
-                #[allow(unused_mut)]
                 let mut to: Vec<(ConnId, Caps)> = room
                     .members
                     .iter()
-                    .map(|(&m, &caps)| (m, caps))
+                    .map(|(&m, member)| (m, member.caps))
                     .filter(|&(m, _)| echo || m != id)
                     .collect();
+                // A sender from outside (a `-n` room) gets its echo too.
+                if echo && !room.members.contains_key(&id) {
+                    to.push((id, self.conns.live(id).caps));
+                }
                 #[cfg(feature = "deliberate-bugs")]
                 {
                     self.relayed += 1;

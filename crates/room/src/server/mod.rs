@@ -28,6 +28,7 @@ mod commands;
 mod config;
 mod leaving;
 mod messaging;
+mod moderation;
 mod queries;
 mod registration;
 mod replies;
@@ -123,7 +124,9 @@ impl Server {
             relayed: 0,
         };
         if let Some(name) = server.config.default_room.clone() {
-            server.rooms.insert(casefold(&name), Room::new(name, now));
+            server
+                .rooms
+                .insert(casefold(&name), Room::new(name, now, true));
         }
         server
     }

@@ -19,14 +19,16 @@ impl Server {
         let mask = p.get(0).unwrap_or("*");
         let server = self.config.server_name.clone();
         let mut rows: Vec<[String; 6]> = Vec::new();
-        let row = |room: &str, c: &Conn| -> [String; 6] {
-            let flags = if c.away.is_some() { "G" } else { "H" };
+        let all = self.conns.live(id).caps.multi_prefix;
+        let row = |room: &str, c: &Conn, status: &str| -> [String; 6] {
+            let away = if c.away.is_some() { "G" } else { "H" };
+            let flags = format!("{away}{status}");
             [
                 room.to_owned(),
                 c.user.clone().unwrap_or_default(),
                 c.host.clone(),
                 c.nick.clone().unwrap_or_default(),
-                flags.to_owned(),
+                flags,
                 format!("0 {}", c.realname),
             ]
         };
@@ -34,9 +36,13 @@ impl Server {
         if is_channel_name(mask) {
             if let Some(room) = self.rooms.get(&casefold(mask)) {
                 let inside = room.members.contains_key(&id);
-                for c in room.members.keys().filter_map(|&m| self.conns.get(m)) {
-                    if inside || !c.invisible {
-                        rows.push(row(&room.name, c));
+                for (c, member) in room
+                    .members
+                    .iter()
+                    .filter_map(|(&m, member)| Some((self.conns.get(m)?, member)))
+                {
+                    if inside || !(c.invisible || room.modes.secret) {
+                        rows.push(row(&room.name, c, member.prefixes(all)));
                     }
                 }
             }
@@ -49,7 +55,7 @@ impl Server {
                         .as_deref()
                         .is_some_and(|n| all || mask_matches(mask, n));
                 if visible && matches {
-                    rows.push(row("*", c));
+                    rows.push(row("*", c, ""));
                 }
             }
         }
@@ -72,9 +78,9 @@ impl Server {
         let found = self
             .nicks
             .get(&casefold(nick))
-            .and_then(|&t| self.conns.get(t))
-            .filter(|c| c.registered);
-        let Some(c) = found else {
+            .and_then(|&t| Some((t, self.conns.get(t)?)))
+            .filter(|(_, c)| c.registered);
+        let Some((target, c)) = found else {
             self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
             return self.numeric(now, id, RPL_ENDOFWHOIS, &[nick, "End of /WHOIS list"]);
         };
@@ -84,11 +90,17 @@ impl Server {
             c.host.clone(),
             c.realname.clone(),
         );
+        // Secret rooms only to those who share them.
+        let all = self.conns.live(id).caps.multi_prefix;
         let rooms: Vec<String> = c
             .rooms
             .iter()
             .filter_map(|k| self.rooms.get(k))
-            .map(|r| r.name.clone())
+            .filter(|r| !r.modes.secret || r.members.contains_key(&id))
+            .filter_map(|r| {
+                let member = r.members.get(&target)?;
+                Some(format!("{}{}", member.prefixes(all), r.name))
+            })
             .collect();
         let away = c.away.clone();
         let idle = (now.since(c.last_spoke) / 1000).to_string();
@@ -114,32 +126,12 @@ impl Server {
         self.numeric(now, id, RPL_ENDOFWHOIS, &[&name, "End of /WHOIS list"]);
     }
 
-    /// `MODE <target> [<modestring>]`: answered minimally so that clients don't stall.
+    /// `MODE <nick> [<modestring>]` (a room's modes: [`Server::on_room_mode`]).
     pub(super) fn on_mode(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
         let [target] = p.required();
         let modes = p.get(1);
         if is_channel_name(target) {
-            let Some(room) = self.rooms.get(&casefold(target)) else {
-                return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
-            };
-            let (name, created) = (room.name.clone(), room.created.as_secs().to_string());
-            match modes {
-                None => {
-                    self.numeric(now, id, RPL_CHANNELMODEIS, &[&name, "+n"]);
-                    self.numeric(now, id, RPL_CREATIONTIME, &[&name, &created]);
-                }
-                // Clients ask for the ban list on join; there are no bans.
-                Some("b" | "+b") => {
-                    self.numeric(now, id, RPL_ENDOFBANLIST, &[&name, "End of channel ban list"])
-                }
-                Some(_) => self.numeric(
-                    now,
-                    id,
-                    ERR_CHANOPRIVSNEEDED,
-                    &[&name, "You're not a channel operator: Parla rooms have no operators, so their modes cannot be changed"],
-                ),
-            }
-            return;
+            return self.on_room_mode(now, id, target, p);
         }
         let c = self.conns.live_mut(id);
         let me = c.nick.clone().unwrap_or_default();

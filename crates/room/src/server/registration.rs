@@ -51,7 +51,7 @@ impl Server {
                         if let Some(member) =
                             self.rooms.get_mut(key).and_then(|r| r.members.get_mut(&id))
                         {
-                            *member = caps;
+                            member.caps = caps;
                         }
                     }
                 }
@@ -149,6 +149,17 @@ impl Server {
         if c.registered {
             return self.numeric(now, id, ERR_ALREADYREGISTERED, &["You may not reregister"]);
         }
+        if realname.is_empty() || username.is_empty() {
+            return self.numeric(
+                now,
+                id,
+                ERR_NEEDMOREPARAMS,
+                &[
+                    "USER",
+                    "Not enough parameters: USER <username> 0 * :<real name>, neither empty",
+                ],
+            );
+        }
         // No ident lookup: mark the username as unverified with `~`, as ircds do.
         let mut user: String = username
             .chars()
@@ -221,13 +232,16 @@ impl Server {
             format!("AWAYLEN={AWAY_LEN}"),
             "CASEMAPPING=ascii".to_owned(),
             format!("CHANLIMIT=#:{}", cfg.max_rooms_per_user),
-            "CHANMODES=,,,n".to_owned(),
+            "CHANMODES=b,k,l,imnst".to_owned(),
             format!("CHANNELLEN={}", cfg.channel_len),
             "CHANTYPES=#".to_owned(),
+            format!("KICKLEN={KICK_LEN}"),
+            format!("MAXLIST=b:{MAX_BANS}"),
             format!("MAXTARGETS={MAX_TARGETS}"),
+            "MODES=4".to_owned(),
             format!("NETWORK={}", cfg.network),
             format!("NICKLEN={}", cfg.nick_len),
-            "PREFIX=(o)@".to_owned(),
+            "PREFIX=(ov)@+".to_owned(),
             format!(
                 "TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,WHOIS:1"
             ),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::commands::Params;
 use super::replies::truncate;
-use super::state::{Room, Topic, within};
+use super::state::{Member, Room, Topic, within};
 use super::{ConnId, Server};
 use crate::names::{casefold, is_valid_channel};
 use crate::numerics::*;
@@ -23,7 +23,9 @@ impl Server {
             }
             return;
         }
+        let mut keys = p.get(1).unwrap_or("").split(',');
         for name in rooms.split(',').filter(|n| !n.is_empty()) {
+            let given_key = keys.next().filter(|k| !k.is_empty());
             if !is_valid_channel(name, self.config.channel_len) {
                 let text = format!(
                     "No such channel: room names start with # and have at most {} characters, no spaces or commas",
@@ -44,6 +46,13 @@ impl Server {
                 self.numeric(now, id, ERR_TOOMANYCHANNELS, &[name, &text]);
                 continue;
             }
+            if let Some(room) = self.rooms.get(&casefold(name))
+                && let Err((code, text)) = room.may_join(id, &c.prefix, given_key)
+            {
+                let name = room.name.clone();
+                self.numeric(now, id, code, &[&name, text]);
+                continue;
+            }
             self.join(now, id, name);
         }
     }
@@ -54,13 +63,21 @@ impl Server {
         let Some(caps) = self.conns.get(id).map(|c| c.caps) else {
             return;
         };
+        let is_default = self.is_default_room(&key);
         let room = self
             .rooms
             .entry(key.clone())
-            .or_insert_with(|| Room::new(name.to_owned(), now));
-        if room.members.insert(id, caps).is_some() {
+            .or_insert_with(|| Room::new(name.to_owned(), now, is_default));
+        // The first member of a new room is its operator; the default room has no creator.
+        let member = Member {
+            caps,
+            op: room.members.is_empty() && !is_default,
+            voice: false,
+        };
+        if room.members.insert(id, member).is_some() {
             return;
         }
+        room.modes.invited.retain(|&i| i != id);
         let room_name = room.name.clone();
         let c = self.conns.live_mut(id);
         c.rooms.insert(key.clone());
@@ -85,7 +102,7 @@ impl Server {
         if quiet {
             self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
         } else {
-            self.send_names(now, id, &key);
+            self.send_names(now, id, &key, true);
         }
     }
 
@@ -149,14 +166,17 @@ impl Server {
             return;
         };
         room.members.remove(&id);
-        let is_default = self
-            .config
-            .default_room
-            .as_deref()
-            .is_some_and(|d| casefold(d) == key);
-        if room.members.is_empty() && !is_default {
+        if room.members.is_empty() && !self.is_default_room(key) {
             self.rooms.remove(key);
         }
+    }
+
+    /// Whether `key` (folded) is the default room's.
+    pub(super) fn is_default_room(&self, key: &str) -> bool {
+        self.config
+            .default_room
+            .as_deref()
+            .is_some_and(|d| casefold(d) == key)
     }
 
     /// `TOPIC <room> [<topic>]`
@@ -178,6 +198,18 @@ impl Server {
                 &[
                     &name,
                     "You're not on that channel; join it to set its topic",
+                ],
+            );
+        }
+        if room.modes.topic_ops && !room.is_op(id) {
+            let name = room.name.clone();
+            return self.numeric(
+                now,
+                id,
+                ERR_CHANOPRIVSNEEDED,
+                &[
+                    &name,
+                    "You're not channel operator (+t: only operators set the topic)",
                 ],
             );
         }
@@ -234,31 +266,53 @@ impl Server {
         let Some(rooms) = p.get(0) else {
             return self.numeric(now, id, RPL_ENDOFNAMES, &["*", "End of /NAMES list"]);
         };
-        for name in rooms.split(',').filter(|n| !n.is_empty()) {
+        // Several rooms get one `366` at the end naming them all (RFC 2812), one room its own.
+        let names: Vec<&str> = rooms.split(',').filter(|n| !n.is_empty()).collect();
+        let single = names.len() == 1;
+        for name in &names {
             let key = casefold(name);
-            if self.rooms.contains_key(&key) {
-                self.send_names(now, id, &key);
-            } else {
+            // A secret room (`+s`) is not shown to those outside it.
+            let visible = self
+                .rooms
+                .get(&key)
+                .is_some_and(|r| !r.modes.secret || r.members.contains_key(&id));
+            if visible {
+                self.send_names(now, id, &key, single);
+            } else if single {
                 self.numeric(now, id, RPL_ENDOFNAMES, &[name, "End of /NAMES list"]);
             }
         }
+        if !single {
+            self.numeric(now, id, RPL_ENDOFNAMES, &[rooms, "End of /NAMES list"]);
+        }
     }
 
-    /// `353`s (as many as fit in 512 bytes each) and `366` for room `key`.
-    fn send_names(&mut self, now: Millis, id: ConnId, key: &str) {
+    /// `353`s (as many as fit in 512 bytes each) for room `key`, and its `366` if `end`.
+    fn send_names(&mut self, now: Millis, id: ConnId, key: &str, end: bool) {
         let room = &self.rooms[key];
         let inside = room.members.contains_key(&id);
-        let names: Vec<&str> = room
+        let caps = self.conns.live(id).caps;
+        let names: Vec<String> = room
             .members
-            .keys()
-            .filter_map(|&m| self.conns.get(m))
-            .filter(|c| inside || !c.invisible)
-            .filter_map(|c| c.nick.as_deref())
+            .iter()
+            .filter_map(|(&m, member)| Some((self.conns.get(m)?, member)))
+            .filter(|(c, _)| inside || !c.invisible)
+            .filter_map(|(c, member)| {
+                let status = member.prefixes(caps.multi_prefix);
+                let nick = c.nick.as_deref()?;
+                Some(if caps.userhost_in_names {
+                    format!("{status}{}", c.prefix)
+                } else {
+                    format!("{status}{nick}")
+                })
+            })
             .collect();
         let room_name = room.name.clone();
-        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
-        self.numeric_list(now, id, RPL_NAMREPLY, &["=", &room_name], &names, false);
-        self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
+        let kind = if room.modes.secret { "@" } else { "=" };
+        self.numeric_list(now, id, RPL_NAMREPLY, &[kind, &room_name], &names, false);
+        if end {
+            self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);
+        }
     }
 
     /// `LIST [<room>{,<room>}]`
@@ -270,6 +324,7 @@ impl Server {
             .rooms
             .iter()
             .filter(|(key, _)| wanted.as_ref().is_none_or(|w| w.contains(*key)))
+            .filter(|(_, r)| !r.modes.secret || r.members.contains_key(&id))
             .map(|(_, r)| {
                 let topic = r.topic.as_ref().map(|t| t.text.clone()).unwrap_or_default();
                 (r.name.clone(), r.members.len().to_string(), topic)

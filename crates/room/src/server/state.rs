@@ -11,6 +11,9 @@ use crate::time::Millis;
 pub(super) struct Caps {
     pub(super) echo_message: bool,
     pub(super) server_time: bool,
+    pub(super) multi_prefix: bool,
+    pub(super) invite_notify: bool,
+    pub(super) userhost_in_names: bool,
 }
 
 impl Caps {
@@ -19,6 +22,9 @@ impl Caps {
         match name {
             "echo-message" => self.echo_message = on,
             "server-time" => self.server_time = on,
+            "multi-prefix" => self.multi_prefix = on,
+            "invite-notify" => self.invite_notify = on,
+            "userhost-in-names" => self.userhost_in_names = on,
             _ => return false,
         }
         true
@@ -32,6 +38,15 @@ impl Caps {
         }
         if self.server_time {
             v.push("server-time");
+        }
+        if self.multi_prefix {
+            v.push("multi-prefix");
+        }
+        if self.invite_notify {
+            v.push("invite-notify");
+        }
+        if self.userhost_in_names {
+            v.push("userhost-in-names");
         }
         v.join(" ")
     }
@@ -259,16 +274,89 @@ pub(super) struct Topic {
     pub(super) at: Millis,
 }
 
+/// One member of a room: its capabilities (a room message goes to every member, and what the
+/// line looks like depends only on these, so the fan-out needs no lookup per recipient) and
+/// its standing in the room.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Member {
+    pub(super) caps: Caps,
+    /// `@`: may change the room's modes and topic, kick, invite.
+    pub(super) op: bool,
+    /// `+`: may speak in a moderated room.
+    pub(super) voice: bool,
+}
+
+impl Member {
+    /// Its prefixes in a member list: the highest (`@` before `+`), or all with
+    /// `multi-prefix`.
+    pub(super) fn prefixes(self, all: bool) -> &'static str {
+        match (self.op, self.voice) {
+            (true, true) if all => "@+",
+            (true, _) => "@",
+            (false, true) => "+",
+            (false, false) => "",
+        }
+    }
+}
+
+/// A ban: who set it, when.
+#[derive(Debug, Clone)]
+pub(super) struct Ban {
+    /// `nick!user@host` with `*` and `?`, as set (the match is case-insensitive).
+    pub(super) mask: String,
+    pub(super) setter: String,
+    pub(super) at: Millis,
+}
+
+/// A room's modes (`CHANMODES=b,k,l,imnst`).
+#[derive(Debug, Clone)]
+pub(super) struct Modes {
+    /// `+i`: only the invited (and operators) may join.
+    pub(super) invite_only: bool,
+    /// `+m`: only voiced members and operators may speak.
+    pub(super) moderated: bool,
+    /// `+n`: only members may send to it.
+    pub(super) no_external: bool,
+    /// `+s`: not listed, not shown in WHOIS or WHO to outsiders.
+    pub(super) secret: bool,
+    /// `+t`: only operators change the topic.
+    pub(super) topic_ops: bool,
+    /// `+k`: the key JOIN must give.
+    pub(super) key: Option<String>,
+    /// `+l`: at most this many members.
+    pub(super) limit: Option<usize>,
+    /// `+b`: who may not join or speak.
+    pub(super) bans: Vec<Ban>,
+    /// Who was invited (until they join, or the room goes): let in past `+i`, `+k`, `+l`.
+    pub(super) invited: Vec<ConnId>,
+}
+
+impl Default for Modes {
+    /// `+nt`, as ircds create rooms.
+    fn default() -> Self {
+        Modes {
+            invite_only: false,
+            moderated: false,
+            no_external: true,
+            secret: false,
+            topic_ops: true,
+            key: None,
+            limit: None,
+            bans: Vec::new(),
+            invited: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Room {
     pub(super) name: String,
-    /// Each member with its capabilities: a room message goes to every member, and what the
-    /// line looks like depends only on these, so the fan-out needs no lookup per recipient.
-    pub(super) members: BTreeMap<ConnId, Caps>,
+    pub(super) members: BTreeMap<ConnId, Member>,
     pub(super) topic: Option<Topic>,
     pub(super) created: Millis,
     /// What its messages may still put in each member's queue (see `Config::room_budget`).
     pub(super) budget: Budget,
+    pub(super) modes: Modes,
 }
 
 /// A room's budget as a token bucket in byte-milliseconds (bytes × 1000, so that refills at
@@ -316,14 +404,20 @@ impl Budget {
 }
 
 impl Room {
-    /// An empty room called `name`, created at `now`.
-    pub(super) fn new(name: String, now: Millis) -> Room {
+    /// An empty room called `name`, created at `now`: `+nt`, or for the default room `+n`
+    /// (it has no creator to be its operator, so anyone may set its topic until a server
+    /// operator sets `+t`).
+    pub(super) fn new(name: String, now: Millis, default: bool) -> Room {
         Room {
             name,
             members: BTreeMap::new(),
             topic: None,
             created: now,
             budget: Budget::default(),
+            modes: Modes {
+                topic_ops: !default,
+                ..Modes::default()
+            },
         }
     }
 }
