@@ -6,6 +6,7 @@ server binary is `$PARLA_SERVER`, or the release build of this checkout.
 """
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Optional, Set, Type
 
@@ -60,6 +61,14 @@ class ParlaController(BaseServerController, DirectoryBasedController):
         ]
         if password is not None:
             args += ["--password", password]
+        # The suite's operator (irctest's convention): operuser / operpassword.
+        hashed = subprocess.run(
+            [binary, "hash-password"], input=b"operpassword\n",
+            capture_output=True, check=True,
+        ).stdout.decode().strip()
+        with self.open_file("operators") as fd:
+            fd.write(f"operuser {hashed}\n")
+        args += ["--operators", self.directory / "operators"]
         if ssl:
             cert, key = self.directory / "cert.pem", self.directory / "key.pem"
             self.execute(

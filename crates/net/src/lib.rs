@@ -20,6 +20,7 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod local;
+pub mod operators;
 pub mod ping;
 pub mod process;
 pub mod server;

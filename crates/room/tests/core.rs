@@ -1187,3 +1187,102 @@ fn a_secret_room_is_hidden_from_outsiders() {
     h.send(a, "NAMES #m");
     assert!(h.saw(a, "353 alice @ #m :"));
 }
+
+// Server operators (issue 13).
+
+/// A test verifier: the stored form of password `p` is `h:p`.
+fn test_verify(hash: &str, password: &str) -> bool {
+    hash.strip_prefix("h:") == Some(password)
+}
+
+fn with_operator() -> Harness {
+    Harness::with(Config {
+        operators: vec![parla_room::server::Operator {
+            name: "root".into(),
+            password_hash: "h:secret".into(),
+        }],
+        verify_password: Some(test_verify),
+        ..Config::default()
+    })
+}
+
+#[test]
+fn oper_with_the_right_password_makes_an_operator() {
+    let mut h = with_operator();
+    let a = h.user("alice");
+    h.send(a, "OPER root wrong");
+    assert!(h.saw(a, "464 alice :Password incorrect"));
+    h.send(a, "OPER nobody secret");
+    assert!(h.saw(a, "491 alice :No such operator"));
+    h.send(a, "OPER root");
+    assert!(h.saw(a, "461 alice OPER "));
+    h.send(a, "OPER root secret");
+    assert!(h.saw(a, "381 alice :You are now an IRC operator"));
+    assert!(h.saw(a, ":alice!~alice@192.0.2.7 MODE alice +o"));
+    h.send(a, "MODE alice");
+    assert!(h.saw(a, "221 alice :+o"), "{:?}", h.lines(a));
+    let b = h.user("bob");
+    h.send(b, "WHOIS alice");
+    assert!(h.saw(b, "313 bob alice :is an IRC operator"));
+    h.send(b, "WHO alice");
+    assert!(h.saw(b, " alice H* :0 "), "{:?}", h.lines(b));
+    h.send(a, "MODE alice -o");
+    assert!(h.saw(a, "MODE alice -o"));
+    h.send(a, "KILL bob");
+    assert!(h.saw(a, "481 alice :Permission Denied"));
+}
+
+#[test]
+fn password_guessing_is_bounded_server_wide() {
+    let mut h = with_operator();
+    let a = h.user("alice");
+    for _ in 0..5 {
+        h.send(a, "OPER root guess");
+    }
+    h.log.clear();
+    h.send(a, "OPER root secret");
+    assert!(
+        h.saw(a, "FAIL OPER RATE_LIMITED :Too many OPER attempts"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.advance(10_000);
+    h.send(a, "OPER root secret");
+    assert!(h.saw(a, " 381 "));
+}
+
+#[test]
+fn an_operator_kills_wallops_and_moderates_any_room() {
+    let mut h = with_operator();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(b, "JOIN #b");
+    h.send(c, "MODE carol +w");
+    assert!(h.saw(c, "MODE carol +w"));
+    h.send(b, "KILL carol :no");
+    assert!(h.saw(b, "481 bob "));
+    h.send(a, "OPER root secret");
+    h.send(a, "MODE #b +m");
+    assert!(
+        h.saw(b, ":alice!~alice@192.0.2.7 MODE #b +m"),
+        "an operator moderates from outside"
+    );
+    h.send(a, "WALLOPS :maintenance at noon");
+    for who in [a, c] {
+        assert!(h.saw(who, ":alice!~alice@192.0.2.7 WALLOPS :maintenance at noon"));
+    }
+    assert!(!h.saw(b, "WALLOPS"), "bob has no +w");
+    h.send(a, "KILL carol :spamming");
+    assert!(
+        h.saw(
+            c,
+            "ERROR :Closing Link: 192.0.2.7 (Killed (root (spamming)))"
+        ),
+        "{:?}",
+        h.lines(c)
+    );
+    assert!(h.saw(b, ":carol!~carol@192.0.2.7 QUIT :Killed (root (spamming))"));
+    h.send(b, "WHOIS carol");
+    assert!(h.saw(b, "401 bob carol "));
+}

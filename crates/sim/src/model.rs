@@ -270,6 +270,7 @@ struct Conn {
     echo: bool,
     server_time: bool,
     invisible: bool,
+    wallops: bool,
     away: Option<String>,
     rooms: BTreeSet<String>,
     connected_at: Millis,
@@ -432,6 +433,7 @@ impl Model {
                     echo: false,
                     server_time: false,
                     invisible: false,
+                    wallops: false,
                     away: None,
                     rooms: BTreeSet::new(),
                     connected_at: now,
@@ -1162,21 +1164,39 @@ impl Model {
             return self.numeric(owed, id, "502", &[ANY]);
         }
         let Some(modes) = modes else {
-            let shown = if c.invisible { "+i" } else { "+" };
-            return self.numeric(owed, id, "221", &[shown]);
+            let mut shown = String::from("+");
+            shown.push_str(if c.invisible { "i" } else { "" });
+            shown.push_str(if c.wallops { "w" } else { "" });
+            return self.numeric(owed, id, "221", &[&shown]);
         };
-        let (before, mut adding, mut unknown) = (c.invisible, true, false);
+        // Every letter that changed something, signs as they switch (never `o`: no one in the
+        // model is an operator).
+        let (mut adding, mut unknown) = (true, false);
+        let (mut changes, mut sign) = (String::new(), None);
         for ch in modes.chars() {
-            match ch {
-                '+' => adding = true,
-                '-' => adding = false,
-                'i' => c.invisible = adding,
-                _ => unknown = true,
+            let changed = match ch {
+                '+' | '-' => {
+                    adding = ch == '+';
+                    continue;
+                }
+                'i' => std::mem::replace(&mut c.invisible, adding) != adding,
+                'w' => std::mem::replace(&mut c.wallops, adding) != adding,
+                'o' => false,
+                _ => {
+                    unknown = true;
+                    false
+                }
+            };
+            if changed {
+                if sign != Some(adding) {
+                    changes.push(if adding { '+' } else { '-' });
+                    sign = Some(adding);
+                }
+                changes.push(ch);
             }
         }
-        if c.invisible != before {
-            let change = if c.invisible { "+i" } else { "-i" };
-            owed.line(id, Some(&c.prefix()), "MODE", &[&me, change]);
+        if !changes.is_empty() {
+            owed.line(id, Some(&c.prefix()), "MODE", &[&me, &changes]);
         }
         if unknown {
             self.numeric(owed, id, "501", &[ANY]);

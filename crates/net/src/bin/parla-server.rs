@@ -101,6 +101,11 @@ struct Args {
     /// FAIL TOPIC RATE_LIMITED.
     #[arg(long, env = "PARLA_TOPIC_CHANGES", default_value_t = 5)]
     topic_changes: usize,
+    /// The server operators file: one `<name> <argon2 hash>` per line (hashes made by
+    /// `parla-server hash-password`). Operators (`OPER name password`) moderate any room, and
+    /// may KILL and WALLOPS.
+    #[arg(long, env = "PARLA_OPERATORS")]
+    operators: Option<PathBuf>,
     /// The window for --topic-changes.
     #[arg(long, env = "PARLA_TOPIC_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     topic_window: Duration,
@@ -162,14 +167,21 @@ enum Command {
         #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
         names: Vec<String>,
     },
+    /// Read a password from standard input and print its argon2 hash, for a line of the
+    /// operators file (`<name> <hash>`).
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
     without_thread_caches();
     one_malloc_arena();
     let args = Args::parse();
-    if let Some(Command::SelfSigned { cert, key, names }) = &args.command {
-        return self_signed(cert, key, names.clone());
+    match &args.command {
+        Some(Command::SelfSigned { cert, key, names }) => {
+            return self_signed(cert, key, names.clone());
+        }
+        Some(Command::HashPassword) => return hash_password(),
+        None => {}
     }
     parla_net::process::init_logging("info");
     parla_net::process::raise_fd_limit(None);
@@ -226,6 +238,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             count: args.topic_changes,
             ms: args.topic_window.as_millis() as u64,
         }),
+        operators: match &args.operators {
+            Some(path) => parla_net::operators::load(path)?,
+            None => Vec::new(),
+        },
+        verify_password: Some(parla_net::operators::verify),
         ..parla_room::Config::default()
     };
     let options = ServerOptions {
@@ -309,6 +326,40 @@ fn reload_on_sighup(tls: ServerTls) -> anyhow::Result<impl Future<Output = ()>> 
 }
 
 /// `parla-server self-signed`.
+/// `parla-server hash-password`: reads a password (one line; not echoed on a terminal) and
+/// prints its argon2 hash for the operators file.
+fn hash_password() -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let saved = if terminal {
+        eprint!("Password (not shown): ");
+        std::io::stderr().flush()?;
+        let saved = nix::sys::termios::tcgetattr(&stdin)?;
+        let mut quiet = saved.clone();
+        quiet
+            .local_flags
+            .remove(nix::sys::termios::LocalFlags::ECHO);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &quiet)?;
+        Some(saved)
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = saved {
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved)?;
+        eprintln!();
+    }
+    read.context("could not read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("the password is empty: type one (or pipe it in), then Enter");
+    }
+    println!("{}", parla_net::operators::hash(password));
+    Ok(())
+}
+
 fn self_signed(
     cert: &std::path::Path,
     key: &std::path::Path,

@@ -98,6 +98,10 @@ static COMMANDS: &[Command] = &[
     command("LIST", OnceRegistered, Needs0(Server::on_list)),
     command("KICK", OnceRegistered, Needs1(Server::on_kick)),
     command("INVITE", OnceRegistered, Needs1(Server::on_invite)),
+    command("OPER", OnceRegistered, Needs1(Server::on_oper)),
+    command("KILL", OnceRegistered, Needs1(Server::on_kill)),
+    command("WALLOPS", OnceRegistered, Needs1(Server::on_wallops)),
+    command("INFO", OnceRegistered, Needs0(Server::on_info)),
 ];
 
 impl Command {
@@ -207,6 +211,10 @@ mod tests {
         ("LIST", 0, OnceRegistered),
         ("KICK", 1, OnceRegistered),
         ("INVITE", 1, OnceRegistered),
+        ("OPER", 1, OnceRegistered),
+        ("KILL", 1, OnceRegistered),
+        ("WALLOPS", 1, OnceRegistered),
+        ("INFO", 0, OnceRegistered),
     ];
 
     #[test]

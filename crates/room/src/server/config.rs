@@ -51,6 +51,11 @@ pub struct Config {
     /// Topic changes one user may make (in any rooms) within a window; more get `FAIL TOPIC
     /// RATE_LIMITED`. Every change goes to the whole room. `None`: no limit.
     pub topic_changes: Option<Window>,
+    /// Server operators (`OPER`): each may moderate any room, `KILL` and `WALLOPS`.
+    pub operators: Vec<super::operators::Operator>,
+    /// Checks a password against an operator's stored hash (argon2 in `parla-server`); the
+    /// core never sees how. `None`: no `OPER` succeeds.
+    pub verify_password: Option<fn(&str, &str) -> bool>,
     /// A deliberate bug to plant (tests of the simulation's checkers only).
     #[cfg(feature = "deliberate-bugs")]
     pub bug: Option<Bug>,
@@ -149,6 +154,8 @@ impl Default for Config {
                 count: 5,
                 ms: 60_000,
             }),
+            operators: Vec::new(),
+            verify_password: None,
             #[cfg(feature = "deliberate-bugs")]
             bug: None,
         }

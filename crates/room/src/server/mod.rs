@@ -29,6 +29,7 @@ mod config;
 mod leaving;
 mod messaging;
 mod moderation;
+mod operators;
 mod queries;
 mod registration;
 mod replies;
@@ -45,6 +46,7 @@ use bytes::Bytes;
 #[cfg(feature = "deliberate-bugs")]
 pub use self::config::Bug;
 pub use self::config::{Config, RoomBudget, Window};
+pub use self::operators::Operator;
 use self::state::{Conn, Conns, Room};
 use crate::limits::*;
 use crate::message::{Message, ParseError};
@@ -98,6 +100,8 @@ pub struct Server {
     /// Set while a line is handled whose message overdrew a room's budget: its sender is not
     /// to be read again before then ([`Server::take_pause`]).
     pause: Option<(ConnId, Millis)>,
+    /// Recent `OPER` password checks, server-wide.
+    oper_checks: operators::OperChecks,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -120,6 +124,7 @@ impl Server {
             max_users: 0,
             shutting_down: false,
             pause: None,
+            oper_checks: Default::default(),
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };

@@ -143,9 +143,9 @@ fn valid_key(key: &str) -> bool {
 }
 
 impl Server {
-    /// Whether `id` may moderate room `key`: one of its operators.
+    /// Whether `id` may moderate room `key`: one of its operators, or a server operator.
     pub(super) fn can_moderate(&self, key: &str, id: ConnId) -> bool {
-        self.rooms.get(key).is_some_and(|r| r.is_op(id))
+        self.rooms.get(key).is_some_and(|r| r.is_op(id)) || self.is_oper(id)
     }
 
     /// `MODE <room> [<modestring> [<params>…]]`

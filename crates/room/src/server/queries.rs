@@ -13,6 +13,21 @@ use crate::names::{casefold, is_channel_name, mask_matches};
 use crate::numerics::*;
 use crate::time::Millis;
 
+/// A user's modes as `221` shows them: `+`, then `i`, `o`, `w` as set.
+fn user_modes(c: &Conn) -> String {
+    let mut shown = String::from("+");
+    for (on, letter) in [
+        (c.invisible, 'i'),
+        (c.oper.is_some(), 'o'),
+        (c.wallops, 'w'),
+    ] {
+        if on {
+            shown.push(letter);
+        }
+    }
+    shown
+}
+
 impl Server {
     /// `WHO <mask>`: a room's members, or users whose nick matches the mask.
     pub(super) fn on_who(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
@@ -22,7 +37,8 @@ impl Server {
         let all = self.conns.live(id).caps.multi_prefix;
         let row = |room: &str, c: &Conn, status: &str| -> [String; 6] {
             let away = if c.away.is_some() { "G" } else { "H" };
-            let flags = format!("{away}{status}");
+            let oper = if c.oper.is_some() { "*" } else { "" };
+            let flags = format!("{away}{oper}{status}");
             [
                 room.to_owned(),
                 c.user.clone().unwrap_or_default(),
@@ -103,6 +119,7 @@ impl Server {
             })
             .collect();
         let away = c.away.clone();
+        let oper = c.oper.is_some();
         let idle = (now.since(c.last_spoke) / 1000).to_string();
         let signon = c.connected_at.as_secs().to_string();
         let server = self.config.server_name.clone();
@@ -114,6 +131,9 @@ impl Server {
             RPL_WHOISSERVER,
             &[&name, &server, "Parla chat server"],
         );
+        if oper {
+            self.numeric(now, id, RPL_WHOISOPERATOR, &[&name, "is an IRC operator"]);
+        }
         if let Some(away) = away {
             self.numeric(now, id, RPL_AWAY, &[&name, &away]);
         }
@@ -144,33 +164,50 @@ impl Server {
             );
         }
         let Some(modes) = modes else {
-            let shown = if c.invisible { "+i" } else { "+" };
-            return self.numeric(now, id, RPL_UMODEIS, &[shown]);
+            let shown = user_modes(c);
+            return self.numeric(now, id, RPL_UMODEIS, &[&shown]);
         };
-        let (mut adding, mut unknown, before) = (true, false, c.invisible);
+        // Each letter that changed something, in order: `+i`, `+w`, `-o` (an operator who
+        // gives it up; `+o` comes only from OPER, and is ignored here).
+        let (mut adding, mut unknown) = (true, false);
+        let mut changes = String::new();
+        let mut sign = None;
+        let was_invisible = c.invisible;
         for ch in modes.chars() {
-            match ch {
-                '+' => adding = true,
-                '-' => adding = false,
-                'i' => c.invisible = adding,
-                _ => unknown = true,
+            let changed = match ch {
+                '+' | '-' => {
+                    adding = ch == '+';
+                    continue;
+                }
+                'i' => std::mem::replace(&mut c.invisible, adding) != adding,
+                'w' => std::mem::replace(&mut c.wallops, adding) != adding,
+                'o' => !adding && c.oper.take().is_some(),
+                _ => {
+                    unknown = true;
+                    false
+                }
+            };
+            if changed {
+                if sign != Some(adding) {
+                    changes.push(if adding { '+' } else { '-' });
+                    sign = Some(adding);
+                }
+                changes.push(ch);
             }
         }
-        let after = c.invisible;
-        if before != after {
-            if after {
-                self.invisible_users += 1;
-            } else {
-                self.invisible_users -= 1;
-            }
-            let change = if after { "+i" } else { "-i" };
+        match (was_invisible, c.invisible) {
+            (false, true) => self.invisible_users += 1,
+            (true, false) => self.invisible_users -= 1,
+            _ => {}
+        }
+        if !changes.is_empty() {
             let prefix = c.prefix.clone();
             self.fanout(
                 now,
                 std::iter::once(id),
                 Some(&prefix),
                 "MODE",
-                &[&me, change],
+                &[&me, &changes],
             );
         }
         if unknown {
@@ -178,7 +215,7 @@ impl Server {
                 now,
                 id,
                 ERR_UMODEUNKNOWNFLAG,
-                &["Unknown MODE flag; Parla supports only +i"],
+                &["Unknown MODE flag; Parla's user modes are +i (invisible), +w (wallops) and +o (operator, from OPER)"],
             );
         }
     }

@@ -67,6 +67,10 @@ pub(super) struct Conn {
     pub(super) cap_negotiating: bool,
     pub(super) caps: Caps,
     pub(super) invisible: bool,
+    /// `+w`: receives WALLOPS.
+    pub(super) wallops: bool,
+    /// The operator name it gave `OPER` (`+o`).
+    pub(super) oper: Option<String>,
     pub(super) away: Option<String>,
     /// Folded names of the rooms this user is in.
     pub(super) rooms: RoomKeys,
@@ -127,6 +131,8 @@ impl Conn {
             cap_negotiating: false,
             caps: Caps::default(),
             invisible: false,
+            wallops: false,
+            oper: None,
             away: None,
             rooms: RoomKeys::default(),
             recent: None,
