@@ -83,3 +83,6 @@ pub const RPL_ENDOFINFO: &str = "374";
 pub const RPL_YOUREOPER: &str = "381";
 pub const ERR_NOPRIVILEGES: &str = "481";
 pub const ERR_NOOPERHOST: &str = "491";
+pub const RPL_WHOWASUSER: &str = "314";
+pub const RPL_ENDOFWHOWAS: &str = "369";
+pub const ERR_WASNOSUCHNICK: &str = "406";

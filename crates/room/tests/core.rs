@@ -1286,3 +1286,55 @@ fn an_operator_kills_wallops_and_moderates_any_room() {
     h.send(b, "WHOIS carol");
     assert!(h.saw(b, "401 bob carol "));
 }
+
+#[test]
+fn whowas_remembers_departed_users_and_old_names_newest_first_within_its_bound() {
+    let mut h = Harness::with(Config {
+        whowas_history: 3,
+        ..Config::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(b, "NICK robert");
+    h.send(b, "QUIT :bye");
+    h.send(a, "WHOWAS bob");
+    assert!(
+        h.saw(a, "314 alice bob ~bob 192.0.2.7 * :bob Example"),
+        "{:?}",
+        h.lines(a)
+    );
+    assert!(h.saw(a, "312 alice bob parla.local :left at "));
+    assert!(h.saw(a, "369 alice bob :End of WHOWAS"));
+    h.send(a, "WHOWAS robert 1");
+    assert!(h.saw(a, "314 alice robert ~bob "));
+    h.send(a, "WHOWAS nobody");
+    assert!(h.saw(a, "406 alice nobody :There was no such nickname"));
+    assert!(h.saw(a, "369 alice nobody "));
+    h.send(a, "WHOWAS");
+    assert!(h.saw(a, "431 alice :No nickname given"));
+    for n in ["c1", "c2", "c3"] {
+        let c = h.user(n);
+        h.send(c, "QUIT");
+    }
+    h.log.clear();
+    h.send(a, "WHOWAS robert");
+    assert!(
+        h.saw(a, "406 alice robert "),
+        "the oldest is forgotten past the bound"
+    );
+}
+
+#[test]
+fn who_of_an_exact_nick_shows_an_invisible_user_but_a_mask_does_not() {
+    let mut h = Harness::with(Config {
+        default_room: None,
+        ..Config::default()
+    });
+    let a = h.user("evan");
+    let b = h.user("shiv");
+    h.send(a, "MODE evan +i");
+    h.send(b, "WHO eva*");
+    assert!(!h.saw(b, " 352 "), "{:?}", h.lines(b));
+    h.send(b, "WHO evan");
+    assert!(h.saw(b, "352 shiv * ~evan "), "{:?}", h.lines(b));
+}

@@ -1050,8 +1050,10 @@ impl Model {
             }
         } else {
             let all = mask == "*" || mask == "0";
+            // `+i` hides a user from masks, not from someone who names it exactly.
+            let exact = !mask.contains(['*', '?']);
             for (&other, c) in &self.conns {
-                let visible = other == id || !c.invisible || !c.rooms.is_disjoint(mine);
+                let visible = exact || other == id || !c.invisible || !c.rooms.is_disjoint(mine);
                 let matches =
                     c.registered && c.nick.as_deref().is_some_and(|n| all || glob(mask, n));
                 if visible && matches {

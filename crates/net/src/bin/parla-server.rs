@@ -106,6 +106,9 @@ struct Args {
     /// may KILL and WALLOPS.
     #[arg(long, env = "PARLA_OPERATORS")]
     operators: Option<PathBuf>,
+    /// Departed users and given-up names WHOWAS remembers (the oldest is forgotten; 0 = none).
+    #[arg(long, env = "PARLA_WHOWAS_HISTORY", default_value_t = 100)]
+    whowas_history: usize,
     /// The window for --topic-changes.
     #[arg(long, env = "PARLA_TOPIC_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     topic_window: Duration,
@@ -243,6 +246,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             None => Vec::new(),
         },
         verify_password: Some(parla_net::operators::verify),
+        whowas_history: args.whowas_history,
         ..parla_room::Config::default()
     };
     let options = ServerOptions {

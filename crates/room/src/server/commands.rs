@@ -102,6 +102,7 @@ static COMMANDS: &[Command] = &[
     command("KILL", OnceRegistered, Needs1(Server::on_kill)),
     command("WALLOPS", OnceRegistered, Needs1(Server::on_wallops)),
     command("INFO", OnceRegistered, Needs0(Server::on_info)),
+    command("WHOWAS", OnceRegistered, Needs0(Server::on_whowas)),
 ];
 
 impl Command {
@@ -215,6 +216,7 @@ mod tests {
         ("KILL", 1, OnceRegistered),
         ("WALLOPS", 1, OnceRegistered),
         ("INFO", 0, OnceRegistered),
+        ("WHOWAS", 0, OnceRegistered),
     ];
 
     #[test]

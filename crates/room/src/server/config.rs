@@ -53,6 +53,9 @@ pub struct Config {
     pub topic_changes: Option<Window>,
     /// Server operators (`OPER`): each may moderate any room, `KILL` and `WALLOPS`.
     pub operators: Vec<super::operators::Operator>,
+    /// Departed users and given-up names `WHOWAS` remembers (the oldest is forgotten); 0:
+    /// none.
+    pub whowas_history: usize,
     /// Checks a password against an operator's stored hash (argon2 in `parla-server`); the
     /// core never sees how. `None`: no `OPER` succeeds.
     pub verify_password: Option<fn(&str, &str) -> bool>,
@@ -155,6 +158,7 @@ impl Default for Config {
                 ms: 60_000,
             }),
             operators: Vec::new(),
+            whowas_history: 100,
             verify_password: None,
             #[cfg(feature = "deliberate-bugs")]
             bug: None,

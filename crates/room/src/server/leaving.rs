@@ -31,6 +31,7 @@ impl Server {
     /// Forgets `id`: frees its name, tells everyone who shared a room with it.
     pub(super) fn remove_conn(&mut self, now: Millis, id: ConnId, reason: &str) {
         let peers = self.peers_told_of_leaving(id);
+        self.remember_name(now, id);
         let Some(c) = self.conns.get(id) else { return };
         let (registered, prefix) = (c.registered, c.prefix.clone());
         if registered {

@@ -36,6 +36,7 @@ mod replies;
 mod rooms;
 mod state;
 mod timers;
+mod whowas;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -102,6 +103,8 @@ pub struct Server {
     pause: Option<(ConnId, Millis)>,
     /// Recent `OPER` password checks, server-wide.
     oper_checks: operators::OperChecks,
+    /// Who recently held which name (`WHOWAS`).
+    whowas: whowas::History,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -125,6 +128,7 @@ impl Server {
             shutting_down: false,
             pause: None,
             oper_checks: Default::default(),
+            whowas: Default::default(),
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };

@@ -64,8 +64,11 @@ impl Server {
             }
         } else {
             let all = mask == "*" || mask == "0";
+            // `+i` hides a user from masks, not from someone who names it exactly.
+            let exact = !mask.contains(['*', '?']);
             for (other, c) in self.conns.iter() {
-                let visible = other == id || !c.invisible || !c.rooms.is_disjoint(my_rooms);
+                let visible =
+                    exact || other == id || !c.invisible || !c.rooms.is_disjoint(my_rooms);
                 let matches = c.registered
                     && c.nick
                         .as_deref()

@@ -124,6 +124,10 @@ impl Server {
             }
             recent.push_back(now);
         }
+        if c.registered {
+            self.remember_name(now, id);
+        }
+        let c = self.conns.live_mut(id);
         if let Some(old) = c.nick.replace(nick.to_owned()) {
             let old_key = self.nick_key(&old);
             self.nicks.remove(&old_key);
