@@ -40,10 +40,12 @@ pub const MAX_INVITES: usize = 64;
 
 /// The capabilities Parla offers in `CAP LS`.
 pub const CAPS: &[&str] = &[
+    "away-notify",
     "echo-message",
     "invite-notify",
     "multi-prefix",
     "server-time",
+    "setname",
     "userhost-in-names",
 ];
 

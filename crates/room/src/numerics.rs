@@ -86,3 +86,7 @@ pub const ERR_NOOPERHOST: &str = "491";
 pub const RPL_WHOWASUSER: &str = "314";
 pub const RPL_ENDOFWHOWAS: &str = "369";
 pub const ERR_WASNOSUCHNICK: &str = "406";
+pub const RPL_HELPSTART: &str = "704";
+pub const RPL_HELPTXT: &str = "705";
+pub const RPL_ENDOFHELP: &str = "706";
+pub const ERR_HELPNOTFOUND: &str = "524";

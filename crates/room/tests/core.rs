@@ -367,7 +367,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :echo-message invite-notify multi-prefix server-time userhost-in-names"
+            ":parla.local CAP * LS :away-notify echo-message invite-notify multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");
@@ -1337,4 +1337,62 @@ fn who_of_an_exact_nick_shows_an_invisible_user_but_a_mask_does_not() {
     assert!(!h.saw(b, " 352 "), "{:?}", h.lines(b));
     h.send(b, "WHO evan");
     assert!(h.saw(b, "352 shiv * ~evan "), "{:?}", h.lines(b));
+}
+
+#[test]
+fn help_covers_a_command_and_says_when_a_subject_is_unknown() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.send(a, "HELP kick");
+    assert!(
+        h.saw(a, "704 alice KICK :KICK <#room> <nick>"),
+        "{:?}",
+        h.lines(a)
+    );
+    assert!(h.saw(a, "706 alice KICK :End of /HELP"));
+    h.send(a, "HELPOP nonsense");
+    assert!(h.saw(a, "524 alice nonsense :No help for that subject"));
+    h.send(a, "HELP");
+    assert!(h.saw(a, "705 alice * :AWAY CAP "));
+}
+
+#[test]
+fn setname_and_away_notify_reach_those_who_asked() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(b, "CAP REQ :setname away-notify");
+    h.send(a, "SETNAME :Alice Liddell");
+    assert!(h.saw(a, ":alice!~alice@192.0.2.7 SETNAME :Alice Liddell"));
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 SETNAME :Alice Liddell"));
+    assert!(!h.saw(c, "SETNAME"));
+    h.send(b, "WHOIS alice");
+    assert!(h.saw(b, "311 bob alice ~alice 192.0.2.7 * :Alice Liddell"));
+    h.send(a, "AWAY :lunch");
+    assert!(h.saw(b, ":alice!~alice@192.0.2.7 AWAY :lunch"));
+    h.send(a, "AWAY");
+    assert!(
+        h.lines(b)
+            .iter()
+            .any(|l| l.ends_with("alice!~alice@192.0.2.7 AWAY")),
+        "{:?}",
+        h.lines(b)
+    );
+    assert!(!h.saw(c, " AWAY"));
+    h.send(a, &format!("SETNAME :{}", "x".repeat(200)));
+    assert!(h.saw(a, "FAIL SETNAME INVALID_REALNAME"));
+}
+
+#[test]
+fn a_statusmsg_reaches_a_rooms_operators_only() {
+    let (mut h, a, b) = moderated_room();
+    let c = h.user("carol");
+    h.send(c, "JOIN #m");
+    h.send(a, "MODE #m +v bob");
+    h.send(c, "PRIVMSG @#m :ops, a question");
+    assert!(h.saw(a, ":carol!~carol@192.0.2.7 PRIVMSG @#m :ops, a question"));
+    assert!(!h.saw(b, "ops, a question"));
+    h.send(c, "PRIVMSG +#m :voiced ones");
+    assert!(h.saw(a, "PRIVMSG +#m :voiced ones") && h.saw(b, "PRIVMSG +#m :voiced ones"));
 }

@@ -103,6 +103,9 @@ static COMMANDS: &[Command] = &[
     command("WALLOPS", OnceRegistered, Needs1(Server::on_wallops)),
     command("INFO", OnceRegistered, Needs0(Server::on_info)),
     command("WHOWAS", OnceRegistered, Needs0(Server::on_whowas)),
+    command("HELP", OnceRegistered, Needs0(Server::on_help)),
+    command("HELPOP", OnceRegistered, Needs0(Server::on_help)),
+    command("SETNAME", OnceRegistered, Needs1(Server::on_setname)),
 ];
 
 impl Command {
@@ -217,6 +220,9 @@ mod tests {
         ("WALLOPS", 1, OnceRegistered),
         ("INFO", 0, OnceRegistered),
         ("WHOWAS", 0, OnceRegistered),
+        ("HELP", 0, OnceRegistered),
+        ("HELPOP", 0, OnceRegistered),
+        ("SETNAME", 1, OnceRegistered),
     ];
 
     #[test]

@@ -81,8 +81,13 @@ impl Server {
                 }
                 continue;
             }
-            if is_channel_name(target) {
-                let key = casefold(target);
+            // STATUSMSG: `@#room` reaches its operators, `+#room` its operators and voiced.
+            let (status, room_name) = match target.split_at_checked(1) {
+                Some((s @ ("@" | "+"), rest)) if is_channel_name(rest) => (Some(s), rest),
+                _ => (None, target),
+            };
+            if is_channel_name(room_name) {
+                let key = casefold(room_name);
                 let Some(room) = self.rooms.get(&key) else {
                     if !notice {
                         self.numeric(now, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
@@ -96,15 +101,24 @@ impl Server {
                     }
                     continue;
                 }
-                let name = room.name.clone();
+                let name = match status {
+                    Some(s) => format!("{s}{}", room.name),
+                    None => room.name.clone(),
+                };
                 let mut to: Vec<(ConnId, Caps)> = room
                     .members
                     .iter()
+                    .filter(|(_, member)| match status {
+                        Some("@") => member.op,
+                        Some(_) => member.op || member.voice,
+                        None => true,
+                    })
                     .map(|(&m, member)| (m, member.caps))
                     .filter(|&(m, _)| echo || m != id)
                     .collect();
-                // A sender from outside (a `-n` room) gets its echo too.
-                if echo && !room.members.contains_key(&id) {
+                // A sender from outside (a `-n` room, or below the status it wrote to) gets
+                // its echo too.
+                if echo && !to.iter().any(|&(m, _)| m == id) {
                     to.push((id, self.conns.live(id).caps));
                 }
                 #[cfg(feature = "deliberate-bugs")]

@@ -26,6 +26,7 @@
 
 mod commands;
 mod config;
+mod help;
 mod leaving;
 mod messaging;
 mod moderation;

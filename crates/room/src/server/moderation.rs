@@ -429,7 +429,7 @@ impl Server {
 
     /// `KICK <room> <nick>{,<nick>} [<reason>]`
     pub(super) fn on_kick(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
-        let [name] = p.required();
+        let [names] = p.required();
         let Some(nicks) = p.get(1) else {
             return self.numeric(
                 now,
@@ -441,6 +441,20 @@ impl Server {
                 ],
             );
         };
+        // One room and many names, or rooms and names in pairs (RFC 2812).
+        let rooms: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+        let nicks: Vec<&str> = nicks.split(',').filter(|n| !n.is_empty()).collect();
+        let pairs: Vec<(&str, &str)> = match rooms.as_slice() {
+            [one] => nicks.iter().map(|n| (*one, *n)).collect(),
+            many => many.iter().copied().zip(nicks.iter().copied()).collect(),
+        };
+        for (name, nick) in pairs.into_iter().take(MAX_TARGETS) {
+            self.kick(now, id, name, nick, p.get(2));
+        }
+    }
+
+    /// One KICK of `nick` from room `name` by `id`.
+    fn kick(&mut self, now: Millis, id: ConnId, name: &str, nick: &str, reason: Option<&str>) {
         let key = casefold(name);
         let Some(room) = self.rooms.get(&key) else {
             return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
@@ -464,39 +478,34 @@ impl Server {
         }
         let kicker = self.conns.live(id);
         let (prefix, kicker_nick) = (kicker.prefix.clone(), kicker.display_nick().to_owned());
-        let reason = p
-            .get(2)
+        let reason = reason
             .filter(|r| !r.is_empty())
             .map_or(kicker_nick, |r| truncate(r, KICK_LEN).to_owned());
-        for nick in nicks.split(',').filter(|n| !n.is_empty()).take(MAX_TARGETS) {
-            let target = self.nicks.get(&casefold(nick)).copied();
-            let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
-                self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
-                continue;
-            };
-            let shown = self.conns.live(target).display_nick().to_owned();
-            let Some(room) = self.rooms.get(&key) else {
-                return;
-            };
-            if !room.members.contains_key(&target) {
-                self.numeric(
-                    now,
-                    id,
-                    ERR_USERNOTINCHANNEL,
-                    &[&shown, &room_name, "They aren't on that channel"],
-                );
-                continue;
-            }
-            let members: Vec<ConnId> = room.members.keys().copied().collect();
-            self.fanout(
+        let target = self.nicks.get(&casefold(nick)).copied();
+        let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
+            return self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+        };
+        let shown = self.conns.live(target).display_nick().to_owned();
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
+        if !room.members.contains_key(&target) {
+            return self.numeric(
                 now,
-                members.into_iter(),
-                Some(&prefix),
-                "KICK",
-                &[&room_name, &shown, &reason],
+                id,
+                ERR_USERNOTINCHANNEL,
+                &[&shown, &room_name, "They aren't on that channel"],
             );
-            self.leave_room(target, &key);
         }
+        let members: Vec<ConnId> = room.members.keys().copied().collect();
+        self.fanout(
+            now,
+            members.into_iter(),
+            Some(&prefix),
+            "KICK",
+            &[&room_name, &shown, &reason],
+        );
+        self.leave_room(target, &key);
     }
 
     /// `INVITE <nick> <room>`

@@ -246,6 +246,47 @@ impl Server {
                 );
             }
         }
+        self.notify_away(now, id, None);
+    }
+
+    /// Tells those who share a room with `id` and asked for `away-notify` (or only `to`) that
+    /// it is away, with its message, or back.
+    pub(super) fn notify_away(&mut self, now: Millis, id: ConnId, to: Option<ConnId>) {
+        let c = self.conns.live(id);
+        let (prefix, away) = (c.prefix.clone(), c.away.clone());
+        let peers: Vec<ConnId> = match to {
+            Some(one) => vec![one],
+            None => self.peers(id).into_iter().collect(),
+        };
+        let told = peers
+            .into_iter()
+            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.away_notify))
+            .collect::<Vec<_>>()
+            .into_iter();
+        match away {
+            Some(text) => self.fanout(now, told, Some(&prefix), "AWAY", &[&text]),
+            None => self.fanout(now, told, Some(&prefix), "AWAY", &[]),
+        }
+    }
+
+    /// `SETNAME :<real name>`: to itself, and to those who share a room with it and asked for
+    /// `setname`.
+    pub(super) fn on_setname(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
+        let [name] = p.required();
+        if name.is_empty() || name.len() > REALNAME_LEN {
+            let text = format!("Real name must be 1 to {REALNAME_LEN} bytes");
+            return self.send_server(now, id, "FAIL", &["SETNAME", "INVALID_REALNAME", &text]);
+        }
+        let c = self.conns.live_mut(id);
+        c.realname = name.to_owned();
+        let prefix = c.prefix.clone();
+        let mut to: Vec<ConnId> = self
+            .peers(id)
+            .into_iter()
+            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.setname))
+            .collect();
+        to.push(id);
+        self.fanout(now, to.into_iter(), Some(&prefix), "SETNAME", &[name]);
     }
 
     /// `ISON <nick>{ <nick>}`

@@ -246,8 +246,9 @@ impl Server {
             format!("NETWORK={}", cfg.network),
             format!("NICKLEN={}", cfg.nick_len),
             "PREFIX=(ov)@+".to_owned(),
+            "STATUSMSG=@+".to_owned(),
             format!(
-                "TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,WHOIS:1"
+                "TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,WHOIS:1,KICK:{MAX_TARGETS}"
             ),
             format!("TOPICLEN={}", cfg.topic_len),
             format!("USERLEN={USER_LEN}"),

@@ -98,6 +98,18 @@ impl Server {
             "JOIN",
             &[&room_name],
         );
+        // Members who asked for away-notify learn that the newcomer is away.
+        if self.conns.live(id).away.is_some() {
+            let told: Vec<ConnId> = self.rooms[&key]
+                .members
+                .iter()
+                .filter(|&(&m, member)| m != id && member.caps.away_notify)
+                .map(|(&m, _)| m)
+                .collect();
+            for m in told {
+                self.notify_away(now, id, Some(m));
+            }
+        }
         self.send_topic(now, id, &key, false);
         if quiet {
             self.numeric(now, id, RPL_ENDOFNAMES, &[&room_name, "End of /NAMES list"]);

@@ -14,6 +14,8 @@ pub(super) struct Caps {
     pub(super) multi_prefix: bool,
     pub(super) invite_notify: bool,
     pub(super) userhost_in_names: bool,
+    pub(super) away_notify: bool,
+    pub(super) setname: bool,
 }
 
 impl Caps {
@@ -25,6 +27,8 @@ impl Caps {
             "multi-prefix" => self.multi_prefix = on,
             "invite-notify" => self.invite_notify = on,
             "userhost-in-names" => self.userhost_in_names = on,
+            "away-notify" => self.away_notify = on,
+            "setname" => self.setname = on,
             _ => return false,
         }
         true
@@ -47,6 +51,12 @@ impl Caps {
         }
         if self.userhost_in_names {
             v.push("userhost-in-names");
+        }
+        if self.away_notify {
+            v.push("away-notify");
+        }
+        if self.setname {
+            v.push("setname");
         }
         v.join(" ")
     }
