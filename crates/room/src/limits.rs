@@ -41,8 +41,11 @@ pub const MAX_INVITES: usize = 64;
 /// The capabilities Parla offers in `CAP LS`.
 pub const CAPS: &[&str] = &[
     "away-notify",
+    "batch",
     "echo-message",
     "invite-notify",
+    "labeled-response",
+    "message-tags",
     "multi-prefix",
     "server-time",
     "setname",

@@ -367,7 +367,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :away-notify echo-message invite-notify multi-prefix server-time setname userhost-in-names"
+            ":parla.local CAP * LS :away-notify batch echo-message invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");
@@ -1395,4 +1395,87 @@ fn a_statusmsg_reaches_a_rooms_operators_only() {
     assert!(!h.saw(b, "ops, a question"));
     h.send(c, "PRIVMSG +#m :voiced ones");
     assert!(h.saw(a, "PRIVMSG +#m :voiced ones") && h.saw(b, "PRIVMSG +#m :voiced ones"));
+}
+
+#[test]
+fn message_tags_carry_a_msgid_and_client_tags_to_those_who_asked() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(b, "CAP REQ :message-tags");
+    h.log.clear();
+    h.send(
+        a,
+        "@+typing=active;+draft/reply=x\\sy;secret=1 PRIVMSG #lobby :hi",
+    );
+    let got = h
+        .lines(b)
+        .into_iter()
+        .find(|l| l.contains("PRIVMSG"))
+        .unwrap()
+        .to_owned();
+    assert!(got.starts_with("@msgid="), "{got}");
+    assert!(
+        got.contains(";+typing=active;+draft/reply=x\\sy :alice!"),
+        "client tags relayed: {got}"
+    );
+    assert!(
+        !got.contains("secret"),
+        "only client-only tags are relayed: {got}"
+    );
+    assert!(
+        h.saw(c, ":alice!~alice@192.0.2.7 PRIVMSG #lobby :hi"),
+        "no tags without the cap"
+    );
+    h.send(a, "@+typing=paused TAGMSG #lobby");
+    assert!(
+        h.lines(b)
+            .iter()
+            .any(|l| l.contains("+typing=paused") && l.ends_with("TAGMSG #lobby")),
+        "{:?}",
+        h.lines(b)
+    );
+    assert!(
+        !h.saw(c, "TAGMSG"),
+        "TAGMSG only to those who asked for message-tags"
+    );
+}
+
+#[test]
+fn labeled_responses_are_tagged_batched_or_acknowledged() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.send(a, "CAP REQ :labeled-response batch echo-message");
+    h.log.clear();
+    h.send(a, "@label=one PING x");
+    assert_eq!(h.lines(a), ["@label=one :parla.local PONG parla.local :x"]);
+    h.log.clear();
+    h.send(a, "@label=none PONG x");
+    assert_eq!(h.lines(a), ["@label=none :parla.local ACK"]);
+    h.log.clear();
+    h.send(a, "@label=many WHOIS alice");
+    let lines = h.lines(a);
+    assert!(
+        lines[0].starts_with("@label=many :parla.local BATCH +"),
+        "{lines:?}"
+    );
+    let name = lines[0]
+        .split('+')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        lines[1..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with(&format!("@batch={name} "))),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!(":parla.local BATCH -{name}")
+    );
 }

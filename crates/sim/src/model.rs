@@ -1466,7 +1466,8 @@ impl Model {
                 let to = self.nicks[&fold(target)];
                 let (name, away) = (peer.shown(), peer.away.clone());
                 owed.line(to, Some(&prefix), verb, &[&name, text]);
-                if echo && to != id {
+                // To oneself with echo-message: the message, then its echo.
+                if echo {
                     owed.line(id, Some(&prefix), verb, &[&name, text]);
                 }
                 if let Some(away) = away {

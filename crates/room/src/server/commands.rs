@@ -106,6 +106,7 @@ static COMMANDS: &[Command] = &[
     command("HELP", OnceRegistered, Needs0(Server::on_help)),
     command("HELPOP", OnceRegistered, Needs0(Server::on_help)),
     command("SETNAME", OnceRegistered, Needs1(Server::on_setname)),
+    command("TAGMSG", OnceRegistered, Needs0(Server::on_tagmsg)),
 ];
 
 impl Command {
@@ -154,6 +155,23 @@ impl Server {
     /// Runs `msg`'s command for `id` if `id` may use it and sent enough parameters; otherwise
     /// answers `421`, `451` or `461`.
     pub(super) fn dispatch(&mut self, now: Millis, id: ConnId, msg: &Message<'_>) {
+        // labeled-response: whatever this line makes the server send back is labelled.
+        let label = msg
+            .tags
+            .iter()
+            .find(|t| t.key == "label")
+            .filter(|t| !t.value.is_empty() && t.value.len() <= 64)
+            .filter(|_| self.conns.live(id).caps.labeled_response)
+            .map(|t| t.value.clone().into_owned());
+        let mark = self.out.len();
+        self.run(now, id, msg);
+        if let Some(label) = label {
+            self.label_replies(id, mark, &label);
+        }
+        self.not_replies.clear();
+    }
+
+    fn run(&mut self, now: Millis, id: ConnId, msg: &Message<'_>) {
         let Some(cmd) = Command::find(msg.verb) else {
             return self.numeric(now, id, ERR_UNKNOWNCOMMAND, &[msg.verb, "Unknown command"]);
         };
@@ -166,11 +184,26 @@ impl Server {
             );
         }
         let p = &msg.params[..];
+        // Client-only tags travel with the message they came on (message-tags).
+        self.client_tags = msg
+            .tags
+            .iter()
+            .filter(|t| t.key.starts_with('+') && t.key.len() > 1)
+            .map(|t| (t.key.to_owned(), t.value.clone().into_owned()))
+            .collect();
+        // A client may send at most 4094 bytes of tags (message-tags; 4096 with the `@` and
+        // the space): a line with more is refused whole, since what the server adds to a
+        // relayed line must still fit in its 8191.
+        if msg.tags_len() > 4096 {
+            self.client_tags.clear();
+            return self.reply_too_long(now, id);
+        }
         let ran = match cmd.handler {
             Needs0(handler) => Params::check(p).map(|p| handler(self, now, id, p)),
             Needs1(handler) => Params::check(p).map(|p| handler(self, now, id, p)),
             Needs4(handler) => Params::check(p).map(|p| handler(self, now, id, p)),
         };
+        self.client_tags.clear();
         if ran.is_none() {
             self.numeric(
                 now,
@@ -223,6 +256,7 @@ mod tests {
         ("HELP", 0, OnceRegistered),
         ("HELPOP", 0, OnceRegistered),
         ("SETNAME", 1, OnceRegistered),
+        ("TAGMSG", 0, OnceRegistered),
     ];
 
     #[test]

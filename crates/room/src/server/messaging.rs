@@ -5,10 +5,13 @@
 use super::commands::Params;
 #[cfg(feature = "deliberate-bugs")]
 use super::config::Bug;
-use super::replies::fanout_to;
+use std::borrow::Cow;
+
+use super::replies::fanout_tagged;
 use super::state::Caps;
 use super::{ConnId, Server};
 use crate::limits::*;
+use crate::message::Tag;
 use crate::names::{casefold, is_channel_name, same_name};
 use crate::numerics::*;
 use crate::time::Millis;
@@ -28,10 +31,25 @@ impl Server {
         self.on_message(now, id, "NOTICE", p);
     }
 
+    /// `TAGMSG <target>{,<target>}`: only tags (`+typing=active`), to those who asked for
+    /// `message-tags`.
+    pub(super) fn on_tagmsg(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
+        self.on_message(now, id, "TAGMSG", p);
+    }
+
+    /// A fresh message id (`msgid`): the server's start time and a counter, so ids differ
+    /// across restarts too.
+    fn next_msgid(&mut self) -> String {
+        self.msgids += 1;
+        format!("{:x}-{:x}", self.started.0, self.msgids)
+    }
+
     /// `PRIVMSG` and `NOTICE` (which never gets an error reply). They check their own
     /// parameters: a missing one has its own numeric, not `461`.
     fn on_message(&mut self, now: Millis, id: ConnId, verb: &str, p: Params<'_, 0>) {
-        let notice = verb == "NOTICE";
+        let tagmsg = verb == "TAGMSG";
+        // Neither NOTICE nor TAGMSG is ever answered with an error.
+        let notice = verb == "NOTICE" || tagmsg;
         let Some(targets) = p.get(0).filter(|t| !t.is_empty()) else {
             if !notice {
                 let text = format!("No recipient given ({verb})");
@@ -39,11 +57,15 @@ impl Server {
             }
             return;
         };
-        let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
-            if !notice {
-                self.numeric(now, id, ERR_NOTEXTTOSEND, &["No text to send"]);
+        let text = match p.get(1).filter(|t| !t.is_empty()) {
+            _ if tagmsg => "",
+            Some(text) => text,
+            None => {
+                if !notice {
+                    self.numeric(now, id, ERR_NOTEXTTOSEND, &["No text to send"]);
+                }
+                return;
             }
-            return;
         };
         // A target named twice (in any case) gets one copy: `PRIVMSG #a,#a,#A` is not three
         // messages to everyone in `#a`.
@@ -66,7 +88,19 @@ impl Server {
             c.last_spoke = now;
         }
         let (prefix, echo) = (c.prefix.clone(), c.caps.echo_message);
+        let client_tags = std::mem::take(&mut self.client_tags);
         for target in targets {
+            // Each target's copy has its own id; with it go the sender's client-only tags,
+            // to those who asked for message-tags.
+            let msgid = self.next_msgid();
+            let mut tags = vec![Tag {
+                key: "msgid",
+                value: Cow::Borrowed(msgid.as_str()),
+            }];
+            tags.extend(client_tags.iter().map(|(k, v)| Tag {
+                key: k.as_str(),
+                value: Cow::Borrowed(v.as_str()),
+            }));
             // The relayed line carries our longer source; refuse rather than cut the text.
             let relayed = 1 + prefix.len() + 1 + verb.len() + 1 + target.len() + 2 + text.len() + 2;
             #[cfg(feature = "deliberate-bugs")]
@@ -131,13 +165,16 @@ impl Server {
                         to.retain(|&(m, _)| Some(m) != second);
                     }
                 }
-                fanout_to(
+                let params: &[&str] = if tagmsg { &[&name] } else { &[&name, text] };
+                fanout_tagged(
                     &mut self.out,
                     now,
-                    to.into_iter(),
+                    to.into_iter()
+                        .filter(|(_, caps)| !tagmsg || caps.message_tags),
                     Some(&prefix),
                     verb,
-                    &[&name, text],
+                    params,
+                    &tags,
                 );
                 // Everyone pays into the room's budget; only a sender who was already talking
                 // in the last second is paused when it runs out, so that a person who says
@@ -174,17 +211,24 @@ impl Server {
                 }
                 let name = peer.nick.clone().unwrap_or_default();
                 let away = peer.away.clone();
-                let mut recipients = vec![to];
-                if echo && to != id {
-                    recipients.push(id);
+                let params: &[&str] = if tagmsg { &[&name] } else { &[&name, text] };
+                let deliver = |out: &mut std::collections::VecDeque<_>,
+                               (who, caps): (ConnId, Caps)| {
+                    if !tagmsg || caps.message_tags {
+                        let to = std::iter::once((who, caps));
+                        fanout_tagged(out, now, to, Some(&prefix), verb, params, &tags);
+                    }
+                };
+                let caps = self.conns.live(id).caps;
+                // To oneself with echo-message: the message and its echo; only the echo
+                // answers the line (labeled-response).
+                if to == id {
+                    self.not_replies.push(self.out.len());
                 }
-                self.fanout(
-                    now,
-                    recipients.into_iter(),
-                    Some(&prefix),
-                    verb,
-                    &[&name, text],
-                );
+                deliver(&mut self.out, (to, peer.caps));
+                if echo {
+                    deliver(&mut self.out, (id, caps));
+                }
                 if let (Some(away), false) = (away, notice) {
                     self.numeric(now, id, RPL_AWAY, &[&name, &away]);
                 }

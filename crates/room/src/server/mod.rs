@@ -106,6 +106,13 @@ pub struct Server {
     oper_checks: operators::OperChecks,
     /// Who recently held which name (`WHOWAS`).
     whowas: whowas::History,
+    /// Message ids given so far (see `next_msgid`).
+    msgids: u64,
+    /// The client-only tags (`+key`, value) of the line being handled.
+    client_tags: Vec<(String, String)>,
+    /// Positions in `out` of lines to the sender that are not replies to its line (its own
+    /// message delivered to itself), which labeled-response leaves unlabelled.
+    not_replies: Vec<usize>,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -130,6 +137,9 @@ impl Server {
             pause: None,
             oper_checks: Default::default(),
             whowas: Default::default(),
+            msgids: 0,
+            client_tags: Vec::new(),
+            not_replies: Vec::new(),
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };

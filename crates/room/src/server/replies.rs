@@ -121,6 +121,94 @@ impl Server {
         });
     }
 
+    /// labeled-response: the replies to `id` queued since `mark` answer a line labelled
+    /// `label`. One reply carries the label; several come in a `labeled-response` batch; none
+    /// is an `ACK`. Lines to others are left as they are (a broadcast that included `id` is
+    /// split, keeping everyone's order).
+    pub(super) fn label_replies(&mut self, id: ConnId, mark: usize, label: &str) {
+        if self.conns.get(id).is_none() {
+            return; // it closed (QUIT): its last lines go as they are
+        }
+        let skip: Vec<usize> = std::mem::take(&mut self.not_replies)
+            .into_iter()
+            .filter_map(|at| at.checked_sub(mark))
+            .collect();
+        let new: Vec<(bool, Output)> = (self.out.drain(mark..).enumerate())
+            .map(|(i, o)| (!skip.contains(&i), o))
+            .collect();
+        let is_mine = |reply: bool, o: &Output| {
+            reply
+                && match o {
+                    Output::Send { to, .. } => *to == id,
+                    Output::Broadcast { to, .. } => to.contains(&id),
+                    Output::Close { .. } => false,
+                }
+        };
+        let count = new.iter().filter(|(r, o)| is_mine(*r, o)).count();
+        let mut label_tag = BytesMut::new();
+        label_tag.extend_from_slice(b"label=");
+        crate::message::escape_tag_value(label, &mut label_tag);
+        let server = self.config.server_name.clone();
+        if count == 0 {
+            self.out.extend(new.into_iter().map(|(_, o)| o));
+            let line = retag(&encode(&[], Some(&server), "ACK", &[]), &label_tag);
+            self.out.push_back(Output::Send { to: id, line });
+            return;
+        }
+        let batch = (count > 1).then(|| {
+            self.msgids += 1;
+            format!("L{:x}", self.msgids)
+        });
+        let tag: Vec<u8> = match &batch {
+            Some(name) => format!("batch={name}").into_bytes(),
+            None => label_tag.to_vec(),
+        };
+        let mut seen = 0;
+        for (reply, o) in new {
+            if !is_mine(reply, &o) {
+                self.out.push_back(o);
+                continue;
+            }
+            if seen == 0
+                && let Some(name) = &batch
+            {
+                let start = encode(
+                    &[],
+                    Some(&server),
+                    "BATCH",
+                    &[&format!("+{name}"), "labeled-response"],
+                );
+                let line = retag(&start, &label_tag);
+                self.out.push_back(Output::Send { to: id, line });
+            }
+            seen += 1;
+            let line = match o {
+                Output::Send { line, .. } => line,
+                Output::Broadcast { mut to, line } => {
+                    to.retain(|&t| t != id);
+                    if !to.is_empty() {
+                        self.out.push_back(Output::Broadcast {
+                            to,
+                            line: line.clone(),
+                        });
+                    }
+                    line
+                }
+                Output::Close { .. } => unreachable!("not a line"),
+            };
+            self.out.push_back(Output::Send {
+                to: id,
+                line: retag(&line, &tag),
+            });
+            if seen == count
+                && let Some(name) = &batch
+            {
+                let end = encode(&[], Some(&server), "BATCH", &[&format!("-{name}")]);
+                self.out.push_back(Output::Send { to: id, line: end });
+            }
+        }
+    }
+
     pub(super) fn reply_too_long(&mut self, now: Millis, id: ConnId) {
         self.numeric(
             now,
@@ -142,16 +230,35 @@ pub(super) fn fanout_to(
     verb: &str,
     params: &[&str],
 ) {
-    let (mut plain, mut timed): (Option<Bytes>, Option<Bytes>) = (None, None);
+    fanout_tagged(out, now, to, source, verb, params, &[]);
+}
+
+/// [`fanout_to`] with `tags` (a message's `msgid` and client-only tags) for the recipients
+/// that asked for `message-tags`: each line is encoded at most four times (with and without
+/// `server-time`, with and without the tags).
+pub(super) fn fanout_tagged(
+    out: &mut VecDeque<Output>,
+    now: Millis,
+    to: impl Iterator<Item = (ConnId, Caps)>,
+    source: Option<&str>,
+    verb: &str,
+    params: &[&str],
+    tags: &[Tag<'_>],
+) {
+    let mut encoded: [Option<Bytes>; 4] = [None, None, None, None];
     // Consecutive recipients of the same encoding form one `Broadcast`, so the deliveries
     // keep the recipients' order exactly.
     let mut run: Option<(Bytes, Vec<ConnId>)> = None;
     for (id, caps) in to {
-        let line = if caps.server_time {
-            timed.get_or_insert_with(|| encode(&time_tag(now, caps), source, verb, params))
-        } else {
-            plain.get_or_insert_with(|| encode(&[], source, verb, params))
-        };
+        let tagged = caps.message_tags && !tags.is_empty();
+        let line = encoded[usize::from(caps.server_time) + 2 * usize::from(tagged)]
+            .get_or_insert_with(|| {
+                let mut all = time_tag(now, caps);
+                if tagged {
+                    all.extend(tags.iter().cloned());
+                }
+                encode(&all, source, verb, params)
+            });
         match &mut run {
             Some((current, ids)) if current.as_ptr() == line.as_ptr() => ids.push(id),
             _ => {
@@ -187,7 +294,8 @@ fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
 }
 
 /// Encodes one line. Text-carrying messages and numerics always use a `:` trailing parameter
-/// (what clients expect); JOIN, NICK and MODE use the plain form, as ircds send them.
+/// (what clients expect); JOIN, NICK, MODE, BATCH and TAGMSG use the plain form, as ircds send
+/// them.
 ///
 /// No line leaves longer than IRC's 512 bytes (CR LF included, tags not counted): what would be
 /// longer loses the end of its last parameter (a reason, a topic, an echoed token), or, if that
@@ -214,7 +322,7 @@ fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -
         verb,
         params: cleaned.iter().map(|p| p.as_ref()).collect(),
     };
-    let trailing = !matches!(verb, "JOIN" | "NICK" | "MODE");
+    let trailing = !matches!(verb, "JOIN" | "NICK" | "MODE" | "BATCH" | "TAGMSG");
     fit(&mut msg, trailing);
     let mut buf = BytesMut::new();
     if trailing {
@@ -255,6 +363,24 @@ fn fit(msg: &mut Message<'_>, trailing: bool) {
             return; // a character longer than the excess at the floor: stop rather than loop
         }
     }
+}
+
+/// `line` with one more tag (`key=value`, escaped) in front of its others.
+fn retag(line: &[u8], tag: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(line.len() + tag.len() + 2);
+    out.extend_from_slice(b"@");
+    out.extend_from_slice(tag);
+    match line.strip_prefix(b"@") {
+        Some(rest) => {
+            out.extend_from_slice(b";");
+            out.extend_from_slice(rest);
+        }
+        None => {
+            out.extend_from_slice(b" ");
+            out.extend_from_slice(line);
+        }
+    }
+    out.freeze()
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.

@@ -16,6 +16,9 @@ pub(super) struct Caps {
     pub(super) userhost_in_names: bool,
     pub(super) away_notify: bool,
     pub(super) setname: bool,
+    pub(super) message_tags: bool,
+    pub(super) batch: bool,
+    pub(super) labeled_response: bool,
 }
 
 impl Caps {
@@ -29,6 +32,9 @@ impl Caps {
             "userhost-in-names" => self.userhost_in_names = on,
             "away-notify" => self.away_notify = on,
             "setname" => self.setname = on,
+            "message-tags" => self.message_tags = on,
+            "batch" => self.batch = on,
+            "labeled-response" => self.labeled_response = on,
             _ => return false,
         }
         true
@@ -57,6 +63,15 @@ impl Caps {
         }
         if self.setname {
             v.push("setname");
+        }
+        if self.message_tags {
+            v.push("message-tags");
+        }
+        if self.batch {
+            v.push("batch");
+        }
+        if self.labeled_response {
+            v.push("labeled-response");
         }
         v.join(" ")
     }
