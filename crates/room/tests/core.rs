@@ -142,7 +142,8 @@ fn registration_sends_welcome_isupport_motd_and_joins_the_lobby() {
         "CHANNELLEN=50",
         "NETWORK=Parla",
         "PREFIX=(ov)@+",
-        "CHANMODES=b,k,l,imnst",
+        "CHANMODES=beI,k,l,imnst",
+        "BOT=B",
     ] {
         assert!(isupport.contains(token), "005 lacks {token}: {isupport}");
     }
@@ -1478,4 +1479,57 @@ fn labeled_responses_are_tagged_batched_or_acknowledged() {
         lines.last().unwrap(),
         &format!(":parla.local BATCH -{name}")
     );
+}
+
+#[test]
+fn exceptions_let_people_past_bans_and_invite_only() {
+    let (mut h, a, b) = moderated_room();
+    let c = h.user("carol");
+    h.send(a, "MODE #m +b *!*@192.0.2.7");
+    h.send(a, "MODE #m +e carol");
+    assert!(h.saw(b, "MODE #m +e carol!*@*"), "{:?}", h.lines(b));
+    h.send(c, "JOIN #m");
+    assert!(
+        h.saw(a, ":carol!~carol@192.0.2.7 JOIN #m"),
+        "an exception beats the ban"
+    );
+    h.send(b, "PRIVMSG #m :muted?");
+    assert!(h.saw(b, "404 bob #m :Cannot send to channel (+b)"));
+    h.send(c, "PART #m");
+    h.send(a, "MODE #m -b+i *!*@192.0.2.7");
+    h.send(a, "MODE #m +I carol");
+    h.log.clear();
+    h.send(c, "JOIN #m");
+    assert!(
+        h.saw(a, ":carol!~carol@192.0.2.7 JOIN #m"),
+        "an invite exception passes +i"
+    );
+    h.send(b, "MODE #m e");
+    assert!(h.saw(b, "348 bob #m carol!*@* alice "));
+    assert!(h.saw(b, "349 bob #m :End of channel exception list"));
+    h.send(b, "MODE #m I");
+    assert!(h.saw(b, "346 bob #m carol!*@* alice "));
+    assert!(h.saw(b, "347 bob #m :End of channel invite exception list"));
+}
+
+#[test]
+fn a_bot_is_marked_in_whois_who_and_its_messages() {
+    let mut h = Harness::new();
+    let bot = h.user("beep");
+    let a = h.user("alice");
+    h.send(a, "CAP REQ :message-tags");
+    h.send(bot, "MODE beep +B");
+    assert!(h.saw(bot, "MODE beep +B"));
+    h.send(a, "WHOIS beep");
+    assert!(h.saw(a, "335 alice beep :is a bot on Parla"));
+    h.send(a, "WHO beep");
+    assert!(h.saw(a, " beep HB :0 "), "{:?}", h.lines(a));
+    h.send(bot, "PRIVMSG #lobby :boop");
+    let got = h
+        .lines(a)
+        .into_iter()
+        .find(|l| l.contains("boop"))
+        .unwrap()
+        .to_owned();
+    assert!(got.contains(";bot ") || got.contains(";bot;"), "{got}");
 }

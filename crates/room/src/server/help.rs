@@ -70,7 +70,7 @@ pub(super) static HELP: &[(&str, &[&str])] = &[
         "MODE",
         &[
             "MODE <#room> [<+/-modes> [<params>…]] | MODE <nick> [<+/-modes>]",
-            "Room modes: o v b e I k l i m n s t. Your modes: i (invisible), w (wallops).",
+            "Room modes: o v b e I k l i m n s t. Your modes: i (invisible), w (wallops), B (bot).",
         ],
     ),
     ("MOTD", &["MOTD", "The message of the day."]),

@@ -97,6 +97,12 @@ impl Server {
                 key: "msgid",
                 value: Cow::Borrowed(msgid.as_str()),
             }];
+            if self.conns.live(id).bot {
+                tags.push(Tag {
+                    key: "bot",
+                    value: Cow::Borrowed(""),
+                });
+            }
             tags.extend(client_tags.iter().map(|(k, v)| Tag {
                 key: k.as_str(),
                 value: Cow::Borrowed(v.as_str()),

@@ -21,10 +21,17 @@ pub(super) type Refused = (&'static str, &'static str);
 impl Room {
     /// Whether `prefix` (`nick!user@host`) matches one of the room's bans.
     pub(super) fn is_banned(&self, prefix: &str) -> bool {
-        self.modes
-            .bans
-            .iter()
-            .any(|b| mask_matches(&b.mask, prefix))
+        let matches = |list: &[Ban]| list.iter().any(|b| mask_matches(&b.mask, prefix));
+        matches(&self.modes.bans) && !matches(&self.modes.excepts)
+    }
+
+    /// One of the room's mask lists: bans (`b`), ban exceptions (`e`), invite exceptions (`I`).
+    fn list_mut(&mut self, letter: char) -> &mut Vec<Ban> {
+        match letter {
+            'e' => &mut self.modes.excepts,
+            'I' => &mut self.modes.invex,
+            _ => &mut self.modes.bans,
+        }
     }
 
     /// Whether member `id` is an operator of the room.
@@ -77,7 +84,7 @@ impl Room {
                 "Cannot join channel (+b): you are banned",
             ));
         }
-        if m.invite_only {
+        if m.invite_only && !m.invex.iter().any(|b| mask_matches(&b.mask, prefix)) {
             return Err((
                 ERR_INVITEONLYCHAN,
                 "Cannot join channel (+i): it is invite-only; ask an operator to INVITE you",
@@ -172,16 +179,16 @@ impl Server {
             match letter {
                 '+' => on = true,
                 '-' => on = false,
-                'b' => {
+                'b' | 'e' | 'I' => {
                     let Some(mask) = args.next() else {
-                        self.send_bans(now, id, &key);
+                        self.send_mask_list(now, id, &key, letter);
                         continue;
                     };
                     if !may {
                         refused = true;
                         continue;
                     }
-                    if let Some(change) = self.change_ban(now, id, &key, on, mask) {
+                    if let Some(change) = self.change_mask(now, id, &key, letter, on, mask) {
                         changes.push(change);
                     }
                 }
@@ -319,71 +326,83 @@ impl Server {
         self.announce_modes(now, id, &key, &changes);
     }
 
-    /// Adds or removes a ban; the change, if it made one.
-    fn change_ban(
+    /// Adds or removes a mask of list `letter` (`b`, `e`, `I`); the change, if it made one.
+    fn change_mask(
         &mut self,
         now: Millis,
         id: ConnId,
         key: &str,
+        letter: char,
         on: bool,
         mask: &str,
     ) -> Option<Change> {
         let full = full_mask(mask);
         let room = self.rooms.get_mut(key)?;
         let room_name = room.name.clone();
-        let found = room
-            .modes
-            .bans
+        let list = room.list_mut(letter);
+        let found = list
             .iter()
             .position(|b| casefold(&b.mask) == casefold(&full));
         if !on {
-            let ban = room.modes.bans.remove(found?);
-            return Some((false, 'b', Some(ban.mask)));
+            let ban = list.remove(found?);
+            return Some((false, letter, Some(ban.mask)));
         }
         if found.is_some() {
             return None;
         }
         if full.len() > BAN_MASK_LEN || full.contains(',') {
             let shown = truncate(&full, BAN_MASK_LEN).to_owned();
-            let text = format!("Invalid ban mask: at most {BAN_MASK_LEN} bytes, no commas");
+            let text = format!("Invalid mask: at most {BAN_MASK_LEN} bytes, no commas");
+            let letter = letter.to_string();
             self.numeric(
                 now,
                 id,
                 ERR_INVALIDMODEPARAM,
-                &[&room_name, "b", &shown, &text],
+                &[&room_name, &letter, &shown, &text],
             );
             return None;
         }
-        if room.modes.bans.len() >= MAX_BANS {
-            let text = format!("Channel ban list is full ({MAX_BANS}); remove one first");
+        if list.len() >= MAX_BANS {
+            let text = format!("Channel list is full ({MAX_BANS} masks); remove one first");
             self.numeric(now, id, ERR_BANLISTFULL, &[&room_name, &full, &text]);
             return None;
         }
         let setter = self.conns.live(id).display_nick().to_owned();
         let room = self.rooms.get_mut(key)?;
-        room.modes.bans.push(Ban {
+        room.list_mut(letter).push(Ban {
             mask: full.clone(),
             setter,
             at: now,
         });
-        Some((true, 'b', Some(full)))
+        Some((true, letter, Some(full)))
     }
 
-    /// `367`s and `368`: the room's bans.
-    fn send_bans(&mut self, now: Millis, id: ConnId, key: &str) {
-        let room = &self.rooms[key];
+    /// The entries of the room's list `letter` and its end: bans `367`/`368`, exceptions
+    /// `348`/`349`, invite exceptions `346`/`347`.
+    fn send_mask_list(&mut self, now: Millis, id: ConnId, key: &str, letter: char) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
         let name = room.name.clone();
-        let bans = room.modes.bans.clone();
-        for ban in bans {
+        let entries = room.list_mut(letter).clone();
+        let (item, end, text) = match letter {
+            'e' => (
+                RPL_EXCEPTLIST,
+                RPL_ENDOFEXCEPTLIST,
+                "End of channel exception list",
+            ),
+            'I' => (
+                RPL_INVEXLIST,
+                RPL_ENDOFINVEXLIST,
+                "End of channel invite exception list",
+            ),
+            _ => (RPL_BANLIST, RPL_ENDOFBANLIST, "End of channel ban list"),
+        };
+        for ban in entries {
             let at = ban.at.as_secs().to_string();
-            self.numeric(now, id, RPL_BANLIST, &[&name, &ban.mask, &ban.setter, &at]);
+            self.numeric(now, id, item, &[&name, &ban.mask, &ban.setter, &at]);
         }
-        self.numeric(
-            now,
-            id,
-            RPL_ENDOFBANLIST,
-            &[&name, "End of channel ban list"],
-        );
+        self.numeric(now, id, end, &[&name, text]);
     }
 
     /// Shows `changes` to every member as `MODE` lines from `id`, as many changes per line as

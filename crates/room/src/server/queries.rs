@@ -17,6 +17,7 @@ use crate::time::Millis;
 fn user_modes(c: &Conn) -> String {
     let mut shown = String::from("+");
     for (on, letter) in [
+        (c.bot, 'B'),
         (c.invisible, 'i'),
         (c.oper.is_some(), 'o'),
         (c.wallops, 'w'),
@@ -37,8 +38,9 @@ impl Server {
         let all = self.conns.live(id).caps.multi_prefix;
         let row = |room: &str, c: &Conn, status: &str| -> [String; 6] {
             let away = if c.away.is_some() { "G" } else { "H" };
+            let bot = if c.bot { "B" } else { "" };
             let oper = if c.oper.is_some() { "*" } else { "" };
-            let flags = format!("{away}{oper}{status}");
+            let flags = format!("{away}{bot}{oper}{status}");
             [
                 room.to_owned(),
                 c.user.clone().unwrap_or_default(),
@@ -123,6 +125,7 @@ impl Server {
             .collect();
         let away = c.away.clone();
         let oper = c.oper.is_some();
+        let bot = c.bot;
         let idle = (now.since(c.last_spoke) / 1000).to_string();
         let signon = c.connected_at.as_secs().to_string();
         let server = self.config.server_name.clone();
@@ -136,6 +139,10 @@ impl Server {
         );
         if oper {
             self.numeric(now, id, RPL_WHOISOPERATOR, &[&name, "is an IRC operator"]);
+        }
+        if bot {
+            let text = format!("is a bot on {}", self.config.network);
+            self.numeric(now, id, RPL_WHOISBOT, &[&name, &text]);
         }
         if let Some(away) = away {
             self.numeric(now, id, RPL_AWAY, &[&name, &away]);
@@ -184,6 +191,7 @@ impl Server {
                 }
                 'i' => std::mem::replace(&mut c.invisible, adding) != adding,
                 'w' => std::mem::replace(&mut c.wallops, adding) != adding,
+                'B' => std::mem::replace(&mut c.bot, adding) != adding,
                 'o' => !adding && c.oper.take().is_some(),
                 _ => {
                     unknown = true;
@@ -218,7 +226,7 @@ impl Server {
                 now,
                 id,
                 ERR_UMODEUNKNOWNFLAG,
-                &["Unknown MODE flag; Parla's user modes are +i (invisible), +w (wallops) and +o (operator, from OPER)"],
+                &["Unknown MODE flag; Parla's user modes are +i (invisible), +w (wallops), +B (bot) and +o (operator, from OPER)"],
             );
         }
     }

@@ -94,6 +94,8 @@ pub(super) struct Conn {
     pub(super) invisible: bool,
     /// `+w`: receives WALLOPS.
     pub(super) wallops: bool,
+    /// `+B`: a bot (its messages carry the `bot` tag).
+    pub(super) bot: bool,
     /// The operator name it gave `OPER` (`+o`).
     pub(super) oper: Option<String>,
     pub(super) away: Option<String>,
@@ -157,6 +159,7 @@ impl Conn {
             caps: Caps::default(),
             invisible: false,
             wallops: false,
+            bot: false,
             oper: None,
             away: None,
             rooms: RoomKeys::default(),
@@ -358,6 +361,10 @@ pub(super) struct Modes {
     pub(super) limit: Option<usize>,
     /// `+b`: who may not join or speak.
     pub(super) bans: Vec<Ban>,
+    /// `+e`: who a ban does not stop.
+    pub(super) excepts: Vec<Ban>,
+    /// `+I`: who may join an invite-only room without an invitation.
+    pub(super) invex: Vec<Ban>,
     /// Who was invited (until they join, or the room goes): let in past `+i`, `+k`, `+l`.
     pub(super) invited: Vec<ConnId>,
 }
@@ -374,6 +381,8 @@ impl Default for Modes {
             key: None,
             limit: None,
             bans: Vec::new(),
+            excepts: Vec::new(),
+            invex: Vec::new(),
             invited: Vec::new(),
         }
     }
