@@ -1533,3 +1533,51 @@ fn a_bot_is_marked_in_whois_who_and_its_messages() {
         .to_owned();
     assert!(got.contains(";bot ") || got.contains(";bot;"), "{got}");
 }
+
+#[test]
+fn whox_answers_the_fields_asked_for_in_the_fixed_order_with_the_token() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.user("bob");
+    h.send(a, "WHO bob %rnt,42");
+    assert!(
+        h.saw(a, "354 alice 42 bob :bob Example"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(a, "WHO #lobby %cnf");
+    assert!(h.saw(a, "354 alice #lobby bob :H"), "{:?}", h.lines(a));
+    assert!(h.saw(a, "315 alice #lobby :End of WHO list"));
+}
+
+#[test]
+fn monitor_tells_when_a_watched_name_comes_and_goes() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.send(a, "MONITOR + bob,carol");
+    assert!(h.saw(a, "731 alice :bob,carol"), "{:?}", h.lines(a));
+    let b = h.connect();
+    h.send(b, "NICK bob");
+    h.send(b, "USER bob 0 * :Bob");
+    assert!(
+        h.saw(a, "730 alice :bob!~bob@192.0.2.7"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(b, "NICK robert");
+    assert!(h.saw(a, "731 alice :bob"));
+    h.send(a, "MONITOR L");
+    assert!(
+        h.saw(a, "732 alice :bob carol") || h.saw(a, "732 alice :bob,carol"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(a, "MONITOR - bob");
+    h.send(b, "NICK bob");
+    h.log.clear();
+    h.send(a, "MONITOR S");
+    assert_eq!(h.lines(a), [":parla.local 731 alice :carol"]);
+    h.send(a, "MONITOR C");
+    h.send(a, "MONITOR L");
+    assert!(h.saw(a, "733 alice :End of MONITOR list"));
+}

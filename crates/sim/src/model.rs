@@ -1307,7 +1307,12 @@ impl Model {
         self.numeric(owed, id, "001", &[ANY]);
         self.numeric(owed, id, "002", &[ANY]);
         self.numeric(owed, id, "003", &[ANY]);
-        self.numeric(owed, id, "004", &[&s.server_name, &s.version, "i", "n"]);
+        self.numeric(
+            owed,
+            id,
+            "004",
+            &[&s.server_name, &s.version, "Biow", "beIiklmnostv"],
+        );
         self.isupport(id, owed);
         self.lusers(id, owed);
         self.motd(id, owed);

@@ -107,6 +107,7 @@ static COMMANDS: &[Command] = &[
     command("HELPOP", OnceRegistered, Needs0(Server::on_help)),
     command("SETNAME", OnceRegistered, Needs1(Server::on_setname)),
     command("TAGMSG", OnceRegistered, Needs0(Server::on_tagmsg)),
+    command("MONITOR", OnceRegistered, Needs1(Server::on_monitor)),
 ];
 
 impl Command {
@@ -257,6 +258,7 @@ mod tests {
         ("HELPOP", 0, OnceRegistered),
         ("SETNAME", 1, OnceRegistered),
         ("TAGMSG", 0, OnceRegistered),
+        ("MONITOR", 1, OnceRegistered),
     ];
 
     #[test]

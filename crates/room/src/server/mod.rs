@@ -30,6 +30,7 @@ mod help;
 mod leaving;
 mod messaging;
 mod moderation;
+mod monitor;
 mod operators;
 mod queries;
 mod registration;
@@ -113,6 +114,8 @@ pub struct Server {
     /// Positions in `out` of lines to the sender that are not replies to its line (its own
     /// message delivered to itself), which labeled-response leaves unlabelled.
     not_replies: Vec<usize>,
+    /// Folded name → who monitors it (`MONITOR`).
+    watchers: HashMap<String, Vec<ConnId>>,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -140,6 +143,7 @@ impl Server {
             msgids: 0,
             client_tags: Vec::new(),
             not_replies: Vec::new(),
+            watchers: HashMap::new(),
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };

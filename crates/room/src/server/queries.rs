@@ -34,9 +34,10 @@ impl Server {
     pub(super) fn on_who(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
         let mask = p.get(0).unwrap_or("*");
         let server = self.config.server_name.clone();
-        let mut rows: Vec<[String; 6]> = Vec::new();
+        let mut rows: Vec<[String; 7]> = Vec::new();
         let all = self.conns.live(id).caps.multi_prefix;
-        let row = |room: &str, c: &Conn, status: &str| -> [String; 6] {
+        // room, user, host, nick, flags, real name, seconds idle
+        let row = |room: &str, c: &Conn, status: &str| -> [String; 7] {
             let away = if c.away.is_some() { "G" } else { "H" };
             let bot = if c.bot { "B" } else { "" };
             let oper = if c.oper.is_some() { "*" } else { "" };
@@ -47,7 +48,8 @@ impl Server {
                 c.host.clone(),
                 c.nick.clone().unwrap_or_default(),
                 flags,
-                format!("0 {}", c.realname),
+                c.realname.clone(),
+                (now.since(c.last_spoke) / 1000).to_string(),
             ]
         };
         let my_rooms = &self.conns.live(id).rooms;
@@ -80,13 +82,44 @@ impl Server {
                 }
             }
         }
-        for [room, user, host, nick, flags, real] in rows {
-            self.numeric(
-                now,
-                id,
-                RPL_WHOREPLY,
-                &[&room, &user, &host, &server, &nick, &flags, &real],
-            );
+        // WHOX: `WHO <mask> %<fields>[,<token>]` answers 354 with just those fields, in the
+        // fixed order `tcuihsnfdlaor` (no accounts here: `a` is 0; no op levels: `o` is n/a).
+        let whox = p.get(1).and_then(|f| f.strip_prefix('%')).map(|f| {
+            let (fields, token) = f.split_once(',').unwrap_or((f, ""));
+            let token: String = token.chars().take(3).collect();
+            (fields.to_owned(), token)
+        });
+        for [room, user, host, nick, flags, real, idle] in rows {
+            let Some((fields, token)) = &whox else {
+                let real = format!("0 {real}");
+                self.numeric(
+                    now,
+                    id,
+                    RPL_WHOREPLY,
+                    &[&room, &user, &host, &server, &nick, &flags, &real],
+                );
+                continue;
+            };
+            let mut out: Vec<&str> = Vec::new();
+            for field in "tcuihsnfdlaor".chars().filter(|&f| fields.contains(f)) {
+                out.push(match field {
+                    't' => token.as_str(),
+                    'c' => &room,
+                    'u' => &user,
+                    'i' | 'h' => &host,
+                    's' => &server,
+                    'n' => &nick,
+                    'f' => &flags,
+                    'd' => "0",
+                    'l' => &idle,
+                    'a' => "0",
+                    'o' => "n/a",
+                    _ => &real,
+                });
+            }
+            if !out.is_empty() {
+                self.numeric(now, id, RPL_WHOSPCRPL, &out);
+            }
         }
         self.numeric(now, id, RPL_ENDOFWHO, &[mask, "End of WHO list"]);
     }

@@ -10,7 +10,7 @@ use super::replies::truncate;
 use super::state::within;
 use super::{ConnId, Server};
 use crate::limits::*;
-use crate::names::nick_problem;
+use crate::names::{casefold, nick_problem};
 use crate::numerics::*;
 use crate::time::Millis;
 
@@ -124,8 +124,16 @@ impl Server {
             }
             recent.push_back(now);
         }
+        // A change of case only is the same name: monitors are not told.
+        let renamed = c
+            .nick
+            .as_deref()
+            .is_none_or(|old| casefold(old) != casefold(nick));
         if c.registered {
             self.remember_name(now, id);
+            if renamed {
+                self.notify_monitors(now, id, false);
+            }
         }
         let c = self.conns.live_mut(id);
         if let Some(old) = c.nick.replace(nick.to_owned()) {
@@ -144,6 +152,9 @@ impl Server {
         self.fanout(now, to.iter().copied(), Some(&old_prefix), "NICK", &[nick]);
         let c = self.conns.live_mut(id);
         c.prefix = format!("{nick}!{}@{}", c.user.as_deref().unwrap_or(""), c.host);
+        if renamed {
+            self.notify_monitors(now, id, true);
+        }
     }
 
     /// `USER <username> <mode> <unused> :<realname>`
@@ -220,10 +231,16 @@ impl Server {
         self.numeric(now, id, RPL_YOURHOST, &[&yourhost]);
         let created = format!("This server was created {}", self.started.to_human());
         self.numeric(now, id, RPL_CREATED, &[&created]);
-        self.numeric(now, id, RPL_MYINFO, &[&server, &version, "i", "n"]);
+        self.numeric(
+            now,
+            id,
+            RPL_MYINFO,
+            &[&server, &version, "Biow", "beIiklmnostv"],
+        );
         self.send_isupport(now, id);
         self.send_lusers(now, id);
         self.send_motd(now, id);
+        self.notify_monitors(now, id, true);
         if let Some(room) = self.config.default_room.clone() {
             self.join(now, id, &room);
         }
@@ -245,6 +262,7 @@ impl Server {
             format!("KICKLEN={KICK_LEN}"),
             format!("MAXLIST=b:{MAX_BANS},e:{MAX_BANS},I:{MAX_BANS}"),
             format!("MAXTARGETS={MAX_TARGETS}"),
+            format!("MONITOR={}", super::monitor::MONITOR_MAX),
             "MODES=4".to_owned(),
             format!("NETWORK={}", cfg.network),
             format!("NICKLEN={}", cfg.nick_len),
@@ -255,6 +273,7 @@ impl Server {
             ),
             format!("TOPICLEN={}", cfg.topic_len),
             format!("USERLEN={USER_LEN}"),
+            "WHOX".to_owned(),
             "UTF8ONLY".to_owned(),
         ];
         for chunk in tokens.chunks(12) {

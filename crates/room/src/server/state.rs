@@ -98,6 +98,8 @@ pub(super) struct Conn {
     pub(super) bot: bool,
     /// The operator name it gave `OPER` (`+o`).
     pub(super) oper: Option<String>,
+    /// Folded names it monitors (`MONITOR`).
+    pub(super) monitoring: Vec<String>,
     pub(super) away: Option<String>,
     /// Folded names of the rooms this user is in.
     pub(super) rooms: RoomKeys,
@@ -161,6 +163,7 @@ impl Conn {
             wallops: false,
             bot: false,
             oper: None,
+            monitoring: Vec::new(),
             away: None,
             rooms: RoomKeys::default(),
             recent: None,
