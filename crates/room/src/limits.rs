@@ -41,8 +41,10 @@ pub const MAX_INVITES: usize = 64;
 /// The capabilities Parla offers in `CAP LS`.
 pub const CAPS: &[&str] = &[
     "away-notify",
+    "draft/read-marker",
     "batch",
     "echo-message",
+    "extended-monitor",
     "invite-notify",
     "labeled-response",
     "message-tags",

@@ -368,7 +368,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :away-notify batch echo-message invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
+            ":parla.local CAP * LS :away-notify draft/read-marker batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");
@@ -1580,4 +1580,46 @@ fn monitor_tells_when_a_watched_name_comes_and_goes() {
     h.send(a, "MONITOR C");
     h.send(a, "MONITOR L");
     assert!(h.saw(a, "733 alice :End of MONITOR list"));
+}
+
+#[test]
+fn extended_monitor_tells_watchers_of_away_and_setname() {
+    let mut h = Harness::with(Config {
+        default_room: None,
+        ..Config::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "CAP REQ :extended-monitor away-notify setname");
+    h.send(a, "MONITOR + bob");
+    h.send(b, "AWAY :out");
+    assert!(
+        h.saw(a, ":bob!~bob@192.0.2.7 AWAY :out"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(b, "SETNAME :Robert");
+    assert!(h.saw(a, ":bob!~bob@192.0.2.7 SETNAME :Robert"));
+}
+
+#[test]
+fn read_markers_are_kept_never_move_back_and_come_with_a_join() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.send(a, "CAP REQ :draft/read-marker");
+    h.send(a, "MARKREAD #r");
+    assert!(h.saw(a, ":parla.local MARKREAD #r *"), "{:?}", h.lines(a));
+    h.send(a, "MARKREAD #r timestamp=2026-12-01T10:00:00.000Z");
+    h.send(a, "MARKREAD #r timestamp=2026-12-01T09:00:00.000Z");
+    h.log.clear();
+    h.send(a, "JOIN #r");
+    assert!(
+        h.saw(a, "MARKREAD #r timestamp=2026-12-01T10:00:00.000Z"),
+        "{:?}",
+        h.lines(a)
+    );
+    h.send(a, "MARKREAD #r timestamp=yesterday");
+    assert!(h.saw(a, "FAIL MARKREAD INVALID_PARAMS #r"));
+    h.send(a, "MARKREAD");
+    assert!(h.saw(a, "FAIL MARKREAD NEED_MORE_PARAMS"));
 }

@@ -108,7 +108,14 @@ static COMMANDS: &[Command] = &[
     command("SETNAME", OnceRegistered, Needs1(Server::on_setname)),
     command("TAGMSG", OnceRegistered, Needs0(Server::on_tagmsg)),
     command("MONITOR", OnceRegistered, Needs1(Server::on_monitor)),
+    command("MARKREAD", OnceRegistered, Needs0(Server::on_markread)),
 ];
+
+/// Every command's name (for HELP's test).
+#[cfg(test)]
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|c| c.name)
+}
 
 impl Command {
     /// The command `verb` names (case-insensitively), if the core knows it.
@@ -259,6 +266,7 @@ mod tests {
         ("SETNAME", 1, OnceRegistered),
         ("TAGMSG", 0, OnceRegistered),
         ("MONITOR", 1, OnceRegistered),
+        ("MARKREAD", 0, OnceRegistered),
     ];
 
     #[test]

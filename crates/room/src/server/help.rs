@@ -67,6 +67,32 @@ pub(super) static HELP: &[(&str, &[&str])] = &[
         &["LUSERS", "How many people and rooms there are."],
     ),
     (
+        "MARKREAD",
+        &[
+            "MARKREAD <target> [timestamp=<time>]",
+            "Shows or moves how far you have read a room or conversation (draft/read-marker).",
+        ],
+    ),
+    (
+        "MONITOR",
+        &[
+            "MONITOR + <nick>[,<nick>…] | - <nicks> | C | L | S",
+            "Be told when people come online or go offline (up to 100 names).",
+        ],
+    ),
+    (
+        "HELP",
+        &["HELP [<command>]", "These lines; HELPOP is the same."],
+    ),
+    ("HELPOP", &["HELPOP [<command>]", "The same as HELP."]),
+    (
+        "TAGMSG",
+        &[
+            "TAGMSG <target>[,<target>…]",
+            "Only tags (such as +typing), to those who asked for message-tags.",
+        ],
+    ),
+    (
         "MODE",
         &[
             "MODE <#room> [<+/-modes> [<params>…]] | MODE <nick> [<+/-modes>]",
@@ -195,5 +221,18 @@ impl Server {
             self.numeric(now, id, RPL_HELPTXT, &[name, line]);
         }
         self.numeric(now, id, RPL_ENDOFHELP, &[name, "End of /HELP"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_has_help() {
+        for name in super::super::commands::names() {
+            assert!(
+                super::HELP.iter().any(|(s, _)| *s == name),
+                "no HELP for {name}"
+            );
+        }
     }
 }

@@ -33,6 +33,7 @@ mod moderation;
 mod monitor;
 mod operators;
 mod queries;
+mod read_marker;
 mod registration;
 mod replies;
 mod rooms;

@@ -139,6 +139,19 @@ impl Server {
         }
     }
 
+    /// Those who share a room with `id`, and those who monitor its name and asked for
+    /// `extended-monitor` (who are then told of its AWAY and SETNAME as if they shared one).
+    pub(super) fn peers_and_monitors(&self, id: ConnId) -> std::collections::BTreeSet<ConnId> {
+        let mut all = self.peers(id);
+        let nick = self.conns.get(id).and_then(|c| c.nick.as_deref());
+        if let Some(watchers) = nick.and_then(|n| self.watchers.get(&casefold(n))) {
+            all.extend(watchers.iter().copied().filter(|&w| {
+                w != id && self.conns.get(w).is_some_and(|c| c.caps.extended_monitor)
+            }));
+        }
+        all
+    }
+
     /// Forgets what departing connection `id` monitored.
     pub(super) fn forget_monitoring(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {

@@ -297,7 +297,7 @@ impl Server {
         let (prefix, away) = (c.prefix.clone(), c.away.clone());
         let peers: Vec<ConnId> = match to {
             Some(one) => vec![one],
-            None => self.peers(id).into_iter().collect(),
+            None => self.peers_and_monitors(id).into_iter().collect(),
         };
         let told = peers
             .into_iter()
@@ -322,7 +322,7 @@ impl Server {
         c.realname = name.to_owned();
         let prefix = c.prefix.clone();
         let mut to: Vec<ConnId> = self
-            .peers(id)
+            .peers_and_monitors(id)
             .into_iter()
             .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.setname))
             .collect();

@@ -294,7 +294,7 @@ fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
 }
 
 /// Encodes one line. Text-carrying messages and numerics always use a `:` trailing parameter
-/// (what clients expect); JOIN, NICK, MODE, BATCH and TAGMSG use the plain form, as ircds send
+/// (what clients expect); JOIN, NICK, MODE, BATCH, TAGMSG and MARKREAD use the plain form, as ircds send
 /// them.
 ///
 /// No line leaves longer than IRC's 512 bytes (CR LF included, tags not counted): what would be
@@ -322,7 +322,10 @@ fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -
         verb,
         params: cleaned.iter().map(|p| p.as_ref()).collect(),
     };
-    let trailing = !matches!(verb, "JOIN" | "NICK" | "MODE" | "BATCH" | "TAGMSG");
+    let trailing = !matches!(
+        verb,
+        "JOIN" | "NICK" | "MODE" | "BATCH" | "TAGMSG" | "MARKREAD"
+    );
     fit(&mut msg, trailing);
     let mut buf = BytesMut::new();
     if trailing {

@@ -98,6 +98,9 @@ impl Server {
             "JOIN",
             &[&room_name],
         );
+        if self.conns.live(id).caps.read_marker {
+            self.send_markread(now, id, &room_name);
+        }
         // Members who asked for away-notify learn that the newcomer is away.
         if self.conns.live(id).away.is_some() {
             let told: Vec<ConnId> = self.rooms[&key]

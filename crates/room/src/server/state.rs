@@ -19,6 +19,8 @@ pub(super) struct Caps {
     pub(super) message_tags: bool,
     pub(super) batch: bool,
     pub(super) labeled_response: bool,
+    pub(super) extended_monitor: bool,
+    pub(super) read_marker: bool,
 }
 
 impl Caps {
@@ -35,6 +37,8 @@ impl Caps {
             "message-tags" => self.message_tags = on,
             "batch" => self.batch = on,
             "labeled-response" => self.labeled_response = on,
+            "extended-monitor" => self.extended_monitor = on,
+            "draft/read-marker" => self.read_marker = on,
             _ => return false,
         }
         true
@@ -73,6 +77,12 @@ impl Caps {
         if self.labeled_response {
             v.push("labeled-response");
         }
+        if self.extended_monitor {
+            v.push("extended-monitor");
+        }
+        if self.read_marker {
+            v.push("draft/read-marker");
+        }
         v.join(" ")
     }
 }
@@ -100,6 +110,8 @@ pub(super) struct Conn {
     pub(super) oper: Option<String>,
     /// Folded names it monitors (`MONITOR`).
     pub(super) monitoring: Vec<String>,
+    /// (folded target, timestamp) it has read up to (`MARKREAD`).
+    pub(super) read_markers: Vec<(String, String)>,
     pub(super) away: Option<String>,
     /// Folded names of the rooms this user is in.
     pub(super) rooms: RoomKeys,
@@ -164,6 +176,7 @@ impl Conn {
             bot: false,
             oper: None,
             monitoring: Vec::new(),
+            read_markers: Vec::new(),
             away: None,
             rooms: RoomKeys::default(),
             recent: None,
