@@ -150,6 +150,37 @@ fn valid_key(key: &str) -> bool {
 }
 
 impl Server {
+    /// The registered user called `nick`, or `401` to `id`.
+    pub(super) fn registered_target(
+        &mut self,
+        now: Millis,
+        id: ConnId,
+        nick: &str,
+    ) -> Option<ConnId> {
+        let target = self.nicks.get(&casefold(nick)).copied();
+        let found = target.filter(|&t| self.conns.live(t).registered);
+        if found.is_none() {
+            self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+        }
+        found
+    }
+
+    /// Room `name`'s key and display name if `id` is in it; else `403` or `442` to `id`.
+    fn my_room(&mut self, now: Millis, id: ConnId, name: &str) -> Option<(String, String)> {
+        let key = casefold(name);
+        let Some(room) = self.rooms.get(&key) else {
+            self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
+            return None;
+        };
+        let room_name = room.name.clone();
+        if !room.members.contains_key(&id) {
+            let text = "You're not on that channel";
+            self.numeric(now, id, ERR_NOTONCHANNEL, &[&room_name, text]);
+            return None;
+        }
+        Some((key, room_name))
+    }
+
     /// Whether `id` may moderate room `key`: one of its operators, or a server operator.
     pub(super) fn can_moderate(&self, key: &str, id: ConnId) -> bool {
         self.rooms.get(key).is_some_and(|r| r.is_op(id)) || self.is_oper(id)
@@ -198,9 +229,7 @@ impl Server {
                         refused = true;
                         continue;
                     }
-                    let target = self.nicks.get(&casefold(nick)).copied();
-                    let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
-                        self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+                    let Some(target) = self.registered_target(now, id, nick) else {
                         continue;
                     };
                     let shown = self.conns.live(target).display_nick().to_owned();
@@ -474,19 +503,9 @@ impl Server {
 
     /// One KICK of `nick` from room `name` by `id`.
     fn kick(&mut self, now: Millis, id: ConnId, name: &str, nick: &str, reason: Option<&str>) {
-        let key = casefold(name);
-        let Some(room) = self.rooms.get(&key) else {
-            return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
+        let Some((key, room_name)) = self.my_room(now, id, name) else {
+            return;
         };
-        let room_name = room.name.clone();
-        if !room.members.contains_key(&id) {
-            return self.numeric(
-                now,
-                id,
-                ERR_NOTONCHANNEL,
-                &[&room_name, "You're not on that channel"],
-            );
-        }
         if !self.can_moderate(&key, id) {
             return self.numeric(
                 now,
@@ -500,9 +519,8 @@ impl Server {
         let reason = reason
             .filter(|r| !r.is_empty())
             .map_or(kicker_nick, |r| truncate(r, KICK_LEN).to_owned());
-        let target = self.nicks.get(&casefold(nick)).copied();
-        let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
-            return self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+        let Some(target) = self.registered_target(now, id, nick) else {
+            return;
         };
         let shown = self.conns.live(target).display_nick().to_owned();
         let Some(room) = self.rooms.get(&key) else {
@@ -538,23 +556,13 @@ impl Server {
                 &["INVITE", "Not enough parameters: INVITE <nick> <room>"],
             );
         };
-        let target = self.nicks.get(&casefold(nick)).copied();
-        let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
-            return self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+        let Some(target) = self.registered_target(now, id, nick) else {
+            return;
         };
-        let key = casefold(name);
-        let Some(room) = self.rooms.get(&key) else {
-            return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
+        let Some((key, room_name)) = self.my_room(now, id, name) else {
+            return;
         };
-        let room_name = room.name.clone();
-        if !room.members.contains_key(&id) {
-            return self.numeric(
-                now,
-                id,
-                ERR_NOTONCHANNEL,
-                &[&room_name, "You're not on that channel"],
-            );
-        }
+        let room = &self.rooms[&key];
         if room.modes.invite_only && !self.can_moderate(&key, id) {
             return self.numeric(
                 now,

@@ -8,7 +8,6 @@ use super::commands::Params;
 use super::replies::truncate;
 use super::{ConnId, Server};
 use crate::limits::*;
-use crate::names::casefold;
 use crate::numerics::*;
 use crate::time::Millis;
 
@@ -95,9 +94,8 @@ impl Server {
         let Some(oper) = self.conns.live(id).oper.clone() else {
             return self.no_privileges(now, id);
         };
-        let target = self.nicks.get(&casefold(nick)).copied();
-        let Some(target) = target.filter(|&t| self.conns.live(t).registered) else {
-            return self.numeric(now, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+        let Some(target) = self.registered_target(now, id, nick) else {
+            return;
         };
         let reason = p
             .get(1)
