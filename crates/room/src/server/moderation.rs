@@ -181,6 +181,12 @@ impl Server {
         Some((key, room_name))
     }
 
+    /// `482`: `id` is not an operator of room `room_name`.
+    fn not_channel_operator(&mut self, now: Millis, id: ConnId, room_name: &str) {
+        let text = "You're not channel operator";
+        self.numeric(now, id, ERR_CHANOPRIVSNEEDED, &[room_name, text]);
+    }
+
     /// Whether `id` may moderate room `key`: one of its operators, or a server operator.
     pub(super) fn can_moderate(&self, key: &str, id: ConnId) -> bool {
         self.rooms.get(key).is_some_and(|r| r.is_op(id)) || self.is_oper(id)
@@ -345,12 +351,7 @@ impl Server {
             }
         }
         if refused {
-            self.numeric(
-                now,
-                id,
-                ERR_CHANOPRIVSNEEDED,
-                &[&room_name, "You're not channel operator"],
-            );
+            self.not_channel_operator(now, id, &room_name);
         }
         self.announce_modes(now, id, &key, &changes);
     }
@@ -507,12 +508,7 @@ impl Server {
             return;
         };
         if !self.can_moderate(&key, id) {
-            return self.numeric(
-                now,
-                id,
-                ERR_CHANOPRIVSNEEDED,
-                &[&room_name, "You're not channel operator"],
-            );
+            return self.not_channel_operator(now, id, &room_name);
         }
         let kicker = self.conns.live(id);
         let (prefix, kicker_nick) = (kicker.prefix.clone(), kicker.display_nick().to_owned());
@@ -564,12 +560,7 @@ impl Server {
         };
         let room = &self.rooms[&key];
         if room.modes.invite_only && !self.can_moderate(&key, id) {
-            return self.numeric(
-                now,
-                id,
-                ERR_CHANOPRIVSNEEDED,
-                &[&room_name, "You're not channel operator"],
-            );
+            return self.not_channel_operator(now, id, &room_name);
         }
         let peer = self.conns.live(target);
         let (shown, away) = (peer.display_nick().to_owned(), peer.away.clone());

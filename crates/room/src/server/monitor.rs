@@ -54,15 +54,10 @@ impl Server {
                     self.unwatch(id, &casefold(nick));
                 }
             }
-            "C" | "c" => {
-                let all = std::mem::take(&mut self.conns.live_mut(id).monitoring);
-                for key in all {
-                    self.unwatch(id, &key);
-                }
-            }
+            "C" | "c" => self.forget_monitoring(id),
             "L" | "l" => {
                 let list = self.conns.live(id).monitoring.clone();
-                self.numeric_list_sep(now, id, RPL_MONLIST, &list);
+                self.numeric_list_by(now, id, RPL_MONLIST, &[], &list, false, ',');
                 self.numeric(now, id, RPL_ENDOFMONLIST, &["End of MONITOR list"]);
             }
             "S" | "s" => {
@@ -83,18 +78,10 @@ impl Server {
     /// `730`s for `online` (prefixes), `731`s for `offline` (names), as few lines as fit.
     fn monitor_replies(&mut self, now: Millis, id: ConnId, online: &[String], offline: &[String]) {
         if !online.is_empty() {
-            self.numeric_list_sep(now, id, RPL_MONONLINE, online);
+            self.numeric_list_by(now, id, RPL_MONONLINE, &[], online, false, ',');
         }
         if !offline.is_empty() {
-            self.numeric_list_sep(now, id, RPL_MONOFFLINE, offline);
-        }
-    }
-
-    /// Numerics `code` carrying `items` comma-separated, as many lines as it takes.
-    fn numeric_list_sep(&mut self, now: Millis, id: ConnId, code: &str, items: &[String]) {
-        // The lines are short enough (nick!user@host, at most ~110 bytes) that four a line fit.
-        for chunk in items.chunks(4) {
-            self.numeric(now, id, code, &[&chunk.join(",")]);
+            self.numeric_list_by(now, id, RPL_MONOFFLINE, &[], offline, false, ',');
         }
     }
 
@@ -152,18 +139,13 @@ impl Server {
         all
     }
 
-    /// Forgets what departing connection `id` monitored.
+    /// Forgets every name `id` monitors (`MONITOR C`, and a departing connection).
     pub(super) fn forget_monitoring(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         for key in std::mem::take(&mut c.monitoring) {
-            if let Some(ids) = self.watchers.get_mut(&key) {
-                ids.retain(|&w| w != id);
-                if ids.is_empty() {
-                    self.watchers.remove(&key);
-                }
-            }
+            self.unwatch(id, &key);
         }
     }
 }

@@ -42,6 +42,21 @@ impl Server {
         items: &[impl AsRef<str>],
         even_empty: bool,
     ) {
+        self.numeric_list_by(now, id, code, head, items, even_empty, ' ');
+    }
+
+    /// [`Server::numeric_list`] with the items separated by `sep` (`MONITOR`'s are by commas).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn numeric_list_by(
+        &mut self,
+        now: Millis,
+        id: ConnId,
+        code: &str,
+        head: &[&str],
+        items: &[impl AsRef<str>],
+        even_empty: bool,
+        sep: char,
+    ) {
         let Some(c) = self.conns.get(id) else { return };
         let mut params: Vec<&str> = vec![c.display_nick()];
         params.extend_from_slice(head);
@@ -61,7 +76,7 @@ impl Server {
                 lines.push(std::mem::take(&mut current));
             }
             if !current.is_empty() {
-                current.push(' ');
+                current.push(sep);
             }
             current.push_str(item);
         }
