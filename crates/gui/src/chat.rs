@@ -3,9 +3,9 @@
 //! it; `app/` draws it. No egui here, so it is tested on its own.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parla_net::client::{Event, MessageKind, casefold, message_pieces};
+use parla_net::client::{Event, Member, MessageKind, Typing, casefold, message_pieces};
 
 /// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
 /// the work of each frame: egui lays out every line of the scroll area).
@@ -19,6 +19,10 @@ pub const MAX_INPUT_BYTES: usize = 4096;
 /// Shown under the member list of a room the server did not list (Parla leaves the list out
 /// above `--quiet-joins-above` members).
 pub const PARTIAL_MEMBERS: &str = "This room is too large for the server to list on joining: people appear here as they speak. Type /names for everyone.";
+
+/// How long someone's "is typing" lasts without another notification (the IRCv3
+/// recommendation: senders repeat it every 3 s while typing).
+pub const TYPING_LAPSES_AFTER: Duration = Duration::from_secs(6);
 
 /// One line in the message area.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +131,16 @@ pub struct Chat {
     /// Topics by casefolded room.
     pub topics: BTreeMap<String, String>,
     /// Members by casefolded room, sorted.
-    pub members: BTreeMap<String, Vec<String>>,
+    pub members: BTreeMap<String, Vec<Member>>,
     /// Casefolded rooms whose list the server left out (too large): their `members` are only
     /// the people seen speaking there.
     pub partial: BTreeSet<String>,
     /// Liveness.
     pub ping: PingStatus,
+    /// Who is typing, by casefolded room (or, for a direct conversation, name), until when.
+    pub typing: BTreeMap<String, Vec<(String, Instant)>>,
+    /// The last invitation to a room, until joined or dismissed: (who, room).
+    pub invitation: Option<(String, String)>,
 }
 
 impl Chat {
@@ -155,11 +163,53 @@ impl Chat {
     }
 
     /// The members of the current room.
-    pub fn current_members(&self) -> &[String] {
+    pub fn current_members(&self) -> &[Member] {
         self.room
             .as_ref()
             .and_then(|r| self.members.get(&casefold(r)))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// We are an operator of the current room (and may kick, ban, op, voice, set the topic).
+    pub fn operator_here(&self) -> bool {
+        self.current_members()
+            .iter()
+            .any(|m| m.is_operator() && self.is_me(&m.name))
+    }
+
+    /// "bob is typing…" for the current room, as of `now` (`None` when nobody is).
+    pub fn typing_text(&self, now: Instant) -> Option<String> {
+        let room = casefold(self.room.as_deref()?);
+        let names: Vec<&str> = self
+            .typing
+            .get(&room)?
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        match names[..] {
+            [] => None,
+            [one] => Some(format!("{one} is typing…")),
+            [a, b] => Some(format!("{a} and {b} are typing…")),
+            [a, b, c] => Some(format!("{a}, {b} and {c} are typing…")),
+            _ => Some(format!("{} people are typing…", names.len())),
+        }
+    }
+
+    /// When the next "is typing" lapses (to redraw then).
+    pub fn next_typing_lapse(&self) -> Option<Instant> {
+        self.typing.values().flatten().map(|(_, until)| *until).min()
+    }
+
+    /// `name` stopped typing in `target` (or everywhere, for `None`).
+    fn stopped_typing(&mut self, target: Option<&str>, name: &str) {
+        let key = target.map(casefold);
+        for (room, list) in &mut self.typing {
+            if key.as_ref().is_none_or(|k| k == room) {
+                list.retain(|(n, _)| casefold(n) != casefold(name));
+            }
+        }
+        self.typing.retain(|_, list| !list.is_empty());
     }
 
     /// The heading over the current room's member list: a count, or, when the server left the
@@ -208,14 +258,21 @@ impl Chat {
             }
             Event::Joined { room } => {
                 self.room = Some(room.clone());
+                if self
+                    .invitation
+                    .as_ref()
+                    .is_some_and(|(_, to)| casefold(to) == casefold(room))
+                {
+                    self.invitation = None;
+                }
                 self.system(format!("You joined {room}."));
             }
             Event::Members {
                 room,
-                names,
+                members,
                 complete,
             } => {
-                self.members.insert(casefold(room), names.clone());
+                self.members.insert(casefold(room), members.clone());
                 if *complete {
                     self.partial.remove(&casefold(room));
                 } else {
@@ -232,6 +289,9 @@ impl Chat {
             } => {
                 let is_room = target.starts_with(['#', '&']);
                 let direct = (!is_room).then(|| if *own { target.clone() } else { from.clone() });
+                // A message is the end of its sender's typing.
+                let conversation = if is_room { target } else { from };
+                self.stopped_typing(Some(conversation), from);
                 let room = (is_room && !self.is_current(target)).then(|| target.clone());
                 self.push(
                     clock(time.as_deref()),
@@ -246,12 +306,76 @@ impl Chat {
                 );
             }
             Event::UserJoined { room, name } => self.system(format!("→ {name} joined {room}")),
-            Event::UserLeft { room, name, reason } => match reason {
-                Some(r) if !r.is_empty() => self.system(format!("← {name} left {room} ({r})")),
-                _ => self.system(format!("← {name} left {room}")),
-            },
-            Event::UserQuit { name, reason } => self.system(format!("← {name} quit ({reason})")),
+            Event::UserLeft { room, name, reason } => {
+                self.stopped_typing(Some(room), name);
+                match reason {
+                    Some(r) if !r.is_empty() => self.system(format!("← {name} left {room} ({r})")),
+                    _ => self.system(format!("← {name} left {room}")),
+                }
+            }
+            Event::UserQuit { name, reason } => {
+                self.stopped_typing(None, name);
+                self.system(format!("← {name} quit ({reason})"));
+            }
+            Event::Left { room, current } => {
+                self.members.remove(&casefold(room));
+                self.partial.remove(&casefold(room));
+                self.typing.remove(&casefold(room));
+                self.room = current.clone();
+                match current {
+                    Some(now) => self.system(format!("You left {room}; messages now go to {now}.")),
+                    None => self.system(format!("You left {room}; /join #room to talk again.")),
+                }
+            }
+            Event::Kicked {
+                room,
+                name,
+                by,
+                reason,
+            } => {
+                let reason = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
+                if self.is_me(name) {
+                    self.error(format!("{by} removed you from {room}{reason}"));
+                } else {
+                    self.stopped_typing(Some(room), name);
+                    self.system(format!("← {by} removed {name} from {room}{reason}"));
+                }
+            }
+            Event::Invited { room, name, by } => {
+                if self.is_me(name) {
+                    self.invitation = Some((by.clone(), room.clone()));
+                    self.system(format!("{by} invites you to {room}; /join {room} to go in"));
+                } else {
+                    self.system(format!("{by} invited {name} to {room}"));
+                }
+            }
+            Event::ModeChanged { target, by, change } => {
+                if self.is_me(target) {
+                    self.system(format!("Your modes changed: {change}"));
+                } else {
+                    self.system(format!("{by} sets mode {change} on {target}"));
+                }
+            }
+            Event::Typing {
+                target,
+                name,
+                state,
+            } => {
+                self.stopped_typing(Some(target), name);
+                if *state == Typing::Active {
+                    let until = Instant::now() + TYPING_LAPSES_AFTER;
+                    self.typing
+                        .entry(casefold(target))
+                        .or_default()
+                        .push((name.clone(), until));
+                }
+            }
             Event::Renamed { old, new } => {
+                self.stopped_typing(None, old);
                 if self.is_me(old) {
                     self.me = Some(new.clone());
                     self.system(format!("You are now known as {new}"));
@@ -408,7 +532,7 @@ mod tests {
         });
         let list = |names: &[&str], complete| Event::Members {
             room: "#Lobby".into(),
-            names: names.iter().map(|n| n.to_string()).collect(),
+            members: names.iter().map(|n| Member::new(*n)).collect(),
             complete,
         };
         chat.apply(&list(&["alice", "carol"], false));
@@ -418,7 +542,7 @@ mod tests {
         );
         chat.apply(&list(&["alice", "bob", "carol"], true));
         assert_eq!(chat.members_heading(), ("Members (3)".into(), None));
-        assert_eq!(chat.current_members(), ["alice", "bob", "carol"]);
+        assert_eq!(names(&chat), ["alice", "bob", "carol"]);
     }
 
     #[test]
@@ -433,10 +557,10 @@ mod tests {
         });
         chat.apply(&Event::Members {
             room: "#lobby".into(),
-            names: vec!["alice".into(), "bob".into()],
+            members: vec![Member::new("alice"), Member::new("bob")],
             complete: true,
         });
-        assert_eq!(chat.current_members(), ["alice", "bob"]);
+        assert_eq!(names(&chat), ["alice", "bob"]);
         assert_eq!(chat.members_heading(), ("Members (2)".into(), None));
         chat.apply(&Event::Renamed {
             old: "Alice".into(),
@@ -447,6 +571,146 @@ mod tests {
         assert_eq!(
             chat.lines.back().unwrap().kind,
             LineKind::System("You are now known as al".into())
+        );
+    }
+
+    /// The current room's members as listed: `@alice`, `bob`.
+    fn names(chat: &Chat) -> Vec<String> {
+        chat.current_members()
+            .iter()
+            .map(|m| format!("{}{}", m.prefix(), m.name))
+            .collect()
+    }
+
+    fn in_lobby(me: &str, members: &[(&str, &str)]) -> Chat {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Registered {
+            name: me.into(),
+            server: String::new(),
+        });
+        chat.apply(&Event::Joined {
+            room: "#lobby".into(),
+        });
+        chat.apply(&Event::Members {
+            room: "#lobby".into(),
+            members: members
+                .iter()
+                .map(|(prefixes, name)| Member {
+                    name: (*name).into(),
+                    prefixes: (*prefixes).into(),
+                })
+                .collect(),
+            complete: true,
+        });
+        chat
+    }
+
+    fn last(chat: &Chat) -> String {
+        chat.lines.back().unwrap().plain()[6..].to_owned()
+    }
+
+    #[test]
+    fn operators_are_known_and_moderation_reads_well() {
+        let mut chat = in_lobby("alice", &[("@", "alice"), ("+", "bob")]);
+        assert!(chat.operator_here());
+        assert_eq!(names(&chat), ["@alice", "+bob"]);
+        chat.apply(&Event::ModeChanged {
+            target: "#lobby".into(),
+            by: "alice".into(),
+            change: "+m".into(),
+        });
+        assert_eq!(last(&chat), "alice sets mode +m on #lobby");
+        chat.apply(&Event::Kicked {
+            room: "#lobby".into(),
+            name: "bob".into(),
+            by: "alice".into(),
+            reason: "spam".into(),
+        });
+        assert_eq!(last(&chat), "← alice removed bob from #lobby (spam)");
+        chat.apply(&Event::Invited {
+            room: "#lobby".into(),
+            name: "carol".into(),
+            by: "alice".into(),
+        });
+        assert_eq!(last(&chat), "alice invited carol to #lobby");
+        assert!(chat.invitation.is_none());
+        // Not an operator: a plain member, even when voiced.
+        let chat = in_lobby("bob", &[("@", "alice"), ("+", "bob")]);
+        assert!(!chat.operator_here());
+    }
+
+    #[test]
+    fn being_kicked_or_leaving_moves_to_the_room_left_and_an_invitation_waits() {
+        let mut chat = in_lobby("alice", &[("", "alice")]);
+        chat.apply(&Event::Joined {
+            room: "#rust".into(),
+        });
+        chat.apply(&Event::Kicked {
+            room: "#rust".into(),
+            name: "Alice".into(),
+            by: "bob".into(),
+            reason: String::new(),
+        });
+        assert!(matches!(chat.lines.back().unwrap().kind, LineKind::Error(_)));
+        assert_eq!(last(&chat), "bob removed you from #rust");
+        chat.apply(&Event::Left {
+            room: "#rust".into(),
+            current: Some("#lobby".into()),
+        });
+        assert_eq!(chat.room.as_deref(), Some("#lobby"));
+        assert_eq!(last(&chat), "You left #rust; messages now go to #lobby.");
+        chat.apply(&Event::Invited {
+            room: "#rust".into(),
+            name: "alice".into(),
+            by: "bob".into(),
+        });
+        assert_eq!(chat.invitation, Some(("bob".into(), "#rust".into())));
+        assert_eq!(last(&chat), "bob invites you to #rust; /join #rust to go in");
+        chat.apply(&Event::Joined {
+            room: "#RUST".into(),
+        });
+        assert_eq!(chat.invitation, None);
+    }
+
+    #[test]
+    fn typing_shows_who_until_it_lapses_or_they_speak() {
+        let mut chat = in_lobby("alice", &[("", "alice"), ("", "bob"), ("", "carol")]);
+        let typing = |name: &str, target: &str, state| Event::Typing {
+            target: target.into(),
+            name: name.into(),
+            state,
+        };
+        let now = Instant::now();
+        assert_eq!(chat.typing_text(now), None);
+        chat.apply(&typing("bob", "#lobby", Typing::Active));
+        assert_eq!(chat.typing_text(Instant::now()).as_deref(), Some("bob is typing…"));
+        chat.apply(&typing("carol", "#LOBBY", Typing::Active));
+        assert_eq!(
+            chat.typing_text(Instant::now()).as_deref(),
+            Some("bob and carol are typing…")
+        );
+        // In another conversation: not shown here.
+        chat.apply(&typing("dave", "dave", Typing::Active));
+        // Lapses after six seconds without news.
+        let later = Instant::now() + TYPING_LAPSES_AFTER;
+        assert_eq!(chat.typing_text(later), None);
+        // A message, a pause, or leaving ends it.
+        chat.apply(&msg("bob", "#lobby", "hi", false));
+        assert_eq!(chat.typing_text(Instant::now()).as_deref(), Some("carol is typing…"));
+        chat.apply(&typing("carol", "#lobby", Typing::Paused));
+        assert_eq!(chat.typing_text(Instant::now()), None);
+        chat.apply(&typing("carol", "#lobby", Typing::Active));
+        chat.apply(&Event::UserQuit {
+            name: "Carol".into(),
+            reason: "bye".into(),
+        });
+        assert_eq!(chat.typing_text(Instant::now()), None);
+        for n in ["a", "b", "c", "d"] {
+            chat.apply(&typing(n, "#lobby", Typing::Active));
+        }
+        assert_eq!(
+            chat.typing_text(Instant::now()).as_deref(),
+            Some("4 people are typing…")
         );
     }
 

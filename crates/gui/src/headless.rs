@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use parla_net::IcmpPinger;
-use parla_net::client::{self, Command, Disconnect, Event, MessageKind};
+use parla_net::client::{self, Command, Disconnect, Event, Member, MessageKind};
 use parla_net::transport::Tcp;
 use tokio::sync::mpsc;
 
@@ -198,13 +198,34 @@ fn show(event: &Event) {
         Event::Joined { room } => println!("You joined {room}."),
         Event::Members {
             room,
-            names,
+            members,
             complete: true,
-        } => println!("In {room}: {}", names.join(", ")),
-        Event::Members { room, names, .. } => println!(
+        } => println!("In {room}: {}", listed(members)),
+        Event::Members { room, members, .. } => println!(
             "In {room} (seen so far; the server does not list a room this large, /names lists everyone): {}",
-            names.join(", ")
+            listed(members)
         ),
+        Event::Left {
+            room,
+            current: Some(now),
+        } => println!("You left {room}; messages now go to {now}."),
+        Event::Left { room, current: None } => {
+            println!("You left {room}; /join #room to talk again.")
+        }
+        Event::Kicked {
+            room,
+            name,
+            by,
+            reason,
+        } => match reason.as_str() {
+            "" => println!("<-- {name} was removed from {room} by {by}"),
+            _ => println!("<-- {name} was removed from {room} by {by} ({reason})"),
+        },
+        Event::Invited { room, name, by } => println!("--- {by} invites {name} to {room}"),
+        Event::ModeChanged { target, by, change } => {
+            println!("--- {by} sets mode {change} on {target}")
+        }
+        Event::Typing { .. } => {}
         Event::UserJoined { room, name } => println!("--> {name} joined {room}"),
         Event::UserLeft { room, name, reason } => match reason {
             Some(r) => println!("<-- {name} left {room} ({r})"),
@@ -227,4 +248,13 @@ fn show(event: &Event) {
         Event::ServerShutdown { message } => println!("*** The server is shutting down: {message}"),
         Event::NameRefused { .. } | Event::Registered { .. } | Event::Disconnected(_) => {}
     }
+}
+
+/// A member list as IRC clients show it: `@alice, +bob, carol`.
+fn listed(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}{}", m.prefix(), m.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

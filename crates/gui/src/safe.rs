@@ -12,7 +12,7 @@
 //!   some terminals obey like ESC sequences) and the bidirectional overrides, embeddings and
 //!   isolates (which reorder what is shown, "Trojan Source") as `�`.
 
-use parla_net::client::{Disconnect, Event};
+use parla_net::client::{Disconnect, Event, Member};
 
 /// The look of a piece of text, from IRC formatting codes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -238,12 +238,52 @@ pub fn event(event: &Event, render: fn(&str) -> String) -> Event {
         Event::Joined { room } => Event::Joined { room: p(&room) },
         Event::Members {
             room,
-            names,
+            members,
             complete,
         } => Event::Members {
             room: p(&room),
-            names: names.iter().map(p).collect(),
+            members: members
+                .iter()
+                .map(|m| Member {
+                    name: p(&m.name),
+                    prefixes: p(&m.prefixes),
+                })
+                .collect(),
             complete,
+        },
+        Event::Left { room, current } => Event::Left {
+            room: p(&room),
+            current: current.as_ref().map(p),
+        },
+        Event::Kicked {
+            room,
+            name,
+            by,
+            reason,
+        } => Event::Kicked {
+            room: p(&room),
+            name: p(&name),
+            by: p(&by),
+            reason: render(&reason),
+        },
+        Event::Invited { room, name, by } => Event::Invited {
+            room: p(&room),
+            name: p(&name),
+            by: p(&by),
+        },
+        Event::ModeChanged { target, by, change } => Event::ModeChanged {
+            target: p(&target),
+            by: p(&by),
+            change: p(&change),
+        },
+        Event::Typing {
+            target,
+            name,
+            state,
+        } => Event::Typing {
+            target: p(&target),
+            name: p(&name),
+            state,
         },
         Event::Message {
             from,

@@ -116,6 +116,16 @@ fn wait_for(app: &mut App, what: &str, mut done: impl FnMut(&App) -> bool) {
     }
 }
 
+/// The current room's member list as shown: `@alice`, `+bob`, `carol`.
+fn members(app: &App) -> Vec<String> {
+    app.state()
+        .chat()
+        .current_members()
+        .iter()
+        .map(|m| format!("{}{}", m.prefix(), m.name))
+        .collect()
+}
+
 /// Some visible widget's label contains `text`.
 fn shows(app: &App, text: &str) -> bool {
     app.query_all_by_label_contains(text).next().is_some()
@@ -194,7 +204,7 @@ fn connects_from_the_connect_screen_and_sends_with_enter_and_with_the_button() {
 
     // The chat screen: member list, status bar, focused text box.
     wait_for(&mut app, "alice and bob in the member list", |app| {
-        app.state().chat().current_members() == ["alice", "bob"]
+        members(app) == ["alice", "bob"]
     });
     app.run_steps(2);
     assert!(shows(&app, "Members (2)"));
@@ -266,7 +276,7 @@ fn a_refused_name_is_explained_next_to_the_field_and_can_be_retried() {
         app.state().screen() == Screen::Chat
     });
     wait_for(&mut app, "carol and bob in the member list", |app| {
-        app.state().chat().current_members() == ["bob", "carol"]
+        members(app) == ["bob", "carol"]
     });
     app.run_steps(2);
     assert!(shows(&app, "you are carol"));
@@ -276,12 +286,12 @@ fn a_refused_name_is_explained_next_to_the_field_and_can_be_retried() {
 fn other_peoples_messages_joins_and_quits_appear() {
     let server = TestServer::start();
     let mut app = connect_as(&server, "alice", no_ping(), None);
-    assert_eq!(app.state().chat().current_members(), ["alice"]);
+    assert_eq!(members(&app), ["alice"]);
 
     // Someone arrives: the member list grows and a quiet line says so.
     let mut dave = RawClient::join(server.addr, "dave");
     wait_for(&mut app, "dave in the member list", |app| {
-        app.state().chat().current_members() == ["alice", "dave"]
+        members(app) == ["alice", "dave"]
     });
     wait_to_see(&mut app, "dave joined #lobby");
     app.get_by_label("dave");
@@ -314,7 +324,7 @@ fn other_peoples_messages_joins_and_quits_appear() {
     // They leave: the member list shrinks and a quiet line says why.
     dave.send("QUIT :bye now");
     wait_for(&mut app, "dave gone from the member list", |app| {
-        app.state().chat().current_members() == ["alice"]
+        members(app) == ["alice"]
     });
     wait_to_see(&mut app, "dave quit");
     assert!(app.query_by_label("dave").is_none());
@@ -363,10 +373,147 @@ fn slash_commands_work_and_mistakes_are_explained() {
     wait_for(&mut app, "the member list of #rust", |app| {
         !app.state().chat().current_members().is_empty()
     });
-    assert_eq!(app.state().chat().current_members(), ["alicia"]);
+    // She made the room, so she is its operator.
+    assert_eq!(members(&app), ["@alicia"]);
     // bob, in #lobby, now appears with the room named.
     bob.say("#lobby", "still here");
     wait_to_see(&mut app, "[#lobby] bob: still here");
+
+    // Leaving #rust goes back to #lobby, where bob is.
+    type_and_enter(&mut app, "/part done here");
+    wait_to_see(&mut app, "You left #rust; messages now go to #lobby.");
+    assert_eq!(app.state().chat().room.as_deref(), Some("#lobby"));
+    type_and_enter(&mut app, "back");
+    assert!(bob.expect_has(" PRIVMSG ").ends_with("PRIVMSG #lobby :back"));
+}
+
+/// Right-clicks `name` in the member list and picks `item` from its menu.
+fn member_menu(app: &mut App, name: &str, item: &str) {
+    app.get_by_label(name).click_secondary();
+    app.run_steps(2);
+    app.get_by_label(item).click();
+    app.run_steps(2);
+}
+
+#[test]
+fn an_operator_moderates_from_the_member_list_and_the_room_bar() {
+    let server = TestServer::start();
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    type_and_enter(&mut app, "/join #ops");
+    wait_for(&mut app, "alice as the operator of #ops", |app| {
+        members(app) == ["@alice"]
+    });
+    let mut bob = RawClient::join(server.addr, "bob");
+    bob.send("JOIN #ops");
+    bob.expect_has(" 366 bob #ops ");
+    let mut carol = RawClient::join(server.addr, "carol");
+    wait_for(&mut app, "bob in the list", |app| {
+        members(app) == ["@alice", "bob"]
+    });
+
+    member_menu(&mut app, "bob", "Make operator");
+    bob.expect_has("MODE #ops +o bob");
+    wait_for(&mut app, "bob as an operator", |app| {
+        members(app) == ["@alice", "@bob"]
+    });
+    wait_to_see(&mut app, "alice sets mode +o bob on #ops");
+    member_menu(&mut app, "@bob", "Give voice");
+    bob.expect_has("MODE #ops +v bob");
+    wait_for(&mut app, "bob voiced as well", |app| {
+        app.state().chat().current_members()[1].prefixes == "@+"
+    });
+
+    // The topic editor starts from the topic and sets it with Enter.
+    app.get_by_label("Edit topic").click();
+    app.run_steps(2);
+    fill(&mut app, "Topic", "Ops only");
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+    bob.expect_has("TOPIC #ops :Ops only");
+    wait_to_see(&mut app, "Topic of #ops: Ops only");
+    assert!(app.query_by_label("Set topic").is_none(), "the editor closes");
+
+    // The invite prompt: a name, then the button.
+    app.get_by_label("Invite…").click();
+    app.run_steps(2);
+    fill(&mut app, "Invite", "carol");
+    app.get_by_label("Invite to #ops").click();
+    app.run_steps(2);
+    assert!(carol.expect_has("INVITE carol").ends_with("#ops"));
+    wait_to_see(&mut app, "You invited carol to #ops");
+
+    // Kick… puts the command in the box for a reason to be added.
+    member_menu(&mut app, "@bob", "Kick…");
+    assert_eq!(app.state().input_text(), "/kick bob ");
+    type_and_enter(&mut app, "enough");
+    bob.expect_has("KICK #ops bob :enough");
+    wait_to_see(&mut app, "alice removed bob from #ops (enough)");
+    wait_for(&mut app, "bob gone from the list", |app| {
+        members(app) == ["@alice"]
+    });
+}
+
+#[test]
+fn someone_without_status_gets_no_moderation_menu_and_can_accept_an_invitation() {
+    let server = TestServer::start();
+    let mut bob = RawClient::join(server.addr, "bob");
+    bob.send("JOIN #den");
+    bob.expect_has(" 366 bob #den ");
+    bob.send("MODE #den +i");
+    bob.expect_has("MODE #den +i");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    // In #lobby nobody is an operator: the menu has only what anyone may do.
+    member_menu(&mut app, "bob", "Who is this?");
+    wait_to_see(&mut app, "bob is ~bob@127.0.0.1");
+    app.get_by_label("bob").click_secondary();
+    app.run_steps(2);
+    assert!(shows(&app, "Send a direct message"));
+    assert!(app.query_by_label("Make operator").is_none());
+    assert!(app.query_by_label("Kick…").is_none());
+    app.key_press(Key::Escape);
+    app.run_steps(2);
+
+    bob.send("INVITE alice #den");
+    wait_to_see(&mut app, "bob invited you to #den.");
+    app.get_by_label("Join #den").click();
+    wait_for(&mut app, "#den as the current room", |app| {
+        app.state().chat().room.as_deref() == Some("#den")
+    });
+    assert!(app.state().chat().invitation.is_none());
+    wait_for(&mut app, "the list of #den", |app| {
+        members(app) == ["alice", "@bob"]
+    });
+}
+
+#[test]
+fn typing_is_sent_while_typing_and_shown_for_others() {
+    let server = TestServer::start();
+    let mut bob = RawClient::join(server.addr, "bob");
+    bob.send("CAP REQ :message-tags");
+    bob.expect_has("ACK :message-tags");
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+
+    app.get_by_label("Message").type_text("hel");
+    app.run_steps(2);
+    assert!(bob.expect_has("TAGMSG").contains("+typing=active"));
+    // Sending is the end of typing: the message comes next, no "done" before it.
+    app.key_press(Key::Enter);
+    app.run_steps(2);
+    let next = bob.expect(|l| l.contains("TAGMSG") || l.contains("PRIVMSG"));
+    assert!(next.ends_with("PRIVMSG #lobby :hel"), "{next}");
+    // Emptying the box is "done"; a command being typed is not typing to the room.
+    app.get_by_label("Message").type_text("x");
+    app.run_steps(2);
+    assert!(bob.expect_has("TAGMSG").contains("+typing=active"));
+    app.key_press(Key::Backspace);
+    app.run_steps(2);
+    assert!(bob.expect_has("TAGMSG").contains("+typing=done"));
+
+    bob.send("@+typing=active TAGMSG #lobby");
+    wait_to_see(&mut app, "bob is typing…");
+    bob.say("#lobby", "done typing");
+    wait_to_see(&mut app, "bob: done typing");
+    assert!(!shows(&app, "bob is typing…"));
 }
 
 #[test]

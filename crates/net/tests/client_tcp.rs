@@ -13,7 +13,7 @@ use std::time::Duration;
 use parla_net::Tcp;
 use parla_net::addr::ServerAddr;
 use parla_net::client::{
-    self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, MessageKind,
+    self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, Member, MessageKind,
 };
 use parla_net::ping::PingConfig;
 use parla_net::server::ServerOptions;
@@ -110,7 +110,7 @@ async fn user(server: &TestServer, name: &str) -> Client {
 fn members(names: &[&str]) -> Event {
     Event::Members {
         room: "#lobby".into(),
-        names: names.iter().map(|n| n.to_string()).collect(),
+        members: names.iter().map(|n| Member::new(*n)).collect(),
         complete: true,
     }
 }
@@ -119,7 +119,7 @@ fn members(names: &[&str]) -> Event {
 fn seen(names: &[&str]) -> Event {
     Event::Members {
         room: "#lobby".into(),
-        names: names.iter().map(|n| n.to_string()).collect(),
+        members: names.iter().map(|n| Member::new(*n)).collect(),
         complete: false,
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use parla_room::Millis;
 use parla_room::client::{
-    Command, Config, Disconnect, Event, MessageKind, PingReport, QUIT_WAIT_MS, Session,
+    Command, Config, Disconnect, Event, Member, MessageKind, PingReport, QUIT_WAIT_MS, Session,
+    TYPING_ACTIVE_EVERY_MS, Typing,
 };
 use parla_room::limits::{MAX_BODY_LEN, SHUTDOWN_ERROR, SHUTDOWN_NOTICE};
 use rstest::rstest;
@@ -105,10 +106,20 @@ fn sent(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|l| (*l).to_owned()).collect()
 }
 
+/// A member list as the server would write it (`@alice`, `+bob`, `@+carol`).
 fn members(room: &str, names: &[&str], complete: bool) -> Event {
     Event::Members {
         room: room.into(),
-        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        members: names
+            .iter()
+            .map(|n| {
+                let name = n.trim_start_matches(['@', '+']);
+                Member {
+                    name: name.into(),
+                    prefixes: n[..n.len() - name.len()].into(),
+                }
+            })
+            .collect(),
         complete,
     }
 }
@@ -142,9 +153,13 @@ fn a_session_opens_with_cap_ls_and_the_password() {
 
 #[rstest]
 #[case::both("echo-message server-time", "CAP REQ :echo-message server-time")]
+#[case::all_four(
+    "away-notify echo-message message-tags multi-prefix server-time",
+    "CAP REQ :echo-message message-tags multi-prefix server-time"
+)]
 #[case::in_the_servers_order("server-time batch echo-message", "CAP REQ :server-time echo-message")]
 #[case::values_are_ignored("sasl=PLAIN server-time=1", "CAP REQ :server-time")]
-#[case::none_wanted("multi-prefix sasl", "CAP END")]
+#[case::none_wanted("away-notify sasl", "CAP END")]
 #[case::none_offered("", "CAP END")]
 fn cap_ls_requests_what_the_client_uses(#[case] offered: &str, #[case] answer: &str) {
     let mut h = Harness::new();
@@ -353,7 +368,7 @@ fn joining_makes_the_room_current_and_lists_its_members_sorted() {
     let step = h.line(&format!("{SERVER} 366 alice #lobby :End of /NAMES list"));
     assert_eq!(
         step.events,
-        [members("#lobby", &["alice", "bob", "Carol"], true)]
+        [members("#lobby", &["alice", "+bob", "@Carol"], true)]
     );
 }
 
@@ -437,7 +452,13 @@ fn our_own_rename_and_part_change_our_state() {
     assert_eq!(step.events[1], members("#lobby", &["Alicia", "bob"], true));
 
     let step = h.line(":ALICIA!~alice@192.0.2.1 PART #LOBBY");
-    assert!(step.events.is_empty());
+    assert_eq!(
+        step.events,
+        [Event::Left {
+            room: "#LOBBY".into(),
+            current: None
+        }]
+    );
     assert_eq!(h.session.room(), None);
     assert_eq!(
         h.cmd(Command::Say("anyone?".into())),
@@ -931,5 +952,317 @@ fn a_raw_line_goes_out_as_typed_but_only_as_one_line() {
             "{:?}",
             step.events
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moderation, topics, away, operators and typing
+// ---------------------------------------------------------------------------------------------
+
+fn part(room: Option<&str>, reason: Option<&str>) -> Command {
+    Command::Part {
+        room: room.map(Into::into),
+        reason: reason.map(Into::into),
+    }
+}
+
+#[rstest]
+#[case(part(None, None), "PART #lobby")]
+#[case(part(Some("#rust"), Some("bye now")), "PART #rust :bye now")]
+#[case(Command::Topic { room: None, topic: None }, "TOPIC #lobby")]
+#[case(Command::Topic { room: None, topic: Some("Rust talk".into()) }, "TOPIC #lobby :Rust talk")]
+#[case(Command::Topic { room: Some("#rust".into()), topic: Some(String::new()) }, "TOPIC #rust :")]
+#[case(Command::Kick { room: None, name: "bob".into(), reason: None }, "KICK #lobby bob")]
+#[case(Command::Kick { room: None, name: "bob".into(), reason: Some("be nice".into()) }, "KICK #lobby bob :be nice")]
+#[case(Command::Mode { target: None, args: "+o bob".into() }, "MODE #lobby +o bob")]
+#[case(Command::Mode { target: None, args: "  ".into() }, "MODE #lobby")]
+#[case(Command::Mode { target: Some("alice".into()), args: "+w".into() }, "MODE alice +w")]
+#[case(Command::Invite { name: "bob".into(), room: None }, "INVITE bob #lobby")]
+#[case(Command::Invite { name: "bob".into(), room: Some("#rust".into()) }, "INVITE bob #rust")]
+#[case(Command::Oper { name: "admin".into(), password: "pass word".into() }, "OPER admin :pass word")]
+#[case(Command::Away(Some("lunch, back at 2".into())), "AWAY :lunch, back at 2")]
+#[case(Command::Away(None), "AWAY")]
+#[case(Command::Whois("bob".into()), "WHOIS bob")]
+fn moderation_commands_go_out_as_irc_lines(#[case] command: Command, #[case] line: &str) {
+    let mut h = Harness::registered("alice", &["bob"]);
+    assert_eq!(
+        h.cmd(command),
+        Step {
+            sent: sent(&[line]),
+            events: vec![]
+        }
+    );
+}
+
+#[rstest]
+#[case(part(None, None), "leave")]
+#[case(Command::Topic { room: None, topic: None }, "show the topic of")]
+#[case(Command::Kick { room: None, name: "bob".into(), reason: None }, "remove someone from")]
+#[case(Command::Mode { target: None, args: "+m".into() }, "change the modes of")]
+#[case(Command::Invite { name: "bob".into(), room: None }, "invite someone to")]
+fn commands_for_the_current_room_say_so_without_one(#[case] command: Command, #[case] what: &str) {
+    let mut h = Harness::registered("alice", &[]);
+    h.line(":alice!~alice@192.0.2.1 PART #lobby");
+    assert_eq!(
+        h.cmd(command),
+        Step {
+            sent: vec![],
+            events: vec![Event::ServerError {
+                text: format!("You are not in a room yet, so there is no room to {what}; name one or /join #room first")
+            }]
+        }
+    );
+}
+
+#[rstest]
+#[case(part(None, Some("bye\r\nQUIT")))]
+#[case(Command::Topic { room: None, topic: Some("a\nb".into()) })]
+#[case(Command::Kick { room: None, name: "bob\0".into(), reason: None })]
+#[case(Command::Mode { target: None, args: "+b x\r\nKILL y".into() })]
+#[case(Command::Oper { name: "admin".into(), password: "pw\nQUIT".into() })]
+#[case(Command::Away(Some("gone\r".into())))]
+fn a_command_never_smuggles_a_second_line(#[case] command: Command) {
+    let mut h = Harness::registered("alice", &["bob"]);
+    let step = h.cmd(command);
+    assert!(step.sent.is_empty(), "{step:?}");
+    assert_eq!(
+        step.events,
+        [Event::ServerError {
+            text: "Not sent: a name, room or reason cannot contain a line break or a NUL".into()
+        }]
+    );
+}
+
+#[test]
+fn leaving_the_current_room_goes_back_to_the_room_joined_before() {
+    let mut h = Harness::registered("alice", &["bob"]);
+    h.line(":alice!~alice@192.0.2.1 JOIN #rust");
+    h.line(":alice!~alice@192.0.2.1 JOIN #go");
+    assert_eq!(h.session.room(), Some("#go"));
+    // Leaving a room that is not the current one keeps the current one.
+    let step = h.line(":alice!~alice@192.0.2.1 PART #rust :bye");
+    assert_eq!(
+        step.events,
+        [Event::Left {
+            room: "#rust".into(),
+            current: Some("#go".into())
+        }]
+    );
+    let step = h.line(":alice!~alice@192.0.2.1 PART #go");
+    assert_eq!(
+        step.events,
+        [Event::Left {
+            room: "#go".into(),
+            current: Some("#lobby".into())
+        }]
+    );
+    assert_eq!(h.cmd(Command::Say("back".into())).sent, ["PRIVMSG #lobby :back"]);
+    // A PART for a room we are not in (a confused server) changes nothing.
+    assert_eq!(h.line(":alice!~alice@192.0.2.1 PART #nowhere"), Step::default());
+}
+
+#[test]
+fn a_kick_removes_the_member_and_kicking_us_leaves_the_room() {
+    let mut h = Harness::registered("alice", &["@bob", "carol"]);
+    let step = h.line(":bob!~bob@192.0.2.2 KICK #lobby carol :spam");
+    assert_eq!(
+        step.events,
+        [
+            Event::Kicked {
+                room: "#lobby".into(),
+                name: "carol".into(),
+                by: "bob".into(),
+                reason: "spam".into()
+            },
+            members("#lobby", &["alice", "@bob"], true),
+        ]
+    );
+    let step = h.line(":bob!~bob@192.0.2.2 KICK #lobby ALICE");
+    assert_eq!(
+        step.events,
+        [
+            Event::Kicked {
+                room: "#lobby".into(),
+                name: "ALICE".into(),
+                by: "bob".into(),
+                reason: String::new()
+            },
+            Event::Left {
+                room: "#lobby".into(),
+                current: None
+            },
+        ]
+    );
+    assert_eq!(h.session.room(), None);
+    // A kick from a room we are not in is not ours to show.
+    assert_eq!(h.line(":bob!~bob@192.0.2.2 KICK #lobby carol"), Step::default());
+}
+
+#[test]
+fn mode_changes_are_reported_and_keep_the_statuses_of_members() {
+    let mut h = Harness::registered("alice", &["@+bob", "carol"]);
+    // Arguments of list, key and limit modes are skipped, so +o finds its own.
+    let step = h.line(":bob!~bob@192.0.2.2 MODE #lobby +bklov *!*@spam sesame 10 carol carol");
+    assert_eq!(
+        step.events,
+        [
+            Event::ModeChanged {
+                target: "#lobby".into(),
+                by: "bob".into(),
+                change: "+bklov *!*@spam sesame 10 carol carol".into()
+            },
+            members("#lobby", &["alice", "@+bob", "@+carol"], true),
+        ]
+    );
+    // -l takes no argument; -o takes one; a change that changes nothing lists nothing.
+    let step = h.line(":bob!~bob@192.0.2.2 MODE #lobby -lo+v carol CAROL");
+    assert_eq!(step.events[1], members("#lobby", &["alice", "@+bob", "+carol"], true));
+    assert_eq!(h.line(":bob!~bob@192.0.2.2 MODE #lobby +v carol").events.len(), 1);
+    // Our own modes, from the server.
+    assert_eq!(
+        h.line(":parla.local MODE alice :+w").events,
+        [Event::ModeChanged {
+            target: "alice".into(),
+            by: "parla.local".into(),
+            change: "+w".into()
+        }]
+    );
+}
+
+#[test]
+fn the_servers_own_prefixes_are_read_from_its_005() {
+    let mut h = Harness::new();
+    h.drain();
+    h.cmd(Command::Nick("alice".into()));
+    h.line(&format!("{SERVER} 001 alice :Welcome"));
+    h.line(&format!(
+        "{SERVER} 005 alice PREFIX=(qaohv)~&@%+ CHANMODES=beI,k,lf,imnst :are supported"
+    ));
+    h.line(":alice!~alice@192.0.2.1 JOIN #lobby");
+    h.line(&format!("{SERVER} 353 alice = #lobby :alice ~&bob %carol"));
+    let step = h.line(&format!("{SERVER} 366 alice #lobby :End"));
+    let Event::Members { members, .. } = &step.events[0] else {
+        panic!("{step:?}")
+    };
+    assert_eq!(members[1].prefixes, "~&");
+    assert!(members[1].is_operator() && members[2].is_operator());
+    assert_eq!(members[2].prefix(), "%");
+    // `f` takes an argument when set here, `h` is half-operator.
+    let step = h.line(":bob!~bob@192.0.2.2 MODE #lobby +fh 5:10 alice");
+    let Event::Members { members, .. } = &step.events[1] else {
+        panic!("{step:?}")
+    };
+    assert_eq!((members[0].name.as_str(), members[0].prefix()), ("alice", "%"));
+}
+
+#[test]
+fn invitations_are_reported() {
+    let mut h = Harness::registered("alice", &["bob"]);
+    assert_eq!(
+        h.line(":bob!~bob@192.0.2.2 INVITE alice #secret").events,
+        [Event::Invited {
+            room: "#secret".into(),
+            name: "alice".into(),
+            by: "bob".into()
+        }]
+    );
+}
+
+#[test]
+fn typing_notifications_are_reported_for_rooms_and_conversations() {
+    let mut h = Harness::registered("alice", &["bob"]);
+    let typing = |target: &str, state| Event::Typing {
+        target: target.into(),
+        name: "bob".into(),
+        state,
+    };
+    assert_eq!(
+        h.line("@+typing=active :bob!~bob@192.0.2.2 TAGMSG #lobby").events,
+        [typing("#lobby", Typing::Active)]
+    );
+    // To us directly: the conversation is bob's.
+    assert_eq!(
+        h.line("@msgid=x;+typing=paused :bob!~bob@192.0.2.2 TAGMSG alice").events,
+        [typing("bob", Typing::Paused)]
+    );
+    // Our own echo, other tags, unknown states and a server's TAGMSG show nothing.
+    for line in [
+        "@+typing=active :alice!~alice@192.0.2.1 TAGMSG #lobby",
+        "@+react=👍 :bob!~bob@192.0.2.2 TAGMSG #lobby",
+        "@+typing=shouting :bob!~bob@192.0.2.2 TAGMSG #lobby",
+        "@+typing=active :parla.local TAGMSG #lobby",
+    ] {
+        assert_eq!(h.line(line), Step::default(), "{line}");
+    }
+}
+
+#[test]
+fn typing_goes_out_only_with_message_tags_and_not_too_often() {
+    let mut h = Harness::registered("alice", &["bob"]);
+    // The server took echo-message and server-time only.
+    assert_eq!(h.cmd(Command::Typing(Typing::Active)), Step::default());
+
+    let mut h = Harness::new();
+    h.drain();
+    h.line(&format!("{SERVER} CAP * ACK :echo-message message-tags"));
+    h.cmd(Command::Nick("alice".into()));
+    h.line(&format!("{SERVER} 001 alice :Welcome"));
+    h.line(":alice!~alice@192.0.2.1 JOIN #lobby");
+    h.drain();
+    let typing = |h: &mut Harness, state| h.cmd(Command::Typing(state)).sent;
+    // Nothing to say done about before anything was said.
+    assert!(typing(&mut h, Typing::Done).is_empty());
+    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    assert!(typing(&mut h, Typing::Active).is_empty());
+    h.at(TYPING_ACTIVE_EVERY_MS - 1);
+    assert!(typing(&mut h, Typing::Active).is_empty());
+    h.at(TYPING_ACTIVE_EVERY_MS);
+    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    assert_eq!(typing(&mut h, Typing::Paused), ["@+typing=paused TAGMSG #lobby"]);
+    assert!(typing(&mut h, Typing::Paused).is_empty());
+    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    // Sending the message is the end of typing: no `done` follows it.
+    assert_eq!(h.cmd(Command::Say("hi".into())).sent, ["PRIVMSG #lobby :hi"]);
+    assert!(typing(&mut h, Typing::Done).is_empty());
+    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    assert_eq!(typing(&mut h, Typing::Done), ["@+typing=done TAGMSG #lobby"]);
+    // A new room is a new conversation.
+    h.line(":alice!~alice@192.0.2.1 JOIN #rust");
+    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #rust"]);
+}
+
+#[rstest]
+#[case("221 alice +iw", "Your modes: +iw")]
+#[case("324 alice #lobby +ntk sesame", "Modes of #lobby: +ntk sesame")]
+#[case("301 alice bob :at lunch", "bob is away: at lunch")]
+#[case("306 alice :You have been marked as being away", "You have been marked as being away")]
+#[case("381 alice :You are now an IRC operator", "You are now an IRC operator")]
+#[case("341 alice bob #secret", "You invited bob to #secret")]
+#[case("311 alice bob ~bob 192.0.2.2 * :Bob Smith", "bob is ~bob@192.0.2.2 (Bob Smith)")]
+#[case("319 alice bob :@#lobby #rust", "bob is in @#lobby #rust")]
+#[case("317 alice bob 42 1700000000 :seconds idle, signon time", "bob has been idle 42s")]
+#[case("367 alice #lobby *!*@spam bob 1700000000", "#lobby: *!*@spam is banned")]
+#[case("368 alice #lobby :End of channel ban list", "#lobby: End of channel ban list")]
+#[case("322 alice #rust 3 :Rust talk", "#rust (3 people): Rust talk")]
+fn replies_to_moderation_commands_are_shown_in_words(#[case] line: &str, #[case] text: &str) {
+    let mut h = Harness::registered("alice", &["bob"]);
+    assert_eq!(
+        h.line(&format!("{SERVER} {line}")).events,
+        [Event::ServerInfo { text: text.into() }]
+    );
+}
+
+#[test]
+fn no_topic_is_an_empty_topic_and_counts_are_not_shown() {
+    let mut h = Harness::registered("alice", &["bob"]);
+    assert_eq!(
+        h.line(&format!("{SERVER} 331 alice #lobby :No topic is set")).events,
+        [Event::Topic {
+            room: "#lobby".into(),
+            topic: String::new()
+        }]
+    );
+    for line in ["251 alice :There are 2 users", "318 alice bob :End of /WHOIS list"] {
+        assert_eq!(h.line(&format!("{SERVER} {line}")), Step::default());
     }
 }

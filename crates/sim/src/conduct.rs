@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use parla_net::client::{Command, Disconnect, Event, MessageKind};
+use parla_net::client::{Command, Disconnect, Event, Member, MessageKind, Typing};
 use parla_room::limits::{HOST_LEN, MAX_BODY_LEN, NICK_LEN, SHUTDOWN_ERROR, USER_LEN};
 
 use crate::journal::{ClientRecord, Conduct, Records};
@@ -50,7 +50,17 @@ const COMMAND_ERRORS: &[&str] = &[
     "You are not in a room yet; nothing was sent",
     "You are not in a room yet; /join #room first",
     "Not sent: a raw line cannot contain a line break or a NUL; send one line at a time",
+    "Not sent: a name, room or reason cannot contain a line break or a NUL",
 ];
+
+/// The start of the error for a command about the current room given without one.
+const NO_ROOM_FOR: &str = "You are not in a room yet, so there is no room to ";
+
+/// The capabilities a session asks for, of those the server offers.
+const WANTED: [&str; 4] = ["echo-message", "message-tags", "multi-prefix", "server-time"];
+
+/// How often a session may tell a room it is typing (the IRCv3 recommendation).
+const TYPING_EVERY: Duration = Duration::from_secs(3);
 
 /// Every broken promise of every session client.
 pub fn check(r: &Records) -> Vec<String> {
@@ -98,6 +108,8 @@ enum Out {
     Line(String),
     /// `NAMES <a room it has joined>`.
     Names,
+    /// `<before><a room it has joined><after>`: a command for the current room.
+    InRoom { before: String, after: String },
     /// `text` as `PRIVMSG`s to `to`, or to a room it has joined: each non-blank line of it cut
     /// into the longest pieces that fit once relayed (see [`pieces`]) for the name it had then
     /// (`nick`; `None` before registering), or for one it took a moment later.
@@ -143,7 +155,7 @@ fn check_session(
     for (at, what) in log {
         if let Conduct::Got(line) = what
             && let Some(l) = take_apart(line)
-            && matches!(l.verb.as_str(), "JOIN" | "PART" | "ERROR")
+            && matches!(l.verb.as_str(), "JOIN" | "PART" | "KICK" | "ERROR")
         {
             model.unsettled.insert(*at);
         }
@@ -203,7 +215,7 @@ fn check_session(
             }
             Conduct::Event(Event::PingUnavailable { .. }) => {}
             Conduct::Event(Event::ServerError { text })
-                if COMMAND_ERRORS.contains(&text.as_str()) => {}
+                if COMMAND_ERRORS.contains(&text.as_str()) || text.starts_with(NO_ROOM_FOR) => {}
             Conduct::Event(e) => events.push(e.clone()),
         }
     }
@@ -434,6 +446,10 @@ fn matches(
             let room = first.strip_prefix("NAMES ")?;
             in_room(room).then_some(1)
         }
+        Out::InRoom { before, after } => {
+            let room = first.strip_prefix(before.as_str())?.strip_suffix(after.as_str())?;
+            (!room.contains(' ') && in_room(room)).then_some(1)
+        }
         Out::Say {
             to,
             text,
@@ -575,9 +591,16 @@ struct ClientModel {
     /// `USER` went out with its first `NICK`.
     user_owed: bool,
     registered: bool,
-    /// Folded room → member names as learnt.
-    members: BTreeMap<String, Vec<String>>,
-    pending_names: BTreeMap<String, Vec<String>>,
+    /// Folded room → members (with their `@`/`+`) as learnt.
+    members: BTreeMap<String, Vec<Member>>,
+    pending_names: BTreeMap<String, Vec<Member>>,
+    /// The rooms it is in, as written when it joined, in the order joined: the last is where
+    /// it goes back to when it leaves the current one.
+    rooms: Vec<String>,
+    /// The capabilities the server acknowledged.
+    caps: BTreeSet<String>,
+    /// Its last typing notification: the room (folded), the state, when.
+    typing: Option<(String, Typing, Duration)>,
     /// Rooms whose member list was left out (joined above the quiet threshold).
     partial: BTreeSet<String>,
     quitting: bool,
@@ -600,6 +623,8 @@ struct ClientModel {
 /// the parameters.
 struct Line<'a> {
     time: Option<&'a str>,
+    /// The `+typing` tag.
+    typing: Option<&'a str>,
     from: &'a str,
     from_user: bool,
     verb: String,
@@ -607,13 +632,15 @@ struct Line<'a> {
 }
 
 fn take_apart(line: &str) -> Option<Line<'_>> {
-    let time = line
+    let tags = line
         .strip_prefix('@')
         .and_then(|tagged| tagged.split_once(' '))
-        .and_then(|(tags, _)| tags.split(';').find_map(|t| t.strip_prefix("time=")));
+        .map_or("", |(tags, _)| tags);
+    let tag = |key: &str| tags.split(';').find_map(|t| t.strip_prefix(key));
     let (source, verb, params) = crate::model::parse(line)?;
     Some(Line {
-        time,
+        time: tag("time="),
+        typing: tag("+typing="),
         from: source.map_or("", |s| s.split(['!', '@']).next().unwrap_or("")),
         from_user: source.is_some_and(|s| s.contains('!')),
         verb: verb.to_ascii_uppercase(),
@@ -631,17 +658,84 @@ impl ClientModel {
         let Some(list) = self.members.get(&key) else {
             return;
         };
-        let mut names = list.clone();
-        names.sort_by_key(|n| fold(n));
+        let mut members = list.clone();
+        members.sort_by_key(|m| fold(&m.name));
         owed.events.push((
             at,
             Event::Members {
                 room: room.to_owned(),
-                names,
+                members,
                 complete: !self.partial.contains(&key),
             },
             false,
         ));
+    }
+
+    /// It is out of `room` (parted or kicked): back in the room joined last of those left, if
+    /// that one was current.
+    fn leave(&mut self, room: &str, owed: &mut Owed, at: Duration) {
+        let key = fold(room);
+        self.members.remove(&key);
+        self.partial.remove(&key);
+        self.rooms.retain(|r| fold(r) != key);
+        if self.current.as_ref() == Some(&key) {
+            self.current = self.rooms.last().map(|r| fold(r));
+        }
+        let current = self
+            .current
+            .as_ref()
+            .and_then(|c| self.rooms.iter().find(|r| fold(r) == *c).cloned());
+        owed.events.push((
+            at,
+            Event::Left {
+                room: room.to_owned(),
+                current,
+            },
+            false,
+        ));
+    }
+
+    /// Statuses given and taken by a room's `MODE` (Parla's `PREFIX=(ov)@+`,
+    /// `CHANMODES=beI,k,l,imnst`): whether any member's changed.
+    fn statuses(&mut self, key: &str, modes: &str, args: &[&str]) -> bool {
+        let mut args = args.iter();
+        let (mut on, mut changed) = (true, false);
+        for mode in modes.chars() {
+            match mode {
+                '+' | '-' => on = mode == '+',
+                'o' | 'v' => {
+                    let Some(name) = args.next() else { break };
+                    let prefix = if mode == 'o' { '@' } else { '+' };
+                    let Some(m) = self
+                        .members
+                        .get_mut(key)
+                        .and_then(|l| l.iter_mut().find(|m| fold(&m.name) == fold(name)))
+                    else {
+                        continue;
+                    };
+                    if m.prefixes.contains(prefix) != on {
+                        let (op, voice) = (
+                            if prefix == '@' { on } else { m.prefixes.contains('@') },
+                            if prefix == '+' { on } else { m.prefixes.contains('+') },
+                        );
+                        m.prefixes = format!(
+                            "{}{}",
+                            if op { "@" } else { "" },
+                            if voice { "+" } else { "" }
+                        );
+                        changed = true;
+                    }
+                }
+                'b' | 'e' | 'I' | 'k' => {
+                    args.next();
+                }
+                'l' if on => {
+                    args.next();
+                }
+                _ => {}
+            }
+        }
+        changed
     }
 
     /// What reading `line` owes.
@@ -664,7 +758,7 @@ impl ClientModel {
                         let wanted: Vec<&str> = last
                             .split(' ')
                             .map(|c| c.split('=').next().unwrap_or(""))
-                            .filter(|c| ["echo-message", "server-time"].contains(c))
+                            .filter(|c| WANTED.contains(c))
                             .collect();
                         owed.auto.push((
                             at,
@@ -675,8 +769,18 @@ impl ClientModel {
                             },
                         ));
                     }
-                    "ACK" | "NAK" if !self.registered => {
-                        owed.auto.push((at, "CAP END".to_owned()));
+                    "ACK" | "NAK" => {
+                        if sub == "ACK" {
+                            for cap in last.split(' ').filter(|c| !c.is_empty()) {
+                                match cap.strip_prefix('-') {
+                                    Some(off) => self.caps.remove(off),
+                                    None => self.caps.insert(cap.to_owned()),
+                                };
+                            }
+                        }
+                        if !self.registered {
+                            owed.auto.push((at, "CAP END".to_owned()));
+                        }
                     }
                     _ => {}
                 }
@@ -705,10 +809,13 @@ impl ClientModel {
                 },
             ),
             "353" if p.len() >= 4 => {
-                let names = p[3]
-                    .split(' ')
-                    .filter(|n| !n.is_empty())
-                    .map(|n| n.trim_start_matches(['@', '+', '~', '&', '%']).to_owned());
+                let names = p[3].split(' ').filter(|n| !n.is_empty()).map(|n| {
+                    let name = n.trim_start_matches(['@', '+']);
+                    Member {
+                        name: name.to_owned(),
+                        prefixes: n[..n.len() - name.len()].to_owned(),
+                    }
+                });
                 self.pending_names
                     .entry(fold(p[2]))
                     .or_default()
@@ -717,11 +824,11 @@ impl ClientModel {
             "366" if p.len() >= 2 => {
                 let key = fold(p[1]);
                 let mut names = self.pending_names.remove(&key).unwrap_or_default();
-                if names.iter().any(|n| self.is_me(n)) {
+                if names.iter().any(|m| self.is_me(&m.name)) {
                     self.partial.remove(&key);
                 } else if self.members.contains_key(&key) {
                     self.partial.insert(key.clone());
-                    names.push(self.nick.clone().unwrap_or_default());
+                    names.push(Member::new(self.nick.clone().unwrap_or_default()));
                 }
                 self.members.insert(key, names);
                 self.members_event(p[1], owed, at);
@@ -731,6 +838,13 @@ impl ClientModel {
                 Event::Topic {
                     room: p[1].to_owned(),
                     topic: last.to_owned(),
+                },
+            ),
+            "331" if p.len() >= 2 => ev(
+                owed,
+                Event::Topic {
+                    room: p[1].to_owned(),
+                    topic: String::new(),
                 },
             ),
             "372" | "375" | "376" | "422" | "002" | "003" => {
@@ -744,16 +858,23 @@ impl ClientModel {
                 };
                 ev(owed, Event::ServerError { text });
             }
+            code if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Some(text) = in_words(code, p) {
+                    ev(owed, Event::ServerInfo { text });
+                }
+            }
             "PRIVMSG" | "NOTICE" if p.len() >= 2 => self.message(at, &l, last, owed),
             "JOIN" if !p.is_empty() => {
                 let room = p[0];
                 if self.is_me(l.from) {
                     self.joined.insert(fold(room));
                     self.current = Some(fold(room));
+                    self.rooms.retain(|r| fold(r) != fold(room));
+                    self.rooms.push(room.to_owned());
                     self.members.insert(fold(room), Vec::new());
                     ev(owed, Event::Joined { room: room.into() });
                 } else if let Some(list) = self.members.get_mut(&fold(room)) {
-                    list.push(l.from.to_owned());
+                    list.push(Member::new(l.from));
                     ev(
                         owed,
                         Event::UserJoined {
@@ -767,13 +888,11 @@ impl ClientModel {
             "PART" if !p.is_empty() => {
                 let (room, key) = (p[0], fold(p[0]));
                 if self.is_me(l.from) {
-                    self.members.remove(&key);
-                    self.partial.remove(&key);
-                    if self.current.as_ref() == Some(&key) {
-                        self.current = None;
+                    if self.members.contains_key(&key) {
+                        self.leave(room, owed, at);
                     }
                 } else if let Some(list) = self.members.get_mut(&key) {
-                    list.retain(|n| fold(n) != fold(l.from));
+                    list.retain(|m| fold(&m.name) != fold(l.from));
                     ev(
                         owed,
                         Event::UserLeft {
@@ -789,7 +908,7 @@ impl ClientModel {
                 let mut changed = Vec::new();
                 for (room, list) in &mut self.members {
                     let before = list.len();
-                    list.retain(|n| fold(n) != fold(l.from));
+                    list.retain(|m| fold(&m.name) != fold(l.from));
                     if list.len() != before {
                         changed.push(room.clone());
                     }
@@ -813,8 +932,8 @@ impl ClientModel {
                 }
                 let mut changed = Vec::new();
                 for (room, list) in &mut self.members {
-                    if let Some(n) = list.iter_mut().find(|n| fold(n) == fold(l.from)) {
-                        *n = new.to_owned();
+                    if let Some(m) = list.iter_mut().find(|m| fold(&m.name) == fold(l.from)) {
+                        m.name = new.to_owned();
                         changed.push(room.clone());
                     }
                 }
@@ -836,6 +955,64 @@ impl ClientModel {
                     topic: last.to_owned(),
                 },
             ),
+            "KICK" if p.len() >= 2 && self.members.contains_key(&fold(p[0])) => {
+                let (room, victim) = (p[0], p[1]);
+                ev(
+                    owed,
+                    Event::Kicked {
+                        room: room.into(),
+                        name: victim.into(),
+                        by: l.from.into(),
+                        reason: p.get(2).copied().unwrap_or("").into(),
+                    },
+                );
+                if self.is_me(victim) {
+                    self.leave(room, owed, at);
+                } else {
+                    let list = self.members.get_mut(&fold(room)).expect("checked");
+                    list.retain(|m| fold(&m.name) != fold(victim));
+                    self.members_event(room, owed, at);
+                }
+            }
+            "INVITE" if p.len() >= 2 => ev(
+                owed,
+                Event::Invited {
+                    room: p[1].into(),
+                    name: p[0].into(),
+                    by: l.from.into(),
+                },
+            ),
+            "MODE" if p.len() >= 2 => {
+                ev(
+                    owed,
+                    Event::ModeChanged {
+                        target: p[0].into(),
+                        by: l.from.into(),
+                        change: p[1..].join(" "),
+                    },
+                );
+                let key = fold(p[0]);
+                if self.members.contains_key(&key) && self.statuses(&key, p[1], &p[2..]) {
+                    self.members_event(p[0], owed, at);
+                }
+            }
+            "TAGMSG" if !p.is_empty() && l.from_user && !self.is_me(l.from) => {
+                let state = match l.typing {
+                    Some("active") => Typing::Active,
+                    Some("paused") => Typing::Paused,
+                    Some("done") => Typing::Done,
+                    _ => return,
+                };
+                let target = if self.is_me(p[0]) { l.from } else { p[0] };
+                ev(
+                    owed,
+                    Event::Typing {
+                        target: target.into(),
+                        name: l.from.into(),
+                        state,
+                    },
+                );
+            }
             "ERROR" => {
                 if last == SHUTDOWN_ERROR {
                     // Once it asked to quit it says nothing of it; it may have read this first.
@@ -870,9 +1047,9 @@ impl ClientModel {
         let key = fold(target);
         if self.partial.contains(&key)
             && let Some(list) = self.members.get_mut(&key)
-            && !list.iter().any(|n| fold(n) == fold(l.from))
+            && !list.iter().any(|m| fold(&m.name) == fold(l.from))
         {
-            list.push(l.from.to_owned());
+            list.push(Member::new(l.from));
             self.members_event(target, owed, at);
         }
         owed.events.push((
@@ -946,6 +1123,136 @@ impl ClientModel {
                     owe(Out::Line(line.clone()), maybe);
                 }
             }
+            Command::Part { room, reason } => {
+                let after = reason.as_deref().map(|r| format!(" :{r}")).unwrap_or_default();
+                self.about_room(room, "PART ", &after, &[reason.as_deref()], maybe, &mut owe);
+            }
+            Command::Topic { room, topic } => {
+                let after = topic.as_deref().map(|t| format!(" :{t}")).unwrap_or_default();
+                self.about_room(room, "TOPIC ", &after, &[topic.as_deref()], maybe, &mut owe);
+            }
+            Command::Kick { room, name, reason } => {
+                let mut after = format!(" {}", name.trim());
+                after.extend(reason.as_deref().map(|r| format!(" :{r}")));
+                let texts = [Some(name.as_str()), reason.as_deref()];
+                self.about_room(room, "KICK ", &after, &texts, maybe, &mut owe);
+            }
+            Command::Mode { target, args } => {
+                let args = args.trim();
+                let after = if args.is_empty() { String::new() } else { format!(" {args}") };
+                self.about_room(target, "MODE ", &after, &[Some(args)], maybe, &mut owe);
+            }
+            Command::Invite { name, room } => {
+                let before = format!("INVITE {} ", name.trim());
+                self.about_room(room, &before, "", &[Some(name.as_str())], maybe, &mut owe);
+            }
+            Command::Oper { name, password } => {
+                if one_line(&[name, password]) {
+                    owe(Out::Line(format!("OPER {} :{password}", name.trim())), maybe);
+                }
+            }
+            Command::Away(message) => match message.as_deref() {
+                Some(m) if !one_line(&[m]) => {}
+                Some(m) if !m.is_empty() => owe(Out::Line(format!("AWAY :{m}")), maybe),
+                _ => owe(Out::Line("AWAY".into()), maybe),
+            },
+            Command::Whois(name) => {
+                if one_line(&[name]) {
+                    owe(Out::Line(format!("WHOIS {}", name.trim())), maybe);
+                }
+            }
+            Command::Typing(state) => {
+                let Some(room) = self.current.clone() else {
+                    return;
+                };
+                if !self.caps.contains("message-tags") {
+                    return;
+                }
+                let due = match &self.typing {
+                    None => *state == Typing::Active,
+                    Some((to, last, _)) if *to != room => {
+                        *state != Typing::Done || *last != Typing::Done
+                    }
+                    Some((_, Typing::Active, when)) if *state == Typing::Active => {
+                        at.saturating_sub(*when) >= TYPING_EVERY
+                    }
+                    Some((_, last, _)) => last != state,
+                };
+                if due {
+                    self.typing = Some((room, *state, at));
+                    let before = format!("@+typing={} TAGMSG ", state.as_str());
+                    owe(Out::InRoom { before, after: String::new() }, maybe);
+                }
+            }
+        }
+        // A message to the current room ends typing there, unsaid.
+        if matches!(cmd, Command::Say(_) | Command::Action(_))
+            && let Some((to, _, _)) = &self.typing
+            && Some(to) == self.current.as_ref()
+        {
+            self.typing = Some((to.clone(), Typing::Done, at));
         }
     }
+
+    /// What a command about a room (the current one when `room` is `None`) owes:
+    /// `<before><room><after>`; nothing without a current room, or when some text of it
+    /// holds a line break.
+    fn about_room(
+        &self,
+        room: &Option<String>,
+        before: &str,
+        after: &str,
+        texts: &[Option<&str>],
+        maybe: bool,
+        owe: &mut impl FnMut(Out, bool),
+    ) {
+        let mut all: Vec<&str> = texts.iter().flatten().copied().collect();
+        all.extend(room.as_deref());
+        if !one_line(&all) {
+            return;
+        }
+        match room {
+            Some(room) => owe(Out::Line(format!("{before}{room}{after}")), maybe),
+            None if maybe || self.current.is_some() => owe(
+                Out::InRoom {
+                    before: before.to_owned(),
+                    after: after.to_owned(),
+                },
+                maybe,
+            ),
+            None => {}
+        }
+    }
+}
+
+/// No CR, LF or NUL in any of `texts`.
+fn one_line(texts: &[&str]) -> bool {
+    !texts.iter().any(|t| t.contains(['\r', '\n', '\0']))
+}
+
+/// What a client shows of an informational reply, in words (`None`: not shown).
+fn in_words(code: &str, p: &[&str]) -> Option<String> {
+    let at = |i: usize| p.get(i).copied().unwrap_or("");
+    let last = p.last().copied().unwrap_or("");
+    let n = p.len();
+    Some(match code {
+        "221" => format!("Your modes: {}", at(1)),
+        "324" => format!("Modes of {}: {}", at(1), p.get(2..).unwrap_or(&[]).join(" ")),
+        "301" if n >= 3 => format!("{} is away: {last}", at(1)),
+        "305" | "306" | "381" | "371" | "705" | "323" => last.to_owned(),
+        "341" if n >= 3 => format!("You invited {} to {}", at(1), at(2)),
+        "311" if n >= 6 => format!("{} is {}@{} ({last})", at(1), at(2), at(3)),
+        "314" if n >= 6 => format!("{} was {}@{} ({last})", at(1), at(2), at(3)),
+        "312" if n >= 4 => format!("{} is on {} ({last})", at(1), at(2)),
+        "313" if n >= 3 => format!("{} is a server operator", at(1)),
+        "335" if n >= 3 => format!("{} is a bot", at(1)),
+        "317" if n >= 4 => format!("{} has been idle {}s", at(1), at(2)),
+        "319" if n >= 3 => format!("{} is in {last}", at(1)),
+        "322" if n >= 4 => format!("{} ({} people): {last}", at(1), at(2)),
+        "367" if n >= 3 => format!("{}: {} is banned", at(1), at(2)),
+        "348" if n >= 3 => format!("{}: {} is excepted from bans", at(1), at(2)),
+        "346" if n >= 3 => format!("{}: {} is invited by mask", at(1), at(2)),
+        "368" | "349" | "347" if n >= 3 => format!("{}: {last}", at(1)),
+        _ => return None,
+    })
 }

@@ -57,7 +57,7 @@ fn two_clients_chat_through_the_real_server_in_simulation() {
     sim.client("alice", async {
         let mut c = client::connect(&Sim, no_ping(), client_config("alice")).await?;
         c.commands.send(Command::Nick("alice".into())).await?;
-        until(&mut c.events, |e| matches!(e, Event::Members { names, .. } if names.len() == 2)).await;
+        until(&mut c.events, |e| matches!(e, Event::Members { members, .. } if members.len() == 2)).await;
         c.commands.send(Command::Say("hi bob".into())).await?;
         let reply = until(&mut c.events, |e| matches!(e, Event::Message { own: false, .. })).await;
         assert!(matches!(reply, Event::Message { ref from, ref text, .. } if from == "bob" && text == "hi alice"));

@@ -1,16 +1,18 @@
 //! The chat screen: room bar, status bar, compose box, member list and messages. It only reads
 //! the state and records intents; `mod.rs` carries them out.
 
+use std::time::Instant;
+
 use eframe::egui::{
     self, Align, Button, CentralPanel, Color32, FontId, Key, Layout, Panel, RichText, ScrollArea,
-    TextEdit, TextFormat, text::LayoutJob,
+    Sense, TextEdit, TextFormat, text::LayoutJob,
 };
-use parla_net::client::{MessageKind, casefold};
+use parla_net::client::{Command, Member, MessageKind, casefold};
 
 use super::theme::{append_styled, name_colour};
 use super::{ConnState, Intent, ParlaApp, too_long};
 use crate::chat::{LineKind, PingStatus, SendPlan};
-use crate::input::{self, Input};
+use crate::input::{self, Input, ban_mask};
 
 /// The width of the time column in the message area ("23:59" and a gap).
 const TIME_WIDTH: f32 = 40.0;
@@ -24,25 +26,112 @@ impl ParlaApp {
         Panel::right("members")
             .resizable(false)
             .exact_size(170.0)
-            .show(ui, |ui| self.member_list(ui));
+            .show(ui, |ui| self.member_list(ui, intents, online));
         CentralPanel::default().show(ui, |ui| self.messages(ui));
     }
 
     fn room_bar(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+        let online = matches!(self.conn, ConnState::Online { .. }) && self.closing.is_none();
+        let in_room = online && self.chat.room.is_some();
         ui.add_space(4.0);
         ui.horizontal(|ui| {
             let room = self.chat.room.as_deref().unwrap_or("(no room)");
             ui.label(RichText::new(room).size(18.0).strong());
-            if let Some(topic) = self.chat.current_topic() {
-                ui.separator();
-                let mut job = LayoutJob::default();
-                let visuals = ui.visuals().clone();
-                let base =
-                    TextFormat::simple(FontId::proportional(14.0), visuals.weak_text_color());
-                append_styled(&mut job, topic, &base, &visuals);
-                ui.add(egui::Label::new(job).truncate());
-            }
+            // The buttons first, on the right, so a long topic is cut before them.
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if ui
+                    .add_enabled(in_room, Button::new("Invite…"))
+                    .on_hover_text("Invite someone to this room (the way into an invite-only room)")
+                    .clicked()
+                {
+                    intents.push(Intent::OpenInvite);
+                }
+                if ui
+                    .add_enabled(in_room, Button::new("Edit topic"))
+                    .on_hover_text("Change the topic (in a +t room only its operators can)")
+                    .clicked()
+                {
+                    intents.push(Intent::EditTopic);
+                }
+                ui.with_layout(Layout::left_to_right(Align::Center), |ui| {
+                    if let Some(topic) = self.chat.current_topic() {
+                        ui.separator();
+                        let mut job = LayoutJob::default();
+                        let visuals = ui.visuals().clone();
+                        let base = TextFormat::simple(
+                            FontId::proportional(14.0),
+                            visuals.weak_text_color(),
+                        );
+                        append_styled(&mut job, topic, &base, &visuals);
+                        ui.add(egui::Label::new(job).truncate());
+                    }
+                });
+            });
         });
+        let room = self.chat.room.clone().unwrap_or_default();
+        if let Some(topic) = self.topic_edit.as_mut() {
+            ui.horizontal(|ui| {
+                let label = ui.label("Topic");
+                let edit = ui
+                    .add(
+                        TextEdit::singleline(topic)
+                            .id_salt("topic")
+                            .hint_text("What this room is about (empty: no topic)")
+                            .desired_width(ui.available_width() - 150.0),
+                    )
+                    .labelled_by(label.id);
+                let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+                if entered || ui.button("Set topic").clicked() {
+                    intents.push(Intent::Send(Command::Topic {
+                        room: Some(room.clone()),
+                        topic: Some(topic.trim().to_owned()),
+                    }));
+                }
+                if ui.button("Cancel").clicked() {
+                    intents.push(Intent::CloseEditors);
+                }
+            });
+        }
+        if let Some(name) = self.invite_edit.as_mut() {
+            ui.horizontal(|ui| {
+                let label = ui.label("Invite");
+                let edit = ui
+                    .add(
+                        TextEdit::singleline(name)
+                            .id_salt("invite")
+                            .hint_text(format!("Name of the person to invite to {room}"))
+                            .desired_width(220.0),
+                    )
+                    .labelled_by(label.id);
+                let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+                let name = name.trim();
+                let valid = !name.is_empty() && !name.contains(' ');
+                let send = ui.add_enabled(valid, Button::new(format!("Invite to {room}")));
+                if valid && (entered || send.clicked()) {
+                    intents.push(Intent::Send(Command::Invite {
+                        name: name.to_owned(),
+                        room: Some(room.clone()),
+                    }));
+                }
+                if ui.button("Cancel").clicked() {
+                    intents.push(Intent::CloseEditors);
+                }
+            });
+        }
+        if let Some((by, to)) = &self.chat.invitation {
+            ui.horizontal(|ui| {
+                ui.label(format!("{by} invited you to {to}."));
+                if ui
+                    .add_enabled(online, Button::new(format!("Join {to}")))
+                    .clicked()
+                {
+                    intents.push(Intent::AcceptInvitation);
+                }
+                if ui.button("Dismiss").clicked() {
+                    intents.push(Intent::DismissInvitation);
+                }
+            });
+        }
         if let ConnState::Ended { reason, .. } = &self.conn {
             let reason = reason.clone();
             let closing = self.closing.is_some();
@@ -108,6 +197,9 @@ impl ParlaApp {
             _ => None,
         };
         let refuse = matches!(plan, Some(SendPlan::TooLong(_)));
+        if let Some(typing) = self.chat.typing_text(Instant::now()) {
+            ui.label(RichText::new(typing).italics().weak());
+        }
         if let Some(err) = &self.compose_error {
             ui.colored_label(ui.visuals().error_fg_color, err);
         } else {
@@ -140,6 +232,7 @@ impl ParlaApp {
                 .labelled_by(label.id);
             if edit.changed() {
                 self.compose_error = None;
+                intents.push(Intent::Typed);
             }
             let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             let send = ui.add_enabled(
@@ -156,12 +249,22 @@ impl ParlaApp {
                 self.focus_pending = false;
                 edit.request_focus();
             }
+            if std::mem::take(&mut self.cursor_to_end)
+                && let Some(mut state) = egui::text_edit::TextEditState::load(ui.ctx(), edit.id)
+            {
+                let end = egui::text::CCursor::new(self.input.chars().count());
+                state
+                    .cursor
+                    .set_char_range(Some(egui::text::CCursorRange::one(end)));
+                state.store(ui.ctx(), edit.id);
+            }
         });
         ui.add_space(4.0);
     }
 
-    fn member_list(&self, ui: &mut egui::Ui) {
+    fn member_list(&self, ui: &mut egui::Ui, intents: &mut Vec<Intent>, online: bool) {
         let members = self.chat.current_members();
+        let operator = self.chat.operator_here();
         let (heading, note) = self.chat.members_heading();
         ui.add_space(4.0);
         ui.label(RichText::new(heading).strong());
@@ -174,21 +277,32 @@ impl ParlaApp {
             .auto_shrink(false)
             .show(ui, |ui| {
                 let dark = ui.visuals().dark_mode;
-                for name in members {
+                for member in members {
+                    let name = &member.name;
                     let colour = name_colour(name, dark);
                     let me = self
                         .chat
                         .me
                         .as_deref()
                         .is_some_and(|m| casefold(m) == casefold(name));
-                    let text = RichText::new(name).color(colour);
-                    if me {
+                    let text = RichText::new(format!("{}{name}", member.prefix())).color(colour);
+                    let label = if me {
                         ui.horizontal(|ui| {
-                            ui.label(text.strong());
+                            let label = ui.add(egui::Label::new(text.strong()).sense(Sense::click()));
                             ui.weak("(you)");
-                        });
+                            label
+                        })
+                        .inner
                     } else {
-                        ui.label(text);
+                        ui.add(egui::Label::new(text).sense(Sense::click()))
+                    };
+                    let label = match (member.is_operator(), member.is_voiced()) {
+                        (true, _) => label.on_hover_text("Room operator"),
+                        (false, true) => label.on_hover_text("Voiced: may speak when the room is moderated"),
+                        _ => label,
+                    };
+                    if online {
+                        label.context_menu(|ui| member_menu(ui, member, me, operator, intents));
                     }
                 }
             });
@@ -307,5 +421,41 @@ impl ParlaApp {
                         });
                 }
             });
+    }
+}
+
+/// What can be done about a member, from their entry in the list (right click): a direct
+/// message and `WHOIS` for anyone; for a room operator, also giving and taking `@` and `+`,
+/// kicking (the reason is typed in the message box) and banning.
+fn member_menu(ui: &mut egui::Ui, member: &Member, me: bool, operator: bool, intents: &mut Vec<Intent>) {
+    let name = member.name.clone();
+    let mode = |args: String| Intent::Send(Command::Mode { target: None, args });
+    let mut item = |ui: &mut egui::Ui, label: &str, intent: Intent| {
+        if ui.button(label).clicked() {
+            intents.push(intent);
+            ui.close();
+        }
+    };
+    if !me {
+        item(ui, "Send a direct message", Intent::Prefill(format!("/msg {name} ")));
+    }
+    item(ui, "Who is this?", Intent::Send(Command::Whois(name.clone())));
+    if !operator {
+        return;
+    }
+    ui.separator();
+    if member.is_operator() {
+        item(ui, "Remove operator", mode(format!("-o {name}")));
+    } else {
+        item(ui, "Make operator", mode(format!("+o {name}")));
+    }
+    if member.is_voiced() {
+        item(ui, "Take voice", mode(format!("-v {name}")));
+    } else {
+        item(ui, "Give voice", mode(format!("+v {name}")));
+    }
+    if !me {
+        item(ui, "Kick…", Intent::Prefill(format!("/kick {name} ")));
+        item(ui, "Ban", mode(format!("+b {}", ban_mask(&name))));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use eframe::egui::{self, ViewportCommand};
 use parla_net::Pinger;
 use parla_net::addr::ServerAddr;
-use parla_net::client::{Command, Disconnect, Event};
+use parla_net::client::{Command, Disconnect, Event, Typing};
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::chat::{self, Chat, PingStatus, SendPlan};
@@ -136,7 +136,26 @@ enum Intent {
     SendLine,
     /// Back to the connect screen after the connection ended.
     Reconnect,
+    /// Hand this command to the session (a menu item, the topic editor, the invite prompt).
+    Send(Command),
+    /// Put this text in the message box, to be finished and sent (e.g. `/kick bob `).
+    Prefill(String),
+    /// The text in the message box changed (typing notifications).
+    Typed,
+    /// Open the topic editor with the current topic.
+    EditTopic,
+    /// Open the invite prompt.
+    OpenInvite,
+    /// Close the topic editor or the invite prompt.
+    CloseEditors,
+    /// Join the room of the last invitation.
+    AcceptInvitation,
+    /// Forget the last invitation.
+    DismissInvitation,
 }
+
+/// After this long without a keystroke, text left in the box counts as paused typing.
+const TYPING_PAUSES_AFTER: Duration = Duration::from_secs(5);
 
 /// Why and when the window closes by itself.
 #[derive(Debug, Clone)]
@@ -170,6 +189,14 @@ pub struct ParlaApp {
     compose_error: Option<String>,
     /// Give the main input focus in the next frame.
     focus_pending: bool,
+    /// Put the message box's cursor after its text in the next frame (it was filled in).
+    cursor_to_end: bool,
+    /// The topic editor's text, while it is open.
+    topic_edit: Option<String>,
+    /// The invite prompt's text, while it is open.
+    invite_edit: Option<String>,
+    /// We told the room we are typing, and the last keystroke was then.
+    typing_since: Option<Instant>,
     closing: Option<Closing>,
     /// [`ViewportCommand::Close`] has been sent.
     closed: bool,
@@ -217,6 +244,10 @@ impl ParlaApp {
             input: String::new(),
             compose_error: None,
             focus_pending: true,
+            cursor_to_end: false,
+            topic_edit: None,
+            invite_edit: None,
+            typing_since: None,
             closing: None,
             closed: false,
         };
@@ -438,9 +469,33 @@ impl ParlaApp {
         }
     }
 
+    /// A typing notification for the session; dropped if the network thread is behind (it is
+    /// only a hint, and the next keystroke sends another).
+    fn typing(&mut self, state: Typing) {
+        let _ = self
+            .net
+            .commands
+            .try_send(NetCommand::Send(Command::Typing(state)));
+    }
+
+    /// The message box changed: typing while it holds text to say (not a command), done when
+    /// it is emptied.
+    fn typed(&mut self) {
+        let text = self.input.trim_start();
+        let saying = !text.is_empty() && (!text.starts_with('/') || text.starts_with("//"));
+        if saying {
+            self.typing_since = Some(Instant::now());
+            self.typing(Typing::Active);
+        } else if self.typing_since.take().is_some() {
+            self.typing(Typing::Done);
+        }
+    }
+
     fn send_line(&mut self) {
         let line = std::mem::take(&mut self.input);
         self.focus_pending = true;
+        // The message itself ends the typing (the session sends no `done` after it).
+        self.typing_since = None;
         let cmd = match input::parse(&line) {
             Input::Nothing => return,
             Input::Help => {
@@ -499,6 +554,39 @@ impl ParlaApp {
                 self.connect_error = None;
                 self.focus_pending = true;
             }
+            Intent::Send(cmd) => {
+                if matches!(cmd, Command::Topic { .. } | Command::Invite { .. }) {
+                    self.topic_edit = None;
+                    self.invite_edit = None;
+                }
+                let _ = self.command(NetCommand::Send(cmd));
+            }
+            Intent::Prefill(text) => {
+                self.input = text;
+                self.compose_error = None;
+                self.focus_pending = true;
+                self.cursor_to_end = true;
+            }
+            Intent::Typed => self.typed(),
+            Intent::EditTopic => {
+                self.invite_edit = None;
+                self.topic_edit = Some(self.chat.current_topic().unwrap_or("").to_owned());
+            }
+            Intent::OpenInvite => {
+                self.topic_edit = None;
+                self.invite_edit = Some(String::new());
+            }
+            Intent::CloseEditors => {
+                self.topic_edit = None;
+                self.invite_edit = None;
+                self.focus_pending = true;
+            }
+            Intent::AcceptInvitation => {
+                if let Some((_, room)) = self.chat.invitation.take() {
+                    let _ = self.command(NetCommand::Send(Command::Join(room)));
+                }
+            }
+            Intent::DismissInvitation => self.chat.invitation = None,
         }
     }
 }
@@ -533,6 +621,25 @@ impl eframe::App for ParlaApp {
             } else {
                 self.closed = true;
             }
+        }
+
+        // Typing notifications: text left in the box for a while is paused typing; someone
+        // else's lapses after a few seconds without news, so redraw then.
+        let now = Instant::now();
+        if let Some(since) = self.typing_since {
+            if now >= since + TYPING_PAUSES_AFTER {
+                self.typing_since = None;
+                self.typing(Typing::Paused);
+            } else {
+                ctx.request_repaint_after(since + TYPING_PAUSES_AFTER - now);
+            }
+        }
+        for list in self.chat.typing.values_mut() {
+            list.retain(|(_, until)| *until > now);
+        }
+        self.chat.typing.retain(|_, list| !list.is_empty());
+        if let Some(lapse) = self.chat.next_typing_lapse() {
+            ctx.request_repaint_after(lapse.saturating_duration_since(now));
         }
 
         if let Some(closing) = &self.closing {

@@ -34,6 +34,127 @@ pub enum Command {
     /// Send one line as typed (`/quote`), for a command this client has no verb for. A line
     /// with a CR, LF or NUL would be more than one line and is refused.
     Raw(String),
+    /// Leave a room (the current one when `room` is `None`), with an optional reason.
+    Part {
+        /// The room; the current one when `None`.
+        room: Option<String>,
+        /// Why, shown to those who stay.
+        reason: Option<String>,
+    },
+    /// Ask for a room's topic (`topic: None`), set it, or clear it (`Some("")`).
+    Topic {
+        /// The room; the current one when `None`.
+        room: Option<String>,
+        /// The new topic; `None` asks for the current one.
+        topic: Option<String>,
+    },
+    /// Remove someone from a room (room operators).
+    Kick {
+        /// The room; the current one when `None`.
+        room: Option<String>,
+        /// Who.
+        name: String,
+        /// Why, shown to the room.
+        reason: Option<String>,
+    },
+    /// `MODE <target> <args>`: change or list modes, e.g. `+o bob`, `+b`, `+m`, `-t`.
+    Mode {
+        /// A room or our own name; the current room when `None`.
+        target: Option<String>,
+        /// The mode changes and their arguments, as IRC writes them (may be empty: ask).
+        args: String,
+    },
+    /// Invite someone to a room (the way into a `+i` room).
+    Invite {
+        /// Who.
+        name: String,
+        /// The room; the current one when `None`.
+        room: Option<String>,
+    },
+    /// Become a server operator with a name and password from the server's operators file.
+    Oper {
+        /// The operator name.
+        name: String,
+        /// Its password.
+        password: String,
+    },
+    /// Mark ourselves away with a message, or back (`None`).
+    Away(Option<String>),
+    /// Ask the server about someone (`WHOIS`).
+    Whois(String),
+    /// What we are doing in the input box of the current room, for the typing notifications of
+    /// the others (`+typing`; sent only if the server offers message-tags, and `Active` at
+    /// most every [`TYPING_ACTIVE_EVERY_MS`](super::TYPING_ACTIVE_EVERY_MS)).
+    Typing(Typing),
+}
+
+/// A typing notification's state (IRCv3 `+typing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typing {
+    /// Typing now. Lapses after 6 s without another.
+    Active,
+    /// Stopped typing with text still in the box. Lapses after 30 s.
+    Paused,
+    /// The box was emptied or sent.
+    Done,
+}
+
+impl Typing {
+    /// The tag's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Typing::Active => "active",
+            Typing::Paused => "paused",
+            Typing::Done => "done",
+        }
+    }
+
+    /// From the tag's value; `None` for anything else.
+    pub fn parse(value: &str) -> Option<Typing> {
+        match value {
+            "active" => Some(Typing::Active),
+            "paused" => Some(Typing::Paused),
+            "done" => Some(Typing::Done),
+            _ => None,
+        }
+    }
+}
+
+/// A member of a room as its list shows them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Member {
+    /// Their name.
+    pub name: String,
+    /// Their status in the room as the server's prefix characters, highest first: `@` room
+    /// operator, `+` voice (other servers add `~`, `&` and `%`). Empty for none.
+    pub prefixes: String,
+}
+
+impl Member {
+    /// A member without status.
+    pub fn new(name: impl Into<String>) -> Member {
+        Member {
+            name: name.into(),
+            prefixes: String::new(),
+        }
+    }
+
+    /// The highest prefix, as shown before the name (`@`, `+` or nothing).
+    pub fn prefix(&self) -> &str {
+        let end = self.prefixes.chars().next().map_or(0, char::len_utf8);
+        &self.prefixes[..end]
+    }
+
+    /// A room operator (or higher, or a half-operator on servers that have them): may kick, ban
+    /// and change modes.
+    pub fn is_operator(&self) -> bool {
+        self.prefixes.contains(['~', '&', '@', '%'])
+    }
+
+    /// Voiced (may speak in a moderated room).
+    pub fn is_voiced(&self) -> bool {
+        self.prefixes.contains('+')
+    }
 }
 
 /// How a message arrived.
@@ -69,12 +190,13 @@ pub enum Event {
         /// The room.
         room: String,
     },
-    /// The member list of `room`, sorted, after any change.
+    /// The member list of `room`, sorted by name, after any change (of its members or of
+    /// their status).
     Members {
         /// The room.
         room: String,
         /// Its members.
-        names: Vec<String>,
+        members: Vec<Member>,
         /// Whether this is everyone. A server may leave the list out when we join a large room
         /// (Parla does above `--quiet-joins-above` members, and then tells nobody of joins and
         /// quits either): the list then holds us and the people seen speaking there, until
@@ -132,6 +254,55 @@ pub enum Event {
         room: String,
         /// The topic (empty when cleared).
         topic: String,
+    },
+    /// We left `room` (we parted, or were kicked: [`Event::Kicked`] comes first).
+    Left {
+        /// The room.
+        room: String,
+        /// The room `Say` goes to now (the one most recently joined of those we are still
+        /// in), if any.
+        current: Option<String>,
+    },
+    /// Someone (maybe us) was removed from a room by an operator.
+    Kicked {
+        /// The room.
+        room: String,
+        /// Who was removed.
+        name: String,
+        /// The operator.
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
+    /// An invitation to a room: ours, or (with `invite-notify`, to its operators) someone
+    /// else's.
+    Invited {
+        /// The room.
+        room: String,
+        /// Who is invited.
+        name: String,
+        /// Who invited them.
+        by: String,
+    },
+    /// Modes changed: a room's (`+m`, `+o bob`, `+b mask`, …) or our own.
+    ModeChanged {
+        /// The room, or our name.
+        target: String,
+        /// Who changed them (a person or the server).
+        by: String,
+        /// The changes as IRC writes them, e.g. `+o bob` or `-t`.
+        change: String,
+    },
+    /// Someone's typing notification (`+typing`), for a room or, for a direct conversation,
+    /// under their own name. A front end lets `Active` lapse after 6 s and `Paused` after
+    /// 30 s, and treats a message from them as `Done`.
+    Typing {
+        /// The room, or the sender's name for a direct conversation.
+        target: String,
+        /// Who.
+        name: String,
+        /// What they are doing.
+        state: Typing,
     },
     /// Text from the server: welcome, MOTD, notices.
     ServerInfo {

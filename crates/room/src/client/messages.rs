@@ -2,7 +2,7 @@
 //! directly, and how a long text is cut so that the line the server relays still fits IRC's
 //! limit once it has added our full `nick!user@host` prefix. Nothing a person types is cut off.
 
-use super::{Event, MessageKind, Session, same_name};
+use super::{Event, Member, MessageKind, Session, same_name};
 use crate::limits::{HOST_LEN, MAX_BODY_LEN, NICK_LEN, USER_LEN};
 use crate::message::Message;
 use crate::names::casefold;
@@ -82,9 +82,9 @@ impl Session {
         let key = casefold(target);
         if self.partial.contains(&key)
             && let Some(list) = self.members.get_mut(&key)
-            && !list.iter().any(|n| same_name(n, from))
+            && !list.iter().any(|m| same_name(&m.name, from))
         {
-            list.push(from.to_owned());
+            list.push(Member::new(from));
             self.emit_members(target);
         }
         self.emit(Event::Message {

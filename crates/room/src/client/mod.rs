@@ -19,10 +19,13 @@
 //! - `rooms`: joins, parts, quits, renames, topics and the member lists.
 //! - `messages`: `PRIVMSG`/`NOTICE` in and out, and splitting long text ([`message_pieces`]).
 //! - `liveness`: `PING`/`PONG`, the silence watch, ICMP reports, `ERROR`, quitting.
+//! - `moderation`: kicks, invitations, modes, topics, away, operators, `WHOIS`, and typing
+//!   notifications, in and out.
 
 mod events;
 mod liveness;
 mod messages;
+mod moderation;
 mod registration;
 mod rooms;
 
@@ -33,8 +36,9 @@ use crate::names::same_name;
 use crate::numerics::*;
 use crate::time::Millis;
 
-pub use events::{Command, Disconnect, Event, MessageKind, PingReport};
+pub use events::{Command, Disconnect, Event, Member, MessageKind, PingReport, Typing};
 pub use liveness::QUIT_WAIT_MS;
+pub use moderation::TYPING_ACTIVE_EVERY_MS;
 pub use messages::{message_pieces, split_text};
 
 /// What the session says about itself and how it watches the server.
@@ -85,10 +89,21 @@ pub struct Session {
     user_sent: bool,
     /// The current room (display form).
     room: Option<String>,
-    /// Members per room we are in (folded room name → names).
-    members: BTreeMap<String, Vec<String>>,
-    /// `353` lines collected until `366` (folded room name → names).
-    pending_names: BTreeMap<String, Vec<String>>,
+    /// The rooms we are in (display form), in the order we joined them.
+    rooms: Vec<String>,
+    /// Members per room we are in (folded room name → members).
+    members: BTreeMap<String, Vec<Member>>,
+    /// `353` lines collected until `366` (folded room name → members).
+    pending_names: BTreeMap<String, Vec<Member>>,
+    /// The capabilities the server acknowledged.
+    caps: BTreeSet<String>,
+    /// The server's status modes and their prefixes, highest first (`PREFIX` in `005`).
+    prefixes: Vec<(char, char)>,
+    /// The server's other room modes by kind (`CHANMODES` in `005`): lists, always with an
+    /// argument, with one only when set, never with one.
+    chanmodes: [String; 4],
+    /// The last typing notification sent: to which target (folded), what, and when.
+    typing_sent: Option<(String, Typing, Millis)>,
     /// Rooms whose member list the server left out (folded names): see [`Event::Members`].
     partial: BTreeSet<String>,
     /// When the server last sent a line.
@@ -115,8 +130,13 @@ impl Session {
             registered: false,
             user_sent: false,
             room: None,
+            rooms: Vec::new(),
             members: BTreeMap::new(),
             pending_names: BTreeMap::new(),
+            caps: BTreeSet::new(),
+            prefixes: vec![('o', '@'), ('v', '+')],
+            chanmodes: ["beI", "k", "l", "imnst"].map(str::to_owned),
+            typing_sent: None,
             partial: BTreeSet::new(),
             last_rx: now,
             irc_ping_sent: false,
@@ -152,13 +172,28 @@ impl Session {
         }
         match command {
             Command::Nick(name) => self.command_nick(&name),
-            Command::Say(text) => self.command_say(&text),
-            Command::Action(text) => self.command_action(&text),
+            Command::Say(text) => {
+                self.command_say(&text);
+                self.typing_done(now);
+            }
+            Command::Action(text) => {
+                self.command_action(&text);
+                self.typing_done(now);
+            }
             Command::Msg { to, text } => self.say(&to, &text, false),
             Command::Join(room) => self.command_join(&room),
             Command::Names => self.command_names(),
             Command::Quit(reason) => self.command_quit(now, reason),
             Command::Raw(line) => self.command_raw(&line),
+            Command::Part { room, reason } => self.command_part(room, reason),
+            Command::Topic { room, topic } => self.command_topic(room, topic),
+            Command::Kick { room, name, reason } => self.command_kick(room, &name, reason),
+            Command::Mode { target, args } => self.command_mode(target, &args),
+            Command::Invite { name, room } => self.command_invite(&name, room),
+            Command::Oper { name, password } => self.command_oper(&name, &password),
+            Command::Away(message) => self.command_away(message),
+            Command::Whois(name) => self.command_whois(&name),
+            Command::Typing(state) => self.command_typing(now, state),
         }
     }
 
@@ -223,17 +258,22 @@ impl Session {
             "PING" => self.on_ping(last),
             "CAP" => self.on_cap(p),
             RPL_WELCOME => self.on_welcome(from, p, last),
+            RPL_ISUPPORT => self.on_isupport(p),
             ERR_NONICKNAMEGIVEN | ERR_ERRONEUSNICKNAME | ERR_NICKNAMEINUSE if !self.registered => {
                 self.on_name_refused(p, last)
             }
             RPL_NAMREPLY if p.len() >= 4 => self.on_names_reply(p[2], p[3]),
             RPL_ENDOFNAMES if p.len() >= 2 => self.on_end_of_names(p[1]),
             RPL_TOPIC if p.len() >= 3 => self.on_topic(p[1], last),
+            RPL_NOTOPIC if p.len() >= 2 => self.on_topic(p[1], ""),
             RPL_MOTD | RPL_MOTDSTART | RPL_ENDOFMOTD | ERR_NOMOTD | RPL_YOURHOST | RPL_CREATED => {
                 self.emit(Event::ServerInfo { text: last.into() })
             }
             code if code.len() == 3 && (code.starts_with('4') || code.starts_with('5')) => {
                 self.on_error_numeric(p, last)
+            }
+            code if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => {
+                self.on_info_numeric(code, p)
             }
             "PRIVMSG" | "NOTICE" if p.len() >= 2 => self.on_message(msg, &verb, from, last),
             "JOIN" if !p.is_empty() => self.on_join(from, p[0]),
@@ -241,6 +281,10 @@ impl Session {
             "QUIT" => self.on_quit(from, last),
             "NICK" if !p.is_empty() => self.on_nick(from, p[0]),
             "TOPIC" if p.len() >= 2 => self.on_topic(p[0], last),
+            "KICK" if p.len() >= 2 => self.on_kick(from, p[0], p[1], p.get(2).copied()),
+            "INVITE" if p.len() >= 2 => self.on_invite(from, p[0], p[1]),
+            "MODE" if p.len() >= 2 => self.on_mode(from, p),
+            "TAGMSG" if !p.is_empty() => self.on_tagmsg(msg, from, p[0]),
             "ERROR" => self.on_error(last),
             _ => {}
         }

@@ -5,9 +5,10 @@
 use super::{Event, Session};
 
 /// The capabilities the client asks for when the server offers them: it shows its own messages
-/// as the server echoes them (`echo-message`) and stamps messages with the server's clock
-/// (`server-time`).
-const WANTED_CAPS: &[&str] = &["echo-message", "server-time"];
+/// as the server echoes them (`echo-message`), takes tags on messages (`message-tags`: typing
+/// notifications), sees every status of a room's members (`multi-prefix`: `@+bob`), and
+/// stamps messages with the server's clock (`server-time`).
+const WANTED_CAPS: &[&str] = &["echo-message", "message-tags", "multi-prefix", "server-time"];
 
 impl Session {
     /// The connection's first lines: `CAP LS` holds registration open until `CAP END`, so the
@@ -49,7 +50,18 @@ impl Session {
                     self.send(format!("CAP REQ :{}", wanted.join(" ")));
                 }
             }
-            "ACK" | "NAK" if !self.registered => self.send("CAP END".to_owned()),
+            "ACK" => {
+                for cap in caps.split(' ').filter(|c| !c.is_empty()) {
+                    match cap.strip_prefix('-') {
+                        Some(off) => self.caps.remove(off),
+                        None => self.caps.insert(cap.to_owned()),
+                    };
+                }
+                if !self.registered {
+                    self.send("CAP END".to_owned());
+                }
+            }
+            "NAK" if !self.registered => self.send("CAP END".to_owned()),
             _ => {}
         }
     }

@@ -3,7 +3,7 @@
 //! (Parla's quiet joins); the picture is then marked incomplete and grows as people speak,
 //! until `/names` fetches all of it.
 
-use super::{Event, Session, same_name};
+use super::{Event, Member, Session, same_name};
 use crate::names::casefold;
 
 impl Session {
@@ -23,12 +23,14 @@ impl Session {
         self.send(format!("NAMES {room}"));
     }
 
-    /// `353 <me> <symbol> <room> :<names>`: one part of a member list; prefixes are dropped.
+    /// `353 <me> <symbol> <room> :<names>`: one part of a member list, each name with its
+    /// status prefixes (all of them, with `multi-prefix`).
     pub(super) fn on_names_reply(&mut self, room: &str, names: &str) {
-        let names = names
+        let names: Vec<_> = names
             .split(' ')
             .filter(|n| !n.is_empty())
-            .map(|n| n.trim_start_matches(['@', '+', '~', '&', '%']).to_owned());
+            .map(|n| self.member_of(n))
+            .collect();
         self.pending_names
             .entry(casefold(room))
             .or_default()
@@ -40,11 +42,11 @@ impl Session {
         let key = casefold(room);
         let mut names = self.pending_names.remove(&key).unwrap_or_default();
         // Every member list includes the member asking; one without us was left out.
-        if names.iter().any(|n| self.is_me(n)) {
+        if names.iter().any(|m| self.is_me(&m.name)) {
             self.partial.remove(&key);
         } else if self.members.contains_key(&key) {
             self.partial.insert(key.clone());
-            names.push(self.nick.clone().unwrap_or_default());
+            names.push(Member::new(self.nick.clone().unwrap_or_default()));
         }
         self.members.insert(key, names);
         self.emit_members(room);
@@ -63,12 +65,14 @@ impl Session {
     pub(super) fn on_join(&mut self, from: &str, room: &str) {
         if self.is_me(from) {
             self.room = Some(room.to_owned());
+            self.rooms.retain(|r| !same_name(r, room));
+            self.rooms.push(room.to_owned());
             self.members.insert(casefold(room), Vec::new());
             self.emit(Event::Joined {
                 room: room.to_owned(),
             });
         } else if let Some(list) = self.members.get_mut(&casefold(room)) {
-            list.push(from.to_owned());
+            list.push(Member::new(from));
             self.emit(Event::UserJoined {
                 room: room.to_owned(),
                 name: from.to_owned(),
@@ -81,16 +85,11 @@ impl Session {
     pub(super) fn on_part(&mut self, from: &str, room: &str, reason: Option<&str>) {
         let key = casefold(room);
         if self.is_me(from) {
-            self.members.remove(&key);
-            self.partial.remove(&key);
-            let current = self.room.as_deref().is_some_and(|r| casefold(r) == key);
-            #[cfg(feature = "deliberate-bugs")]
-            let current = current != (self.config.bug == Some(crate::Bug::ClientPartKeepsRoom));
-            if current {
-                self.room = None;
+            if self.members.contains_key(&key) {
+                self.leave_room(room);
             }
         } else if let Some(list) = self.members.get_mut(&key) {
-            list.retain(|n| !same_name(n, from));
+            list.retain(|m| !same_name(&m.name, from));
             self.emit(Event::UserLeft {
                 room: room.to_owned(),
                 name: from.to_owned(),
@@ -100,6 +99,25 @@ impl Session {
         }
     }
 
+    /// We are out of `room` (parted or kicked): it is forgotten, and if it was the current room
+    /// the one joined most recently of those left becomes current.
+    pub(super) fn leave_room(&mut self, room: &str) {
+        let key = casefold(room);
+        self.members.remove(&key);
+        self.partial.remove(&key);
+        self.rooms.retain(|r| !same_name(r, room));
+        let current = self.room.as_deref().is_some_and(|r| casefold(r) == key);
+        #[cfg(feature = "deliberate-bugs")]
+        let current = current && self.config.bug != Some(crate::Bug::ClientPartKeepsRoom);
+        if current {
+            self.room = self.rooms.last().cloned();
+        }
+        self.emit(Event::Left {
+            room: room.to_owned(),
+            current: self.room.clone(),
+        });
+    }
+
     /// `:<who> QUIT :<reason>`: gone from every room we share.
     pub(super) fn on_quit(&mut self, from: &str, reason: &str) {
         let rooms: Vec<String> = self
@@ -107,7 +125,7 @@ impl Session {
             .iter_mut()
             .filter_map(|(room, list)| {
                 let before = list.len();
-                list.retain(|n| !same_name(n, from));
+                list.retain(|m| !same_name(&m.name, from));
                 (list.len() != before).then(|| room.clone())
             })
             .collect();
@@ -130,8 +148,8 @@ impl Session {
             .members
             .iter_mut()
             .filter_map(|(room, list)| {
-                let n = list.iter_mut().find(|n| same_name(n, from))?;
-                *n = new.to_owned();
+                let m = list.iter_mut().find(|m| same_name(&m.name, from))?;
+                m.name = new.to_owned();
                 Some(room.clone())
             })
             .collect();
@@ -150,12 +168,12 @@ impl Session {
         let Some(list) = self.members.get(&key) else {
             return;
         };
-        let mut names = list.clone();
-        names.sort_by_key(|n| casefold(n));
+        let mut members = list.clone();
+        members.sort_by_key(|m| casefold(&m.name));
         let complete = !self.partial.contains(&key);
         self.emit(Event::Members {
             room: room.to_owned(),
-            names,
+            members,
             complete,
         });
     }
