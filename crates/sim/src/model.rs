@@ -269,6 +269,10 @@ struct Conn {
     negotiating: bool,
     echo: bool,
     server_time: bool,
+    /// `multi-prefix` and `message-tags`, which a session asks for too (neither changes a
+    /// line the model checks yet: nobody is voiced, and tags are not compared).
+    multi_prefix: bool,
+    message_tags: bool,
     invisible: bool,
     wallops: bool,
     away: Option<String>,
@@ -432,6 +436,8 @@ impl Model {
                     negotiating: false,
                     echo: false,
                     server_time: false,
+                    multi_prefix: false,
+                    message_tags: false,
                     invisible: false,
                     wallops: false,
                     away: None,
@@ -915,7 +921,12 @@ impl Model {
                 self.server_line(owed, id, "CAP", &[&nick, "LS", &CAPS.join(" ")]);
             }
             "LIST" => {
-                let on: Vec<&str> = [("echo-message", c.echo), ("server-time", c.server_time)]
+                let on: Vec<&str> = [
+                    ("echo-message", c.echo),
+                    ("server-time", c.server_time),
+                    ("multi-prefix", c.multi_prefix),
+                    ("message-tags", c.message_tags),
+                ]
                     .iter()
                     .filter(|(_, on)| *on)
                     .map(|(name, _)| *name)
@@ -927,6 +938,7 @@ impl Model {
                 c.negotiating |= !c.registered;
                 let asked = p.get(1).copied().unwrap_or("");
                 let (mut echo, mut time) = (c.echo, c.server_time);
+                let (mut multi, mut tags) = (c.multi_prefix, c.message_tags);
                 let ok = !asked.trim().is_empty()
                     && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
                         let (name, on) = match cap.strip_prefix('-') {
@@ -936,12 +948,15 @@ impl Model {
                         match name {
                             "echo-message" => echo = on,
                             "server-time" => time = on,
+                            "multi-prefix" => multi = on,
+                            "message-tags" => tags = on,
                             _ => {}
                         }
                         CAPS.contains(&name)
                     });
                 if ok {
                     (c.echo, c.server_time) = (echo, time);
+                    (c.multi_prefix, c.message_tags) = (multi, tags);
                 }
                 let verdict = if ok { "ACK" } else { "NAK" };
                 self.server_line(owed, id, "CAP", &[&nick, verdict, asked]);

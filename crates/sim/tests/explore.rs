@@ -81,8 +81,9 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 // Two of the client core's, missed before the conduct check derived the exact split and followed
 // the current room.
 #[case::client_split_off_by_two(Bug::ClientSplitOffByTwo, "where it owed Say {")]
-// A message for the current room sent after leaving it.
-#[case::client_part_keeps_room(Bug::ClientPartKeepsRoom, "sent \"PRIVMSG")]
+// Leaving the current room and still calling it current (the session now reports where it
+// went; before, only a message sent to the room left gave it away).
+#[case::client_part_keeps_room(Bug::ClientPartKeepsRoom, "reported Left {")]
 fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom: &str) {
     let options = RunOptions {
         bug: Some(bug),
