@@ -198,7 +198,11 @@ impl Chat {
 
     /// When the next "is typing" lapses (to redraw then).
     pub fn next_typing_lapse(&self) -> Option<Instant> {
-        self.typing.values().flatten().map(|(_, until)| *until).min()
+        self.typing
+            .values()
+            .flatten()
+            .map(|(_, until)| *until)
+            .min()
     }
 
     /// `name` stopped typing in `target` (or everywhere, for `None`).
@@ -651,7 +655,10 @@ mod tests {
             by: "bob".into(),
             reason: String::new(),
         });
-        assert!(matches!(chat.lines.back().unwrap().kind, LineKind::Error(_)));
+        assert!(matches!(
+            chat.lines.back().unwrap().kind,
+            LineKind::Error(_)
+        ));
         assert_eq!(last(&chat), "bob removed you from #rust");
         chat.apply(&Event::Left {
             room: "#rust".into(),
@@ -665,7 +672,10 @@ mod tests {
             by: "bob".into(),
         });
         assert_eq!(chat.invitation, Some(("bob".into(), "#rust".into())));
-        assert_eq!(last(&chat), "bob invites you to #rust; /join #rust to go in");
+        assert_eq!(
+            last(&chat),
+            "bob invites you to #rust; /join #rust to go in"
+        );
         chat.apply(&Event::Joined {
             room: "#RUST".into(),
         });
@@ -683,7 +693,10 @@ mod tests {
         let now = Instant::now();
         assert_eq!(chat.typing_text(now), None);
         chat.apply(&typing("bob", "#lobby", Typing::Active));
-        assert_eq!(chat.typing_text(Instant::now()).as_deref(), Some("bob is typing…"));
+        assert_eq!(
+            chat.typing_text(Instant::now()).as_deref(),
+            Some("bob is typing…")
+        );
         chat.apply(&typing("carol", "#LOBBY", Typing::Active));
         assert_eq!(
             chat.typing_text(Instant::now()).as_deref(),
@@ -696,7 +709,10 @@ mod tests {
         assert_eq!(chat.typing_text(later), None);
         // A message, a pause, or leaving ends it.
         chat.apply(&msg("bob", "#lobby", "hi", false));
-        assert_eq!(chat.typing_text(Instant::now()).as_deref(), Some("carol is typing…"));
+        assert_eq!(
+            chat.typing_text(Instant::now()).as_deref(),
+            Some("carol is typing…")
+        );
         chat.apply(&typing("carol", "#lobby", Typing::Paused));
         assert_eq!(chat.typing_text(Instant::now()), None);
         chat.apply(&typing("carol", "#lobby", Typing::Active));

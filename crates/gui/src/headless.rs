@@ -209,7 +209,10 @@ fn show(event: &Event) {
             room,
             current: Some(now),
         } => println!("You left {room}; messages now go to {now}."),
-        Event::Left { room, current: None } => {
+        Event::Left {
+            room,
+            current: None,
+        } => {
             println!("You left {room}; /join #room to talk again.")
         }
         Event::Kicked {
@@ -250,8 +253,10 @@ fn show(event: &Event) {
     }
 }
 
-/// A member list as IRC clients show it: `@alice, +bob, carol`.
+/// A member list as IRC clients show it, operators first: `@alice, +bob, carol`.
 fn listed(members: &[Member]) -> String {
+    let mut members: Vec<&Member> = members.iter().collect();
+    members.sort_by_key(|m| m.rank());
     members
         .iter()
         .map(|m| format!("{}{}", m.prefix(), m.name))

@@ -105,7 +105,11 @@ pub fn parse(line: &str) -> Input {
             need("one name or mask, e.g. /ban bob or /ban *!*@203.0.113.7")
         }
         "ban" | "unban" => {
-            let sign = if cmd.eq_ignore_ascii_case("ban") { '+' } else { '-' };
+            let sign = if cmd.eq_ignore_ascii_case("ban") {
+                '+'
+            } else {
+                '-'
+            };
             Input::Command(Command::Mode {
                 target: None,
                 args: format!("{sign}b {}", ban_mask(arg)),
@@ -131,12 +135,10 @@ pub fn parse(line: &str) -> Input {
             })
         }
         "mode" => match arg.split_once(' ') {
-            _ if arg.is_empty() || arg.starts_with(['+', '-']) => {
-                Input::Command(Command::Mode {
-                    target: None,
-                    args: arg.to_owned(),
-                })
-            }
+            _ if arg.is_empty() || arg.starts_with(['+', '-']) => Input::Command(Command::Mode {
+                target: None,
+                args: arg.to_owned(),
+            }),
             Some((target, args)) => Input::Command(Command::Mode {
                 target: Some(target.to_owned()),
                 args: args.trim().to_owned(),

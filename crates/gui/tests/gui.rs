@@ -384,7 +384,10 @@ fn slash_commands_work_and_mistakes_are_explained() {
     wait_to_see(&mut app, "You left #rust; messages now go to #lobby.");
     assert_eq!(app.state().chat().room.as_deref(), Some("#lobby"));
     type_and_enter(&mut app, "back");
-    assert!(bob.expect_has(" PRIVMSG ").ends_with("PRIVMSG #lobby :back"));
+    assert!(
+        bob.expect_has(" PRIVMSG ")
+            .ends_with("PRIVMSG #lobby :back")
+    );
 }
 
 /// Right-clicks `name` in the member list and picks `item` from its menu.
@@ -431,7 +434,10 @@ fn an_operator_moderates_from_the_member_list_and_the_room_bar() {
     app.run_steps(2);
     bob.expect_has("TOPIC #ops :Ops only");
     wait_to_see(&mut app, "Topic of #ops: Ops only");
-    assert!(app.query_by_label("Set topic").is_none(), "the editor closes");
+    assert!(
+        app.query_by_label("Set topic").is_none(),
+        "the editor closes"
+    );
 
     // The invite prompt: a name, then the button.
     app.get_by_label("Invite…").click();

@@ -246,6 +246,59 @@ async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
     server.shut_down().await;
 }
 
+#[tokio::test]
+async fn a_room_operator_moderates_from_the_terminal() {
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut bob = RawClient::join(server.addr(), "bob").await;
+    let mut parla = joined(&server, &mut bob, "carol").await;
+
+    // Her own room: she is its operator.
+    parla.type_line("/join #den");
+    parla.stdout.expect("In #den: @carol").await;
+    bob.send("JOIN #den").await;
+    bob.expect_has(" 366 bob #den ").await;
+    parla.stdout.expect("In #den: @carol, bob").await;
+    parla.type_line("/voice bob");
+    bob.expect_has("MODE #den +v bob").await;
+    parla
+        .stdout
+        .expect("--- carol sets mode +v bob on #den")
+        .await;
+    parla.stdout.expect("In #den: @carol, +bob").await;
+    parla.type_line("/topic Den of quiet");
+    bob.expect_has("TOPIC #den :Den of quiet").await;
+    parla.stdout.expect("--- Topic of #den: Den of quiet").await;
+    parla.type_line("/kick bob too loud");
+    bob.expect_has("KICK #den bob :too loud").await;
+    parla
+        .stdout
+        .expect("<-- bob was removed from #den by carol (too loud)")
+        .await;
+    // A mistake is explained, and nothing is sent.
+    parla.type_line("/kick");
+    parla.stdout.expect("/kick needs a name").await;
+    // Leaving her room puts her back in #lobby, where bob hears her.
+    parla.type_line("/part");
+    parla
+        .stdout
+        .expect("You left #den; messages now go to #lobby.")
+        .await;
+    parla.type_line("still here");
+    bob.expect(|l| l == ":carol!~carol@127.0.0.1 PRIVMSG #lobby :still here")
+        .await;
+    parla.type_line("/away lunch");
+    parla
+        .stdout
+        .expect("*** You have been marked as being away")
+        .await;
+
+    parla.type_line("quit");
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.shut_down().await;
+}
+
 /// The attack from the safety issue: escape sequences in a message, a topic and a quit reason
 /// would retitle, recolour and erase the terminal. They are shown, never obeyed: no ESC, BEL,
 /// backspace or C1 control reaches stdout, and IRC formatting codes are dropped (stdout is a pipe).

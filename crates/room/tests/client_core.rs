@@ -1008,7 +1008,9 @@ fn commands_for_the_current_room_say_so_without_one(#[case] command: Command, #[
         Step {
             sent: vec![],
             events: vec![Event::ServerError {
-                text: format!("You are not in a room yet, so there is no room to {what}; name one or /join #room first")
+                text: format!(
+                    "You are not in a room yet, so there is no room to {what}; name one or /join #room first"
+                )
             }]
         }
     );
@@ -1056,9 +1058,15 @@ fn leaving_the_current_room_goes_back_to_the_room_joined_before() {
             current: Some("#lobby".into())
         }]
     );
-    assert_eq!(h.cmd(Command::Say("back".into())).sent, ["PRIVMSG #lobby :back"]);
+    assert_eq!(
+        h.cmd(Command::Say("back".into())).sent,
+        ["PRIVMSG #lobby :back"]
+    );
     // A PART for a room we are not in (a confused server) changes nothing.
-    assert_eq!(h.line(":alice!~alice@192.0.2.1 PART #nowhere"), Step::default());
+    assert_eq!(
+        h.line(":alice!~alice@192.0.2.1 PART #nowhere"),
+        Step::default()
+    );
 }
 
 #[test]
@@ -1095,7 +1103,10 @@ fn a_kick_removes_the_member_and_kicking_us_leaves_the_room() {
     );
     assert_eq!(h.session.room(), None);
     // A kick from a room we are not in is not ours to show.
-    assert_eq!(h.line(":bob!~bob@192.0.2.2 KICK #lobby carol"), Step::default());
+    assert_eq!(
+        h.line(":bob!~bob@192.0.2.2 KICK #lobby carol"),
+        Step::default()
+    );
 }
 
 #[test]
@@ -1116,8 +1127,16 @@ fn mode_changes_are_reported_and_keep_the_statuses_of_members() {
     );
     // -l takes no argument; -o takes one; a change that changes nothing lists nothing.
     let step = h.line(":bob!~bob@192.0.2.2 MODE #lobby -lo+v carol CAROL");
-    assert_eq!(step.events[1], members("#lobby", &["alice", "@+bob", "+carol"], true));
-    assert_eq!(h.line(":bob!~bob@192.0.2.2 MODE #lobby +v carol").events.len(), 1);
+    assert_eq!(
+        step.events[1],
+        members("#lobby", &["alice", "@+bob", "+carol"], true)
+    );
+    assert_eq!(
+        h.line(":bob!~bob@192.0.2.2 MODE #lobby +v carol")
+            .events
+            .len(),
+        1
+    );
     // Our own modes, from the server.
     assert_eq!(
         h.line(":parla.local MODE alice :+w").events,
@@ -1152,7 +1171,10 @@ fn the_servers_own_prefixes_are_read_from_its_005() {
     let Event::Members { members, .. } = &step.events[1] else {
         panic!("{step:?}")
     };
-    assert_eq!((members[0].name.as_str(), members[0].prefix()), ("alice", "%"));
+    assert_eq!(
+        (members[0].name.as_str(), members[0].prefix()),
+        ("alice", "%")
+    );
 }
 
 #[test]
@@ -1177,12 +1199,14 @@ fn typing_notifications_are_reported_for_rooms_and_conversations() {
         state,
     };
     assert_eq!(
-        h.line("@+typing=active :bob!~bob@192.0.2.2 TAGMSG #lobby").events,
+        h.line("@+typing=active :bob!~bob@192.0.2.2 TAGMSG #lobby")
+            .events,
         [typing("#lobby", Typing::Active)]
     );
     // To us directly: the conversation is bob's.
     assert_eq!(
-        h.line("@msgid=x;+typing=paused :bob!~bob@192.0.2.2 TAGMSG alice").events,
+        h.line("@msgid=x;+typing=paused :bob!~bob@192.0.2.2 TAGMSG alice")
+            .events,
         [typing("bob", Typing::Paused)]
     );
     // Our own echo, other tags, unknown states and a server's TAGMSG show nothing.
@@ -1212,37 +1236,79 @@ fn typing_goes_out_only_with_message_tags_and_not_too_often() {
     let typing = |h: &mut Harness, state| h.cmd(Command::Typing(state)).sent;
     // Nothing to say done about before anything was said.
     assert!(typing(&mut h, Typing::Done).is_empty());
-    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    assert_eq!(
+        typing(&mut h, Typing::Active),
+        ["@+typing=active TAGMSG #lobby"]
+    );
     assert!(typing(&mut h, Typing::Active).is_empty());
     h.at(TYPING_ACTIVE_EVERY_MS - 1);
     assert!(typing(&mut h, Typing::Active).is_empty());
     h.at(TYPING_ACTIVE_EVERY_MS);
-    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
-    assert_eq!(typing(&mut h, Typing::Paused), ["@+typing=paused TAGMSG #lobby"]);
+    assert_eq!(
+        typing(&mut h, Typing::Active),
+        ["@+typing=active TAGMSG #lobby"]
+    );
+    assert_eq!(
+        typing(&mut h, Typing::Paused),
+        ["@+typing=paused TAGMSG #lobby"]
+    );
     assert!(typing(&mut h, Typing::Paused).is_empty());
-    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
+    assert_eq!(
+        typing(&mut h, Typing::Active),
+        ["@+typing=active TAGMSG #lobby"]
+    );
     // Sending the message is the end of typing: no `done` follows it.
-    assert_eq!(h.cmd(Command::Say("hi".into())).sent, ["PRIVMSG #lobby :hi"]);
+    assert_eq!(
+        h.cmd(Command::Say("hi".into())).sent,
+        ["PRIVMSG #lobby :hi"]
+    );
     assert!(typing(&mut h, Typing::Done).is_empty());
-    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #lobby"]);
-    assert_eq!(typing(&mut h, Typing::Done), ["@+typing=done TAGMSG #lobby"]);
+    assert_eq!(
+        typing(&mut h, Typing::Active),
+        ["@+typing=active TAGMSG #lobby"]
+    );
+    assert_eq!(
+        typing(&mut h, Typing::Done),
+        ["@+typing=done TAGMSG #lobby"]
+    );
     // A new room is a new conversation.
     h.line(":alice!~alice@192.0.2.1 JOIN #rust");
-    assert_eq!(typing(&mut h, Typing::Active), ["@+typing=active TAGMSG #rust"]);
+    assert_eq!(
+        typing(&mut h, Typing::Active),
+        ["@+typing=active TAGMSG #rust"]
+    );
 }
 
 #[rstest]
 #[case("221 alice +iw", "Your modes: +iw")]
 #[case("324 alice #lobby +ntk sesame", "Modes of #lobby: +ntk sesame")]
 #[case("301 alice bob :at lunch", "bob is away: at lunch")]
-#[case("306 alice :You have been marked as being away", "You have been marked as being away")]
-#[case("381 alice :You are now an IRC operator", "You are now an IRC operator")]
+#[case(
+    "306 alice :You have been marked as being away",
+    "You have been marked as being away"
+)]
+#[case(
+    "381 alice :You are now an IRC operator",
+    "You are now an IRC operator"
+)]
 #[case("341 alice bob #secret", "You invited bob to #secret")]
-#[case("311 alice bob ~bob 192.0.2.2 * :Bob Smith", "bob is ~bob@192.0.2.2 (Bob Smith)")]
+#[case(
+    "311 alice bob ~bob 192.0.2.2 * :Bob Smith",
+    "bob is ~bob@192.0.2.2 (Bob Smith)"
+)]
 #[case("319 alice bob :@#lobby #rust", "bob is in @#lobby #rust")]
-#[case("317 alice bob 42 1700000000 :seconds idle, signon time", "bob has been idle 42s")]
-#[case("367 alice #lobby *!*@spam bob 1700000000", "#lobby: *!*@spam is banned")]
-#[case("368 alice #lobby :End of channel ban list", "#lobby: End of channel ban list")]
+#[case(
+    "317 alice bob 42 1700000000 :seconds idle, signon time",
+    "bob has been idle 42s"
+)]
+#[case(
+    "367 alice #lobby *!*@spam bob 1700000000",
+    "#lobby: *!*@spam is banned"
+)]
+#[case(
+    "368 alice #lobby :End of channel ban list",
+    "#lobby: End of channel ban list"
+)]
 #[case("322 alice #rust 3 :Rust talk", "#rust (3 people): Rust talk")]
 fn replies_to_moderation_commands_are_shown_in_words(#[case] line: &str, #[case] text: &str) {
     let mut h = Harness::registered("alice", &["bob"]);
@@ -1256,13 +1322,17 @@ fn replies_to_moderation_commands_are_shown_in_words(#[case] line: &str, #[case]
 fn no_topic_is_an_empty_topic_and_counts_are_not_shown() {
     let mut h = Harness::registered("alice", &["bob"]);
     assert_eq!(
-        h.line(&format!("{SERVER} 331 alice #lobby :No topic is set")).events,
+        h.line(&format!("{SERVER} 331 alice #lobby :No topic is set"))
+            .events,
         [Event::Topic {
             room: "#lobby".into(),
             topic: String::new()
         }]
     );
-    for line in ["251 alice :There are 2 users", "318 alice bob :End of /WHOIS list"] {
+    for line in [
+        "251 alice :There are 2 users",
+        "318 alice bob :End of /WHOIS list",
+    ] {
         assert_eq!(h.line(&format!("{SERVER} {line}")), Step::default());
     }
 }

@@ -57,7 +57,12 @@ const COMMAND_ERRORS: &[&str] = &[
 const NO_ROOM_FOR: &str = "You are not in a room yet, so there is no room to ";
 
 /// The capabilities a session asks for, of those the server offers.
-const WANTED: [&str; 4] = ["echo-message", "message-tags", "multi-prefix", "server-time"];
+const WANTED: [&str; 4] = [
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+];
 
 /// How often a session may tell a room it is typing (the IRCv3 recommendation).
 const TYPING_EVERY: Duration = Duration::from_secs(3);
@@ -447,7 +452,9 @@ fn matches(
             in_room(room).then_some(1)
         }
         Out::InRoom { before, after } => {
-            let room = first.strip_prefix(before.as_str())?.strip_suffix(after.as_str())?;
+            let room = first
+                .strip_prefix(before.as_str())?
+                .strip_suffix(after.as_str())?;
             (!room.contains(' ') && in_room(room)).then_some(1)
         }
         Out::Say {
@@ -715,8 +722,16 @@ impl ClientModel {
                     };
                     if m.prefixes.contains(prefix) != on {
                         let (op, voice) = (
-                            if prefix == '@' { on } else { m.prefixes.contains('@') },
-                            if prefix == '+' { on } else { m.prefixes.contains('+') },
+                            if prefix == '@' {
+                                on
+                            } else {
+                                m.prefixes.contains('@')
+                            },
+                            if prefix == '+' {
+                                on
+                            } else {
+                                m.prefixes.contains('+')
+                            },
                         );
                         m.prefixes = format!(
                             "{}{}",
@@ -1124,11 +1139,17 @@ impl ClientModel {
                 }
             }
             Command::Part { room, reason } => {
-                let after = reason.as_deref().map(|r| format!(" :{r}")).unwrap_or_default();
+                let after = reason
+                    .as_deref()
+                    .map(|r| format!(" :{r}"))
+                    .unwrap_or_default();
                 self.about_room(room, "PART ", &after, &[reason.as_deref()], maybe, &mut owe);
             }
             Command::Topic { room, topic } => {
-                let after = topic.as_deref().map(|t| format!(" :{t}")).unwrap_or_default();
+                let after = topic
+                    .as_deref()
+                    .map(|t| format!(" :{t}"))
+                    .unwrap_or_default();
                 self.about_room(room, "TOPIC ", &after, &[topic.as_deref()], maybe, &mut owe);
             }
             Command::Kick { room, name, reason } => {
@@ -1139,7 +1160,11 @@ impl ClientModel {
             }
             Command::Mode { target, args } => {
                 let args = args.trim();
-                let after = if args.is_empty() { String::new() } else { format!(" {args}") };
+                let after = if args.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {args}")
+                };
                 self.about_room(target, "MODE ", &after, &[Some(args)], maybe, &mut owe);
             }
             Command::Invite { name, room } => {
@@ -1148,7 +1173,10 @@ impl ClientModel {
             }
             Command::Oper { name, password } => {
                 if one_line(&[name, password]) {
-                    owe(Out::Line(format!("OPER {} :{password}", name.trim())), maybe);
+                    owe(
+                        Out::Line(format!("OPER {} :{password}", name.trim())),
+                        maybe,
+                    );
                 }
             }
             Command::Away(message) => match message.as_deref() {
@@ -1181,7 +1209,13 @@ impl ClientModel {
                 if due {
                     self.typing = Some((room, *state, at));
                     let before = format!("@+typing={} TAGMSG ", state.as_str());
-                    owe(Out::InRoom { before, after: String::new() }, maybe);
+                    owe(
+                        Out::InRoom {
+                            before,
+                            after: String::new(),
+                        },
+                        maybe,
+                    );
                 }
             }
         }
@@ -1237,7 +1271,11 @@ fn in_words(code: &str, p: &[&str]) -> Option<String> {
     let n = p.len();
     Some(match code {
         "221" => format!("Your modes: {}", at(1)),
-        "324" => format!("Modes of {}: {}", at(1), p.get(2..).unwrap_or(&[]).join(" ")),
+        "324" => format!(
+            "Modes of {}: {}",
+            at(1),
+            p.get(2..).unwrap_or(&[]).join(" ")
+        ),
         "301" if n >= 3 => format!("{} is away: {last}", at(1)),
         "305" | "306" | "381" | "371" | "705" | "323" => last.to_owned(),
         "341" if n >= 3 => format!("You invited {} to {}", at(1), at(2)),

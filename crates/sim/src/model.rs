@@ -927,10 +927,10 @@ impl Model {
                     ("multi-prefix", c.multi_prefix),
                     ("message-tags", c.message_tags),
                 ]
-                    .iter()
-                    .filter(|(_, on)| *on)
-                    .map(|(name, _)| *name)
-                    .collect();
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(name, _)| *name)
+                .collect();
                 let list = on.join(" ");
                 self.server_line(owed, id, "CAP", &[&nick, "LIST", &list]);
             }

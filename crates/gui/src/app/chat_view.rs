@@ -263,7 +263,9 @@ impl ParlaApp {
     }
 
     fn member_list(&self, ui: &mut egui::Ui, intents: &mut Vec<Intent>, online: bool) {
-        let members = self.chat.current_members();
+        // Operators first, then the voiced, then everyone, as IRC clients list them.
+        let mut members: Vec<&Member> = self.chat.current_members().iter().collect();
+        members.sort_by_key(|m| m.rank());
         let operator = self.chat.operator_here();
         let (heading, note) = self.chat.members_heading();
         ui.add_space(4.0);
@@ -288,7 +290,8 @@ impl ParlaApp {
                     let text = RichText::new(format!("{}{name}", member.prefix())).color(colour);
                     let label = if me {
                         ui.horizontal(|ui| {
-                            let label = ui.add(egui::Label::new(text.strong()).sense(Sense::click()));
+                            let label =
+                                ui.add(egui::Label::new(text.strong()).sense(Sense::click()));
                             ui.weak("(you)");
                             label
                         })
@@ -298,7 +301,9 @@ impl ParlaApp {
                     };
                     let label = match (member.is_operator(), member.is_voiced()) {
                         (true, _) => label.on_hover_text("Room operator"),
-                        (false, true) => label.on_hover_text("Voiced: may speak when the room is moderated"),
+                        (false, true) => {
+                            label.on_hover_text("Voiced: may speak when the room is moderated")
+                        }
                         _ => label,
                     };
                     if online {
@@ -427,7 +432,13 @@ impl ParlaApp {
 /// What can be done about a member, from their entry in the list (right click): a direct
 /// message and `WHOIS` for anyone; for a room operator, also giving and taking `@` and `+`,
 /// kicking (the reason is typed in the message box) and banning.
-fn member_menu(ui: &mut egui::Ui, member: &Member, me: bool, operator: bool, intents: &mut Vec<Intent>) {
+fn member_menu(
+    ui: &mut egui::Ui,
+    member: &Member,
+    me: bool,
+    operator: bool,
+    intents: &mut Vec<Intent>,
+) {
     let name = member.name.clone();
     let mode = |args: String| Intent::Send(Command::Mode { target: None, args });
     let mut item = |ui: &mut egui::Ui, label: &str, intent: Intent| {
@@ -437,9 +448,17 @@ fn member_menu(ui: &mut egui::Ui, member: &Member, me: bool, operator: bool, int
         }
     };
     if !me {
-        item(ui, "Send a direct message", Intent::Prefill(format!("/msg {name} ")));
+        item(
+            ui,
+            "Send a direct message",
+            Intent::Prefill(format!("/msg {name} ")),
+        );
     }
-    item(ui, "Who is this?", Intent::Send(Command::Whois(name.clone())));
+    item(
+        ui,
+        "Who is this?",
+        Intent::Send(Command::Whois(name.clone())),
+    );
     if !operator {
         return;
     }

@@ -155,6 +155,16 @@ impl Member {
     pub fn is_voiced(&self) -> bool {
         self.prefixes.contains('+')
     }
+
+    /// Where the member goes in a list shown to people: by status (`~ & @ % +`, then none),
+    /// as IRC clients list them, the name breaking ties.
+    pub fn rank(&self) -> usize {
+        self.prefixes
+            .chars()
+            .filter_map(|c| "~&@%+".find(c))
+            .min()
+            .unwrap_or(5)
+    }
 }
 
 /// How a message arrived.

@@ -38,8 +38,8 @@ use crate::time::Millis;
 
 pub use events::{Command, Disconnect, Event, Member, MessageKind, PingReport, Typing};
 pub use liveness::QUIT_WAIT_MS;
-pub use moderation::TYPING_ACTIVE_EVERY_MS;
 pub use messages::{message_pieces, split_text};
+pub use moderation::TYPING_ACTIVE_EVERY_MS;
 
 /// What the session says about itself and how it watches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -68,7 +68,12 @@ impl Session {
     }
 
     /// `KICK <room> <name> [:<reason>]`.
-    pub(super) fn command_kick(&mut self, room: Option<String>, name: &str, reason: Option<String>) {
+    pub(super) fn command_kick(
+        &mut self,
+        room: Option<String>,
+        name: &str,
+        reason: Option<String>,
+    ) {
         let Some(room) = self.room_for(room, "remove someone from") else {
             return;
         };
@@ -140,7 +145,9 @@ impl Session {
         }
         let key = casefold(&room);
         let due = match (&self.typing_sent, state) {
-            (Some((to, last, _)), _) if *to != key => state != Typing::Done || *last != Typing::Done,
+            (Some((to, last, _)), _) if *to != key => {
+                state != Typing::Done || *last != Typing::Done
+            }
             (None, Typing::Active) => true,
             (None, _) => false,
             (Some((_, Typing::Active, at)), Typing::Active) => {
@@ -234,7 +241,11 @@ impl Session {
         let mut adding = true;
         let mut changed = false;
         for mode in p[1].chars() {
-            let status = self.prefixes.iter().find(|(m, _)| *m == mode).map(|&(_, p)| p);
+            let status = self
+                .prefixes
+                .iter()
+                .find(|(m, _)| *m == mode)
+                .map(|&(_, p)| p);
             match (mode, status) {
                 ('+', _) => adding = true,
                 ('-', _) => adding = false,
@@ -317,7 +328,11 @@ impl Session {
         let last = p.last().copied().unwrap_or("");
         let text = match code {
             RPL_UMODEIS => format!("Your modes: {}", at(1)),
-            RPL_CHANNELMODEIS => format!("Modes of {}: {}", at(1), p.get(2..).unwrap_or(&[]).join(" ")),
+            RPL_CHANNELMODEIS => format!(
+                "Modes of {}: {}",
+                at(1),
+                p.get(2..).unwrap_or(&[]).join(" ")
+            ),
             RPL_AWAY if p.len() >= 3 => format!("{} is away: {last}", at(1)),
             RPL_UNAWAY | RPL_NOWAWAY | RPL_YOUREOPER | RPL_INFO | RPL_HELPTXT | RPL_LISTEND => {
                 last.to_owned()

@@ -8,7 +8,12 @@ use super::{Event, Session};
 /// as the server echoes them (`echo-message`), takes tags on messages (`message-tags`: typing
 /// notifications), sees every status of a room's members (`multi-prefix`: `@+bob`), and
 /// stamps messages with the server's clock (`server-time`).
-const WANTED_CAPS: &[&str] = &["echo-message", "message-tags", "multi-prefix", "server-time"];
+const WANTED_CAPS: &[&str] = &[
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+];
 
 impl Session {
     /// The connection's first lines: `CAP LS` holds registration open until `CAP END`, so the
