@@ -454,6 +454,9 @@ impl<'a> Runner<'a> {
                 ClientCmd::Session(Command::Raw(line.clone())),
             ),
             Step::Names { client } => self.send(where_, client, ClientCmd::Session(Command::Names)),
+            Step::Command { client, command } => {
+                self.send(where_, client, ClientCmd::Session(command.clone()))
+            }
             Step::Quit { client } => {
                 self.send(where_, client, ClientCmd::Session(Command::Quit(None)))
             }

@@ -72,6 +72,12 @@ pub enum Step {
     Names {
         client: String,
     },
+    /// A client gives one of its other commands: `part`, `topic`, `kick`, `mode`, `invite`,
+    /// `oper`, `away`, `whois`, `typing` (see [`client_command`]).
+    Command {
+        client: String,
+        command: parla_net::client::Command,
+    },
     /// A client types `quit`.
     Quit {
         client: String,
@@ -441,13 +447,65 @@ fn parse_step(line: &str, w: &[&str]) -> Result<Step, String> {
                     bytes: unescape(text)?,
                 },
                 "stop-reading" => Step::StopReading { client },
+                verb if let Some(command) = client_command(verb, text) => {
+                    Step::Command { client, command }
+                }
                 _ => {
                     return Err(format!(
-                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, me TEXT, say-many N TEXT, join #ROOM, msg NICK TEXT, quote LINE, names, quit, close, write BYTES, stop-reading"
+                        "{client:?} {action:?}: expected a step (server, client, wait, partition, ...) or a client action: name NICK, say TEXT, me TEXT, say-many N TEXT, join #ROOM, msg NICK TEXT, quote LINE, names, part [#ROOM] [REASON], topic [TEXT], kick NICK [REASON], mode ARGS, invite NICK [#ROOM], oper NAME PASSWORD, away [TEXT], whois NICK, typing active|paused|done, quit, close, write BYTES, stop-reading"
                     ));
                 }
             }
         }
+    })
+}
+
+/// A session command from its script words: `part [#ROOM] [REASON]`, `topic [TEXT]` (none: ask;
+/// `-` clears), `kick NICK [REASON]`, `mode ARGS` (of the current room), `invite NICK [#ROOM]`,
+/// `oper NAME PASSWORD`, `away [TEXT]`, `whois NICK`, `typing active|paused|done`. `None` if it
+/// is none of these.
+fn client_command(verb: &str, text: &str) -> Option<parla_net::client::Command> {
+    use parla_net::client::{Command, Typing};
+    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Some(match verb {
+        "part" if first.starts_with('#') => Command::Part {
+            room: Some(first.to_owned()),
+            reason: opt(rest),
+        },
+        "part" => Command::Part {
+            room: None,
+            reason: opt(text),
+        },
+        "topic" => Command::Topic {
+            room: None,
+            topic: match text {
+                "" => None,
+                "-" => Some(String::new()),
+                t => Some(t.to_owned()),
+            },
+        },
+        "kick" if !first.is_empty() => Command::Kick {
+            room: None,
+            name: first.to_owned(),
+            reason: opt(rest),
+        },
+        "mode" => Command::Mode {
+            target: None,
+            args: text.to_owned(),
+        },
+        "invite" if !first.is_empty() => Command::Invite {
+            name: first.to_owned(),
+            room: opt(rest),
+        },
+        "oper" if !rest.is_empty() => Command::Oper {
+            name: first.to_owned(),
+            password: rest.to_owned(),
+        },
+        "away" => Command::Away(opt(text)),
+        "whois" if !first.is_empty() => Command::Whois(first.to_owned()),
+        "typing" => Command::Typing(Typing::parse(text)?),
+        _ => return None,
     })
 }
 
