@@ -5,7 +5,7 @@
 //! The script is generated from the seed alone, so `parla-sim replay --seed N` rebuilds it
 //! exactly and prints it with its transcript.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +58,10 @@ enum Kind {
     Topic,
     /// NAMES, WHO, WHOIS, LIST, ISON, USERHOST, AWAY, MODE.
     Query,
+    /// Moderation through the session's own commands and raw lines: room modes (`+o +v +b +e
+    /// +I +i +k +l +m +n +s +t`, lists, bad arguments), KICK, INVITE, `/part`, `/topic`,
+    /// `/away`, `/whois`, typing notifications.
+    Moderate,
     /// Lines the server must refuse: missing parameters, unknown commands, commands out of
     /// turn; and from a raw host, over-long lines, NUL, bare CR and invalid UTF-8.
     Malformed,
@@ -80,13 +84,14 @@ enum Kind {
     Wait,
 }
 
-const KINDS: [Kind; 15] = [
+const KINDS: [Kind; 16] = [
     Kind::Chat,
     Kind::Rename,
     Kind::Rooms,
     Kind::Direct,
     Kind::Topic,
     Kind::Query,
+    Kind::Moderate,
     Kind::Malformed,
     Kind::Flood,
     Kind::Leave,
@@ -174,11 +179,20 @@ struct Gen {
     password: Option<&'static str>,
     /// The server also serves TLS: some clients use it.
     tls: bool,
+    /// The name each client last asked for (it may have been refused): whom moderation acts
+    /// on.
+    asked: BTreeMap<String, String>,
 }
 
 impl Gen {
     fn line(&mut self, text: impl AsRef<str>) {
-        self.s.push_str(text.as_ref());
+        let text = text.as_ref();
+        if let Some((client, rest)) = text.split_once(' ')
+            && let Some(nick) = rest.strip_prefix("name ")
+        {
+            self.asked.insert(client.to_owned(), nick.to_owned());
+        }
+        self.s.push_str(text);
         self.s.push('\n');
     }
 
@@ -211,6 +225,71 @@ impl Gen {
         ));
         self.live.push(name.clone());
         name
+    }
+
+    /// A room's rule in action: operator `c` and member `d` (who asked to be `nick`) in
+    /// `room`.
+    fn story(&mut self, c: &str, d: &str, room: &str, nick: &str) {
+        let lines: Vec<String> = match self.rng.random_range(0..5) {
+            // Invite-only: out, refused, invited, in.
+            0 => vec![
+                format!("{c} mode +i"),
+                format!("{d} part {room}"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+                "wait 300ms".into(),
+                format!("{c} invite {nick}"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+            ],
+            // Moderated: silent until voiced.
+            1 => vec![
+                format!("{c} mode +m"),
+                "wait 200ms".into(),
+                format!("{d} say may I speak?"),
+                format!("{c} mode +v {nick}"),
+                "wait 200ms".into(),
+                format!("{d} say thank you"),
+                format!("{c} mode -mv {nick}"),
+            ],
+            // Banned: silent, kicked, refused, excepted, back.
+            2 => vec![
+                format!("{c} mode +b {nick}"),
+                "wait 200ms".into(),
+                format!("{d} say am I banned?"),
+                format!("{c} kick {nick} banned"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+                format!("{c} quote MODE {room} +e {nick}!*@*"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+                format!("{c} quote MODE {room} b"),
+            ],
+            // Full, and a key.
+            3 => vec![
+                format!("{c} mode +l 1"),
+                format!("{d} part {room}"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+                format!("{c} mode -l+k sesame"),
+                "wait 300ms".into(),
+                format!("{d} join {room}"),
+                format!("{d} quote JOIN {room} sesame"),
+            ],
+            // Operators pass it on; a secret room; the topic is theirs.
+            _ => vec![
+                format!("{c} mode +o {nick}"),
+                "wait 200ms".into(),
+                format!("{d} mode -o+s {nick}"),
+                format!("{d} topic ours now"),
+                format!("{c} quote LIST"),
+                format!("{c} quote WHO {room}"),
+                format!("{d} whois {nick}"),
+            ],
+        };
+        for line in lines {
+            self.line(line);
+        }
     }
 
     /// What a raw host sends first: the server's password (rarely a wrong one, or none).
@@ -425,6 +504,99 @@ impl Gen {
                     _ => format!("quote PING :{nick}"),
                 };
                 self.line(format!("{c} {q}"));
+            }
+            Kind::Moderate => {
+                let Some(c) = self.someone() else { return };
+                let (room, mut nick, other) = (self.one(ROOMS), self.one(NAMES), self.one(NAMES));
+                // One time in two, into a room with someone else first, and about them: the
+                // first to join a room is its operator, so the change has someone to act on.
+                if self.rng.random_bool(0.5)
+                    && let Some(d) = self.someone()
+                {
+                    let there = self.one(&["#a", "#b"]);
+                    self.line(format!("{c} join {there}"));
+                    self.line(format!("{d} join {there}"));
+                    // Until both are in (a join takes a round trip, and more on a slow link).
+                    self.line("wait 500ms");
+                    if let Some(theirs) = self.asked.get(&d).cloned() {
+                        nick = NAMES
+                            .iter()
+                            .find(|n| **n == theirs)
+                            .copied()
+                            .unwrap_or(nick);
+                    }
+                    // Now and then a whole story of a room's rules, as people live them.
+                    if self.rng.random_ratio(1, 2) {
+                        self.story(&c, &d, there, nick);
+                        return;
+                    }
+                }
+                let mask = self.one(&[
+                    "ann",
+                    "b*",
+                    "*!*@192.168.0.*",
+                    "*!~cy@*",
+                    "192.168.0.5",
+                    "Dee!*@*",
+                    "*",
+                ]);
+                let sign = self.one(&["+", "-"]);
+                let step = match self.rng.random_range(0..30) {
+                    0..=2 => format!("mode {sign}o {nick}"),
+                    3..=4 => format!("mode {sign}v {nick}"),
+                    5 => format!("mode +ov {nick} {other}"),
+                    6..=7 => format!("mode {sign}b {mask}"),
+                    8 => format!("mode {sign}e {mask}"),
+                    9 => format!("mode {sign}I {mask}"),
+                    10..=11 => {
+                        let flag = self.one(&["i", "m", "s", "t", "n", "mi", "ts"]);
+                        format!("mode {sign}{flag}")
+                    }
+                    12 => {
+                        let change = self.one(&[
+                            "+l 2", "+l 3", "-l", "+l x", "+k key", "-k", "+k", "+z", "+bl",
+                        ]);
+                        format!("mode {change}")
+                    }
+                    13 => {
+                        let list = self.one(&["b", "e", "I", "+b"]);
+                        format!("quote MODE {room} {list}")
+                    }
+                    14..=16 => match self.rng.random_range(0..3) {
+                        0 => format!("kick {nick}"),
+                        1 => format!("kick {nick} go away"),
+                        _ => format!("quote KICK #a,{room} {nick},{other} :out"),
+                    },
+                    17..=19 => match self.rng.random_range(0..3) {
+                        0 => format!("invite {nick}"),
+                        1 => format!("invite {nick} {room}"),
+                        _ => format!("quote INVITE {nick}"),
+                    },
+                    20..=21 => {
+                        if self.rng.random_bool(0.5) {
+                            "part".to_owned()
+                        } else {
+                            format!("part {room} enough")
+                        }
+                    }
+                    22 => {
+                        let n = self.rng.random_range(0..100);
+                        let topic = self.one(&["", "-", "news"]);
+                        match topic {
+                            "news" => format!("topic news {n}"),
+                            t => format!("topic {t}"),
+                        }
+                    }
+                    23 => self.one(&["away lunch", "away"]).to_owned(),
+                    24 => format!("whois {nick}"),
+                    25..=27 => {
+                        let state = self.one(&["active", "active", "paused", "done"]);
+                        format!("typing {state}")
+                    }
+                    28 => format!("quote @+typing=active TAGMSG {room},{nick}"),
+                    _ => format!("quote TAGMSG {nick}"),
+                };
+                self.line(format!("{c} {step}"));
             }
             Kind::Malformed => {
                 if self.rng.random_ratio(1, 3) || self.live.is_empty() {
@@ -873,6 +1045,7 @@ pub fn generate(seed: u64, workload: Workload) -> String {
         crowded: false,
         password: None,
         tls: false,
+        asked: BTreeMap::new(),
         churned: false,
     };
     g.line(format!(

@@ -32,9 +32,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parla_net::server::Input;
 use parla_room::limits::{
-    AWAY_LEN, CAPS, CHANNEL_LEN, MAX_BODY_LEN, MAX_ROOMS_PER_USER, MAX_TAGS_LEN, MAX_TARGETS,
-    NICK_LEN, REALNAME_LEN, SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN,
+    AWAY_LEN, BAN_MASK_LEN, CAPS, CHANNEL_LEN, KEY_LEN, KICK_LEN, MAX_BANS, MAX_BODY_LEN,
+    MAX_INVITES, MAX_ROOMS_PER_USER, MAX_TAGS_LEN, MAX_TARGETS, NICK_LEN, REALNAME_LEN,
+    SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN,
 };
+
+mod moderation;
+use moderation::Modes;
 use parla_room::{ConnId, Millis, Output};
 
 /// The server settings the model follows: the core's own configuration (its names, MOTD,
@@ -269,8 +273,8 @@ struct Conn {
     negotiating: bool,
     echo: bool,
     server_time: bool,
-    /// `multi-prefix` and `message-tags`, which a session asks for too (neither changes a
-    /// line the model checks yet: nobody is voiced, and tags are not compared).
+    /// `multi-prefix` (`@+` for an operator with a voice) and `message-tags` (who gets a
+    /// TAGMSG; tags themselves are not compared), which a session asks for too.
     multi_prefix: bool,
     message_tags: bool,
     invisible: bool,
@@ -322,6 +326,8 @@ struct Room {
     topic: Option<(String, String, Millis)>,
     /// When it was made (unknown for the default room, made when the server started).
     created: Option<Millis>,
+    /// Voices, masks, `+i +m +s +l`, invitations.
+    modes: Modes,
 }
 
 /// What one input owes each connection.
@@ -398,6 +404,7 @@ impl Model {
                     key: None,
                     topic: None,
                     created: None,
+                    modes: Modes::default(),
                 },
             );
         }
@@ -719,9 +726,10 @@ impl Model {
             "USER" => (4, true),
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
-            "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" => (1, false),
-            "PRIVMSG" | "NOTICE" | "NAMES" | "WHO" | "LUSERS" | "MOTD" | "AWAY" | "VERSION"
-            | "TIME" | "LIST" => (0, false),
+            "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
+            | "INVITE" => (1, false),
+            "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "LUSERS" | "MOTD" | "AWAY"
+            | "VERSION" | "TIME" | "LIST" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
         };
         if !self.conns[&id].registered && !before_registration {
@@ -778,7 +786,9 @@ impl Model {
                     }
                     return;
                 }
+                let mut keys = get(1).unwrap_or("").split(',');
                 for name in p[0].split(',').filter(|n| !n.is_empty()) {
+                    let key = keys.next().filter(|k| !k.is_empty());
                     let c = &self.conns[&id];
                     if !valid_room(name) {
                         self.numeric(owed, id, "403", &[name, ANY]);
@@ -786,11 +796,10 @@ impl Model {
                     } else if c.rooms.len() >= MAX_ROOMS_PER_USER {
                         self.numeric(owed, id, "405", &[name, ANY]);
                     } else if let Some(room) = self.rooms.get(&fold(name))
-                        && room.key.is_some()
+                        && let Some(code) = room.refuses_join(id, &c.prefix(), key)
                     {
-                        // The generator's JOINs give no key.
                         let name = room.name.clone();
-                        self.numeric(owed, id, "475", &[&name, ANY]);
+                        self.numeric(owed, id, code, &[&name, ANY]);
                     } else {
                         self.join(now, id, name, owed);
                     }
@@ -810,6 +819,13 @@ impl Model {
                     }
                 }
             }
+            "TAGMSG" => {
+                if let Some(targets) = get(0).filter(|t| !t.is_empty()) {
+                    self.message(now, id, "TAGMSG", targets, "", owed);
+                }
+            }
+            "KICK" => self.kick(id, &p, owed),
+            "INVITE" => self.invite(id, &p, owed),
             "PRIVMSG" | "NOTICE" => {
                 let notice = verb == "NOTICE";
                 match (
@@ -834,7 +850,7 @@ impl Model {
                 let single = rooms.len() == 1;
                 for name in &rooms {
                     let key = fold(name);
-                    if self.rooms.contains_key(&key) {
+                    if self.rooms.get(&key).is_some_and(|r| r.visible_to(id)) {
                         self.names(id, &key, single, owed);
                     } else if single {
                         self.numeric(owed, id, "366", &[name, ANY]);
@@ -846,7 +862,8 @@ impl Model {
             }
             "WHO" => self.who(id, get(0).unwrap_or("*"), owed),
             "WHOIS" => self.whois(now, id, p.last().copied().unwrap_or(p[0]), owed),
-            "MODE" => self.mode(id, p[0], get(1), get(2), owed),
+            "MODE" if p[0].starts_with('#') => self.room_mode(now, id, p[0], &p[1..], owed),
+            "MODE" => self.mode(id, p[0], get(1), owed),
             "AWAY" => {
                 let away = get(0).filter(|t| !t.is_empty());
                 self.conns.get_mut(&id).expect("live").away =
@@ -893,7 +910,7 @@ impl Model {
                 let wanted: Option<BTreeSet<String>> =
                     get(0).map(|f| f.split(',').map(fold).collect());
                 for (key, room) in &self.rooms {
-                    if wanted.as_ref().is_some_and(|w| !w.contains(key)) {
+                    if wanted.as_ref().is_some_and(|w| !w.contains(key)) || !room.visible_to(id) {
                         continue;
                     }
                     let count = room.members.len().to_string();
@@ -980,11 +997,12 @@ impl Model {
             .map(|m| (m, &self.conns[m]))
             .filter(|(_, c)| inside || !c.invisible)
             .filter_map(|(m, c)| {
-                let op = if room.ops.contains(m) { "@" } else { "" };
-                Some(format!("{op}{}", c.nick.as_deref()?))
+                let status = room.status(*m, self.conns[&id].multi_prefix);
+                Some(format!("{status}{}", c.nick.as_deref()?))
             })
             .collect();
-        self.numeric_list(owed, id, "353", &["=", &room.name], &names, false);
+        let kind = if room.modes.secret { "@" } else { "=" };
+        self.numeric_list(owed, id, "353", &[kind, &room.name], &names, false);
         if end {
             self.numeric(owed, id, "366", &[&room.name, ANY]);
         }
@@ -1040,9 +1058,9 @@ impl Model {
 
     fn who(&self, id: u64, mask: &str, owed: &mut Owed) {
         let server = self.settings.server_name.clone();
-        let row = |owed: &mut Owed, room: &str, c: &Conn, op: bool| {
+        let row = |owed: &mut Owed, room: &str, c: &Conn, status: &str| {
             let away = if c.away.is_some() { "G" } else { "H" };
-            let flags = &format!("{away}{}", if op { "@" } else { "" });
+            let flags = &format!("{away}{status}");
             let real = format!("0 {}", c.realname);
             let user = c.user.clone().unwrap_or_default();
             self.numeric(
@@ -1056,10 +1074,11 @@ impl Model {
         if mask.starts_with('#') {
             if let Some(room) = self.rooms.get(&fold(mask)) {
                 let inside = room.members.contains(&id);
+                let all = self.conns[&id].multi_prefix;
                 for m in &room.members {
                     let c = &self.conns[m];
-                    if inside || !c.invisible {
-                        row(owed, &room.name, c, room.ops.contains(m));
+                    if inside || !(c.invisible || room.modes.secret) {
+                        row(owed, &room.name, c, room.status(*m, all));
                     }
                 }
             }
@@ -1072,7 +1091,7 @@ impl Model {
                 let matches =
                     c.registered && c.nick.as_deref().is_some_and(|n| all || glob(mask, n));
                 if visible && matches {
-                    row(owed, "*", c, false);
+                    row(owed, "*", c, "");
                 }
             }
         }
@@ -1088,14 +1107,13 @@ impl Model {
         let user = c.user.clone().unwrap_or_default();
         self.numeric(owed, id, "311", &[&name, &user, &c.host, "*", &c.realname]);
         let holder = self.nicks[&fold(nick)];
+        let all = self.conns[&id].multi_prefix;
         let rooms: Vec<String> = c
             .rooms
             .iter()
             .map(|k| &self.rooms[k])
-            .map(|r| {
-                let op = if r.ops.contains(&holder) { "@" } else { "" };
-                format!("{op}{}", r.name)
-            })
+            .filter(|r| r.visible_to(id))
+            .map(|r| format!("{}{}", r.status(holder, all), r.name))
             .collect();
         self.numeric_list(owed, id, "319", &[&name], &rooms, false);
         let server = self.settings.server_name.clone();
@@ -1109,72 +1127,8 @@ impl Model {
         self.numeric(owed, id, "318", &[&name, ANY]);
     }
 
-    fn mode(
-        &mut self,
-        id: u64,
-        target: &str,
-        modes: Option<&str>,
-        arg: Option<&str>,
-        owed: &mut Owed,
-    ) {
-        if target.starts_with('#') {
-            let Some(room) = self.rooms.get(&fold(target)) else {
-                return self.numeric(owed, id, "403", &[target, ANY]);
-            };
-            let name = room.name.clone();
-            let op = room.ops.contains(&id);
-            let prefix = self.conns[&id].prefix();
-            // The generator's changes: `+b`/`b` (list the bans; none is ever set), `+k key`
-            // and `-n`, each an operator's only.
-            match modes {
-                None => {
-                    let mut letters = String::from("+");
-                    letters.push_str(if room.no_external { "n" } else { "" });
-                    letters.push_str(if room.topic_ops { "t" } else { "" });
-                    let mut params = vec![name.clone()];
-                    if let Some(key) = &room.key {
-                        letters.push('k');
-                        params.push(letters);
-                        params.push(if room.members.contains(&id) {
-                            key.clone()
-                        } else {
-                            "*".into()
-                        });
-                    } else {
-                        params.push(letters);
-                    }
-                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
-                    self.numeric(owed, id, "324", &params);
-                    let created = room.created.map(|t| t.as_secs().to_string());
-                    self.numeric(owed, id, "329", &[&name, created.as_deref().unwrap_or(ANY)]);
-                }
-                Some("b" | "+b") => self.numeric(owed, id, "368", &[&name, ANY]),
-                Some(_) if !op => self.numeric(owed, id, "482", &[&name, ANY]),
-                Some(change) => {
-                    let room = self.rooms.get_mut(&fold(target)).expect("looked up above");
-                    let shown: Option<Vec<&str>> = match (change, arg) {
-                        ("+k", Some(key)) => {
-                            room.key = Some(key.into());
-                            Some(vec!["+k", key])
-                        }
-                        ("-n", _) if room.no_external => {
-                            room.no_external = false;
-                            Some(vec!["-n"])
-                        }
-                        _ => None,
-                    };
-                    if let Some(shown) = shown {
-                        let room = &self.rooms[&fold(target)];
-                        let mut params = vec![room.name.as_str()];
-                        params.extend(shown);
-                        for &m in &room.members {
-                            owed.line(m, Some(&prefix), "MODE", &params);
-                        }
-                    }
-                }
-            }
-            return;
-        }
+    /// `MODE <nick> [<changes>]`: our own user modes (a room's are in `moderation`).
+    fn mode(&mut self, id: u64, target: &str, modes: Option<&str>, owed: &mut Owed) {
         let c = self.conns.get_mut(&id).expect("live");
         let me = c.shown();
         if fold(target) != fold(&me) {
@@ -1347,12 +1301,14 @@ impl Model {
             key: None,
             topic: None,
             created: Some(now),
+            modes: Modes::default(),
         });
         // A new room's first member is its operator (the default room is never new).
         if room.members.is_empty() && room.created.is_some() {
             room.ops.insert(id);
         }
         room.members.insert(id);
+        room.modes.invited.retain(|&i| i != id);
         let room_name = room.name.clone();
         let c = self.conns.get_mut(&id).expect("live");
         c.rooms.insert(key.clone());
@@ -1406,6 +1362,7 @@ impl Model {
         if let Some(room) = self.rooms.get_mut(key) {
             room.members.remove(&id);
             room.ops.remove(&id);
+            room.modes.voiced.remove(&id);
             if room.members.is_empty() && default.as_deref() != Some(key) {
                 self.rooms.remove(key);
             }
@@ -1431,7 +1388,9 @@ impl Model {
         text: &str,
         owed: &mut Owed,
     ) {
-        let notice = verb == "NOTICE";
+        let tagmsg = verb == "TAGMSG";
+        // Neither NOTICE nor TAGMSG is ever answered with an error.
+        let notice = verb == "NOTICE" || tagmsg;
         let refuse = |model: &Model, owed: &mut Owed, code: &str, params: &[&str]| {
             if !notice {
                 model.numeric(owed, id, code, params);
@@ -1468,15 +1427,24 @@ impl Model {
                     continue;
                 };
                 let member = room.members.contains(&id);
-                if !member && room.no_external {
+                if !room.may_send(id, &prefix) {
                     refuse(self, owed, "404", &[&room.name, ANY]);
                     continue;
                 }
+                // A TAGMSG goes only to those who take tags.
+                let takes = |m: &u64| !tagmsg || self.conns[m].message_tags;
+                let params: &[&str] = if tagmsg {
+                    &[&room.name]
+                } else {
+                    &[&room.name, text]
+                };
                 for &m in room.members.iter().filter(|&&m| echo || m != id) {
-                    owed.line(m, Some(&prefix), verb, &[&room.name, text]);
+                    if takes(&m) {
+                        owed.line(m, Some(&prefix), verb, params);
+                    }
                 }
-                if echo && !member {
-                    owed.line(id, Some(&prefix), verb, &[&room.name, text]);
+                if echo && !member && takes(&id) {
+                    owed.line(id, Some(&prefix), verb, params);
                 }
             } else {
                 let Some(peer) = self.registered_holder(target) else {
@@ -1485,10 +1453,13 @@ impl Model {
                 };
                 let to = self.nicks[&fold(target)];
                 let (name, away) = (peer.shown(), peer.away.clone());
-                owed.line(to, Some(&prefix), verb, &[&name, text]);
+                let params: &[&str] = if tagmsg { &[&name] } else { &[&name, text] };
+                if !tagmsg || peer.message_tags {
+                    owed.line(to, Some(&prefix), verb, params);
+                }
                 // To oneself with echo-message: the message, then its echo.
-                if echo {
-                    owed.line(id, Some(&prefix), verb, &[&name, text]);
+                if echo && (!tagmsg || self.conns[&id].message_tags) {
+                    owed.line(id, Some(&prefix), verb, params);
                 }
                 if let Some(away) = away {
                     refuse(self, owed, "301", &[&name, &away]);

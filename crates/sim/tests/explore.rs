@@ -76,7 +76,8 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 /// 300 seeds mutation testing runs, for the reason it implies.
 #[rstest]
 #[case::relay_limit_off_by_one(Bug::RelayLimitOffByOne, "was owed `:edge-r")]
-#[case::invisible_count_kept(Bug::InvisibleCountKept, "251")]
+// The count shows in `251`, or goes below zero when an invisible user leaves.
+#[case::invisible_count_kept(Bug::InvisibleCountKept, "251|subtract with overflow")]
 #[case::timeouts_ignored(Bug::TimeoutsIgnored, "it spins")]
 // Two of the client core's, missed before the conduct check derived the exact split and followed
 // the current room.
@@ -96,7 +97,7 @@ fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom
             .outcome
             .violations
             .iter()
-            .any(|v| v.contains(symptom)),
+            .any(|v| symptom.split('|').any(|s| v.contains(s))),
         "{bug:?} (seed {}): {:?}",
         failure.seed,
         failure.outcome.violations
