@@ -462,7 +462,21 @@ impl Gen {
                 } else {
                     ""
                 };
-                let q = match self.rng.random_range(0..34) {
+                let q = match self.rng.random_range(0..40) {
+                    34 => format!("quote WHOWAS {nick}"),
+                    35 => self
+                        .one(&[
+                            "quote WHOWAS ann,BOB,cy 1",
+                            "quote WHOWAS *e*",
+                            "quote WHOWAS",
+                        ])
+                        .to_owned(),
+                    36 => format!("quote WHOWAS {nick} 0"),
+                    37 => format!("quote WHO {room} %tcuihsnfdlaor,42"),
+                    38 => format!("quote WHO {nick} %nfl"),
+                    39 => self
+                        .one(&["quote WHO * %", "quote WHO a* %tn,toolong"])
+                        .to_owned(),
                     0..=2 => "names".to_owned(),
                     3 => format!("quote NAMES {room},#lobby"),
                     4 => self

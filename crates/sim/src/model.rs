@@ -365,6 +365,11 @@ pub struct Model {
     rooms: BTreeMap<String, Room>,
     /// The most users registered at once since the server started.
     max_users: usize,
+    /// Names given up (by leaving or renaming), the newest first: nick, user, host, real name,
+    /// when; at most `settings.whowas_history`.
+    whowas: std::collections::VecDeque<(String, String, String, String, Millis)>,
+    /// The time of the input being handled.
+    now: Millis,
     shutting_down: bool,
     owed: Option<Owed>,
     queued: Queued,
@@ -415,6 +420,8 @@ impl Model {
             ever_held: BTreeSet::new(),
             rooms,
             max_users: 0,
+            whowas: std::collections::VecDeque::new(),
+            now: Millis(0),
             shutting_down: false,
             owed: None,
             queued: Queued::default(),
@@ -464,6 +471,7 @@ impl Model {
 
     /// The core is about to handle `input`.
     pub fn input(&mut self, now: Millis, input: &Input<'_>) -> Vec<Divergence> {
+        self.now = now;
         let found = self.settle();
         let mut owed = Owed::default();
         match *input {
@@ -728,8 +736,8 @@ impl Model {
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
             | "INVITE" => (1, false),
-            "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "LUSERS" | "MOTD" | "AWAY"
-            | "VERSION" | "TIME" | "LIST" => (0, false),
+            "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
+            | "AWAY" | "VERSION" | "TIME" | "LIST" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
         };
         if !self.conns[&id].registered && !before_registration {
@@ -860,7 +868,8 @@ impl Model {
                     self.numeric(owed, id, "366", &[names, ANY]);
                 }
             }
-            "WHO" => self.who(id, get(0).unwrap_or("*"), owed),
+            "WHO" => self.who(now, id, get(0).unwrap_or("*"), get(1), owed),
+            "WHOWAS" => self.whowas(id, get(0), get(1), owed),
             "WHOIS" => self.whois(now, id, p.last().copied().unwrap_or(p[0]), owed),
             "MODE" if p[0].starts_with('#') => self.room_mode(now, id, p[0], &p[1..], owed),
             "MODE" => self.mode(id, p[0], get(1), owed),
@@ -1056,19 +1065,45 @@ impl Model {
         room.topic = (!text.is_empty()).then(|| (text.to_owned(), setter, now));
     }
 
-    fn who(&self, id: u64, mask: &str, owed: &mut Owed) {
+    /// `WHO <mask> [%<fields>[,<token>]]`: `352` per match, or with WHOX `354` with the
+    /// fields asked for, in the order `tcuihsnfdlaor` whatever order they were asked in.
+    fn who(&self, now: Millis, id: u64, mask: &str, whox: Option<&str>, owed: &mut Owed) {
         let server = self.settings.server_name.clone();
+        let whox = whox.and_then(|f| f.strip_prefix('%')).map(|f| {
+            let (fields, token) = f.split_once(',').unwrap_or((f, ""));
+            (fields.to_owned(), token.chars().take(3).collect::<String>())
+        });
         let row = |owed: &mut Owed, room: &str, c: &Conn, status: &str| {
             let away = if c.away.is_some() { "G" } else { "H" };
-            let flags = &format!("{away}{status}");
-            let real = format!("0 {}", c.realname);
+            let flags = format!("{away}{status}");
             let user = c.user.clone().unwrap_or_default();
-            self.numeric(
-                owed,
-                id,
-                "352",
-                &[room, &user, &c.host, &server, &c.shown(), flags, &real],
-            );
+            let Some((fields, token)) = &whox else {
+                let real = format!("0 {}", c.realname);
+                let params = [room, &user, &c.host, &server, &c.shown(), &flags, &real];
+                return self.numeric(owed, id, "352", &params);
+            };
+            let idle = (now.since(c.last_spoke) / 1000).to_string();
+            let nick = c.shown();
+            let out: Vec<&str> = "tcuihsnfdlaor"
+                .chars()
+                .filter(|f| fields.contains(*f))
+                .map(|f| match f {
+                    't' => token.as_str(),
+                    'c' => room,
+                    'u' => &user,
+                    'i' | 'h' => &c.host,
+                    's' => &server,
+                    'n' => &nick,
+                    'f' => &flags,
+                    'd' | 'a' => "0",
+                    'l' => &idle,
+                    'o' => "n/a",
+                    _ => &c.realname,
+                })
+                .collect();
+            if !out.is_empty() {
+                self.numeric(owed, id, "354", &out);
+            }
         };
         let mine = &self.conns[&id].rooms;
         if mask.starts_with('#') {
@@ -1239,7 +1274,9 @@ impl Model {
                 return self.numeric(owed, id, "438", &[nick, ANY]);
             }
             c.renamed_at.push(now);
+            self.remember(id);
         }
+        let c = self.conns.get_mut(&id).expect("live");
         let old_prefix = c.prefix();
         if let Some(old) = c.nick.replace(nick.to_owned()) {
             self.nicks.remove(&fold(&old));
@@ -1477,8 +1514,58 @@ impl Model {
         owed.error(id, &format!("Closing Link: {host} ({reason})"));
     }
 
+    /// Remembers the name `id` holds as it gives it up (if registered), for `WHOWAS`.
+    fn remember(&mut self, id: u64) {
+        let max = self.settings.whowas_history;
+        let Some(c) = self.conns.get(&id).filter(|c| c.registered && max > 0) else {
+            return;
+        };
+        let user = c.user.clone().unwrap_or_default();
+        let was = (
+            c.shown(),
+            user,
+            c.host.clone(),
+            c.realname.clone(),
+            self.now,
+        );
+        self.whowas.truncate(max - 1);
+        self.whowas.push_front(was);
+    }
+
+    /// `WHOWAS <nick>[,<nick>…] [<count>]`: per name (at most four), the newest `count`
+    /// entries whose name is it or matches it as a mask (all of them when `count` is not
+    /// above 0), `314` and `312` each, else `406`; then `369`.
+    fn whowas(&self, id: u64, nicks: Option<&str>, count: Option<&str>, owed: &mut Owed) {
+        let Some(nicks) = nicks.filter(|n| !n.is_empty()) else {
+            return self.numeric(owed, id, "431", &[ANY]);
+        };
+        let count = count
+            .and_then(|c| c.parse::<i64>().ok())
+            .filter(|&c| c > 0)
+            .map_or(usize::MAX, |c| c as usize);
+        let server = self.settings.server_name.clone();
+        for nick in nicks.split(',').filter(|n| !n.is_empty()).take(MAX_TARGETS) {
+            let found: Vec<_> = self
+                .whowas
+                .iter()
+                .filter(|w| fold(&w.0) == fold(nick) || glob(nick, &w.0))
+                .take(count)
+                .collect();
+            if found.is_empty() {
+                self.numeric(owed, id, "406", &[nick, ANY]);
+            }
+            for (was, user, host, real, at) in found {
+                self.numeric(owed, id, "314", &[was, user, host, "*", real]);
+                let when = format!("left at {}", at.to_rfc3339());
+                self.numeric(owed, id, "312", &[was, &server, &when]);
+            }
+            self.numeric(owed, id, "369", &[nick, ANY]);
+        }
+    }
+
     /// `id` is forgotten; everyone who shared a room with it sees it quit.
     fn leave(&mut self, id: u64, reason: &str, owed: &mut Owed) {
+        self.remember(id);
         let Some(c) = self.conns.get(&id) else {
             return;
         };
