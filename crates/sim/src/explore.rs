@@ -462,7 +462,19 @@ impl Gen {
                 } else {
                     ""
                 };
-                let q = match self.rng.random_range(0..40) {
+                let q = match self.rng.random_range(0..46) {
+                    40..=41 => {
+                        let other = self.one(NAMES);
+                        format!("quote MONITOR + {nick},{other},nobody")
+                    }
+                    42 => format!("quote MONITOR - {nick}"),
+                    43 => self
+                        .one(&["quote MONITOR L", "quote MONITOR S", "quote MONITOR s"])
+                        .to_owned(),
+                    44 => self
+                        .one(&["quote MONITOR C", "quote MONITOR", "quote MONITOR X a"])
+                        .to_owned(),
+                    45 => format!("quote MONITOR + {}", NAMES.join(",")),
                     34 => format!("quote WHOWAS {nick}"),
                     35 => self
                         .one(&[

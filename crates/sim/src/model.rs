@@ -285,6 +285,8 @@ struct Conn {
     last_heard: Millis,
     last_spoke: Millis,
     ping_sent: Option<Millis>,
+    /// The names it monitors (folded), in the order added.
+    monitoring: Vec<String>,
     /// When its accepted renames and topic changes happened (for their limits).
     renamed_at: Vec<Millis>,
     topic_set_at: Vec<Millis>,
@@ -460,6 +462,7 @@ impl Model {
                     last_heard: now,
                     last_spoke: now,
                     ping_sent: None,
+                    monitoring: Vec::new(),
                     renamed_at: Vec::new(),
                     topic_set_at: Vec::new(),
                 },
@@ -658,6 +661,21 @@ impl Model {
         items: &[impl AsRef<str>],
         even_empty: bool,
     ) {
+        self.numeric_list_by(owed, id, code, head, items, even_empty, ' ');
+    }
+
+    /// [`Model::numeric_list`] with the items joined by `sep` (`MONITOR` uses commas).
+    #[allow(clippy::too_many_arguments)]
+    fn numeric_list_by(
+        &self,
+        owed: &mut Owed,
+        id: u64,
+        code: &str,
+        head: &[&str],
+        items: &[impl AsRef<str>],
+        even_empty: bool,
+        sep: char,
+    ) {
         let me = self.conns[&id].shown();
         let server = &self.settings.server_name;
         let head_text: String = head.iter().map(|h| format!(" {h}")).collect();
@@ -667,8 +685,8 @@ impl Model {
         let mut lines: Vec<String> = Vec::new();
         for item in items.iter().map(AsRef::as_ref) {
             match lines.last_mut() {
-                Some(last) if fits(&format!("{last} {item}")) => {
-                    last.push(' ');
+                Some(last) if fits(&format!("{last}{sep}{item}")) => {
+                    last.push(sep);
                     last.push_str(item);
                 }
                 _ => lines.push(item.to_owned()),
@@ -735,7 +753,7 @@ impl Model {
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
-            | "INVITE" => (1, false),
+            | "INVITE" | "MONITOR" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
             | "AWAY" | "VERSION" | "TIME" | "LIST" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
@@ -833,6 +851,7 @@ impl Model {
                 }
             }
             "KICK" => self.kick(id, &p, owed),
+            "MONITOR" => self.monitor(id, p[0], get(1).unwrap_or(""), owed),
             "INVITE" => self.invite(id, &p, owed),
             "PRIVMSG" | "NOTICE" => {
                 let notice = verb == "NOTICE";
@@ -1276,6 +1295,14 @@ impl Model {
             c.renamed_at.push(now);
             self.remember(id);
         }
+        // A change of case only is the same name: its monitors are not told.
+        let renamed = self.conns[&id]
+            .nick
+            .as_deref()
+            .is_none_or(|old| fold(old) != fold(nick));
+        if renamed {
+            self.tell_monitors(id, false, owed);
+        }
         let c = self.conns.get_mut(&id).expect("live");
         let old_prefix = c.prefix();
         if let Some(old) = c.nick.replace(nick.to_owned()) {
@@ -1290,6 +1317,86 @@ impl Model {
         told.insert(id);
         for to in told {
             owed.line(to, Some(&old_prefix), "NICK", &[nick]);
+        }
+        if renamed {
+            self.tell_monitors(id, true, owed);
+        }
+    }
+
+    /// Those who monitor registered `id`'s name (but itself) learn it came online (`730`, its
+    /// full prefix) or went offline (`731`, its name).
+    fn tell_monitors(&self, id: u64, online: bool, owed: &mut Owed) {
+        let Some(c) = self.conns.get(&id).filter(|c| c.registered) else {
+            return;
+        };
+        let Some(nick) = c.nick.clone() else { return };
+        let (code, shown) = if online {
+            ("730", c.prefix())
+        } else {
+            ("731", nick.clone())
+        };
+        for (&w, watcher) in &self.conns {
+            if w != id && watcher.monitoring.contains(&fold(&nick)) {
+                self.numeric(owed, w, code, &[&shown]);
+            }
+        }
+    }
+
+    /// `MONITOR + <nicks>`, `- <nicks>`, `C`, `L`, `S` (at most 100 names each; `734` for the
+    /// rest once full).
+    fn monitor(&mut self, id: u64, op: &str, list: &str, owed: &mut Owed) {
+        let names: Vec<&str> = list.split(',').filter(|n| !n.is_empty()).collect();
+        let online = |model: &Model, key: &str| {
+            let holder = model.nicks.get(key)?;
+            let c = model.conns.get(holder).filter(|c| c.registered)?;
+            Some(c.prefix())
+        };
+        match op {
+            "+" => {
+                let (mut on, mut off) = (Vec::new(), Vec::new());
+                for (i, name) in names.iter().enumerate() {
+                    let key = fold(name);
+                    let mine = &mut self.conns.get_mut(&id).expect("live").monitoring;
+                    if !mine.contains(&key) {
+                        if mine.len() >= 100 {
+                            let rest = names[i..].join(",");
+                            self.numeric(owed, id, "734", &["100", &rest, ANY]);
+                            break;
+                        }
+                        mine.push(key.clone());
+                    }
+                    match online(self, &key) {
+                        Some(prefix) => on.push(prefix),
+                        None => off.push((*name).to_owned()),
+                    }
+                }
+                self.numeric_list_by(owed, id, "730", &[], &on, false, ',');
+                self.numeric_list_by(owed, id, "731", &[], &off, false, ',');
+            }
+            "-" => {
+                let mine = &mut self.conns.get_mut(&id).expect("live").monitoring;
+                for name in names {
+                    mine.retain(|k| *k != fold(name));
+                }
+            }
+            "C" | "c" => self.conns.get_mut(&id).expect("live").monitoring.clear(),
+            "L" | "l" => {
+                let mine = self.conns[&id].monitoring.clone();
+                self.numeric_list_by(owed, id, "732", &[], &mine, false, ',');
+                self.numeric(owed, id, "733", &[ANY]);
+            }
+            "S" | "s" => {
+                let (mut on, mut off) = (Vec::new(), Vec::new());
+                for key in &self.conns[&id].monitoring {
+                    match online(self, key) {
+                        Some(prefix) => on.push(prefix),
+                        None => off.push(key.clone()),
+                    }
+                }
+                self.numeric_list_by(owed, id, "730", &[], &on, false, ',');
+                self.numeric_list_by(owed, id, "731", &[], &off, false, ',');
+            }
+            _ => {}
         }
     }
 
@@ -1322,6 +1429,7 @@ impl Model {
         self.isupport(id, owed);
         self.lusers(id, owed);
         self.motd(id, owed);
+        self.tell_monitors(id, true, owed);
         if let Some(room) = &s.default_room {
             self.join(now, id, room, owed);
         }
@@ -1566,6 +1674,7 @@ impl Model {
     /// `id` is forgotten; everyone who shared a room with it sees it quit.
     fn leave(&mut self, id: u64, reason: &str, owed: &mut Owed) {
         self.remember(id);
+        self.tell_monitors(id, false, owed);
         let Some(c) = self.conns.get(&id) else {
             return;
         };
