@@ -462,7 +462,20 @@ impl Gen {
                 } else {
                     ""
                 };
-                let q = match self.rng.random_range(0..46) {
+                let q = match self.rng.random_range(0..50) {
+                    46 => "quote CAP REQ :draft/read-marker".to_owned(),
+                    47 => format!("quote MARKREAD {room}"),
+                    48 => {
+                        let second = self.rng.random_range(10..60);
+                        format!("quote MARKREAD {room} timestamp=2026-11-18T11:06:{second}.000Z")
+                    }
+                    49 => self
+                        .one(&[
+                            "quote MARKREAD",
+                            "quote MARKREAD #a timestamp=yesterday",
+                            "quote MARKREAD bob timestamp=2026-11-18T11:06:40.000Z",
+                        ])
+                        .to_owned(),
                     40..=41 => {
                         let other = self.one(NAMES);
                         format!("quote MONITOR + {nick},{other},nobody")

@@ -277,6 +277,10 @@ struct Conn {
     /// TAGMSG; tags themselves are not compared), which a session asks for too.
     multi_prefix: bool,
     message_tags: bool,
+    /// `draft/read-marker`: told its marker of each room it joins.
+    read_marker: bool,
+    /// Its read markers: folded target and timestamp, oldest first, at most 100.
+    markers: Vec<(String, String)>,
     invisible: bool,
     wallops: bool,
     away: Option<String>,
@@ -454,6 +458,8 @@ impl Model {
                     server_time: false,
                     multi_prefix: false,
                     message_tags: false,
+                    read_marker: false,
+                    markers: Vec::new(),
                     invisible: false,
                     wallops: false,
                     away: None,
@@ -755,7 +761,7 @@ impl Model {
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
             | "INVITE" | "MONITOR" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
-            | "AWAY" | "VERSION" | "TIME" | "LIST" => (0, false),
+            | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
         };
         if !self.conns[&id].registered && !before_registration {
@@ -852,6 +858,7 @@ impl Model {
             }
             "KICK" => self.kick(id, &p, owed),
             "MONITOR" => self.monitor(id, p[0], get(1).unwrap_or(""), owed),
+            "MARKREAD" => self.markread(id, get(0), get(1), owed),
             "INVITE" => self.invite(id, &p, owed),
             "PRIVMSG" | "NOTICE" => {
                 let notice = verb == "NOTICE";
@@ -971,6 +978,7 @@ impl Model {
                     ("server-time", c.server_time),
                     ("multi-prefix", c.multi_prefix),
                     ("message-tags", c.message_tags),
+                    ("draft/read-marker", c.read_marker),
                 ]
                 .iter()
                 .filter(|(_, on)| *on)
@@ -984,6 +992,7 @@ impl Model {
                 let asked = p.get(1).copied().unwrap_or("");
                 let (mut echo, mut time) = (c.echo, c.server_time);
                 let (mut multi, mut tags) = (c.multi_prefix, c.message_tags);
+                let mut marker = c.read_marker;
                 let ok = !asked.trim().is_empty()
                     && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
                         let (name, on) = match cap.strip_prefix('-') {
@@ -995,6 +1004,7 @@ impl Model {
                             "server-time" => time = on,
                             "multi-prefix" => multi = on,
                             "message-tags" => tags = on,
+                            "draft/read-marker" => marker = on,
                             _ => {}
                         }
                         CAPS.contains(&name)
@@ -1002,6 +1012,7 @@ impl Model {
                 if ok {
                     (c.echo, c.server_time) = (echo, time);
                     (c.multi_prefix, c.message_tags) = (multi, tags);
+                    c.read_marker = marker;
                 }
                 let verdict = if ok { "ACK" } else { "NAK" };
                 self.server_line(owed, id, "CAP", &[&nick, verdict, asked]);
@@ -1342,6 +1353,57 @@ impl Model {
         }
     }
 
+    /// `MARKREAD <target> [timestamp=<ts>]`: sets the marker (never back; a well-formed
+    /// `YYYY-MM-DDThh:mm:ss.sssZ` only, else `FAIL`), then tells it as it stands.
+    fn markread(&mut self, id: u64, target: Option<&str>, given: Option<&str>, owed: &mut Owed) {
+        let Some(target) = target.filter(|t| !t.is_empty()) else {
+            return self.server_line(owed, id, "FAIL", &["MARKREAD", "NEED_MORE_PARAMS", ANY]);
+        };
+        if let Some(given) = given {
+            let well_formed = |ts: &str| {
+                ts.len() == 24
+                    && ts.char_indices().all(|(i, ch)| match i {
+                        4 | 7 => ch == '-',
+                        10 => ch == 'T',
+                        13 | 16 => ch == ':',
+                        19 => ch == '.',
+                        23 => ch == 'Z',
+                        _ => ch.is_ascii_digit(),
+                    })
+            };
+            let Some(ts) = given.strip_prefix("timestamp=").filter(|t| well_formed(t)) else {
+                let params = ["MARKREAD", "INVALID_PARAMS", target, ANY];
+                return self.server_line(owed, id, "FAIL", &params);
+            };
+            let markers = &mut self.conns.get_mut(&id).expect("live").markers;
+            match markers.iter_mut().find(|(k, _)| *k == fold(target)) {
+                Some((_, stored)) => {
+                    if stored.as_str() < ts {
+                        *stored = ts.to_owned();
+                    }
+                }
+                None => {
+                    if markers.len() >= 100 {
+                        markers.remove(0);
+                    }
+                    markers.push((fold(target), ts.to_owned()));
+                }
+            }
+        }
+        self.tell_marker(id, target, owed);
+    }
+
+    /// `MARKREAD <target> timestamp=<ts>`, or `*` without a marker, to `id`.
+    fn tell_marker(&self, id: u64, target: &str, owed: &mut Owed) {
+        let shown = self.conns[&id]
+            .markers
+            .iter()
+            .find(|(k, _)| *k == fold(target))
+            .map_or("*".to_owned(), |(_, ts)| format!("timestamp={ts}"));
+        let server = self.settings.server_name.clone();
+        owed.line(id, Some(&server), "MARKREAD", &[target, &shown]);
+    }
+
     /// `MONITOR + <nicks>`, `- <nicks>`, `C`, `L`, `S` (at most 100 names each; `734` for the
     /// rest once full).
     fn monitor(&mut self, id: u64, op: &str, list: &str, owed: &mut Owed) {
@@ -1465,6 +1527,9 @@ impl Model {
             .filter(|&&m| !quiet || m == id)
         {
             owed.line(m, Some(&prefix), "JOIN", &[&room_name]);
+        }
+        if self.conns[&id].read_marker {
+            self.tell_marker(id, &room_name, owed);
         }
         self.send_topic(id, &key, false, owed);
         if quiet {
