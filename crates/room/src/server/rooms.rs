@@ -198,6 +198,8 @@ impl Server {
     pub(super) fn on_topic(&mut self, now: Millis, id: ConnId, p: Params<'_, 1>) {
         let [name] = p.required();
         let key = casefold(name);
+        // Room operators and server operators (the default room has only the latter).
+        let may = self.can_moderate(&key, id);
         let Some(room) = self.rooms.get_mut(&key) else {
             return self.numeric(now, id, ERR_NOSUCHCHANNEL, &[name, "No such channel"]);
         };
@@ -216,7 +218,7 @@ impl Server {
                 ],
             );
         }
-        if room.modes.topic_ops && !room.is_op(id) {
+        if room.modes.topic_ops && !may {
             let name = room.name.clone();
             return self.numeric(
                 now,
