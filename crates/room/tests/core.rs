@@ -1275,7 +1275,10 @@ fn an_operator_kills_wallops_and_moderates_any_room() {
     h.send(b, "TOPIC #lobby :bob's topic");
     assert!(h.saw(b, "482 bob #lobby "));
     h.send(a, "TOPIC #lobby :Maintenance at noon");
-    assert!(h.saw(b, ":alice!~alice@192.0.2.7 TOPIC #lobby :Maintenance at noon"));
+    assert!(h.saw(
+        b,
+        ":alice!~alice@192.0.2.7 TOPIC #lobby :Maintenance at noon"
+    ));
     h.send(a, "WALLOPS :maintenance at noon");
     for who in [a, c] {
         assert!(h.saw(who, ":alice!~alice@192.0.2.7 WALLOPS :maintenance at noon"));

@@ -22,11 +22,28 @@ pub fn final_state(r: &Records) -> Vec<String> {
             c.local == Some(peer) && c.closed.is_none() && !c.crashed,
         ))
     };
+    // The server has yet to read lines a client wrote on this connection before it closed it
+    // (not crashed: a crash may lose what was in flight): a client that flooded and went is
+    // still being read, at the flood rate, and its name held until its QUIT is read.
+    let unread = |conn: u64| -> bool {
+        let Some(record) = r.conns.get(&(latest, conn)) else {
+            return false;
+        };
+        let Some((client, peer)) = record
+            .peer
+            .and_then(|peer| Some((r.client_at(peer)?.1, peer)))
+        else {
+            return false;
+        };
+        !client.crashed && record.read < client.sent.get(&peer).copied().unwrap_or(0)
+    };
     if server_alive {
-        // A name is free once its holder has left or timed out.
+        // A name is free once its holder has left (and the server has read all it wrote) or
+        // timed out.
         for (conn, nick) in &server.nicks {
             match owner(*conn) {
                 Some((_, true)) => {}
+                Some((_, false)) if unread(*conn) => {}
                 Some((name, false)) => v.push(format!(
                     "the name {nick:?} is still held for {name}, which has left"
                 )),

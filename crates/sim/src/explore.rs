@@ -580,7 +580,7 @@ impl Gen {
                     "*",
                 ]);
                 let sign = self.one(&["+", "-"]);
-                let step = match self.rng.random_range(0..30) {
+                let step = match self.rng.random_range(0..34) {
                     0..=2 => format!("mode {sign}o {nick}"),
                     3..=4 => format!("mode {sign}v {nick}"),
                     5 => format!("mode +ov {nick} {other}"),
@@ -633,6 +633,24 @@ impl Gen {
                         format!("typing {state}")
                     }
                     28 => format!("quote @+typing=active TAGMSG {room},{nick}"),
+                    30..=31 => self
+                        .one(&[
+                            "oper boss hunter2",
+                            "oper boss hunter2",
+                            "oper boss guess",
+                            "oper root hunter2",
+                            "quote OPER boss",
+                        ])
+                        .to_owned(),
+                    32 => format!("quote KILL {nick} :enough"),
+                    33 => match self.rng.random_range(0..3) {
+                        0 => "quote WALLOPS :server going down at noon".to_owned(),
+                        1 => "quote KILL".to_owned(),
+                        _ => {
+                            let me = self.asked.get(&c).cloned().unwrap_or_else(|| nick.into());
+                            format!("quote MODE {me} -o")
+                        }
+                    },
                     _ => format!("quote TAGMSG {nick}"),
                 };
                 self.line(format!("{c} {step}"));

@@ -66,6 +66,8 @@ pub struct ClientRecord {
     pub local: Option<SocketAddr>,
     /// Every line it read from the server, per connection (by local address), in order.
     pub received: BTreeMap<SocketAddr, Vec<String>>,
+    /// How many lines it wrote, per connection (by local address).
+    pub sent: BTreeMap<SocketAddr, usize>,
     /// Everything it saw or did, for `expect` (lines read and event summaries).
     pub seen: Vec<String>,
     /// Set once its session ended, with the reason.
@@ -124,6 +126,8 @@ pub struct ConnRecord {
     pub queued: Vec<(Duration, String)>,
     /// The core closed it (after queueing `ERROR`).
     pub closed: bool,
+    /// How many lines the core read from it (over-long ones too).
+    pub read: usize,
 }
 
 /// The last state a server's core reported.
@@ -322,6 +326,10 @@ impl Observer for ServerWatch {
         } else {
             *self.wakeups.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         }
+        if let Input::Line { conn, .. } | Input::LineTooLong { conn } = input {
+            let mut r = self.journal.lock();
+            r.conns.entry((self.incarnation, conn.0)).or_default().read += 1;
+        }
         self.with_model(|m| m.input(now, &input));
     }
 
@@ -519,6 +527,7 @@ impl Recorded {
             c.log.push((now(), Conduct::Got(text.clone())));
             c.seen.push(text);
         } else {
+            *c.sent.entry(self.local).or_default() += 1;
             c.log.push((now(), Conduct::Sent(text)));
         }
     }

@@ -277,6 +277,8 @@ struct Conn {
     /// TAGMSG; tags themselves are not compared), which a session asks for too.
     multi_prefix: bool,
     message_tags: bool,
+    /// The operator name it took with `OPER`, if it did (and has not dropped `+o`).
+    oper: Option<String>,
     /// `draft/read-marker`: told its marker of each room it joins.
     read_marker: bool,
     /// Its read markers: folded target and timestamp, oldest first, at most 100.
@@ -371,6 +373,8 @@ pub struct Model {
     rooms: BTreeMap<String, Room>,
     /// The most users registered at once since the server started.
     max_users: usize,
+    /// When the server's recent password checks (`OPER`) were made: at most 5 per 10 s.
+    oper_checks: std::collections::VecDeque<Millis>,
     /// Names given up (by leaving or renaming), the newest first: nick, user, host, real name,
     /// when; at most `settings.whowas_history`.
     whowas: std::collections::VecDeque<(String, String, String, String, Millis)>,
@@ -426,6 +430,7 @@ impl Model {
             ever_held: BTreeSet::new(),
             rooms,
             max_users: 0,
+            oper_checks: std::collections::VecDeque::new(),
             whowas: std::collections::VecDeque::new(),
             now: Millis(0),
             shutting_down: false,
@@ -458,6 +463,7 @@ impl Model {
                     server_time: false,
                     multi_prefix: false,
                     message_tags: false,
+                    oper: None,
                     read_marker: false,
                     markers: Vec::new(),
                     invisible: false,
@@ -759,7 +765,7 @@ impl Model {
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
-            | "INVITE" | "MONITOR" => (1, false),
+            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
             | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
@@ -857,6 +863,9 @@ impl Model {
                 }
             }
             "KICK" => self.kick(id, &p, owed),
+            "OPER" => self.oper(now, id, p[0], get(1), owed),
+            "KILL" => self.kill(id, p[0], get(1), owed),
+            "WALLOPS" => self.wallops(id, p[0], owed),
             "MONITOR" => self.monitor(id, p[0], get(1).unwrap_or(""), owed),
             "MARKREAD" => self.markread(id, get(0), get(1), owed),
             "INVITE" => self.invite(id, &p, owed),
@@ -1073,7 +1082,7 @@ impl Model {
             let name = room.name.clone();
             return self.numeric(owed, id, "442", &[&name, ANY]);
         }
-        if room.topic_ops && !room.ops.contains(&id) {
+        if room.topic_ops && !self.may_moderate(&key, id) {
             let name = room.name.clone();
             return self.numeric(owed, id, "482", &[&name, ANY]);
         }
@@ -1105,7 +1114,8 @@ impl Model {
         });
         let row = |owed: &mut Owed, room: &str, c: &Conn, status: &str| {
             let away = if c.away.is_some() { "G" } else { "H" };
-            let flags = format!("{away}{status}");
+            let oper = if c.oper.is_some() { "*" } else { "" };
+            let flags = format!("{away}{oper}{status}");
             let user = c.user.clone().unwrap_or_default();
             let Some((fields, token)) = &whox else {
                 let real = format!("0 {}", c.realname);
@@ -1183,6 +1193,9 @@ impl Model {
         self.numeric_list(owed, id, "319", &[&name], &rooms, false);
         let server = self.settings.server_name.clone();
         self.numeric(owed, id, "312", &[&name, &server, ANY]);
+        if c.oper.is_some() {
+            self.numeric(owed, id, "313", &[&name, ANY]);
+        }
         if let Some(away) = &c.away {
             self.numeric(owed, id, "301", &[&name, away]);
         }
@@ -1202,11 +1215,12 @@ impl Model {
         let Some(modes) = modes else {
             let mut shown = String::from("+");
             shown.push_str(if c.invisible { "i" } else { "" });
+            shown.push_str(if c.oper.is_some() { "o" } else { "" });
             shown.push_str(if c.wallops { "w" } else { "" });
             return self.numeric(owed, id, "221", &[&shown]);
         };
-        // Every letter that changed something, signs as they switch (never `o`: no one in the
-        // model is an operator).
+        // Every letter that changed something, signs as they switch (`o` only comes from OPER,
+        // and only goes).
         let (mut adding, mut unknown) = (true, false);
         let (mut changes, mut sign) = (String::new(), None);
         for ch in modes.chars() {
@@ -1217,7 +1231,7 @@ impl Model {
                 }
                 'i' => std::mem::replace(&mut c.invisible, adding) != adding,
                 'w' => std::mem::replace(&mut c.wallops, adding) != adding,
-                'o' => false,
+                'o' => !adding && c.oper.take().is_some(),
                 _ => {
                     unknown = true;
                     false
@@ -1685,6 +1699,83 @@ impl Model {
         };
         self.leave(id, reason, owed);
         owed.error(id, &format!("Closing Link: {host} ({reason})"));
+    }
+
+    /// Whether `id` may moderate room `key`: one of its operators, or a server operator.
+    fn may_moderate(&self, key: &str, id: u64) -> bool {
+        self.rooms.get(key).is_some_and(|r| r.ops.contains(&id))
+            || self.conns.get(&id).is_some_and(|c| c.oper.is_some())
+    }
+
+    /// `OPER <name> <password>`: at most 5 checks per 10 s server-wide (`FAIL … RATE_LIMITED`),
+    /// `491` for an unknown name, `464` for a wrong password, else `381` (and `+o` the first
+    /// time).
+    fn oper(&mut self, now: Millis, id: u64, name: &str, password: Option<&str>, owed: &mut Owed) {
+        let Some(password) = password else {
+            return self.numeric(owed, id, "461", &["OPER", ANY]);
+        };
+        while self
+            .oper_checks
+            .front()
+            .is_some_and(|t| now.since(*t) >= 10_000)
+        {
+            self.oper_checks.pop_front();
+        }
+        if self.oper_checks.len() >= 5 {
+            return self.server_line(owed, id, "FAIL", &["OPER", "RATE_LIMITED", ANY]);
+        }
+        self.oper_checks.push_back(now);
+        let Some(op) = self.settings.operators.iter().find(|o| o.name == name) else {
+            return self.numeric(owed, id, "491", &[ANY]);
+        };
+        let right = self
+            .settings
+            .verify_password
+            .is_some_and(|verify| verify(&op.password_hash, password));
+        if !right {
+            return self.numeric(owed, id, "464", &[ANY]);
+        }
+        let c = self.conns.get_mut(&id).expect("live");
+        let first = c.oper.replace(name.to_owned()).is_none();
+        let (me, prefix) = (c.shown(), c.prefix());
+        self.numeric(owed, id, "381", &[ANY]);
+        if first {
+            owed.line(id, Some(&prefix), "MODE", &[&me, "+o"]);
+        }
+    }
+
+    /// `KILL <nick> [<reason>]` (server operators): the user is closed, `Killed (<oper>
+    /// (<reason>))`.
+    fn kill(&mut self, id: u64, nick: &str, reason: Option<&str>, owed: &mut Owed) {
+        let Some(oper) = self.conns[&id].oper.clone() else {
+            return self.numeric(owed, id, "481", &[ANY]);
+        };
+        if self.registered_holder(nick).is_none() {
+            return self.numeric(owed, id, "401", &[nick, ANY]);
+        }
+        let who = self.nicks[&fold(nick)];
+        let reason = reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or("no reason given");
+        let reason = format!("Killed ({oper} ({}))", cut(reason, KICK_LEN));
+        self.quit(who, &reason, owed);
+    }
+
+    /// `WALLOPS <text>` (server operators): to every user with `+w`, and back.
+    fn wallops(&mut self, id: u64, text: &str, owed: &mut Owed) {
+        if self.conns[&id].oper.is_none() {
+            return self.numeric(owed, id, "481", &[ANY]);
+        }
+        let prefix = self.conns[&id].prefix();
+        let to: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|&(&o, c)| c.registered && (c.wallops || o == id))
+            .map(|(&o, _)| o)
+            .collect();
+        for o in to {
+            owed.line(o, Some(&prefix), "WALLOPS", &[text]);
+        }
     }
 
     /// Remembers the name `id` holds as it gives it up (if registered), for `WHOWAS`.

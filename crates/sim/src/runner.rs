@@ -647,6 +647,13 @@ impl<'a> Runner<'a> {
                     count: 2,
                     ms: 10_000,
                 }),
+                // One server operator, `OPER boss hunter2`; its password is kept as is (the
+                // real server's argon2 would cost the simulation seconds per check).
+                operators: vec![parla_room::server::Operator {
+                    name: "boss".into(),
+                    password_hash: "plain:hunter2".into(),
+                }],
+                verify_password: Some(plain_password),
                 #[cfg(feature = "deliberate-bugs")]
                 bug,
                 ..parla_room::Config::default()
@@ -860,4 +867,9 @@ async fn raw_client(
         }
     }
     Ok(())
+}
+
+/// The simulation's password check: the stored form is `plain:<password>`.
+fn plain_password(stored: &str, given: &str) -> bool {
+    stored.strip_prefix("plain:") == Some(given)
 }

@@ -167,7 +167,7 @@ impl Model {
             let created = room.created.map(|t| t.as_secs().to_string());
             return self.numeric(owed, id, "329", &[&name, created.as_deref().unwrap_or(ANY)]);
         };
-        let may = room.ops.contains(&id);
+        let may = self.may_moderate(&key, id);
         let mut args = p[1..].iter().copied();
         let (mut on, mut refused) = (true, false);
         let mut done: Vec<Change> = Vec::new();
@@ -392,7 +392,7 @@ impl Model {
         if !room.members.contains(&id) {
             return self.numeric(owed, id, "442", &[&room_name, ANY]);
         }
-        if !room.ops.contains(&id) {
+        if !self.may_moderate(&key, id) {
             return self.numeric(owed, id, "482", &[&room_name, ANY]);
         }
         let kicker = &self.conns[&id];
@@ -433,7 +433,7 @@ impl Model {
         if !room.members.contains(&id) {
             return self.numeric(owed, id, "442", &[&room_name, ANY]);
         }
-        if room.modes.invite_only && !room.ops.contains(&id) {
+        if room.modes.invite_only && !self.may_moderate(&key, id) {
             return self.numeric(owed, id, "482", &[&room_name, ANY]);
         }
         if room.members.contains(&who) {
