@@ -462,7 +462,35 @@ impl Gen {
                 } else {
                     ""
                 };
-                let q = match self.rng.random_range(0..50) {
+                let pick = self.rng.random_range(0..56);
+                // A labelled line, half the time from a client that just asked for labels.
+                if (52..56).contains(&pick) && self.rng.random_bool(0.5) {
+                    self.line(format!("{c} quote CAP REQ :batch labeled-response"));
+                }
+                let q = match pick {
+                    50..=51 => self
+                        .one(&[
+                            "quote CAP REQ :batch labeled-response",
+                            "quote CAP REQ :labeled-response",
+                        ])
+                        .to_owned(),
+                    52 => format!("quote @label=w1 WHOIS {nick}"),
+                    53 => {
+                        let me = self.asked.get(&c).cloned().unwrap_or_else(|| nick.into());
+                        format!("quote @label=dm PRIVMSG {me} :a note to myself")
+                    }
+                    54 => {
+                        let line = self.one(&[
+                            "PING :x",
+                            "AWAY",
+                            "FROBNICATE",
+                            "NAMES #lobby",
+                            "MODE #a +m",
+                            "PRIVMSG #lobby :labelled",
+                        ]);
+                        format!("quote @label=q{} {line}", self.rng.random_range(0..9))
+                    }
+                    55 => format!("quote @label=j JOIN {room}"),
                     46 => "quote CAP REQ :draft/read-marker".to_owned(),
                     47 => format!("quote MARKREAD {room}"),
                     48 => {

@@ -277,6 +277,9 @@ struct Conn {
     /// TAGMSG; tags themselves are not compared), which a session asks for too.
     multi_prefix: bool,
     message_tags: bool,
+    /// `batch` and `labeled-response`: its labelled lines' replies are labelled.
+    batch: bool,
+    labeled: bool,
     /// The operator name it took with `OPER`, if it did (and has not dropped `+o`).
     oper: Option<String>,
     /// `draft/read-marker`: told its marker of each room it joins.
@@ -345,6 +348,9 @@ struct Owed {
     what: String,
     lines: BTreeMap<u64, Vec<Said>>,
     closes: BTreeSet<u64>,
+    /// Lines to a connection that do not answer its line (labeled-response): the delivery of
+    /// a message it sent itself, whose echo is the answer. By connection and index.
+    not_replies: Vec<(u64, usize)>,
 }
 
 /// What the core queued during one input.
@@ -463,6 +469,8 @@ impl Model {
                     server_time: false,
                     multi_prefix: false,
                     message_tags: false,
+                    batch: false,
+                    labeled: false,
                     oper: None,
                     read_marker: false,
                     markers: Vec::new(),
@@ -758,6 +766,51 @@ impl Model {
         if verb.starts_with(['@', ':']) {
             return;
         }
+        // labeled-response: whatever the line makes the server send back is labelled.
+        let label = text
+            .strip_prefix('@')
+            .and_then(|t| t.split_once(' '))
+            .and_then(|(tags, _)| tags.split(';').find_map(|t| t.strip_prefix("label=")))
+            .filter(|l| !l.is_empty() && l.len() <= 64)
+            .filter(|_| self.conns[&id].labeled);
+        let mark = owed.lines.get(&id).map_or(0, Vec::len);
+        self.dispatch(now, id, verb, &p, owed);
+        if label.is_some() {
+            self.label_replies(id, mark, owed);
+        }
+        owed.not_replies.clear();
+    }
+
+    /// A labelled line's replies to `id` (its lines since `mark`, but a message to itself):
+    /// none is an `ACK`; one keeps its place (the label is a tag, not compared); several come
+    /// between `BATCH +<id> labeled-response` and `BATCH -<id>`.
+    fn label_replies(&mut self, id: u64, mark: usize, owed: &mut Owed) {
+        if !self.conns.contains_key(&id) {
+            return; // it quit: its last lines go as they are
+        }
+        let server = self.settings.server_name.clone();
+        let said = |verb: &str, params: &[&str]| Said {
+            source: Some(server.clone()),
+            verb: verb.to_owned(),
+            params: params.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let lines = owed.lines.entry(id).or_default();
+        let replies: Vec<usize> = (mark..lines.len())
+            .filter(|i| !owed.not_replies.contains(&(id, *i)))
+            .collect();
+        match replies[..] {
+            [] => lines.push(said("ACK", &[])),
+            [_] => {}
+            [first, .., last] => {
+                lines.insert(last + 1, said("BATCH", &[ANY]));
+                lines.insert(first, said("BATCH", &[ANY, "labeled-response"]));
+            }
+        }
+    }
+
+    /// Runs a parsed line's command (the server's `dispatch`): `421`, `451` or `461` when it
+    /// is unknown, out of turn or short.
+    fn dispatch(&mut self, now: Millis, id: u64, verb: &str, p: &[&str], owed: &mut Owed) {
         let sent_verb = verb;
         let verb = verb.to_ascii_uppercase();
         let (needs, before_registration) = match verb.as_str() {
@@ -987,6 +1040,8 @@ impl Model {
                     ("server-time", c.server_time),
                     ("multi-prefix", c.multi_prefix),
                     ("message-tags", c.message_tags),
+                    ("batch", c.batch),
+                    ("labeled-response", c.labeled),
                     ("draft/read-marker", c.read_marker),
                 ]
                 .iter()
@@ -1002,6 +1057,7 @@ impl Model {
                 let (mut echo, mut time) = (c.echo, c.server_time);
                 let (mut multi, mut tags) = (c.multi_prefix, c.message_tags);
                 let mut marker = c.read_marker;
+                let (mut batch, mut labeled) = (c.batch, c.labeled);
                 let ok = !asked.trim().is_empty()
                     && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
                         let (name, on) = match cap.strip_prefix('-') {
@@ -1014,6 +1070,8 @@ impl Model {
                             "multi-prefix" => multi = on,
                             "message-tags" => tags = on,
                             "draft/read-marker" => marker = on,
+                            "batch" => batch = on,
+                            "labeled-response" => labeled = on,
                             _ => {}
                         }
                         CAPS.contains(&name)
@@ -1022,6 +1080,7 @@ impl Model {
                     (c.echo, c.server_time) = (echo, time);
                     (c.multi_prefix, c.message_tags) = (multi, tags);
                     c.read_marker = marker;
+                    (c.batch, c.labeled) = (batch, labeled);
                 }
                 let verdict = if ok { "ACK" } else { "NAK" };
                 self.server_line(owed, id, "CAP", &[&nick, verdict, asked]);
@@ -1678,6 +1737,10 @@ impl Model {
                 let to = self.nicks[&fold(target)];
                 let (name, away) = (peer.shown(), peer.away.clone());
                 let params: &[&str] = if tagmsg { &[&name] } else { &[&name, text] };
+                if to == id {
+                    let at = owed.lines.get(&id).map_or(0, Vec::len);
+                    owed.not_replies.push((id, at));
+                }
                 if !tagmsg || peer.message_tags {
                     owed.line(to, Some(&prefix), verb, params);
                 }
