@@ -462,7 +462,7 @@ impl Gen {
                 } else {
                     ""
                 };
-                let pick = self.rng.random_range(0..56);
+                let pick = self.rng.random_range(0..62);
                 // A labelled line, half the time from a client that just asked for labels.
                 if (52..56).contains(&pick) && self.rng.random_bool(0.5) {
                     self.line(format!("{c} quote CAP REQ :batch labeled-response"));
@@ -491,6 +491,33 @@ impl Gen {
                         format!("quote @label=q{} {line}", self.rng.random_range(0..9))
                     }
                     55 => format!("quote @label=j JOIN {room}"),
+                    56 => self
+                        .one(&[
+                            "quote CAP REQ :away-notify setname invite-notify",
+                            "quote CAP REQ :userhost-in-names extended-monitor",
+                            "quote CAP REQ :-multi-prefix",
+                        ])
+                        .to_owned(),
+                    57 => {
+                        let n = self.rng.random_range(0..100);
+                        self.one(&[
+                            "quote SETNAME :Someone New {n}",
+                            "quote SETNAME :",
+                            "quote SETNAME",
+                        ])
+                        .replace("{n}", &n.to_string())
+                    }
+                    58 => {
+                        let me = self.asked.get(&c).cloned().unwrap_or_else(|| nick.into());
+                        let sign = self.one(&["+", "-"]);
+                        format!("quote MODE {me} {sign}B")
+                    }
+                    59 => {
+                        let to = self.one(&["@", "+"]);
+                        format!("quote PRIVMSG {to}{room} :for some of {room}")
+                    }
+                    60 => format!("quote NOTICE @{room} :operators, a notice"),
+                    61 => "quote INFO".to_owned(),
                     46 => "quote CAP REQ :draft/read-marker".to_owned(),
                     47 => format!("quote MARKREAD {room}"),
                     48 => {

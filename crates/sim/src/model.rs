@@ -45,6 +45,22 @@ use parla_room::{ConnId, Millis, Output};
 /// password, timers and quiet threshold; the model keeps its own name rules and limits).
 pub type Settings = parla_room::Config;
 
+/// The capabilities Parla offers, in the order `CAP LIST` shows them.
+const CAP_ORDER: [&str; 12] = [
+    "echo-message",
+    "server-time",
+    "multi-prefix",
+    "invite-notify",
+    "userhost-in-names",
+    "away-notify",
+    "setname",
+    "message-tags",
+    "batch",
+    "labeled-response",
+    "extended-monitor",
+    "draft/read-marker",
+];
+
 /// A parameter the model leaves open: any value matches.
 const ANY: &str = "\u{0}any";
 /// Any number of further parameters, of any value (the `005` tokens).
@@ -271,23 +287,17 @@ struct Conn {
     password: Option<String>,
     registered: bool,
     negotiating: bool,
-    echo: bool,
-    server_time: bool,
-    /// `multi-prefix` (`@+` for an operator with a voice) and `message-tags` (who gets a
-    /// TAGMSG; tags themselves are not compared), which a session asks for too.
-    multi_prefix: bool,
-    message_tags: bool,
-    /// `batch` and `labeled-response`: its labelled lines' replies are labelled.
-    batch: bool,
-    labeled: bool,
+    /// The capabilities it enabled (tags themselves are not compared; what the others change
+    /// is: echoes, statuses, who gets a TAGMSG, AWAY, SETNAME or INVITE, labelled replies…).
+    caps: BTreeSet<&'static str>,
     /// The operator name it took with `OPER`, if it did (and has not dropped `+o`).
     oper: Option<String>,
-    /// `draft/read-marker`: told its marker of each room it joins.
-    read_marker: bool,
     /// Its read markers: folded target and timestamp, oldest first, at most 100.
     markers: Vec<(String, String)>,
     invisible: bool,
     wallops: bool,
+    /// `+B`: a bot.
+    bot: bool,
     away: Option<String>,
     rooms: BTreeSet<String>,
     connected_at: Millis,
@@ -465,17 +475,12 @@ impl Model {
                     password: None,
                     registered: false,
                     negotiating: false,
-                    echo: false,
-                    server_time: false,
-                    multi_prefix: false,
-                    message_tags: false,
-                    batch: false,
-                    labeled: false,
+                    caps: BTreeSet::new(),
                     oper: None,
-                    read_marker: false,
                     markers: Vec::new(),
                     invisible: false,
                     wallops: false,
+                    bot: false,
                     away: None,
                     rooms: BTreeSet::new(),
                     connected_at: now,
@@ -772,7 +777,7 @@ impl Model {
             .and_then(|t| t.split_once(' '))
             .and_then(|(tags, _)| tags.split(';').find_map(|t| t.strip_prefix("label=")))
             .filter(|l| !l.is_empty() && l.len() <= 64)
-            .filter(|_| self.conns[&id].labeled);
+            .filter(|_| self.conns[&id].caps.contains("labeled-response"));
         let mark = owed.lines.get(&id).map_or(0, Vec::len);
         self.dispatch(now, id, verb, &p, owed);
         if label.is_some() {
@@ -818,9 +823,9 @@ impl Model {
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
-            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" => (1, false),
+            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
-            | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" => (0, false),
+            | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" | "INFO" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
         };
         if !self.conns[&id].registered && !before_registration {
@@ -967,6 +972,31 @@ impl Model {
                     away.map(|t| cut(t, AWAY_LEN).to_owned());
                 let code = if away.is_some() { "306" } else { "305" };
                 self.numeric(owed, id, code, &[ANY]);
+                let told: Vec<u64> = self.peers_and_monitors(id).into_iter().collect();
+                self.tell_away(id, &told, owed);
+            }
+            "SETNAME" => {
+                let name = p[0];
+                if name.is_empty() || name.len() > REALNAME_LEN {
+                    let params = ["SETNAME", "INVALID_REALNAME", ANY];
+                    return self.server_line(owed, id, "FAIL", &params);
+                }
+                let c = self.conns.get_mut(&id).expect("live");
+                c.realname = name.to_owned();
+                let prefix = c.prefix();
+                let told = self.peers_and_monitors(id);
+                for t in told {
+                    if self.conns[&t].caps.contains("setname") {
+                        owed.line(t, Some(&prefix), "SETNAME", &[name]);
+                    }
+                }
+                owed.line(id, Some(&prefix), "SETNAME", &[name]);
+            }
+            "INFO" => {
+                for _ in 0..3 {
+                    self.numeric(owed, id, "371", &[ANY]);
+                }
+                self.numeric(owed, id, "374", &[ANY]);
             }
             "ISON" => {
                 let online: Vec<String> = p
@@ -1035,52 +1065,38 @@ impl Model {
                 self.server_line(owed, id, "CAP", &[&nick, "LS", &CAPS.join(" ")]);
             }
             "LIST" => {
-                let on: Vec<&str> = [
-                    ("echo-message", c.echo),
-                    ("server-time", c.server_time),
-                    ("multi-prefix", c.multi_prefix),
-                    ("message-tags", c.message_tags),
-                    ("batch", c.batch),
-                    ("labeled-response", c.labeled),
-                    ("draft/read-marker", c.read_marker),
-                ]
-                .iter()
-                .filter(|(_, on)| *on)
-                .map(|(name, _)| *name)
-                .collect();
+                // In the order Parla lists them.
+                let on: Vec<&str> = CAP_ORDER
+                    .iter()
+                    .copied()
+                    .filter(|name| c.caps.contains(name))
+                    .collect();
                 let list = on.join(" ");
                 self.server_line(owed, id, "CAP", &[&nick, "LIST", &list]);
             }
             "REQ" => {
                 c.negotiating |= !c.registered;
                 let asked = p.get(1).copied().unwrap_or("");
-                let (mut echo, mut time) = (c.echo, c.server_time);
-                let (mut multi, mut tags) = (c.multi_prefix, c.message_tags);
-                let mut marker = c.read_marker;
-                let (mut batch, mut labeled) = (c.batch, c.labeled);
+                // Granted or refused whole.
+                let mut caps = c.caps.clone();
                 let ok = !asked.trim().is_empty()
                     && asked.split(' ').filter(|s| !s.is_empty()).all(|cap| {
                         let (name, on) = match cap.strip_prefix('-') {
                             Some(n) => (n, false),
                             None => (cap, true),
                         };
-                        match name {
-                            "echo-message" => echo = on,
-                            "server-time" => time = on,
-                            "multi-prefix" => multi = on,
-                            "message-tags" => tags = on,
-                            "draft/read-marker" => marker = on,
-                            "batch" => batch = on,
-                            "labeled-response" => labeled = on,
-                            _ => {}
+                        let Some(&known) = CAP_ORDER.iter().find(|c| **c == name) else {
+                            return false;
+                        };
+                        if on {
+                            caps.insert(known);
+                        } else {
+                            caps.remove(known);
                         }
-                        CAPS.contains(&name)
+                        true
                     });
                 if ok {
-                    (c.echo, c.server_time) = (echo, time);
-                    (c.multi_prefix, c.message_tags) = (multi, tags);
-                    c.read_marker = marker;
-                    (c.batch, c.labeled) = (batch, labeled);
+                    c.caps = caps;
                 }
                 let verdict = if ok { "ACK" } else { "NAK" };
                 self.server_line(owed, id, "CAP", &[&nick, verdict, asked]);
@@ -1104,8 +1120,14 @@ impl Model {
             .map(|m| (m, &self.conns[m]))
             .filter(|(_, c)| inside || !c.invisible)
             .filter_map(|(m, c)| {
-                let status = room.status(*m, self.conns[&id].multi_prefix);
-                Some(format!("{status}{}", c.nick.as_deref()?))
+                let asker = &self.conns[&id].caps;
+                let status = room.status(*m, asker.contains("multi-prefix"));
+                let nick = c.nick.as_deref()?;
+                Some(if asker.contains("userhost-in-names") {
+                    format!("{status}{}", c.prefix())
+                } else {
+                    format!("{status}{nick}")
+                })
             })
             .collect();
         let kind = if room.modes.secret { "@" } else { "=" };
@@ -1174,7 +1196,8 @@ impl Model {
         let row = |owed: &mut Owed, room: &str, c: &Conn, status: &str| {
             let away = if c.away.is_some() { "G" } else { "H" };
             let oper = if c.oper.is_some() { "*" } else { "" };
-            let flags = format!("{away}{oper}{status}");
+            let bot = if c.bot { "B" } else { "" };
+            let flags = format!("{away}{bot}{oper}{status}");
             let user = c.user.clone().unwrap_or_default();
             let Some((fields, token)) = &whox else {
                 let real = format!("0 {}", c.realname);
@@ -1208,7 +1231,7 @@ impl Model {
         if mask.starts_with('#') {
             if let Some(room) = self.rooms.get(&fold(mask)) {
                 let inside = room.members.contains(&id);
-                let all = self.conns[&id].multi_prefix;
+                let all = self.conns[&id].caps.contains("multi-prefix");
                 for m in &room.members {
                     let c = &self.conns[m];
                     if inside || !(c.invisible || room.modes.secret) {
@@ -1241,7 +1264,7 @@ impl Model {
         let user = c.user.clone().unwrap_or_default();
         self.numeric(owed, id, "311", &[&name, &user, &c.host, "*", &c.realname]);
         let holder = self.nicks[&fold(nick)];
-        let all = self.conns[&id].multi_prefix;
+        let all = self.conns[&id].caps.contains("multi-prefix");
         let rooms: Vec<String> = c
             .rooms
             .iter()
@@ -1254,6 +1277,9 @@ impl Model {
         self.numeric(owed, id, "312", &[&name, &server, ANY]);
         if c.oper.is_some() {
             self.numeric(owed, id, "313", &[&name, ANY]);
+        }
+        if c.bot {
+            self.numeric(owed, id, "335", &[&name, ANY]);
         }
         if let Some(away) = &c.away {
             self.numeric(owed, id, "301", &[&name, away]);
@@ -1273,6 +1299,7 @@ impl Model {
         }
         let Some(modes) = modes else {
             let mut shown = String::from("+");
+            shown.push_str(if c.bot { "B" } else { "" });
             shown.push_str(if c.invisible { "i" } else { "" });
             shown.push_str(if c.oper.is_some() { "o" } else { "" });
             shown.push_str(if c.wallops { "w" } else { "" });
@@ -1290,6 +1317,7 @@ impl Model {
                 }
                 'i' => std::mem::replace(&mut c.invisible, adding) != adding,
                 'w' => std::mem::replace(&mut c.wallops, adding) != adding,
+                'B' => std::mem::replace(&mut c.bot, adding) != adding,
                 'o' => !adding && c.oper.take().is_some(),
                 _ => {
                     unknown = true;
@@ -1601,8 +1629,18 @@ impl Model {
         {
             owed.line(m, Some(&prefix), "JOIN", &[&room_name]);
         }
-        if self.conns[&id].read_marker {
+        if self.conns[&id].caps.contains("draft/read-marker") {
             self.tell_marker(id, &room_name, owed);
+        }
+        // Members with away-notify learn that the newcomer is away.
+        if self.conns[&id].away.is_some() {
+            let others: Vec<u64> = self.rooms[&key]
+                .members
+                .iter()
+                .copied()
+                .filter(|&m| m != id)
+                .collect();
+            self.tell_away(id, &others, owed);
         }
         self.send_topic(id, &key, false, owed);
         if quiet {
@@ -1652,6 +1690,33 @@ impl Model {
         }
     }
 
+    /// Its peers, and those who monitor its name with `extended-monitor` (told of its AWAY and
+    /// SETNAME as if they shared a room).
+    fn peers_and_monitors(&self, id: u64) -> BTreeSet<u64> {
+        let mut all = self.peers(id);
+        if let Some(nick) = self.conns[&id].nick.as_deref() {
+            all.extend(self.conns.iter().filter_map(|(&w, c)| {
+                let watches = c.monitoring.contains(&fold(nick));
+                (w != id && watches && c.caps.contains("extended-monitor")).then_some(w)
+            }));
+        }
+        all
+    }
+
+    /// `AWAY :<message>` (or `AWAY`, back) from `id` to those of `to` with `away-notify`.
+    fn tell_away(&self, id: u64, to: &[u64], owed: &mut Owed) {
+        let c = &self.conns[&id];
+        let prefix = c.prefix();
+        for &t in to {
+            if self.conns[&t].caps.contains("away-notify") {
+                match &c.away {
+                    Some(text) => owed.line(t, Some(&prefix), "AWAY", &[text]),
+                    None => owed.line(t, Some(&prefix), "AWAY", &[]),
+                }
+            }
+        }
+    }
+
     /// Everyone who shares a room with `id`, but `id` (a rename is shown to all of them).
     fn peers(&self, id: u64) -> BTreeSet<u64> {
         self.conns[&id]
@@ -1692,7 +1757,7 @@ impl Model {
         if !notice {
             c.last_spoke = now;
         }
-        let (prefix, echo) = (c.prefix(), c.echo);
+        let (prefix, echo) = (c.prefix(), c.caps.contains("echo-message"));
         for target in targets {
             let relayed = format!(":{prefix} {verb} {target} :{text}\r\n").len();
             if relayed > MAX_BODY_LEN {
@@ -1704,29 +1769,40 @@ impl Model {
                 refuse(self, owed, "417", &[&text]);
                 continue;
             }
-            if target.starts_with('#') {
-                let Some(room) = self.rooms.get(&fold(target)) else {
+            // STATUSMSG: `@#room` reaches its operators, `+#room` its operators and voiced.
+            let (status, room_name) = match target.split_at_checked(1) {
+                Some((s @ ("@" | "+"), rest)) if rest.starts_with('#') => (Some(s), rest),
+                _ => (None, target),
+            };
+            if room_name.starts_with('#') {
+                let Some(room) = self.rooms.get(&fold(room_name)) else {
                     refuse(self, owed, "403", &[target, ANY]);
                     continue;
                 };
-                let member = room.members.contains(&id);
+                let shown = format!("{}{}", status.unwrap_or(""), room.name);
+                let reaches = |m: &u64| match status {
+                    Some("@") => room.ops.contains(m),
+                    Some(_) => room.ops.contains(m) || room.modes.voiced.contains(m),
+                    None => true,
+                };
                 if !room.may_send(id, &prefix) {
                     refuse(self, owed, "404", &[&room.name, ANY]);
                     continue;
                 }
                 // A TAGMSG goes only to those who take tags.
-                let takes = |m: &u64| !tagmsg || self.conns[m].message_tags;
-                let params: &[&str] = if tagmsg {
-                    &[&room.name]
-                } else {
-                    &[&room.name, text]
-                };
-                for &m in room.members.iter().filter(|&&m| echo || m != id) {
+                let takes = |m: &u64| !tagmsg || self.conns[m].caps.contains("message-tags");
+                let params: &[&str] = if tagmsg { &[&shown] } else { &[&shown, text] };
+                let to: Vec<u64> = (room.members.iter().copied())
+                    .filter(|m| reaches(m) && (echo || *m != id))
+                    .collect();
+                for &m in &to {
                     if takes(&m) {
                         owed.line(m, Some(&prefix), verb, params);
                     }
                 }
-                if echo && !member && takes(&id) {
+                // A sender the message does not reach (from outside, or below the status it
+                // wrote to) gets its echo all the same.
+                if echo && !to.contains(&id) && takes(&id) {
                     owed.line(id, Some(&prefix), verb, params);
                 }
             } else {
@@ -1741,11 +1817,11 @@ impl Model {
                     let at = owed.lines.get(&id).map_or(0, Vec::len);
                     owed.not_replies.push((id, at));
                 }
-                if !tagmsg || peer.message_tags {
+                if !tagmsg || peer.caps.contains("message-tags") {
                     owed.line(to, Some(&prefix), verb, params);
                 }
                 // To oneself with echo-message: the message, then its echo.
-                if echo && (!tagmsg || self.conns[&id].message_tags) {
+                if echo && (!tagmsg || self.conns[&id].caps.contains("message-tags")) {
                     owed.line(id, Some(&prefix), verb, params);
                 }
                 if let Some(away) = away {

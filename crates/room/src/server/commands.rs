@@ -169,7 +169,7 @@ impl Server {
             .iter()
             .find(|t| t.key == "label")
             .filter(|t| !t.value.is_empty() && t.value.len() <= 64)
-            .filter(|_| self.conns.live(id).caps.labeled_response)
+            .filter(|_| self.conns.live(id).caps.labeled_response())
             .map(|t| t.value.clone().into_owned());
         let mark = self.out.len();
         self.run(now, id, msg);

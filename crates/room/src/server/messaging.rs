@@ -87,7 +87,7 @@ impl Server {
         if !notice {
             c.last_spoke = now;
         }
-        let (prefix, echo) = (c.prefix.clone(), c.caps.echo_message);
+        let (prefix, echo) = (c.prefix.clone(), c.caps.echo_message());
         let client_tags = std::mem::take(&mut self.client_tags);
         for target in targets {
             // Each target's copy has its own id; with it go the sender's client-only tags,
@@ -176,7 +176,7 @@ impl Server {
                     &mut self.out,
                     now,
                     to.into_iter()
-                        .filter(|(_, caps)| !tagmsg || caps.message_tags),
+                        .filter(|(_, caps)| !tagmsg || caps.message_tags()),
                     Some(&prefix),
                     verb,
                     params,
@@ -220,7 +220,7 @@ impl Server {
                 let params: &[&str] = if tagmsg { &[&name] } else { &[&name, text] };
                 let deliver = |out: &mut std::collections::VecDeque<_>,
                                (who, caps): (ConnId, Caps)| {
-                    if !tagmsg || caps.message_tags {
+                    if !tagmsg || caps.message_tags() {
                         let to = std::iter::once((who, caps));
                         fanout_tagged(out, now, to, Some(&prefix), verb, params, &tags);
                     }

@@ -582,7 +582,7 @@ impl Server {
         let notify: Vec<ConnId> = room
             .members
             .iter()
-            .filter(|&(&m, member)| m != id && member.caps.invite_notify)
+            .filter(|&(&m, member)| m != id && member.caps.invite_notify())
             .map(|(&m, _)| m)
             .collect();
         let prefix = self.conns.live(id).prefix.clone();

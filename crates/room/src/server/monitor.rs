@@ -133,7 +133,7 @@ impl Server {
         let nick = self.conns.get(id).and_then(|c| c.nick.as_deref());
         if let Some(watchers) = nick.and_then(|n| self.watchers.get(&casefold(n))) {
             all.extend(watchers.iter().copied().filter(|&w| {
-                w != id && self.conns.get(w).is_some_and(|c| c.caps.extended_monitor)
+                w != id && self.conns.get(w).is_some_and(|c| c.caps.extended_monitor())
             }));
         }
         all

@@ -35,7 +35,7 @@ impl Server {
         let mask = p.get(0).unwrap_or("*");
         let server = self.config.server_name.clone();
         let mut rows: Vec<[String; 7]> = Vec::new();
-        let all = self.conns.live(id).caps.multi_prefix;
+        let all = self.conns.live(id).caps.multi_prefix();
         // room, user, host, nick, flags, real name, seconds idle
         let row = |room: &str, c: &Conn, status: &str| -> [String; 7] {
             let away = if c.away.is_some() { "G" } else { "H" };
@@ -145,7 +145,7 @@ impl Server {
             c.realname.clone(),
         );
         // Secret rooms only to those who share them.
-        let all = self.conns.live(id).caps.multi_prefix;
+        let all = self.conns.live(id).caps.multi_prefix();
         let rooms: Vec<String> = c
             .rooms
             .iter()
@@ -301,7 +301,7 @@ impl Server {
         };
         let told = peers
             .into_iter()
-            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.away_notify))
+            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.away_notify()))
             .collect::<Vec<_>>()
             .into_iter();
         match away {
@@ -324,7 +324,7 @@ impl Server {
         let mut to: Vec<ConnId> = self
             .peers_and_monitors(id)
             .into_iter()
-            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.setname))
+            .filter(|&p| self.conns.get(p).is_some_and(|c| c.caps.setname()))
             .collect();
         to.push(id);
         self.fanout(now, to.into_iter(), Some(&prefix), "SETNAME", &[name]);

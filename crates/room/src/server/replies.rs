@@ -265,8 +265,8 @@ pub(super) fn fanout_tagged(
     // keep the recipients' order exactly.
     let mut run: Option<(Bytes, Vec<ConnId>)> = None;
     for (id, caps) in to {
-        let tagged = caps.message_tags && !tags.is_empty();
-        let line = encoded[usize::from(caps.server_time) + 2 * usize::from(tagged)]
+        let tagged = caps.message_tags() && !tags.is_empty();
+        let line = encoded[usize::from(caps.server_time()) + 2 * usize::from(tagged)]
             .get_or_insert_with(|| {
                 let mut all = time_tag(now, caps);
                 if tagged {
@@ -298,7 +298,7 @@ fn push_broadcast(out: &mut VecDeque<Output>, to: Vec<ConnId>, line: Bytes) {
 }
 
 fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
-    if caps.server_time {
+    if caps.server_time() {
         vec![Tag {
             key: "time",
             value: Cow::Owned(now.to_rfc3339()),

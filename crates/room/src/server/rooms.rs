@@ -98,7 +98,7 @@ impl Server {
             "JOIN",
             &[&room_name],
         );
-        if self.conns.live(id).caps.read_marker {
+        if self.conns.live(id).caps.read_marker() {
             self.send_markread(now, id, &room_name);
         }
         // Members who asked for away-notify learn that the newcomer is away.
@@ -106,7 +106,7 @@ impl Server {
             let told: Vec<ConnId> = self.rooms[&key]
                 .members
                 .iter()
-                .filter(|&(&m, member)| m != id && member.caps.away_notify)
+                .filter(|&(&m, member)| m != id && member.caps.away_notify())
                 .map(|(&m, _)| m)
                 .collect();
             for m in told {
@@ -315,9 +315,9 @@ impl Server {
             .filter_map(|(&m, member)| Some((self.conns.get(m)?, member)))
             .filter(|(c, _)| inside || !c.invisible)
             .filter_map(|(c, member)| {
-                let status = member.prefixes(caps.multi_prefix);
+                let status = member.prefixes(caps.multi_prefix());
                 let nick = c.nick.as_deref()?;
-                Some(if caps.userhost_in_names {
+                Some(if caps.userhost_in_names() {
                     format!("{status}{}", c.prefix)
                 } else {
                     format!("{status}{nick}")

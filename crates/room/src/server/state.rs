@@ -6,84 +6,98 @@ use std::collections::BTreeMap;
 use super::ConnId;
 use crate::time::Millis;
 
-/// Capabilities a client enabled with `CAP REQ`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Caps {
-    pub(super) echo_message: bool,
-    pub(super) server_time: bool,
-    pub(super) multi_prefix: bool,
-    pub(super) invite_notify: bool,
-    pub(super) userhost_in_names: bool,
-    pub(super) away_notify: bool,
-    pub(super) setname: bool,
-    pub(super) message_tags: bool,
-    pub(super) batch: bool,
-    pub(super) labeled_response: bool,
-    pub(super) extended_monitor: bool,
-    pub(super) read_marker: bool,
-}
+/// Capabilities a client enabled with `CAP REQ`: one bit each, in [`CAP_ORDER`]. Every
+/// room membership keeps a copy (for fan-out without looking the connection up), so they are
+/// two bytes, not twelve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Caps(u16);
+
+/// The capabilities a client may enable, in `CAP LIST`'s order; a capability's bit is its
+/// place here.
+const CAP_ORDER: [&str; 12] = [
+    "echo-message",
+    "server-time",
+    "multi-prefix",
+    "invite-notify",
+    "userhost-in-names",
+    "away-notify",
+    "setname",
+    "message-tags",
+    "batch",
+    "labeled-response",
+    "extended-monitor",
+    "draft/read-marker",
+];
 
 impl Caps {
     /// Turns capability `name` on or off; `false` if the core doesn't offer it.
     pub(super) fn set(&mut self, name: &str, on: bool) -> bool {
-        match name {
-            "echo-message" => self.echo_message = on,
-            "server-time" => self.server_time = on,
-            "multi-prefix" => self.multi_prefix = on,
-            "invite-notify" => self.invite_notify = on,
-            "userhost-in-names" => self.userhost_in_names = on,
-            "away-notify" => self.away_notify = on,
-            "setname" => self.setname = on,
-            "message-tags" => self.message_tags = on,
-            "batch" => self.batch = on,
-            "labeled-response" => self.labeled_response = on,
-            "extended-monitor" => self.extended_monitor = on,
-            "draft/read-marker" => self.read_marker = on,
-            _ => return false,
+        let Some(i) = CAP_ORDER.iter().position(|c| *c == name) else {
+            return false;
+        };
+        if on {
+            self.0 |= 1 << i;
+        } else {
+            self.0 &= !(1 << i);
         }
         true
     }
 
     /// The enabled capabilities, as `CAP LIST` shows them.
     pub(super) fn list(&self) -> String {
-        let mut v = Vec::new();
-        if self.echo_message {
-            v.push("echo-message");
-        }
-        if self.server_time {
-            v.push("server-time");
-        }
-        if self.multi_prefix {
-            v.push("multi-prefix");
-        }
-        if self.invite_notify {
-            v.push("invite-notify");
-        }
-        if self.userhost_in_names {
-            v.push("userhost-in-names");
-        }
-        if self.away_notify {
-            v.push("away-notify");
-        }
-        if self.setname {
-            v.push("setname");
-        }
-        if self.message_tags {
-            v.push("message-tags");
-        }
-        if self.batch {
-            v.push("batch");
-        }
-        if self.labeled_response {
-            v.push("labeled-response");
-        }
-        if self.extended_monitor {
-            v.push("extended-monitor");
-        }
-        if self.read_marker {
-            v.push("draft/read-marker");
-        }
-        v.join(" ")
+        let on: Vec<&str> = (CAP_ORDER.iter().enumerate())
+            .filter(|&(i, _)| self.has(i))
+            .map(|(_, name)| *name)
+            .collect();
+        on.join(" ")
+    }
+
+    const fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+
+    pub(super) const fn echo_message(self) -> bool {
+        self.has(0)
+    }
+
+    pub(super) const fn server_time(self) -> bool {
+        self.has(1)
+    }
+
+    pub(super) const fn multi_prefix(self) -> bool {
+        self.has(2)
+    }
+
+    pub(super) const fn invite_notify(self) -> bool {
+        self.has(3)
+    }
+
+    pub(super) const fn userhost_in_names(self) -> bool {
+        self.has(4)
+    }
+
+    pub(super) const fn away_notify(self) -> bool {
+        self.has(5)
+    }
+
+    pub(super) const fn setname(self) -> bool {
+        self.has(6)
+    }
+
+    pub(super) const fn message_tags(self) -> bool {
+        self.has(7)
+    }
+
+    pub(super) const fn labeled_response(self) -> bool {
+        self.has(9)
+    }
+
+    pub(super) const fn extended_monitor(self) -> bool {
+        self.has(10)
+    }
+
+    pub(super) const fn read_marker(self) -> bool {
+        self.has(11)
     }
 }
 

@@ -450,7 +450,12 @@ impl Model {
         let prefix = self.conns[&id].prefix();
         self.numeric(owed, id, "341", &[&shown, &room_name]);
         owed.line(who, Some(&prefix), "INVITE", &[&shown, &room_name]);
-        // Nobody in the simulation asks for invite-notify.
+        // Members who asked for invite-notify see it too.
+        for &m in &self.rooms[&key].members {
+            if m != id && self.conns[&m].caps.contains("invite-notify") {
+                owed.line(m, Some(&prefix), "INVITE", &[&shown, &room_name]);
+            }
+        }
         if let Some(away) = away {
             self.numeric(owed, id, "301", &[&shown, &away]);
         }
