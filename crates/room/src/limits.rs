@@ -42,6 +42,7 @@ pub const MAX_INVITES: usize = 64;
 pub const CAPS: &[&str] = &[
     "away-notify",
     "draft/read-marker",
+    "draft/message-redaction",
     "batch",
     "echo-message",
     "extended-monitor",

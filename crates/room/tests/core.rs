@@ -368,7 +368,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :away-notify draft/read-marker batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
+            ":parla.local CAP * LS :away-notify draft/read-marker draft/message-redaction batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");
@@ -1632,4 +1632,90 @@ fn read_markers_are_kept_never_move_back_and_come_with_a_join() {
     assert!(h.saw(a, "FAIL MARKREAD INVALID_PARAMS #r"));
     h.send(a, "MARKREAD");
     assert!(h.saw(a, "FAIL MARKREAD NEED_MORE_PARAMS"));
+}
+
+/// The msgid of the last line `c` got that contains `needle`.
+fn msgid_in(h: &Harness, c: ConnId, needle: &str) -> String {
+    let line = h
+        .lines(c)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {:?}", h.lines(c)));
+    let tags = line.strip_prefix('@').expect("tagged").split(' ').next().unwrap();
+    tags.split(';')
+        .find_map(|t| t.strip_prefix("msgid="))
+        .expect("a msgid")
+        .to_owned()
+}
+
+#[test]
+fn authors_and_room_operators_redact_recent_messages() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    for who in [a, b, c] {
+        h.send(who, "CAP REQ :message-tags draft/message-redaction");
+        h.send(who, "JOIN #den");
+    }
+    // carol has no redaction: she is told nothing of them.
+    h.send(c, "CAP REQ :-draft/message-redaction");
+    h.clear();
+    h.send(b, "PRIVMSG #den :a mistake");
+    let id = msgid_in(&h, a, "PRIVMSG #den :a mistake");
+    // Not alice's message, but she made #den: its operator may.
+    h.send(a, &format!("REDACT #den {id} :off topic"));
+    let redact = format!(":alice!~alice@192.0.2.7 REDACT #den {id} :off topic");
+    assert!(h.saw(a, &redact) && h.saw(b, &redact), "{:?}", h.lines(b));
+    assert!(!h.saw(c, "REDACT"));
+    // Once redacted it is gone.
+    h.clear();
+    h.send(a, &format!("REDACT #den {id}"));
+    assert!(h.saw(a, &format!("FAIL REDACT UNKNOWN_MSGID #den {id} :No such message")));
+    // An author may redact their own; nobody else may.
+    h.send(a, "PRIVMSG #den :mine");
+    let mine = msgid_in(&h, b, "PRIVMSG #den :mine");
+    h.send(b, &format!("REDACT #den {mine}"));
+    assert!(h.saw(b, &format!("FAIL REDACT REDACT_FORBIDDEN #den {mine} :You may redact")));
+    h.send(c, "PRIVMSG #den :carol's");
+    let hers = msgid_in(&h, b, "PRIVMSG #den :carol's");
+    h.clear();
+    h.send(c, &format!("REDACT #den {hers}"));
+    assert!(h.saw(b, &format!(":carol!~carol@192.0.2.7 REDACT #den :{hers}")));
+    // Only in rooms one is in, and only with both parameters.
+    h.send(b, "REDACT #nowhere abc");
+    assert!(h.saw(b, "FAIL REDACT INVALID_TARGET #nowhere :You are not in that room"));
+    h.send(b, "REDACT #den");
+    assert!(h.saw(b, "461 bob REDACT :Not enough parameters"));
+}
+
+#[test]
+fn direct_messages_are_redacted_by_their_author_only_and_only_recent_ones() {
+    let mut h = Harness::with(Config {
+        redactable: 2,
+        ..Config::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    for who in [a, b] {
+        h.send(who, "CAP REQ :message-tags draft/message-redaction");
+    }
+    h.send(a, "PRIVMSG bob :first");
+    let first = msgid_in(&h, b, "PRIVMSG bob :first");
+    h.send(a, "PRIVMSG bob :second");
+    let second = msgid_in(&h, b, "PRIVMSG bob :second");
+    h.send(b, &format!("REDACT alice {second}"));
+    assert!(h.saw(b, "FAIL REDACT REDACT_FORBIDDEN alice"));
+    h.clear();
+    h.send(a, &format!("REDACT bob {second} :typo"));
+    let redact = format!(":alice!~alice@192.0.2.7 REDACT bob {second} :typo");
+    assert!(h.saw(a, &redact) && h.saw(b, &redact));
+    // Two are remembered: a third pushes the first out.
+    h.send(a, "PRIVMSG bob :third");
+    h.send(a, "PRIVMSG bob :fourth");
+    h.send(a, &format!("REDACT bob {first}"));
+    assert!(h.saw(a, &format!("FAIL REDACT UNKNOWN_MSGID bob {first}")));
+    h.send(a, "REDACT nobody x");
+    assert!(h.saw(a, "FAIL REDACT INVALID_TARGET nobody :No such nick"));
 }

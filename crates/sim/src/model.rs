@@ -46,7 +46,7 @@ use parla_room::{ConnId, Millis, Output};
 pub type Settings = parla_room::Config;
 
 /// The capabilities Parla offers, in the order `CAP LIST` shows them.
-const CAP_ORDER: [&str; 12] = [
+const CAP_ORDER: [&str; 13] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -59,6 +59,7 @@ const CAP_ORDER: [&str; 12] = [
     "labeled-response",
     "extended-monitor",
     "draft/read-marker",
+    "draft/message-redaction",
 ];
 
 /// A parameter the model leaves open: any value matches.
@@ -861,7 +862,7 @@ impl Model {
                 }
                 c.password = Some(p[0].to_owned());
             }
-            "CAP" => self.cap(now, id, &p, owed),
+            "CAP" => self.cap(now, id, p, owed),
             "PING" => {
                 let server = self.settings.server_name.clone();
                 self.server_line(owed, id, "PONG", &[&server, p[0]]);
@@ -920,13 +921,13 @@ impl Model {
                     self.message(now, id, "TAGMSG", targets, "", owed);
                 }
             }
-            "KICK" => self.kick(id, &p, owed),
+            "KICK" => self.kick(id, p, owed),
             "OPER" => self.oper(now, id, p[0], get(1), owed),
             "KILL" => self.kill(id, p[0], get(1), owed),
             "WALLOPS" => self.wallops(id, p[0], owed),
             "MONITOR" => self.monitor(id, p[0], get(1).unwrap_or(""), owed),
             "MARKREAD" => self.markread(id, get(0), get(1), owed),
-            "INVITE" => self.invite(id, &p, owed),
+            "INVITE" => self.invite(id, p, owed),
             "PRIVMSG" | "NOTICE" => {
                 let notice = verb == "NOTICE";
                 match (

@@ -109,6 +109,10 @@ struct Args {
     /// Departed users and given-up names WHOWAS remembers (the oldest is forgotten; 0 = none).
     #[arg(long, env = "PARLA_WHOWAS_HISTORY", default_value_t = 100)]
     whowas_history: usize,
+    /// Recent messages per room (and direct messages server-wide) that REDACT can still remove
+    /// (draft/message-redaction); older ones are refused with FAIL REDACT UNKNOWN_MSGID (0 = none).
+    #[arg(long, env = "PARLA_REDACTABLE_MESSAGES", default_value_t = 256)]
+    redactable_messages: usize,
     /// The window for --topic-changes.
     #[arg(long, env = "PARLA_TOPIC_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     topic_window: Duration,
@@ -247,6 +251,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         verify_password: Some(parla_net::operators::verify),
         whowas_history: args.whowas_history,
+        redactable: args.redactable_messages,
         ..parla_room::Config::default()
     };
     let options = ServerOptions {

@@ -109,6 +109,7 @@ static COMMANDS: &[Command] = &[
     command("TAGMSG", OnceRegistered, Needs0(Server::on_tagmsg)),
     command("MONITOR", OnceRegistered, Needs1(Server::on_monitor)),
     command("MARKREAD", OnceRegistered, Needs0(Server::on_markread)),
+    command("REDACT", OnceRegistered, Needs1(Server::on_redact)),
 ];
 
 /// Every command's name (for HELP's test).
@@ -267,6 +268,7 @@ mod tests {
         ("TAGMSG", 0, OnceRegistered),
         ("MONITOR", 1, OnceRegistered),
         ("MARKREAD", 0, OnceRegistered),
+        ("REDACT", 1, OnceRegistered),
     ];
 
     #[test]

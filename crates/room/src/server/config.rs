@@ -56,6 +56,9 @@ pub struct Config {
     /// Departed users and given-up names `WHOWAS` remembers (the oldest is forgotten); 0:
     /// none.
     pub whowas_history: usize,
+    /// Messages per room (and direct messages server-wide) that may still be redacted
+    /// (`draft/message-redaction`); older ones get `FAIL REDACT UNKNOWN_MSGID`. 0: none.
+    pub redactable: usize,
     /// Checks a password against an operator's stored hash (argon2 in `parla-server`); the
     /// core never sees how. `None`: no `OPER` succeeds.
     pub verify_password: Option<fn(&str, &str) -> bool>,
@@ -159,6 +162,7 @@ impl Default for Config {
             }),
             operators: Vec::new(),
             whowas_history: 100,
+            redactable: 256,
             verify_password: None,
             #[cfg(feature = "deliberate-bugs")]
             bug: None,

@@ -74,6 +74,14 @@ pub(super) static HELP: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "REDACT",
+        &[
+            "REDACT <target> <msgid> [:<reason>]",
+            "Removes a recent message (draft/message-redaction): your own, or in a room you",
+            "operate anyone's. Only the room's recent messages can be redacted.",
+        ],
+    ),
+    (
         "MONITOR",
         &[
             "MONITOR + <nick>[,<nick>…] | - <nicks> | C | L | S",

@@ -182,6 +182,7 @@ impl Server {
                     params,
                     &tags,
                 );
+                self.remember_room_message(&key, &msgid, id);
                 // Everyone pays into the room's budget; only a sender who was already talking
                 // in the last second is paused when it runs out, so that a person who says
                 // something now and then is never held up by a flood of others.
@@ -235,6 +236,7 @@ impl Server {
                 if echo {
                     deliver(&mut self.out, (id, caps));
                 }
+                self.remember_direct_message(&msgid, id, to);
                 if let (Some(away), false) = (away, notice) {
                     self.numeric(now, id, RPL_AWAY, &[&name, &away]);
                 }

@@ -34,6 +34,7 @@ mod monitor;
 mod operators;
 mod queries;
 mod read_marker;
+mod redaction;
 mod registration;
 mod replies;
 mod rooms;
@@ -108,6 +109,8 @@ pub struct Server {
     oper_checks: operators::OperChecks,
     /// Who recently held which name (`WHOWAS`).
     whowas: whowas::History,
+    /// Recent direct messages that may still be redacted, oldest first.
+    recent_direct: redaction::Direct,
     /// Message ids given so far (see `next_msgid`).
     msgids: u64,
     /// The client-only tags (`+key`, value) of the line being handled.
@@ -141,6 +144,7 @@ impl Server {
             pause: None,
             oper_checks: Default::default(),
             whowas: Default::default(),
+            recent_direct: Default::default(),
             msgids: 0,
             client_tags: Vec::new(),
             not_replies: Vec::new(),

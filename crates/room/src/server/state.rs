@@ -14,7 +14,7 @@ pub(super) struct Caps(u16);
 
 /// The capabilities a client may enable, in `CAP LIST`'s order; a capability's bit is its
 /// place here.
-const CAP_ORDER: [&str; 12] = [
+const CAP_ORDER: [&str; 13] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -27,6 +27,7 @@ const CAP_ORDER: [&str; 12] = [
     "labeled-response",
     "extended-monitor",
     "draft/read-marker",
+    "draft/message-redaction",
 ];
 
 impl Caps {
@@ -98,6 +99,10 @@ impl Caps {
 
     pub(super) const fn read_marker(self) -> bool {
         self.has(11)
+    }
+
+    pub(super) const fn message_redaction(self) -> bool {
+        self.has(12)
     }
 }
 
@@ -427,6 +432,9 @@ pub(super) struct Room {
     /// What its messages may still put in each member's queue (see `Config::room_budget`).
     pub(super) budget: Budget,
     pub(super) modes: Modes,
+    /// Its recent messages that may still be redacted: their ids and authors, oldest first
+    /// (see `Config::redactable`).
+    pub(super) recent: std::collections::VecDeque<(Box<str>, ConnId)>,
 }
 
 /// A room's budget as a token bucket in byte-milliseconds (bytes × 1000, so that refills at
@@ -484,6 +492,7 @@ impl Room {
             topic: None,
             created: now,
             budget: Budget::default(),
+            recent: Default::default(),
             modes: Modes {
                 topic_ops: !default,
                 ..Modes::default()
