@@ -1642,7 +1642,12 @@ fn msgid_in(h: &Harness, c: ConnId, needle: &str) -> String {
         .rev()
         .find(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no {needle:?} in {:?}", h.lines(c)));
-    let tags = line.strip_prefix('@').expect("tagged").split(' ').next().unwrap();
+    let tags = line
+        .strip_prefix('@')
+        .expect("tagged")
+        .split(' ')
+        .next()
+        .unwrap();
     tags.split(';')
         .find_map(|t| t.strip_prefix("msgid="))
         .expect("a msgid")
@@ -1672,12 +1677,18 @@ fn authors_and_room_operators_redact_recent_messages() {
     // Once redacted it is gone.
     h.clear();
     h.send(a, &format!("REDACT #den {id}"));
-    assert!(h.saw(a, &format!("FAIL REDACT UNKNOWN_MSGID #den {id} :No such message")));
+    assert!(h.saw(
+        a,
+        &format!("FAIL REDACT UNKNOWN_MSGID #den {id} :No such message")
+    ));
     // An author may redact their own; nobody else may.
     h.send(a, "PRIVMSG #den :mine");
     let mine = msgid_in(&h, b, "PRIVMSG #den :mine");
     h.send(b, &format!("REDACT #den {mine}"));
-    assert!(h.saw(b, &format!("FAIL REDACT REDACT_FORBIDDEN #den {mine} :You may redact")));
+    assert!(h.saw(
+        b,
+        &format!("FAIL REDACT REDACT_FORBIDDEN #den {mine} :You may redact")
+    ));
     h.send(c, "PRIVMSG #den :carol's");
     let hers = msgid_in(&h, b, "PRIVMSG #den :carol's");
     h.clear();
@@ -1685,7 +1696,10 @@ fn authors_and_room_operators_redact_recent_messages() {
     assert!(h.saw(b, &format!(":carol!~carol@192.0.2.7 REDACT #den :{hers}")));
     // Only in rooms one is in, and only with both parameters.
     h.send(b, "REDACT #nowhere abc");
-    assert!(h.saw(b, "FAIL REDACT INVALID_TARGET #nowhere :You are not in that room"));
+    assert!(h.saw(
+        b,
+        "FAIL REDACT INVALID_TARGET #nowhere :You are not in that room"
+    ));
     h.send(b, "REDACT #den");
     assert!(h.saw(b, "461 bob REDACT :Not enough parameters"));
 }

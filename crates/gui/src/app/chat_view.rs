@@ -70,53 +70,29 @@ impl ParlaApp {
         });
         let room = self.chat.room.clone().unwrap_or_default();
         if let Some(topic) = self.topic_edit.as_mut() {
-            ui.horizontal(|ui| {
-                let label = ui.label("Topic");
-                let edit = ui
-                    .add(
-                        TextEdit::singleline(topic)
-                            .id_salt("topic")
-                            .hint_text("What this room is about (empty: no topic)")
-                            .desired_width(ui.available_width() - 150.0),
-                    )
-                    .labelled_by(label.id);
-                let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
-                if entered || ui.button("Set topic").clicked() {
-                    intents.push(Intent::Send(Command::Topic {
-                        room: Some(room.clone()),
-                        topic: Some(topic.trim().to_owned()),
-                    }));
-                }
-                if ui.button("Cancel").clicked() {
-                    intents.push(Intent::CloseEditors);
-                }
-            });
+            let width = ui.available_width() - 150.0;
+            let hint = "What this room is about (empty: no topic)";
+            match form_row(ui, "Topic", topic, hint, width, "Set topic", |_| true) {
+                Some(true) => intents.push(Intent::Send(Command::Topic {
+                    room: Some(room.clone()),
+                    topic: Some(topic.trim().to_owned()),
+                })),
+                Some(false) => intents.push(Intent::CloseEditors),
+                None => {}
+            }
         }
         if let Some(name) = self.invite_edit.as_mut() {
-            ui.horizontal(|ui| {
-                let label = ui.label("Invite");
-                let edit = ui
-                    .add(
-                        TextEdit::singleline(name)
-                            .id_salt("invite")
-                            .hint_text(format!("Name of the person to invite to {room}"))
-                            .desired_width(220.0),
-                    )
-                    .labelled_by(label.id);
-                let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
-                let name = name.trim();
-                let valid = !name.is_empty() && !name.contains(' ');
-                let send = ui.add_enabled(valid, Button::new(format!("Invite to {room}")));
-                if valid && (entered || send.clicked()) {
-                    intents.push(Intent::Send(Command::Invite {
-                        name: name.to_owned(),
-                        room: Some(room.clone()),
-                    }));
-                }
-                if ui.button("Cancel").clicked() {
-                    intents.push(Intent::CloseEditors);
-                }
-            });
+            let hint = format!("Name of the person to invite to {room}");
+            let button = format!("Invite to {room}");
+            let valid = |n: &str| !n.trim().is_empty() && !n.trim().contains(' ');
+            match form_row(ui, "Invite", name, &hint, 220.0, &button, valid) {
+                Some(true) => intents.push(Intent::Send(Command::Invite {
+                    name: name.trim().to_owned(),
+                    room: Some(room.clone()),
+                })),
+                Some(false) => intents.push(Intent::CloseEditors),
+                None => {}
+            }
         }
         if let Some((by, to)) = &self.chat.invitation {
             ui.horizontal(|ui| {
@@ -477,4 +453,42 @@ fn member_menu(
         item(ui, "Kick…", Intent::Prefill(format!("/kick {name} ")));
         item(ui, "Ban", mode(format!("+b {}", ban_mask(&name))));
     }
+}
+
+/// One line of a small form under the room bar: a labelled field, its button, and Cancel.
+/// `Some(true)` when submitted (the button, or Enter in the field, while `valid` holds for the
+/// text), `Some(false)` when cancelled.
+fn form_row(
+    ui: &mut egui::Ui,
+    label: &str,
+    text: &mut String,
+    hint: &str,
+    width: f32,
+    button: &str,
+    valid: impl Fn(&str) -> bool,
+) -> Option<bool> {
+    ui.horizontal(|ui| {
+        // The field's id from its label, not its place: the rows above it come and go.
+        let salt = label;
+        let label = ui.label(label);
+        let edit = ui
+            .add(
+                TextEdit::singleline(text)
+                    .id_salt(salt)
+                    .hint_text(hint)
+                    .desired_width(width),
+            )
+            .labelled_by(label.id);
+        let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+        let ok = valid(text);
+        let clicked = ui.add_enabled(ok, Button::new(button)).clicked();
+        if ok && (entered || clicked) {
+            Some(true)
+        } else if ui.button("Cancel").clicked() {
+            Some(false)
+        } else {
+            None
+        }
+    })
+    .inner
 }

@@ -53,7 +53,10 @@ impl Server {
                 now,
                 id,
                 ERR_NEEDMOREPARAMS,
-                &["REDACT", "Not enough parameters: REDACT <target> <msgid> [:<reason>]"],
+                &[
+                    "REDACT",
+                    "Not enough parameters: REDACT <target> <msgid> [:<reason>]",
+                ],
             );
         };
         let reason = p
@@ -86,7 +89,8 @@ impl Server {
                 return fail(self, "UNKNOWN_MSGID", true, &text);
             };
             if room.recent[at].1 != id && !may_moderate {
-                let text = "You may redact only your own messages, or anyone's as the room's operator";
+                let text =
+                    "You may redact only your own messages, or anyone's as the room's operator";
                 return fail(self, "REDACT_FORBIDDEN", true, text);
             }
             room.recent.remove(at);
@@ -118,7 +122,11 @@ impl Server {
             if peer != id {
                 both.push(peer);
             }
-            both.retain(|&c| self.conns.get(c).is_some_and(|c| c.caps.message_redaction()));
+            both.retain(|&c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.caps.message_redaction())
+            });
             both
         };
         let prefix = self.conns.live(id).prefix.clone();

@@ -383,15 +383,24 @@ impl Model {
         }
     }
 
-    fn kick_one(&mut self, id: u64, name: &str, nick: &str, reason: Option<&str>, owed: &mut Owed) {
+    /// Room `name`'s key and name as shown, if `id` is in it; else `403` or `442`.
+    fn my_room(&self, id: u64, name: &str, owed: &mut Owed) -> Option<(String, String)> {
         let key = fold(name);
         let Some(room) = self.rooms.get(&key) else {
-            return self.numeric(owed, id, "403", &[name, ANY]);
+            self.numeric(owed, id, "403", &[name, ANY]);
+            return None;
         };
-        let room_name = room.name.clone();
         if !room.members.contains(&id) {
-            return self.numeric(owed, id, "442", &[&room_name, ANY]);
+            self.numeric(owed, id, "442", &[&room.name, ANY]);
+            return None;
         }
+        Some((key, room.name.clone()))
+    }
+
+    fn kick_one(&mut self, id: u64, name: &str, nick: &str, reason: Option<&str>, owed: &mut Owed) {
+        let Some((key, room_name)) = self.my_room(id, name, owed) else {
+            return;
+        };
         if !self.may_moderate(&key, id) {
             return self.numeric(owed, id, "482", &[&room_name, ANY]);
         }
@@ -425,14 +434,10 @@ impl Model {
         };
         let (shown, away) = (guest.shown(), guest.away.clone());
         let who = self.nicks[&fold(p[0])];
-        let key = fold(name);
-        let Some(room) = self.rooms.get(&key) else {
-            return self.numeric(owed, id, "403", &[name, ANY]);
+        let Some((key, room_name)) = self.my_room(id, name, owed) else {
+            return;
         };
-        let room_name = room.name.clone();
-        if !room.members.contains(&id) {
-            return self.numeric(owed, id, "442", &[&room_name, ANY]);
-        }
+        let room = &self.rooms[&key];
         if room.modes.invite_only && !self.may_moderate(&key, id) {
             return self.numeric(owed, id, "482", &[&room_name, ANY]);
         }
