@@ -426,9 +426,13 @@ fn an_operator_moderates_from_the_member_list_and_the_room_bar() {
         app.state().chat().current_members()[1].prefixes == "@+"
     });
 
-    // The topic editor starts from the topic and sets it with Enter.
+    // The topic editor starts from the topic, takes the typing, and sets it with Enter.
     app.get_by_label("Edit topic").click();
     app.run_steps(2);
+    assert!(
+        app.get_by_label("Topic").is_focused(),
+        "the topic field has the focus"
+    );
     fill(&mut app, "Topic", "Ops only");
     app.key_press(Key::Enter);
     app.run_steps(2);
@@ -447,6 +451,10 @@ fn an_operator_moderates_from_the_member_list_and_the_room_bar() {
     app.run_steps(2);
     assert!(carol.expect_has("INVITE carol").ends_with("#ops"));
     wait_to_see(&mut app, "You invited carol to #ops");
+    assert!(
+        app.get_by_label("Message").is_focused(),
+        "the message box has the focus back"
+    );
 
     // Kick… puts the command in the box for a reason to be added.
     member_menu(&mut app, "@bob", "Kick…");

@@ -72,7 +72,17 @@ impl ParlaApp {
         if let Some(topic) = self.topic_edit.as_mut() {
             let width = ui.available_width() - 150.0;
             let hint = "What this room is about (empty: no topic)";
-            match form_row(ui, "Topic", topic, hint, width, "Set topic", |_| true) {
+            let focus = &mut self.form_focus;
+            match form_row(
+                ui,
+                "Topic",
+                topic,
+                hint,
+                width,
+                "Set topic",
+                |_| true,
+                focus,
+            ) {
                 Some(true) => intents.push(Intent::Send(Command::Topic {
                     room: Some(room.clone()),
                     topic: Some(topic.trim().to_owned()),
@@ -85,7 +95,8 @@ impl ParlaApp {
             let hint = format!("Name of the person to invite to {room}");
             let button = format!("Invite to {room}");
             let valid = |n: &str| !n.trim().is_empty() && !n.trim().contains(' ');
-            match form_row(ui, "Invite", name, &hint, 220.0, &button, valid) {
+            let focus = &mut self.form_focus;
+            match form_row(ui, "Invite", name, &hint, 220.0, &button, valid, focus) {
                 Some(true) => intents.push(Intent::Send(Command::Invite {
                     name: name.trim().to_owned(),
                     room: Some(room.clone()),
@@ -457,7 +468,9 @@ fn member_menu(
 
 /// One line of a small form under the room bar: a labelled field, its button, and Cancel.
 /// `Some(true)` when submitted (the button, or Enter in the field, while `valid` holds for the
-/// text), `Some(false)` when cancelled.
+/// text), `Some(false)` when cancelled. The field takes the focus when `focus` is set (the form
+/// just opened).
+#[allow(clippy::too_many_arguments)]
 fn form_row(
     ui: &mut egui::Ui,
     label: &str,
@@ -466,6 +479,7 @@ fn form_row(
     width: f32,
     button: &str,
     valid: impl Fn(&str) -> bool,
+    focus: &mut bool,
 ) -> Option<bool> {
     ui.horizontal(|ui| {
         // The field's id from its label, not its place: the rows above it come and go.
@@ -479,6 +493,9 @@ fn form_row(
                     .desired_width(width),
             )
             .labelled_by(label.id);
+        if std::mem::take(focus) {
+            edit.request_focus();
+        }
         let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
         let ok = valid(text);
         let clicked = ui.add_enabled(ok, Button::new(button)).clicked();

@@ -195,6 +195,8 @@ pub struct ParlaApp {
     topic_edit: Option<String>,
     /// The invite prompt's text, while it is open.
     invite_edit: Option<String>,
+    /// Give the topic editor's or invite prompt's field the focus in the next frame.
+    form_focus: bool,
     /// We told the room we are typing, and the last keystroke was then.
     typing_since: Option<Instant>,
     closing: Option<Closing>,
@@ -247,6 +249,7 @@ impl ParlaApp {
             cursor_to_end: false,
             topic_edit: None,
             invite_edit: None,
+            form_focus: false,
             typing_since: None,
             closing: None,
             closed: false,
@@ -558,6 +561,7 @@ impl ParlaApp {
                 if matches!(cmd, Command::Topic { .. } | Command::Invite { .. }) {
                     self.topic_edit = None;
                     self.invite_edit = None;
+                    self.focus_pending = true;
                 }
                 let _ = self.command(NetCommand::Send(cmd));
             }
@@ -571,10 +575,12 @@ impl ParlaApp {
             Intent::EditTopic => {
                 self.invite_edit = None;
                 self.topic_edit = Some(self.chat.current_topic().unwrap_or("").to_owned());
+                self.form_focus = true;
             }
             Intent::OpenInvite => {
                 self.topic_edit = None;
                 self.invite_edit = Some(String::new());
+                self.form_focus = true;
             }
             Intent::CloseEditors => {
                 self.topic_edit = None;
