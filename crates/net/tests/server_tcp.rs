@@ -440,7 +440,7 @@ async fn echo_message_and_server_time_tag_our_own_message() {
         ls,
         format!(
             ":parla.local CAP * LS :{}",
-            parla_room::limits::CAPS.join(" ")
+            parla_room::limits::cap_ls(4096, 32)
         )
     );
     assert!(ls.contains("echo-message") && ls.contains("server-time"));

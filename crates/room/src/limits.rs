@@ -43,6 +43,7 @@ pub const CAPS: &[&str] = &[
     "away-notify",
     "draft/read-marker",
     "draft/message-redaction",
+    "draft/multiline",
     "batch",
     "echo-message",
     "extended-monitor",
@@ -54,6 +55,20 @@ pub const CAPS: &[&str] = &[
     "setname",
     "userhost-in-names",
 ];
+
+/// What `CAP LS` offers: [`CAPS`], with `draft/multiline`'s limits as its value.
+pub fn cap_ls(multiline_max_bytes: usize, multiline_max_lines: usize) -> String {
+    let caps: Vec<String> = CAPS
+        .iter()
+        .map(|&cap| match cap {
+            "draft/multiline" => format!(
+                "draft/multiline=max-bytes={multiline_max_bytes},max-lines={multiline_max_lines}"
+            ),
+            cap => cap.to_owned(),
+        })
+        .collect();
+    caps.join(" ")
+}
 
 /// The reason in the `ERROR` line every client gets when the server shuts down. Clients tell a
 /// shutdown from any other closed link by this exact reason.

@@ -368,7 +368,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :away-notify draft/read-marker draft/message-redaction batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
+            ":parla.local CAP * LS :away-notify draft/read-marker draft/message-redaction draft/multiline=max-bytes=4096,max-lines=32 batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");
@@ -1732,4 +1732,77 @@ fn direct_messages_are_redacted_by_their_author_only_and_only_recent_ones() {
     assert!(h.saw(a, &format!("FAIL REDACT UNKNOWN_MSGID bob {first}")));
     h.send(a, "REDACT nobody x");
     assert!(h.saw(a, "FAIL REDACT INVALID_TARGET nobody :No such nick"));
+}
+
+#[test]
+fn a_multiline_message_is_one_batch_for_those_who_take_it_and_lines_for_the_others() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(
+        a,
+        "CAP REQ :batch draft/multiline message-tags echo-message labeled-response",
+    );
+    h.send(b, "CAP REQ :batch draft/multiline message-tags");
+    h.send(c, "CAP REQ :message-tags");
+    for who in [a, b, c] {
+        h.send(who, "JOIN #den");
+    }
+    h.clear();
+    h.send(a, "@label=l1;+draft/reply=x BATCH +r1 draft/multiline #den");
+    h.send(a, "@batch=r1 PRIVMSG #den :first line");
+    h.send(a, "@batch=r1 PRIVMSG #den :");
+    h.send(
+        a,
+        "@batch=r1;draft/multiline-concat PRIVMSG #den :, continued",
+    );
+    assert!(h.lines(b).is_empty(), "nothing goes out before the end");
+    h.send(a, "BATCH -r1");
+    let got = h.lines(b);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got[0].contains("BATCH +") && got[0].contains(" draft/multiline #den"));
+    assert!(got[0].contains("msgid=") && got[0].contains("+draft/reply=x"));
+    assert!(got[1].contains("batch=") && got[1].ends_with("PRIVMSG #den :first line"));
+    assert!(got[3].contains("draft/multiline-concat") && got[3].ends_with(":, continued"));
+    assert!(got[4].contains("BATCH -"));
+    // The sender's echo carries its label on the batch.
+    assert!(h.lines(a)[0].contains("label=l1"), "{:?}", h.lines(a));
+    // Without the capability: the non-blank lines, the id on the first only.
+    let fallback = h.lines(c);
+    assert_eq!(fallback.len(), 2, "{fallback:?}");
+    assert!(fallback[0].contains("msgid=") && fallback[0].ends_with("PRIVMSG #den :first line"));
+    assert!(!fallback[1].contains("msgid=") && fallback[1].ends_with("PRIVMSG #den :, continued"));
+}
+
+#[test]
+fn a_multiline_message_that_breaks_a_rule_is_refused_whole() {
+    let mut h = Harness::with(Config {
+        multiline_max_lines: 2,
+        multiline_max_bytes: 10,
+        ..Config::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "CAP REQ :batch draft/multiline");
+    h.send(a, "JOIN #den");
+    h.send(b, "JOIN #den");
+    h.clear();
+    h.send(a, "BATCH +r draft/multiline #den");
+    for _ in 0..3 {
+        h.send(a, "@batch=r PRIVMSG #den :hi");
+    }
+    h.send(a, "BATCH -r");
+    assert!(h.saw(a, "FAIL BATCH MULTILINE_MAX_LINES 2 :"));
+    assert!(!h.saw(b, "PRIVMSG"), "nothing of it is sent");
+    h.send(a, "BATCH +s draft/multiline #den");
+    h.send(a, "@batch=s PRIVMSG #den :twelve bytes");
+    assert!(h.saw(a, "FAIL BATCH MULTILINE_MAX_BYTES 10 :"));
+    h.send(a, "BATCH -s");
+    h.send(a, "@batch=zz PRIVMSG #den :hi");
+    assert!(h.saw(a, "FAIL BATCH MULTILINE_INVALID :That batch is not open"));
+    // Without the capability, no batch is taken.
+    h.send(b, "BATCH +t draft/multiline #den");
+    assert!(h.saw(b, "FAIL BATCH MULTILINE_INVALID :Negotiate draft/multiline"));
+    assert!(!h.saw(b, "PRIVMSG"));
 }

@@ -34,7 +34,7 @@ use parla_net::server::Input;
 use parla_room::limits::{
     AWAY_LEN, BAN_MASK_LEN, CAPS, CHANNEL_LEN, KEY_LEN, KICK_LEN, MAX_BANS, MAX_BODY_LEN,
     MAX_INVITES, MAX_ROOMS_PER_USER, MAX_TAGS_LEN, MAX_TARGETS, NICK_LEN, REALNAME_LEN,
-    SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN,
+    SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN, cap_ls,
 };
 
 mod moderation;
@@ -46,7 +46,7 @@ use parla_room::{ConnId, Millis, Output};
 pub type Settings = parla_room::Config;
 
 /// The capabilities Parla offers, in the order `CAP LIST` shows them.
-const CAP_ORDER: [&str; 13] = [
+const CAP_ORDER: [&str; 14] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -60,6 +60,7 @@ const CAP_ORDER: [&str; 13] = [
     "extended-monitor",
     "draft/read-marker",
     "draft/message-redaction",
+    "draft/multiline",
 ];
 
 /// A parameter the model leaves open: any value matches.
@@ -1063,7 +1064,13 @@ impl Model {
         match p[0].to_ascii_uppercase().as_str() {
             "LS" => {
                 c.negotiating |= !c.registered;
-                self.server_line(owed, id, "CAP", &[&nick, "LS", &CAPS.join(" ")]);
+                // Capability values only for version 302 and later.
+                let s = &self.settings;
+                let offered = match p.get(1).and_then(|v| v.parse::<u32>().ok()) {
+                    Some(v) if v >= 302 => cap_ls(s.multiline_max_bytes, s.multiline_max_lines),
+                    _ => CAPS.join(" "),
+                };
+                self.server_line(owed, id, "CAP", &[&nick, "LS", &offered]);
             }
             "LIST" => {
                 // In the order Parla lists them.

@@ -113,6 +113,14 @@ struct Args {
     /// (draft/message-redaction); older ones are refused with FAIL REDACT UNKNOWN_MSGID (0 = none).
     #[arg(long, env = "PARLA_REDACTABLE_MESSAGES", default_value_t = 256)]
     redactable_messages: usize,
+    /// Most lines of one multiline message (draft/multiline; more are refused with
+    /// FAIL BATCH MULTILINE_MAX_LINES).
+    #[arg(long, env = "PARLA_MULTILINE_MAX_LINES", default_value_t = 32)]
+    multiline_max_lines: usize,
+    /// Most bytes of text of one multiline message (more are refused with
+    /// FAIL BATCH MULTILINE_MAX_BYTES).
+    #[arg(long, env = "PARLA_MULTILINE_MAX_BYTES", default_value_t = 4096)]
+    multiline_max_bytes: usize,
     /// The window for --topic-changes.
     #[arg(long, env = "PARLA_TOPIC_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     topic_window: Duration,
@@ -252,6 +260,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         verify_password: Some(parla_net::operators::verify),
         whowas_history: args.whowas_history,
         redactable: args.redactable_messages,
+        multiline_max_lines: args.multiline_max_lines,
+        multiline_max_bytes: args.multiline_max_bytes,
         ..parla_room::Config::default()
     };
     let options = ServerOptions {

@@ -110,6 +110,7 @@ static COMMANDS: &[Command] = &[
     command("MONITOR", OnceRegistered, Needs1(Server::on_monitor)),
     command("MARKREAD", OnceRegistered, Needs0(Server::on_markread)),
     command("REDACT", OnceRegistered, Needs1(Server::on_redact)),
+    command("BATCH", OnceRegistered, Needs1(Server::on_batch)),
 ];
 
 /// Every command's name (for HELP's test).
@@ -172,9 +173,15 @@ impl Server {
             .filter(|t| !t.value.is_empty() && t.value.len() <= 64)
             .filter(|_| self.conns.live(id).caps.labeled_response())
             .map(|t| t.value.clone().into_owned());
+        // A line of a multiline message being sent (draft/multiline): collected, not run.
+        if let Some(batch) = msg.tags.iter().find(|t| t.key == "batch") {
+            return self.on_batched_line(now, id, &batch.value, msg);
+        }
+        // The handler may take the label (a multiline batch answers it when it is sent).
+        self.label = label;
         let mark = self.out.len();
         self.run(now, id, msg);
-        if let Some(label) = label {
+        if let Some(label) = self.label.take() {
             self.label_replies(id, mark, &label);
         }
         self.not_replies.clear();
@@ -269,6 +276,7 @@ mod tests {
         ("MONITOR", 1, OnceRegistered),
         ("MARKREAD", 0, OnceRegistered),
         ("REDACT", 1, OnceRegistered),
+        ("BATCH", 1, OnceRegistered),
     ];
 
     #[test]

@@ -59,6 +59,10 @@ pub struct Config {
     /// Messages per room (and direct messages server-wide) that may still be redacted
     /// (`draft/message-redaction`); older ones get `FAIL REDACT UNKNOWN_MSGID`. 0: none.
     pub redactable: usize,
+    /// A multiline message's most lines and bytes of text (`draft/multiline`; more get
+    /// `FAIL BATCH MULTILINE_MAX_LINES` / `MULTILINE_MAX_BYTES`).
+    pub multiline_max_lines: usize,
+    pub multiline_max_bytes: usize,
     /// Checks a password against an operator's stored hash (argon2 in `parla-server`); the
     /// core never sees how. `None`: no `OPER` succeeds.
     pub verify_password: Option<fn(&str, &str) -> bool>,
@@ -163,6 +167,8 @@ impl Default for Config {
             operators: Vec::new(),
             whowas_history: 100,
             redactable: 256,
+            multiline_max_lines: 32,
+            multiline_max_bytes: 4096,
             verify_password: None,
             #[cfg(feature = "deliberate-bugs")]
             bug: None,

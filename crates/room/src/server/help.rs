@@ -74,6 +74,13 @@ pub(super) static HELP: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "BATCH",
+        &[
+            "BATCH +<ref> draft/multiline <target>, then @batch=<ref> PRIVMSG lines, then BATCH -<ref>",
+            "Sends one message of several lines (draft/multiline); people without it get each line.",
+        ],
+    ),
+    (
         "REDACT",
         &[
             "REDACT <target> <msgid> [:<reason>]",

@@ -39,7 +39,7 @@ impl Server {
 
     /// A fresh message id (`msgid`): the server's start time and a counter, so ids differ
     /// across restarts too.
-    fn next_msgid(&mut self) -> String {
+    pub(super) fn next_msgid(&mut self) -> String {
         self.msgids += 1;
         format!("{:x}-{:x}", self.started.0, self.msgids)
     }

@@ -31,6 +31,7 @@ mod leaving;
 mod messaging;
 mod moderation;
 mod monitor;
+mod multiline;
 mod operators;
 mod queries;
 mod read_marker;
@@ -115,6 +116,8 @@ pub struct Server {
     msgids: u64,
     /// The client-only tags (`+key`, value) of the line being handled.
     client_tags: Vec<(String, String)>,
+    /// The label of the line being handled, until its replies are labelled (labeled-response).
+    label: Option<String>,
     /// Positions in `out` of lines to the sender that are not replies to its line (its own
     /// message delivered to itself), which labeled-response leaves unlabelled.
     not_replies: Vec<usize>,
@@ -147,6 +150,7 @@ impl Server {
             recent_direct: Default::default(),
             msgids: 0,
             client_tags: Vec::new(),
+            label: None,
             not_replies: Vec::new(),
             watchers: HashMap::new(),
             #[cfg(feature = "deliberate-bugs")]

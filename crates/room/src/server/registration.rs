@@ -25,7 +25,17 @@ impl Server {
                 if !c.registered {
                     c.cap_negotiating = true;
                 }
-                self.send_server(now, id, "CAP", &[&nick, "LS", &CAPS.join(" ")]);
+                // Values (draft/multiline's limits) only to clients of CAP version 302.
+                let v302 = p.get(1).and_then(|v| v.parse::<u32>().ok()) >= Some(302);
+                let offered = if v302 {
+                    cap_ls(
+                        self.config.multiline_max_bytes,
+                        self.config.multiline_max_lines,
+                    )
+                } else {
+                    CAPS.join(" ")
+                };
+                self.send_server(now, id, "CAP", &[&nick, "LS", &offered]);
             }
             "LIST" => {
                 let list = c.caps.list();

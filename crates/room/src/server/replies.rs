@@ -297,7 +297,7 @@ fn push_broadcast(out: &mut VecDeque<Output>, to: Vec<ConnId>, line: Bytes) {
     });
 }
 
-fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
+pub(super) fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
     if caps.server_time() {
         vec![Tag {
             key: "time",
@@ -316,7 +316,7 @@ fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
 /// longer loses the end of its last parameter (a reason, a topic, an echoed token), or, if that
 /// is not enough, of its longest other one. Lists are split before they get here
 /// ([`Server::numeric_list`]); this is the guarantee, not the way to fit.
-fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -> Bytes {
+pub(super) fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params: &[&str]) -> Bytes {
     // A parameter a user sent in trailing form (`NAMES :#a b`) may be echoed back in a middle
     // position, where a space or leading `:` would corrupt the line: such params are cleaned.
     let cleaned: Vec<Cow<'_, str>> = params

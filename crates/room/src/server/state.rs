@@ -14,7 +14,7 @@ pub(super) struct Caps(u16);
 
 /// The capabilities a client may enable, in `CAP LIST`'s order; a capability's bit is its
 /// place here.
-const CAP_ORDER: [&str; 13] = [
+const CAP_ORDER: [&str; 14] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -28,6 +28,7 @@ const CAP_ORDER: [&str; 13] = [
     "extended-monitor",
     "draft/read-marker",
     "draft/message-redaction",
+    "draft/multiline",
 ];
 
 impl Caps {
@@ -104,6 +105,11 @@ impl Caps {
     pub(super) const fn message_redaction(self) -> bool {
         self.has(12)
     }
+
+    /// `draft/multiline`, and `batch` with it (a multiline message comes as a batch).
+    pub(super) const fn multiline(self) -> bool {
+        self.has(13) && self.has(8)
+    }
 }
 
 #[derive(Debug)]
@@ -131,6 +137,8 @@ pub(super) struct Conn {
     pub(super) monitoring: Vec<String>,
     /// (folded target, timestamp) it has read up to (`MARKREAD`).
     pub(super) read_markers: Vec<(String, String)>,
+    /// A multiline message it is sending (`BATCH +ref draft/multiline`), until `BATCH -ref`.
+    pub(super) multiline: Option<Box<super::multiline::Multiline>>,
     pub(super) away: Option<String>,
     /// Folded names of the rooms this user is in.
     pub(super) rooms: RoomKeys,
@@ -196,6 +204,7 @@ impl Conn {
             oper: None,
             monitoring: Vec::new(),
             read_markers: Vec::new(),
+            multiline: None,
             away: None,
             rooms: RoomKeys::default(),
             recent: None,
