@@ -227,6 +227,48 @@ impl Gen {
         name
     }
 
+    /// A multiline message (draft/multiline) from `c` to `room` or someone: a few lines, now
+    /// and then a continued one, a blank one, a wrong one, too many, or a batch left open.
+    fn multiline(&mut self, c: &str, room: &str) {
+        if self.rng.random_ratio(2, 3) {
+            self.line(format!("{c} quote CAP REQ :batch draft/multiline"));
+        }
+        let n = self.rng.random_range(0..1000);
+        let target = if self.rng.random_ratio(1, 4) {
+            self.one(NAMES)
+        } else {
+            room
+        };
+        let label = if self.rng.random_ratio(1, 4) {
+            "@label=ml "
+        } else {
+            ""
+        };
+        self.line(format!(
+            "{c} quote {label}BATCH +b{n} draft/multiline {target}"
+        ));
+        let lines = self.rng.random_range(0..5);
+        for i in 0..lines {
+            let line = match self.rng.random_range(0..10) {
+                0 => format!("@batch=b{n} PRIVMSG {target} :"),
+                1 => format!("@batch=b{n};draft/multiline-concat PRIVMSG {target} :, and more"),
+                2 => format!("@batch=b{n};draft/multiline-concat PRIVMSG {target} :"),
+                3 => format!("@batch=b{n} NOTICE {target} :a notice in it"),
+                4 => format!("@batch=other PRIVMSG {target} :astray"),
+                _ => format!("@batch=b{n} PRIVMSG {target} :line {i} of {n}"),
+            };
+            self.line(format!("{c} quote {line}"));
+        }
+        if self.rng.random_ratio(1, 8) {
+            for _ in 0..33 {
+                self.line(format!("{c} quote @batch=b{n} PRIVMSG {target} :again"));
+            }
+        }
+        if self.rng.random_ratio(7, 8) {
+            self.line(format!("{c} quote BATCH -b{n}"));
+        }
+    }
+
     /// A room's rule in action: operator `c` and member `d` (who asked to be `nick`) in
     /// `room`.
     fn story(&mut self, c: &str, d: &str, room: &str, nick: &str) {
@@ -635,7 +677,8 @@ impl Gen {
                     "*",
                 ]);
                 let sign = self.one(&["+", "-"]);
-                let step = match self.rng.random_range(0..34) {
+                let step = match self.rng.random_range(0..37) {
+                    34..=36 => return self.multiline(&c, room),
                     0..=2 => format!("mode {sign}o {nick}"),
                     3..=4 => format!("mode {sign}v {nick}"),
                     5 => format!("mode +ov {nick} {other}"),

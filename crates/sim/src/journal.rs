@@ -240,11 +240,16 @@ impl ServerWatch {
         let text = String::from_utf8_lossy(line)
             .trim_end_matches("\r\n")
             .to_owned();
-        let untagged = match text.strip_prefix('@') {
-            Some(rest) => rest.split_once(' ').map_or("", |(_, l)| l),
-            None => &text,
+        let (tags, untagged) = match text.strip_prefix('@') {
+            Some(rest) => rest.split_once(' ').unwrap_or((rest, "")),
+            None => ("", text.as_str()),
         };
-        if room_message(untagged).is_some() {
+        // A multiline message reaches those with the capability as a batch and the others as
+        // its non-blank lines: each non-blank line reaches every member one way or the other,
+        // a blank one only those who take the batch.
+        let batched = tags.split(';').any(|t| t.starts_with("batch="));
+        let blank = untagged.ends_with(" :");
+        if !(batched && blank) && room_message(untagged).is_some() {
             self.relayed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -38,7 +38,7 @@ use parla_room::limits::{
 };
 
 mod moderation;
-use moderation::Modes;
+use moderation::{Batch, Modes};
 use parla_room::{ConnId, Millis, Output};
 
 /// The server settings the model follows: the core's own configuration (its names, MOTD,
@@ -308,6 +308,8 @@ struct Conn {
     ping_sent: Option<Millis>,
     /// The names it monitors (folded), in the order added.
     monitoring: Vec<String>,
+    /// The multiline message it is sending, if any.
+    batch: Option<Batch>,
     /// When its accepted renames and topic changes happened (for their limits).
     renamed_at: Vec<Millis>,
     topic_set_at: Vec<Millis>,
@@ -398,6 +400,9 @@ pub struct Model {
     whowas: std::collections::VecDeque<(String, String, String, String, Millis)>,
     /// The time of the input being handled.
     now: Millis,
+    /// The line being handled has a label (labeled-response), and a batch it opened took it.
+    labelled: bool,
+    label_taken: bool,
     shutting_down: bool,
     owed: Option<Owed>,
     queued: Queued,
@@ -451,6 +456,8 @@ impl Model {
             oper_checks: std::collections::VecDeque::new(),
             whowas: std::collections::VecDeque::new(),
             now: Millis(0),
+            labelled: false,
+            label_taken: false,
             shutting_down: false,
             owed: None,
             queued: Queued::default(),
@@ -490,6 +497,7 @@ impl Model {
                     last_spoke: now,
                     ping_sent: None,
                     monitoring: Vec::new(),
+                    batch: None,
                     renamed_at: Vec::new(),
                     topic_set_at: Vec::new(),
                 },
@@ -780,9 +788,20 @@ impl Model {
             .and_then(|(tags, _)| tags.split(';').find_map(|t| t.strip_prefix("label=")))
             .filter(|l| !l.is_empty() && l.len() <= 64)
             .filter(|_| self.conns[&id].caps.contains("labeled-response"));
+        // A line of a multiline message being sent: collected, not run.
+        let tags = text
+            .strip_prefix('@')
+            .and_then(|t| t.split_once(' '))
+            .map_or("", |(tags, _)| tags);
+        if let Some(reference) = tags.split(';').find_map(|t| t.strip_prefix("batch=")) {
+            let concat = tags.split(';').any(|t| t == "draft/multiline-concat");
+            return self.batched_line(id, reference, concat, verb, &p, owed);
+        }
         let mark = owed.lines.get(&id).map_or(0, Vec::len);
+        self.label_taken = false;
+        self.labelled = label.is_some();
         self.dispatch(now, id, verb, &p, owed);
-        if label.is_some() {
+        if label.is_some() && !self.label_taken {
             self.label_replies(id, mark, owed);
         }
         owed.not_replies.clear();
@@ -825,7 +844,9 @@ impl Model {
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
-            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" => (1, false),
+            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" | "BATCH" => {
+                (1, false)
+            }
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
             | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" | "INFO" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
@@ -923,6 +944,7 @@ impl Model {
                 }
             }
             "KICK" => self.kick(id, p, owed),
+            "BATCH" => self.label_taken = self.batch(now, id, p, self.labelled, owed),
             "OPER" => self.oper(now, id, p[0], get(1), owed),
             "KILL" => self.kill(id, p[0], get(1), owed),
             "WALLOPS" => self.wallops(id, p[0], owed),

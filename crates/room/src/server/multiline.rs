@@ -194,7 +194,9 @@ impl Server {
                 .collect();
             (room.name.clone(), to, Some(key))
         } else {
-            let Some(peer) = self.nicks.get(&casefold(target)).copied() else {
+            let registered = |c: &ConnId| self.conns.get(*c).is_some_and(|c| c.registered);
+            let found = self.nicks.get(&casefold(target)).copied();
+            let Some(peer) = found.filter(registered) else {
                 if !notice {
                     self.numeric(now, id, ERR_NOSUCHNICK, &[target, "No such nick/channel"]);
                 }

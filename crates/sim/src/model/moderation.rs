@@ -466,3 +466,199 @@ impl Model {
         }
     }
 }
+
+/// A multiline message being received (`draft/multiline`), as the model follows it.
+#[derive(Debug, Clone)]
+pub(super) struct Batch {
+    reference: String,
+    target: String,
+    verb: Option<String>,
+    lines: Vec<String>,
+    bytes: usize,
+    labelled: bool,
+    failed: bool,
+}
+
+impl Model {
+    /// `BATCH +ref draft/multiline target` and `BATCH -ref`. Whether the line's label was
+    /// taken (by a batch it opened: the message answers it when sent).
+    pub(super) fn batch(
+        &mut self,
+        now: Millis,
+        id: u64,
+        p: &[&str],
+        labelled: bool,
+        owed: &mut Owed,
+    ) -> bool {
+        let fail = |m: &Model, owed: &mut Owed, code: &str| {
+            m.server_line(owed, id, "FAIL", &["BATCH", code, ANY]);
+        };
+        if let Some(reference) = p[0].strip_prefix('+') {
+            if p.get(1) != Some(&"draft/multiline") {
+                fail(self, owed, "UNKNOWN_TYPE");
+                return false;
+            }
+            let caps = &self.conns[&id].caps;
+            if !(caps.contains("draft/multiline") && caps.contains("batch")) {
+                fail(self, owed, "MULTILINE_INVALID");
+                return false;
+            }
+            let Some(target) = p.get(2).filter(|t| !t.is_empty()) else {
+                fail(self, owed, "MULTILINE_INVALID");
+                return false;
+            };
+            self.conns.get_mut(&id).expect("live").batch = Some(Batch {
+                reference: reference.to_owned(),
+                target: (*target).to_owned(),
+                verb: None,
+                lines: Vec::new(),
+                bytes: 0,
+                labelled,
+                failed: false,
+            });
+            return labelled;
+        }
+        let reference = p[0].strip_prefix('-').unwrap_or(p[0]);
+        let c = self.conns.get_mut(&id).expect("live");
+        match c.batch.take() {
+            Some(b) if b.reference == reference => {
+                if !b.failed {
+                    self.send_batch(now, id, b, owed);
+                }
+            }
+            other => {
+                c.batch = other;
+                fail(self, owed, "MULTILINE_INVALID");
+            }
+        }
+        false
+    }
+
+    /// A line tagged `batch=<reference>`: one more line of the open multiline message, or a
+    /// refusal that drops the message.
+    pub(super) fn batched_line(
+        &mut self,
+        id: u64,
+        reference: &str,
+        concat: bool,
+        verb: &str,
+        p: &[&str],
+        owed: &mut Owed,
+    ) {
+        let (max_lines, max_bytes) = (
+            self.settings.multiline_max_lines,
+            self.settings.multiline_max_bytes,
+        );
+        let c = self.conns.get_mut(&id).expect("live");
+        let Some(b) = c.batch.as_mut().filter(|b| b.reference == reference) else {
+            return self.server_line(owed, id, "FAIL", &["BATCH", "MULTILINE_INVALID", ANY]);
+        };
+        if b.failed {
+            return;
+        }
+        let verb = verb.to_ascii_uppercase();
+        let text = p.get(1).copied().unwrap_or("");
+        let wrong = !matches!(verb.as_str(), "PRIVMSG" | "NOTICE")
+            || b.verb.as_deref().is_some_and(|v| v != verb)
+            || p.first().is_none_or(|t| fold(t) != fold(&b.target));
+        let refusal: Option<Vec<String>> = if wrong || (concat && text.is_empty()) {
+            Some(vec!["MULTILINE_INVALID".into()])
+        } else if b.lines.len() >= max_lines {
+            Some(vec!["MULTILINE_MAX_LINES".into(), max_lines.to_string()])
+        } else if b.bytes + text.len() > max_bytes {
+            Some(vec!["MULTILINE_MAX_BYTES".into(), max_bytes.to_string()])
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            b.failed = true;
+            let mut params = vec!["BATCH"];
+            params.extend(refusal.iter().map(String::as_str));
+            params.push(ANY);
+            return self.server_line(owed, id, "FAIL", &params);
+        }
+        b.verb = Some(verb);
+        b.bytes += text.len();
+        b.lines.push(text.to_owned());
+    }
+
+    /// A complete multiline message: to those with `draft/multiline` and `batch` as a batch
+    /// (`BATCH +<any> draft/multiline <target>`, its lines, `BATCH -<any>`), to the others as its
+    /// non-blank lines; an `ACK` for a label when the sender gets nothing back.
+    fn send_batch(&mut self, now: Millis, id: u64, b: Batch, owed: &mut Owed) {
+        let server = self.settings.server_name.clone();
+        let ack = |owed: &mut Owed| {
+            if b.labelled {
+                owed.line(id, Some(&server), "ACK", &[]);
+            }
+        };
+        let Some(verb) = b.verb.clone() else {
+            return ack(owed);
+        };
+        let notice = verb == "NOTICE";
+        let c = self.conns.get_mut(&id).expect("live");
+        if !notice {
+            c.last_spoke = now;
+        }
+        let (prefix, echo) = (c.prefix(), c.caps.contains("echo-message"));
+        let longest = b.lines.iter().map(String::len).max().unwrap_or(0);
+        let relayed = format!(":{prefix} {verb} {} :\r\n", b.target).len() + longest;
+        if relayed > MAX_BODY_LEN {
+            return self.numeric(owed, id, "417", &[ANY]);
+        }
+        let (name, mut to): (String, Vec<u64>) = if b.target.starts_with('#') {
+            let Some(room) = self.rooms.get(&fold(&b.target)) else {
+                if !notice {
+                    self.numeric(owed, id, "403", &[&b.target, ANY]);
+                }
+                return ack(owed);
+            };
+            if !room.may_send(id, &prefix) {
+                if !notice {
+                    self.numeric(owed, id, "404", &[&room.name, ANY]);
+                }
+                return ack(owed);
+            }
+            let to = room
+                .members
+                .iter()
+                .copied()
+                .filter(|&m| echo || m != id)
+                .collect();
+            (room.name.clone(), to)
+        } else {
+            let Some(peer) = self.registered_holder(&b.target) else {
+                if !notice {
+                    self.numeric(owed, id, "401", &[&b.target, ANY]);
+                }
+                return ack(owed);
+            };
+            (peer.shown(), vec![self.nicks[&fold(&b.target)]])
+        };
+        if echo && !to.contains(&id) {
+            to.push(id);
+        }
+        for &who in &to {
+            let caps = &self.conns[&who].caps;
+            if caps.contains("draft/multiline") && caps.contains("batch") {
+                owed.line(
+                    who,
+                    Some(&prefix),
+                    "BATCH",
+                    &[ANY, "draft/multiline", &name],
+                );
+                for line in &b.lines {
+                    owed.line(who, Some(&prefix), &verb, &[&name, line]);
+                }
+                owed.line(who, Some(&prefix), "BATCH", &[ANY]);
+            } else {
+                for line in b.lines.iter().filter(|l| !l.is_empty()) {
+                    owed.line(who, Some(&prefix), &verb, &[&name, line]);
+                }
+            }
+        }
+        if !to.contains(&id) {
+            ack(owed);
+        }
+    }
+}
