@@ -677,8 +677,22 @@ impl Gen {
                     "*",
                 ]);
                 let sign = self.one(&["+", "-"]);
-                let step = match self.rng.random_range(0..37) {
+                let step = match self.rng.random_range(0..40) {
                     34..=36 => return self.multiline(&c, room),
+                    37..=39 => {
+                        // A message id as the server makes them, the latest few likeliest.
+                        if self.rng.random_ratio(1, 2) {
+                            self.line(format!("{c} quote CAP REQ :draft/message-redaction"));
+                        }
+                        let n = self.rng.random_range(1..=(self.said as u64 + 2).min(60));
+                        let id = format!("{:x}-{n:x}", crate::runner::EPOCH_SECS * 1000);
+                        match self.rng.random_range(0..5) {
+                            0 => format!("quote REDACT {nick} {id}"),
+                            1 => format!("quote REDACT {room} {id} :not here"),
+                            2 => "quote REDACT #a".to_owned(),
+                            _ => format!("quote REDACT {room} {id}"),
+                        }
+                    }
                     0..=2 => format!("mode {sign}o {nick}"),
                     3..=4 => format!("mode {sign}v {nick}"),
                     5 => format!("mode +ov {nick} {other}"),

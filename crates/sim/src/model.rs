@@ -353,6 +353,8 @@ struct Room {
     created: Option<Millis>,
     /// Voices, masks, `+i +m +s +l`, invitations.
     modes: Modes,
+    /// Its recent messages that may still be redacted: id and author, oldest first.
+    recent: std::collections::VecDeque<(String, u64)>,
 }
 
 /// What one input owes each connection.
@@ -400,6 +402,11 @@ pub struct Model {
     whowas: std::collections::VecDeque<(String, String, String, String, Millis)>,
     /// The time of the input being handled.
     now: Millis,
+    /// Message ids given so far (the server's counter: one per target of a message, one per
+    /// labelled batch of several replies, two per multiline message sent).
+    msgids: u64,
+    /// Recent direct messages that may still be redacted: id, author, recipient.
+    direct: std::collections::VecDeque<(String, u64, u64)>,
     /// The line being handled has a label (labeled-response), and a batch it opened took it.
     labelled: bool,
     label_taken: bool,
@@ -443,6 +450,7 @@ impl Model {
                     topic: None,
                     created: None,
                     modes: Modes::default(),
+                    recent: Default::default(),
                 },
             );
         }
@@ -456,6 +464,8 @@ impl Model {
             oper_checks: std::collections::VecDeque::new(),
             whowas: std::collections::VecDeque::new(),
             now: Millis(0),
+            msgids: 0,
+            direct: Default::default(),
             labelled: false,
             label_taken: false,
             shutting_down: false,
@@ -828,6 +838,7 @@ impl Model {
             [] => lines.push(said("ACK", &[])),
             [_] => {}
             [first, .., last] => {
+                self.msgids += 1;
                 lines.insert(last + 1, said("BATCH", &[ANY]));
                 lines.insert(first, said("BATCH", &[ANY, "labeled-response"]));
             }
@@ -844,9 +855,8 @@ impl Model {
             "PING" | "CAP" | "PASS" => (1, true),
             "PONG" | "NICK" | "QUIT" => (0, true),
             "JOIN" | "PART" | "TOPIC" | "WHOIS" | "MODE" | "ISON" | "USERHOST" | "KICK"
-            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" | "BATCH" => {
-                (1, false)
-            }
+            | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" | "BATCH"
+            | "REDACT" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
             | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" | "INFO" => (0, false),
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
@@ -944,6 +954,7 @@ impl Model {
                 }
             }
             "KICK" => self.kick(id, p, owed),
+            "REDACT" => self.redact(id, p, owed),
             "BATCH" => self.label_taken = self.batch(now, id, p, self.labelled, owed),
             "OPER" => self.oper(now, id, p[0], get(1), owed),
             "KILL" => self.kill(id, p[0], get(1), owed),
@@ -1640,6 +1651,7 @@ impl Model {
             topic: None,
             created: Some(now),
             modes: Modes::default(),
+            recent: Default::default(),
         });
         // A new room's first member is its operator (the default room is never new).
         if room.members.is_empty() && room.created.is_some() {
@@ -1789,6 +1801,7 @@ impl Model {
         }
         let (prefix, echo) = (c.prefix(), c.caps.contains("echo-message"));
         for target in targets {
+            let msgid = self.next_msgid();
             let relayed = format!(":{prefix} {verb} {target} :{text}\r\n").len();
             if relayed > MAX_BODY_LEN {
                 // The one refusal whose text carries a figure the person needs.
@@ -1835,6 +1848,8 @@ impl Model {
                 if echo && !to.contains(&id) && takes(&id) {
                     owed.line(id, Some(&prefix), verb, params);
                 }
+                let key = fold(room_name);
+                self.remember_room(&key, msgid, id);
             } else {
                 let Some(peer) = self.registered_holder(target) else {
                     refuse(self, owed, "401", &[target, ANY]);
@@ -1857,6 +1872,7 @@ impl Model {
                 if let Some(away) = away {
                     refuse(self, owed, "301", &[&name, &away]);
                 }
+                self.remember_direct(msgid, id, to);
             }
         }
     }

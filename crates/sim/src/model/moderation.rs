@@ -638,6 +638,16 @@ impl Model {
         if echo && !to.contains(&id) {
             to.push(id);
         }
+        // Its id, and the batch's name after it.
+        let msgid = self.next_msgid();
+        self.msgids += 1;
+        match b.target.starts_with('#') {
+            true => self.remember_room(&fold(&b.target), msgid, id),
+            false => {
+                let peer = self.nicks[&fold(&b.target)];
+                self.remember_direct(msgid, id, peer);
+            }
+        }
         for &who in &to {
             let caps = &self.conns[&who].caps;
             if caps.contains("draft/multiline") && caps.contains("batch") {
@@ -659,6 +669,113 @@ impl Model {
         }
         if !to.contains(&id) {
             ack(owed);
+        }
+    }
+}
+
+impl Model {
+    /// The next message id, as the server makes them: its start (every incarnation's clock
+    /// starts at the simulation's epoch) and its counter, in hex.
+    pub(super) fn next_msgid(&mut self) -> String {
+        self.msgids += 1;
+        format!("{:x}-{:x}", crate::runner::EPOCH_SECS * 1000, self.msgids)
+    }
+
+    /// Remembers room `key`'s message `msgid` by `author`, for REDACT (the last `redactable`).
+    pub(super) fn remember_room(&mut self, key: &str, msgid: String, author: u64) {
+        let max = self.settings.redactable;
+        if let Some(room) = self.rooms.get_mut(key).filter(|_| max > 0) {
+            if room.recent.len() >= max {
+                room.recent.pop_front();
+            }
+            room.recent.push_back((msgid, author));
+        }
+    }
+
+    /// Remembers direct message `msgid` from `author` to `to`, for REDACT.
+    pub(super) fn remember_direct(&mut self, msgid: String, author: u64, to: u64) {
+        let max = self.settings.redactable;
+        if max == 0 {
+            return;
+        }
+        if self.direct.len() >= max {
+            self.direct.pop_front();
+        }
+        self.direct.push_back((msgid, author, to));
+    }
+
+    /// `REDACT <target> <msgid> [<reason>]`: its author, or in a room its operators, remove a
+    /// recent message; the REDACT to those with `draft/message-redaction` among the room's
+    /// members, or of the two people.
+    pub(super) fn redact(&mut self, id: u64, p: &[&str], owed: &mut Owed) {
+        let target = p[0];
+        let Some(&msgid) = p.get(1) else {
+            return self.numeric(owed, id, "461", &["REDACT", ANY]);
+        };
+        let reason = p
+            .get(2)
+            .filter(|r| !r.is_empty())
+            .map(|r| cut(r, KICK_LEN).to_owned());
+        let fail = |m: &Model, owed: &mut Owed, code: &str, with_id: bool| {
+            let mut params = vec!["REDACT", code, target];
+            if with_id {
+                params.push(msgid);
+            }
+            params.push(ANY);
+            m.server_line(owed, id, "FAIL", &params);
+        };
+        let told: Vec<u64> = if target.starts_with('#') {
+            let key = fold(target);
+            if !self
+                .rooms
+                .get(&key)
+                .is_some_and(|r| r.members.contains(&id))
+            {
+                return fail(self, owed, "INVALID_TARGET", false);
+            }
+            let may = self.may_moderate(&key, id);
+            let room = self.rooms.get_mut(&key).expect("checked");
+            let Some(at) = room.recent.iter().position(|(m, _)| m == msgid) else {
+                return fail(self, owed, "UNKNOWN_MSGID", true);
+            };
+            if room.recent[at].1 != id && !may {
+                return fail(self, owed, "REDACT_FORBIDDEN", true);
+            }
+            room.recent.remove(at);
+            let room = &self.rooms[&key];
+            (room.members.iter().copied())
+                .filter(|m| self.conns[m].caps.contains("draft/message-redaction"))
+                .collect()
+        } else {
+            let Some(&peer) = self.nicks.get(&fold(target)) else {
+                return fail(self, owed, "INVALID_TARGET", false);
+            };
+            let found = self.direct.iter().position(|(m, from, to)| {
+                m == msgid && ((*from == id && *to == peer) || (*from == peer && *to == id))
+            });
+            let Some(at) = found else {
+                return fail(self, owed, "UNKNOWN_MSGID", true);
+            };
+            if self.direct[at].1 != id {
+                return fail(self, owed, "REDACT_FORBIDDEN", true);
+            }
+            self.direct.remove(at);
+            let mut both = vec![id];
+            if peer != id {
+                both.push(peer);
+            }
+            both.retain(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.caps.contains("draft/message-redaction"))
+            });
+            both
+        };
+        let prefix = self.conns[&id].prefix();
+        let mut params = vec![target, msgid];
+        params.extend(reason.as_deref());
+        for t in told {
+            owed.line(t, Some(&prefix), "REDACT", &params);
         }
     }
 }
