@@ -218,44 +218,46 @@ impl Server {
                 value: Cow::Borrowed(v.as_str()),
             })
             .collect();
-        let mut labelled = false;
-        for (who, caps) in to {
-            let label = (who == id).then_some(ml.label.as_deref()).flatten();
-            labelled |= label.is_some();
-            let line = |caps: Caps,
+        // The sender's copy answers its labelled batch; without one (no echo-message) an ACK.
+        let answered = to.iter().any(|&(m, _)| m == id);
+        let label = ml.label.as_deref().map(|l| Tag {
+            key: "label",
+            value: Cow::Borrowed(l),
+        });
+        let msgid_tag = Tag {
+            key: "msgid",
+            value: Cow::Borrowed(msgid.as_str()),
+        };
+        // One line to one recipient: `always` tags whatever it asked for, `gated` ones
+        // (msgid, client tags) only with message-tags, the time with server-time.
+        let mut send = |who: ConnId,
+                        caps: Caps,
                         always: &[Tag<'_>],
                         gated: &[Tag<'_>],
-                        params: &[&str],
                         verb: &str,
-                        source: Option<&str>| {
-                let mut tags = time_tag(now, caps);
-                if caps.message_tags() {
-                    tags.extend(gated.iter().cloned());
-                }
-                tags.extend(always.iter().cloned());
-                encode(&tags, source, verb, params)
-            };
-            let msgid_tag = Tag {
-                key: "msgid",
-                value: Cow::Borrowed(msgid.as_str()),
-            };
+                        params: &[&str]| {
+            let mut tags = time_tag(now, caps);
+            if caps.message_tags() {
+                tags.extend(gated.iter().cloned());
+            }
+            tags.extend(always.iter().cloned());
+            let line = encode(&tags, Some(&prefix), verb, params);
+            self.out.push_back(Output::Send { to: who, line });
+        };
+        for (who, caps) in to {
+            let label: Vec<Tag<'_>> = label.iter().filter(|_| who == id).cloned().collect();
             if caps.multiline() {
-                let mut always = vec![];
-                if let Some(label) = label {
-                    always.push(Tag {
-                        key: "label",
-                        value: Cow::Borrowed(label),
-                    });
-                }
                 let mut gated = vec![msgid_tag.clone()];
                 gated.extend(client_tags.iter().cloned());
                 let start = format!("+{reference}");
-                let params = [start.as_str(), BATCH_TYPE, name.as_str()];
-                let first = line(caps, &always, &gated, &params, "BATCH", Some(&prefix));
-                self.out.push_back(Output::Send {
-                    to: who,
-                    line: first,
-                });
+                send(
+                    who,
+                    caps,
+                    &label,
+                    &gated,
+                    "BATCH",
+                    &[&start, BATCH_TYPE, &name],
+                );
                 for (text, concat) in &ml.lines {
                     let mut always = vec![Tag {
                         key: "batch",
@@ -267,34 +269,19 @@ impl Server {
                             value: Cow::Borrowed(""),
                         });
                     }
-                    let l = line(caps, &always, &[], &[&name, text], &verb, Some(&prefix));
-                    self.out.push_back(Output::Send { to: who, line: l });
+                    send(who, caps, &always, &[], &verb, &[&name, text]);
                 }
-                let end = format!("-{reference}");
-                let last = line(caps, &[], &[], &[&end], "BATCH", Some(&prefix));
-                self.out.push_back(Output::Send {
-                    to: who,
-                    line: last,
-                });
+                send(who, caps, &[], &[], "BATCH", &[&format!("-{reference}")]);
             } else {
-                // Its non-blank lines, each a message; the id on the first.
-                let mut first = true;
-                for (text, _) in ml.lines.iter().filter(|(t, _)| !t.is_empty()) {
-                    let mut gated = Vec::new();
-                    if first {
-                        gated.push(msgid_tag.clone());
-                    }
+                // Its non-blank lines, each a message; the id (and the label) on the first.
+                let lines = ml.lines.iter().filter(|(t, _)| !t.is_empty());
+                for (i, (text, _)) in lines.enumerate() {
+                    let first = i == 0;
+                    let mut gated: Vec<Tag<'_>> =
+                        first.then(|| msgid_tag.clone()).into_iter().collect();
                     gated.extend(client_tags.iter().cloned());
-                    let mut always = Vec::new();
-                    if first && let Some(label) = label {
-                        always.push(Tag {
-                            key: "label",
-                            value: Cow::Borrowed(label),
-                        });
-                    }
-                    first = false;
-                    let l = line(caps, &always, &gated, &[&name, text], &verb, Some(&prefix));
-                    self.out.push_back(Output::Send { to: who, line: l });
+                    let always = if first { &label[..] } else { &[] };
+                    send(who, caps, always, &gated, &verb, &[&name, text]);
                 }
             }
         }
@@ -306,20 +293,8 @@ impl Server {
                 }
             }
         }
-        if !labelled {
+        if !answered {
             self.ack(id, ml.label.as_deref());
         }
-    }
-
-    /// `ACK` with `label`, if there is one: a labelled multiline batch that sent nothing back.
-    fn ack(&mut self, id: ConnId, label: Option<&str>) {
-        let Some(label) = label else { return };
-        let server = self.config.server_name.clone();
-        let tags = [Tag {
-            key: "label",
-            value: Cow::Borrowed(label),
-        }];
-        let line = encode(&tags, Some(&server), "ACK", &[]);
-        self.out.push_back(Output::Send { to: id, line });
     }
 }

@@ -22,27 +22,15 @@ impl Server {
     /// Remembers message `msgid` by `author` to room `key`, for `REDACT`.
     pub(super) fn remember_room_message(&mut self, key: &str, msgid: &str, author: ConnId) {
         let max = self.config.redactable;
-        if max == 0 {
-            return;
-        }
         if let Some(room) = self.rooms.get_mut(key) {
-            if room.recent.len() >= max {
-                room.recent.pop_front();
-            }
-            room.recent.push_back((msgid.into(), author));
+            push_bounded(&mut room.recent, max, (msgid.into(), author));
         }
     }
 
     /// Remembers direct message `msgid` from `author` to `to`, for `REDACT`.
     pub(super) fn remember_direct_message(&mut self, msgid: &str, author: ConnId, to: ConnId) {
         let max = self.config.redactable;
-        if max == 0 {
-            return;
-        }
-        if self.recent_direct.len() >= max {
-            self.recent_direct.pop_front();
-        }
-        self.recent_direct.push_back((msgid.into(), author, to));
+        push_bounded(&mut self.recent_direct, max, (msgid.into(), author, to));
     }
 
     /// `REDACT <target> <msgid> [<reason>]`
@@ -134,4 +122,15 @@ impl Server {
         params.extend(reason.as_deref());
         self.fanout(now, told.into_iter(), Some(&prefix), "REDACT", &params);
     }
+}
+
+/// Appends `item` to a ring of at most `max` (the oldest goes); with `max` 0, keeps nothing.
+fn push_bounded<T>(ring: &mut VecDeque<T>, max: usize, item: T) {
+    if max == 0 {
+        return;
+    }
+    if ring.len() >= max {
+        ring.pop_front();
+    }
+    ring.push_back(item);
 }

@@ -160,16 +160,14 @@ impl Server {
                 }
         };
         let count = new.iter().filter(|(r, o)| is_mine(*r, o)).count();
+        if count == 0 {
+            self.out.extend(new.into_iter().map(|(_, o)| o));
+            return self.ack(id, Some(label));
+        }
         let mut label_tag = BytesMut::new();
         label_tag.extend_from_slice(b"label=");
         crate::message::escape_tag_value(label, &mut label_tag);
         let server = self.config.server_name.clone();
-        if count == 0 {
-            self.out.extend(new.into_iter().map(|(_, o)| o));
-            let line = retag(&encode(&[], Some(&server), "ACK", &[]), &label_tag);
-            self.out.push_back(Output::Send { to: id, line });
-            return;
-        }
         let batch = (count > 1).then(|| {
             self.msgids += 1;
             format!("L{:x}", self.msgids)
@@ -222,6 +220,18 @@ impl Server {
                 self.out.push_back(Output::Send { to: id, line: end });
             }
         }
+    }
+
+    /// `ACK` with `label` to `id`, if there is a label: a labelled line that sent nothing back.
+    pub(super) fn ack(&mut self, id: ConnId, label: Option<&str>) {
+        let Some(label) = label else { return };
+        let server = self.config.server_name.clone();
+        let tags = [Tag {
+            key: "label",
+            value: Cow::Borrowed(label),
+        }];
+        let line = encode(&tags, Some(&server), "ACK", &[]);
+        self.out.push_back(Output::Send { to: id, line });
     }
 
     pub(super) fn reply_too_long(&mut self, now: Millis, id: ConnId) {
