@@ -8,6 +8,8 @@
 //!
 //! - [`client`]: the client's side of a connection as a state machine ([`client::Session`]),
 //!   sans-IO like the server; the TCP session and the simulation drive it.
+//! - [`history`]: what the server keeps of what was said ([`history::History`]), and its
+//!   in-memory backend.
 //! - [`limits`]: protocol limits and fixed strings both cores share.
 //! - [`message`]: the IRC message model, parser and serializer.
 //! - [`names`]: nick and room name rules, case folding, glob masks.
@@ -17,6 +19,7 @@
 //!   messaging, queries, leaving, timers, replies).
 
 pub mod client;
+pub mod history;
 pub mod limits;
 pub mod message;
 pub mod names;

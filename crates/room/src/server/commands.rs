@@ -111,6 +111,11 @@ static COMMANDS: &[Command] = &[
     command("MARKREAD", OnceRegistered, Needs0(Server::on_markread)),
     command("REDACT", OnceRegistered, Needs1(Server::on_redact)),
     command("BATCH", OnceRegistered, Needs1(Server::on_batch)),
+    command(
+        "CHATHISTORY",
+        OnceRegistered,
+        Needs0(Server::on_chathistory),
+    ),
 ];
 
 /// Every command's name (for HELP's test).
@@ -277,6 +282,7 @@ mod tests {
         ("MARKREAD", 0, OnceRegistered),
         ("REDACT", 1, OnceRegistered),
         ("BATCH", 1, OnceRegistered),
+        ("CHATHISTORY", 0, OnceRegistered),
     ];
 
     #[test]

@@ -63,6 +63,16 @@ pub struct Config {
     /// `FAIL BATCH MULTILINE_MAX_LINES` / `MULTILINE_MAX_BYTES`).
     pub multiline_max_lines: usize,
     pub multiline_max_bytes: usize,
+    /// Messages of the default room replayed to a client that joins it without asking for
+    /// `draft/chathistory` (which asks for what it wants); 0: none.
+    pub history_replay: usize,
+    /// Most messages one `CHATHISTORY` returns (`005 CHATHISTORY=`).
+    pub chathistory_max: usize,
+    /// Whether direct messages are kept in history too (for their two parties only).
+    pub history_direct_messages: bool,
+    /// A name's new holder reads the conversations of the one before it only if it comes from
+    /// the same address within this long of that one leaving (a reconnect).
+    pub history_reclaim_ms: u64,
     /// Checks a password against an operator's stored hash (argon2 in `parla-server`); the
     /// core never sees how. `None`: no `OPER` succeeds.
     pub verify_password: Option<fn(&str, &str) -> bool>,
@@ -169,6 +179,10 @@ impl Default for Config {
             redactable: 256,
             multiline_max_lines: 32,
             multiline_max_bytes: 4096,
+            history_replay: 50,
+            chathistory_max: 100,
+            history_direct_messages: true,
+            history_reclaim_ms: 3600 * 1000,
             verify_password: None,
             #[cfg(feature = "deliberate-bugs")]
             bug: None,

@@ -81,6 +81,17 @@ pub(super) static HELP: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "CHATHISTORY",
+        &[
+            "CHATHISTORY LATEST <target> <*|msgid=<id>|timestamp=<time>> <limit>",
+            "CHATHISTORY BEFORE|AFTER|AROUND <target> <msgid=<id>|timestamp=<time>> <limit>",
+            "CHATHISTORY BETWEEN <target> <ref> <ref> <limit>",
+            "CHATHISTORY TARGETS <timestamp=<time>> <timestamp=<time>> <limit>",
+            "Gives back what was said in a room you are in, or between you and someone",
+            "(draft/chathistory). Times are written YYYY-MM-DDThh:mm:ss.sssZ (UTC).",
+        ],
+    ),
+    (
         "REDACT",
         &[
             "REDACT <target> <msgid> [:<reason>]",

@@ -32,6 +32,7 @@ impl Server {
     pub(super) fn remove_conn(&mut self, now: Millis, id: ConnId, reason: &str) {
         let peers = self.peers_told_of_leaving(id);
         self.remember_name(now, id);
+        self.release_history(now, id);
         self.notify_monitors(now, id, false);
         self.forget_monitoring(id);
         let Some(c) = self.conns.get(id) else { return };

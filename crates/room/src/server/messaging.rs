@@ -183,6 +183,11 @@ impl Server {
                     &tags,
                 );
                 self.remember_room_message(&key, &msgid, id);
+                // What only a room's operators (or voiced) saw is not its history.
+                if status.is_none() && !tagmsg {
+                    let lines = vec![(false, text.to_owned())];
+                    self.keep(now, id, verb, &name, &msgid, &tags, lines);
+                }
                 // Everyone pays into the room's budget; only a sender who was already talking
                 // in the last second is paused when it runs out, so that a person who says
                 // something now and then is never held up by a flood of others.
@@ -237,6 +242,10 @@ impl Server {
                     deliver(&mut self.out, (id, caps));
                 }
                 self.remember_direct_message(&msgid, id, to);
+                if !tagmsg {
+                    let lines = vec![(false, text.to_owned())];
+                    self.keep(now, id, verb, &name, &msgid, &tags, lines);
+                }
                 if let (Some(away), false) = (away, notice) {
                     self.numeric(now, id, RPL_AWAY, &[&name, &away]);
                 }

@@ -24,6 +24,7 @@
 //! - `timers`: PING and PONG, liveness pings, the registration deadline, the timer heap.
 //! - `replies`: encoding lines and queueing them (numerics, one recipient, a fan-out).
 
+mod chathistory;
 mod commands;
 mod config;
 mod help;
@@ -54,6 +55,7 @@ pub use self::config::Bug;
 pub use self::config::{Config, RoomBudget, Window};
 pub use self::operators::Operator;
 use self::state::{Conn, Conns, Room};
+use crate::history::{History, MemoryHistory, Retention};
 use crate::limits::*;
 use crate::message::{Message, ParseError};
 use crate::names::casefold;
@@ -123,14 +125,22 @@ pub struct Server {
     not_replies: Vec<usize>,
     /// Folded name → who monitors it (`MONITOR`).
     watchers: HashMap<String, Vec<ConnId>>,
+    /// Where what was said is kept (`CHATHISTORY`, the replay on join).
+    history: Box<dyn History>,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
 }
 
 impl Server {
-    /// A server that started at `now`.
+    /// A server that started at `now`, keeping history in memory (the default [`Retention`]).
     pub fn new(config: Config, now: Millis) -> Server {
+        let history = MemoryHistory::new(Retention::default());
+        Server::with_history(config, now, Box::new(history))
+    }
+
+    /// A server that started at `now`, keeping history in `history`.
+    pub fn with_history(config: Config, now: Millis, history: Box<dyn History>) -> Server {
         let mut server = Server {
             config,
             started: now,
@@ -153,6 +163,7 @@ impl Server {
             label: None,
             not_replies: Vec::new(),
             watchers: HashMap::new(),
+            history,
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };

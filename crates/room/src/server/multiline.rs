@@ -285,6 +285,10 @@ impl Server {
                 }
             }
         }
+        let lines = (ml.lines.iter())
+            .map(|(text, concat)| (*concat, text.clone()))
+            .collect();
+        self.keep(now, id, &verb, &name, &msgid, &client_tags, lines);
         match room {
             Some(key) => self.remember_room_message(&key, &msgid, id),
             None => {

@@ -1,6 +1,6 @@
-//! `draft/read-marker`: how far a user has read each room and conversation (`MARKREAD`),
-//! kept while it is connected, at most [`MAX_MARKERS`] targets (the oldest is forgotten). The
-//! history issue persists them.
+//! `draft/read-marker`: how far a user has read each room and conversation (`MARKREAD`), at
+//! most [`MAX_MARKERS`] targets (the oldest is forgotten). They are kept with the name in
+//! history, so the name's next connection (after a reconnect, a server restart) has them too.
 
 use super::commands::Params;
 use super::{ConnId, Server};
@@ -11,7 +11,7 @@ use crate::time::Millis;
 pub(super) const MAX_MARKERS: usize = 100;
 
 /// Whether `ts` is a timestamp as IRCv3 writes them: `YYYY-MM-DDThh:mm:ss.sssZ`.
-fn valid_timestamp(ts: &str) -> bool {
+pub(super) fn valid_timestamp(ts: &str) -> bool {
     let b = ts.as_bytes();
     b.len() == 24
         && b.iter().enumerate().all(|(i, &c)| match i {
@@ -68,6 +68,12 @@ impl Server {
                     }
                     markers.push((key.clone(), ts.to_owned()));
                 }
+            }
+            // Kept with the name, for its next connection too.
+            let c = self.conns.live(id);
+            if let Some(nick) = c.nick.as_deref() {
+                let markers = c.read_markers.clone();
+                self.history.set_markers(&casefold(nick), &markers);
             }
         }
         self.send_markread(now, id, target);

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use super::commands::Params;
 use super::replies::truncate;
 use super::{ConnId, Server};
+use crate::history::target_key;
 use crate::limits::KICK_LEN;
 use crate::names::{casefold, is_channel_name};
 use crate::numerics::*;
@@ -117,6 +118,9 @@ impl Server {
             });
             both
         };
+        // A redacted message leaves history too.
+        let me = self.conns.live(id).nick.clone().unwrap_or_default();
+        self.history.remove(&target_key(&me, target), msgid);
         let prefix = self.conns.live(id).prefix.clone();
         let mut params = vec![target, msgid];
         params.extend(reason.as_deref());

@@ -143,6 +143,7 @@ impl Server {
             self.remember_name(now, id);
             if renamed {
                 self.notify_monitors(now, id, false);
+                self.release_history(now, id);
             }
         }
         let c = self.conns.live_mut(id);
@@ -164,6 +165,7 @@ impl Server {
         c.prefix = format!("{nick}!{}@{}", c.user.as_deref().unwrap_or(""), c.host);
         if renamed {
             self.notify_monitors(now, id, true);
+            self.claim_history(now, id);
         }
     }
 
@@ -251,6 +253,7 @@ impl Server {
         self.send_lusers(now, id);
         self.send_motd(now, id);
         self.notify_monitors(now, id, true);
+        self.claim_history(now, id);
         if let Some(room) = self.config.default_room.clone() {
             self.join(now, id, &room);
         }
@@ -266,6 +269,7 @@ impl Server {
             format!("CHANLIMIT=#:{}", cfg.max_rooms_per_user),
             "CHANMODES=beI,k,l,imnst".to_owned(),
             format!("CHANNELLEN={}", cfg.channel_len),
+            format!("CHATHISTORY={}", cfg.chathistory_max),
             "CHANTYPES=#".to_owned(),
             "EXCEPTS=e".to_owned(),
             "INVEX=I".to_owned(),
@@ -274,6 +278,7 @@ impl Server {
             format!("MAXTARGETS={MAX_TARGETS}"),
             format!("MONITOR={}", super::monitor::MONITOR_MAX),
             "MODES=4".to_owned(),
+            "MSGREFTYPES=msgid,timestamp".to_owned(),
             format!("NETWORK={}", cfg.network),
             format!("NICKLEN={}", cfg.nick_len),
             "PREFIX=(ov)@+".to_owned(),
@@ -286,7 +291,7 @@ impl Server {
             "WHOX".to_owned(),
             "UTF8ONLY".to_owned(),
         ];
-        for chunk in tokens.chunks(12) {
+        for chunk in tokens.chunks(13) {
             let mut params: Vec<&str> = chunk.iter().map(String::as_str).collect();
             params.push("are supported by this server");
             self.numeric(now, id, RPL_ISUPPORT, &params);

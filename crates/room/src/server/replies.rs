@@ -349,7 +349,7 @@ pub(super) fn encode(tags: &[Tag<'_>], source: Option<&str>, verb: &str, params:
     };
     let trailing = !matches!(
         verb,
-        "JOIN" | "NICK" | "MODE" | "BATCH" | "TAGMSG" | "MARKREAD"
+        "JOIN" | "NICK" | "MODE" | "BATCH" | "TAGMSG" | "MARKREAD" | "CHATHISTORY"
     );
     fit(&mut msg, trailing);
     let mut buf = BytesMut::new();

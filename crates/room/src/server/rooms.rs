@@ -119,6 +119,7 @@ impl Server {
         } else {
             self.send_names(now, id, &key, true);
         }
+        self.replay_on_join(now, id, &key);
     }
 
     /// `PART <room>{,<room>} [<reason>]`

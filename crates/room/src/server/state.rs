@@ -14,7 +14,7 @@ pub(super) struct Caps(u16);
 
 /// The capabilities a client may enable, in `CAP LIST`'s order; a capability's bit is its
 /// place here.
-const CAP_ORDER: [&str; 14] = [
+const CAP_ORDER: [&str; 15] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -29,6 +29,7 @@ const CAP_ORDER: [&str; 14] = [
     "draft/read-marker",
     "draft/message-redaction",
     "draft/multiline",
+    "draft/chathistory",
 ];
 
 impl Caps {
@@ -90,6 +91,14 @@ impl Caps {
         self.has(7)
     }
 
+    pub(super) const fn batch(self) -> bool {
+        self.has(8)
+    }
+
+    pub(super) const fn chathistory(self) -> bool {
+        self.has(14)
+    }
+
     pub(super) const fn labeled_response(self) -> bool {
         self.has(9)
     }
@@ -137,6 +146,8 @@ pub(super) struct Conn {
     pub(super) monitoring: Vec<String>,
     /// (folded target, timestamp) it has read up to (`MARKREAD`).
     pub(super) read_markers: Vec<(String, String)>,
+    /// From when this connection may read its name's conversations (see `chathistory`).
+    pub(super) history_since: Millis,
     /// A multiline message it is sending (`BATCH +ref draft/multiline`), until `BATCH -ref`.
     pub(super) multiline: Option<Box<super::multiline::Multiline>>,
     pub(super) away: Option<String>,
@@ -204,6 +215,7 @@ impl Conn {
             oper: None,
             monitoring: Vec::new(),
             read_markers: Vec::new(),
+            history_since: Millis::default(),
             multiline: None,
             away: None,
             rooms: RoomKeys::default(),
