@@ -58,6 +58,7 @@ class ParlaController(BaseServerController, DirectoryBasedController):
             "--room-bytes-per-second", "0",
             "--nick-changes", "1000",
             "--topic-changes", "1000",
+            "--data-dir", str(self.directory / "history"),
         ]
         if password is not None:
             args += ["--password", password]

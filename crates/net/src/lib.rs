@@ -9,6 +9,7 @@
 //!   and embedding.
 //! - [`client`]: the client session's async driver: one task that owns the connection and the
 //!   pinger and feeds the sans-IO client core (`parla_room::client`) ([`client::connect`]).
+//! - [`history`]: the core's history on disk ([`history::DiskHistory`], fjall).
 //! - [`ping`]: the [`Pinger`] trait; ICMP packets, sockets, and the miss-counting watcher.
 //! - [`process`]: what every binary's `main` sets up: logging, the open-files limit.
 //! - [`addr`]: parsing what a person types as a server address.
@@ -19,6 +20,7 @@ pub mod addr;
 pub mod client;
 pub mod clock;
 pub mod codec;
+pub mod history;
 pub mod local;
 pub mod operators;
 pub mod ping;

@@ -22,6 +22,8 @@ struct Server {
     output: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
     status: Option<oneshot::Receiver<ExitStatus>>,
+    /// Its history's directory (`--data-dir`), unless the test chose.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -36,6 +38,14 @@ impl Server {
         command
             .env_remove("GLIBC_TUNABLES")
             .envs(env.iter().copied());
+        // Each server its own history, never the user's.
+        let chose = args
+            .iter()
+            .any(|a| a.starts_with("--data-dir") || a.starts_with("--history"));
+        let data = (!chose).then(|| tempfile::tempdir().expect("a temporary directory"));
+        if let Some(dir) = &data {
+            command.arg("--data-dir").arg(dir.path());
+        }
         command
             .args(args)
             .env("RUST_LOG", "info")
@@ -77,6 +87,7 @@ impl Server {
             let _ = status_tx.send(status);
         });
         Server {
+            _data: data,
             pid,
             exited,
             output,
@@ -337,4 +348,88 @@ async fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
         assert_ne!(n, 0, "alice's connection was closed");
     }
     assert!(line.contains("still-here"), "{line}");
+}
+
+/// Durability as the README states it: a message that reached anyone (an echo, a delivery) is
+/// in history after the server process is killed outright (`kill -9`) mid-stream and started
+/// again on the same directory; and history holds the room's messages in the order sent, with
+/// no gap (whatever the server took in but never delivered may be there too, at the end).
+#[tokio::test]
+async fn every_delivered_message_survives_kill_9_and_a_restart() {
+    use tokio::io::AsyncWriteExt;
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let flags = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+        "--no-flood-control",
+        "--room-bytes-per-second",
+        "0",
+        "--chathistory-max",
+        "10000",
+    ];
+    let mut server = Server::spawn(&flags);
+    let addr = server.listening_addr().await;
+    let mut bob = RawClient::join(addr, "bob").await;
+    // alice talks steadily from a task of her own until the server is gone.
+    let mut alice = tokio::net::TcpStream::connect(addr).await.unwrap();
+    alice
+        .write_all(b"NICK alice\r\nUSER alice 0 * :alice\r\n")
+        .await
+        .unwrap();
+    let talker = tokio::spawn(async move {
+        for i in 0..20_000 {
+            let line = format!("PRIVMSG #lobby :m{i}\r\n");
+            if alice.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    });
+    let mut seen = Vec::new();
+    while let Some(line) = bob.next_line().await {
+        if let Some((_, _, text)) = parla_testkit::irc::privmsg(&line) {
+            seen.push(text);
+        }
+        if seen.len() == 500 {
+            server.signal(Signal::SIGKILL);
+        }
+    }
+    talker.abort();
+    assert!(seen.len() >= 500, "bob saw {} messages", seen.len());
+    let (status, _) = server.exit().await;
+    assert_eq!(status.code(), None, "killed by a signal");
+
+    let mut server = Server::spawn(&flags);
+    let addr = server.listening_addr().await;
+    let mut carol = RawClient::connect(addr, "carol").await;
+    carol.send("CAP REQ :batch draft/chathistory").await;
+    carol.send_registration("carol").await;
+    carol.send("CAP END").await;
+    carol.expect_has(" 366 carol #lobby ").await;
+    carol.send("CHATHISTORY LATEST #lobby * 10000").await;
+    carol.expect_has(" chathistory #lobby").await;
+    let mut kept = Vec::new();
+    loop {
+        let line = carol.line().await;
+        if line.contains(" BATCH -") {
+            break;
+        }
+        kept.push(parla_testkit::irc::privmsg(&line).expect("a message").2);
+    }
+    let in_order: Vec<String> = (0..kept.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        kept, in_order,
+        "history is the messages as sent, none missing"
+    );
+    assert!(
+        kept.len() >= seen.len(),
+        "bob saw {} messages, history has {}",
+        seen.len(),
+        kept.len()
+    );
+    assert_eq!(seen[..], kept[..seen.len()], "what bob saw is in history");
 }

@@ -237,11 +237,16 @@ fn parties(target: &str) -> Option<(&str, &str)> {
     target.split_once(' ')
 }
 
-/// History in memory, bounded by its [`Retention`] (a count is needed: nothing else bounds it).
+/// Messages [`MemoryHistory`] keeps in all, whatever its retention: the oldest go first.
+pub const MEMORY_MAX_MESSAGES: usize = 200_000;
+
+/// History in memory, bounded by its [`Retention`] and by [`MEMORY_MAX_MESSAGES`] in all.
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
     retention: Retention,
     targets: BTreeMap<String, VecDeque<Stored>>,
+    /// Every kept message's target and id, oldest first (for the bound in all).
+    order: VecDeque<(String, String)>,
     ids: HashMap<String, Pos>,
     /// Folded nick → folded peer → (peer as last written, newest message).
     conversations: BTreeMap<String, BTreeMap<String, (String, Millis)>>,
@@ -269,6 +274,14 @@ impl MemoryHistory {
 
 impl History for MemoryHistory {
     fn append(&mut self, target: &str, m: &Stored) {
+        if self.retention.max_per_target == Some(0) {
+            return; // keeps nothing (`--history off`)
+        }
+        if self.order.len() >= MEMORY_MAX_MESSAGES
+            && let Some((t, msgid)) = self.order.pop_front()
+        {
+            self.remove(&t, &msgid);
+        }
         let kept = self.targets.entry(target.to_owned()).or_default();
         if let Some(max) = self.retention.max_per_target {
             while kept.len() >= max.max(1) {
@@ -282,6 +295,7 @@ impl History for MemoryHistory {
         let at = kept.partition_point(|k| k.pos <= m.pos);
         kept.insert(at, m.clone());
         self.ids.insert(m.msgid.clone(), m.pos);
+        self.order.push_back((target.to_owned(), m.msgid.clone()));
         if let Some((a, b)) = parties(target) {
             let (from, to) = (m.sender(), m.target.as_str());
             for (me, peer, shown) in [(a, b, from), (b, a, to)] {

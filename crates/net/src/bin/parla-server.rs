@@ -7,9 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use parla_net::server::{FloodControl, Limits, ServerOptions, Trim};
+use std::sync::{Arc, Mutex};
+
+use parla_net::history::DiskHistory;
+use parla_net::server::{FloodControl, HistorySlot, Limits, ServerOptions, Trim};
 use parla_net::tls::ServerTls;
 use parla_net::{Both, Listener, Tcp, Transport};
+use parla_room::history::{History, MemoryHistory, Retention};
 use parla_room::server::{RoomBudget, Window};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -162,8 +166,63 @@ struct Args {
     /// Give freed memory back only once at least this many more bytes are free.
     #[arg(long, env = "PARLA_TRIM_MEMORY_ABOVE", default_value_t = 64 * 1024)]
     trim_memory_above: usize,
+    /// Where history (what was said, read markers) is kept: `disk` (under --data-dir, survives
+    /// restarts), `memory` (until the server stops), or `off` (nothing is kept).
+    #[arg(long, env = "PARLA_HISTORY", value_enum, default_value = "disk")]
+    history: HistoryKind,
+    /// The directory history is kept in (created if missing); one server per directory.
+    /// Default: $XDG_DATA_HOME/parla, else ~/.local/share/parla.
+    #[arg(long, env = "PARLA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Messages older than this are deleted and no longer given back (0s = kept for ever).
+    #[arg(long, env = "PARLA_HISTORY_MAX_AGE", default_value = "30days", value_parser = humantime::parse_duration)]
+    history_max_age: Duration,
+    /// Most messages kept per room or conversation; the oldest go first (0 = no limit).
+    #[arg(long, env = "PARLA_HISTORY_MAX_MESSAGES", default_value_t = 100_000)]
+    history_max_messages: usize,
+    /// How often history is synced to disk (fsync): at most this much of it can be lost if the
+    /// machine crashes or loses power (0s = when the operating system decides). Every message is
+    /// written to the operating system before it is delivered, so a crash of the server alone
+    /// (kill -9 included) loses nothing.
+    #[arg(long, env = "PARLA_HISTORY_SYNC_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+    history_sync_every: Duration,
+    /// Messages of the default room replayed to a client that joins it without asking for
+    /// draft/chathistory (0 = none).
+    #[arg(long, env = "PARLA_HISTORY_REPLAY", default_value_t = 50)]
+    history_replay: usize,
+    /// Most messages one CHATHISTORY request returns.
+    #[arg(long, env = "PARLA_CHATHISTORY_MAX", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    chathistory_max: u64,
+    /// Don't keep direct messages in history (rooms only).
+    #[arg(long, env = "PARLA_NO_DIRECT_MESSAGE_HISTORY")]
+    no_direct_message_history: bool,
+    /// A name's next holder may read its earlier conversations only if it connects from the
+    /// same address within this long of the last holder leaving (a reconnect).
+    #[arg(long, env = "PARLA_HISTORY_RECLAIM", default_value = "1h", value_parser = humantime::parse_duration)]
+    history_reclaim: Duration,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HistoryKind {
+    Disk,
+    Memory,
+    Off,
+}
+
+/// `--data-dir`'s default: the XDG data directory.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("parla"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/parla")),
+        None => anyhow::bail!(
+            "no directory for history: neither XDG_DATA_HOME nor HOME is set; give one with --data-dir, or run with --history memory"
+        ),
+    }
 }
 
 /// Helpers that do something else than serve.
@@ -262,7 +321,35 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         redactable: args.redactable_messages,
         multiline_max_lines: args.multiline_max_lines,
         multiline_max_bytes: args.multiline_max_bytes,
+        history_replay: if args.history == HistoryKind::Off {
+            0
+        } else {
+            args.history_replay
+        },
+        chathistory_max: args.chathistory_max as usize,
+        history_direct_messages: !args.no_direct_message_history,
+        history_reclaim_ms: args.history_reclaim.as_millis() as u64,
         ..parla_room::Config::default()
+    };
+    let retention = Retention {
+        max_age_ms: (!args.history_max_age.is_zero())
+            .then_some(args.history_max_age.as_millis() as u64),
+        max_per_target: (args.history_max_messages > 0).then_some(args.history_max_messages),
+    };
+    let history: Arc<Mutex<dyn History>> = match args.history {
+        HistoryKind::Disk => {
+            let dir = match &args.data_dir {
+                Some(dir) => dir.clone(),
+                None => default_data_dir()?,
+            };
+            let sync = (!args.history_sync_every.is_zero()).then_some(args.history_sync_every);
+            Arc::new(Mutex::new(DiskHistory::open(&dir, retention, sync)?))
+        }
+        HistoryKind::Memory => Arc::new(Mutex::new(MemoryHistory::new(retention))),
+        HistoryKind::Off => Arc::new(Mutex::new(MemoryHistory::new(Retention {
+            max_age_ms: None,
+            max_per_target: Some(0),
+        }))),
     };
     let options = ServerOptions {
         core,
@@ -288,6 +375,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             every: args.trim_memory_every,
             min_free: args.trim_memory_above,
         }),
+        history: HistorySlot(Some(history)),
         epoch_millis: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?
             .as_millis() as u64,

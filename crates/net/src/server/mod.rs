@@ -126,6 +126,22 @@ impl std::fmt::Debug for ObserverSlot {
     }
 }
 
+/// Where the core keeps history ([`ServerOptions::history`]): shared, so that it outlives one
+/// run of the server (a simulated restart finds it; `parla-server` syncs it at exit). Empty:
+/// the core's own in-memory history.
+#[derive(Clone, Default)]
+pub struct HistorySlot(pub Option<Arc<std::sync::Mutex<dyn parla_room::history::History>>>);
+
+impl std::fmt::Debug for HistorySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(History)"
+        } else {
+            "None"
+        })
+    }
+}
+
 /// How the runtime behaves around the core.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -152,6 +168,8 @@ pub struct ServerOptions {
     pub epoch_millis: u64,
     /// Sees every decision of the core (the simulation's checkers); usually empty.
     pub observer: ObserverSlot,
+    /// Where history is kept; empty: in memory, for this run only.
+    pub history: HistorySlot,
     /// A panic under the core's lock aborts the process (the panic policy; `true` in every
     /// real server). A simulation turns it off so that such a panic fails the seed that found
     /// it instead of ending the whole exploration: the panic then unwinds like any other, and
@@ -175,6 +193,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(5),
             epoch_millis: 0,
             observer: ObserverSlot::default(),
+            history: HistorySlot::default(),
             abort_on_core_panic: true,
             trim: None,
         }

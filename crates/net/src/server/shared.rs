@@ -115,7 +115,14 @@ impl Shared {
         let clock = Clock::starting_at(options.epoch_millis);
         Shared {
             state: Mutex::new(State {
-                core: Server::new(options.core.clone(), clock.now()),
+                core: match &options.history.0 {
+                    Some(history) => Server::with_history(
+                        options.core.clone(),
+                        clock.now(),
+                        Box::new(history.clone()),
+                    ),
+                    None => Server::new(options.core.clone(), clock.now()),
+                },
                 lines: Lines::new(),
                 outboxes: FxHashMap::default(),
                 replies_to: None,
