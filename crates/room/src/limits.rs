@@ -41,6 +41,7 @@ pub const MAX_INVITES: usize = 64;
 /// The capabilities Parla offers in `CAP LS`.
 pub const CAPS: &[&str] = &[
     "away-notify",
+    "draft/chathistory",
     "draft/read-marker",
     "draft/message-redaction",
     "draft/multiline",

@@ -263,7 +263,7 @@ fn echo_message_and_server_time_capabilities() {
     assert_eq!(
         h.lines(c),
         [
-            ":parla.local CAP * LS :away-notify draft/read-marker draft/message-redaction draft/multiline=max-bytes=4096,max-lines=32 batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
+            ":parla.local CAP * LS :away-notify draft/chathistory draft/read-marker draft/message-redaction draft/multiline=max-bytes=4096,max-lines=32 batch echo-message extended-monitor invite-notify labeled-response message-tags multi-prefix server-time setname userhost-in-names"
         ]
     );
     h.send(c, "NICK alice");

@@ -245,7 +245,7 @@ impl Server {
             refs.push(r);
         }
         // A conversation's messages from before this holder's time are not theirs to read.
-        let floor = since.map(|s| Pos::first_at(Millis(s.0.saturating_sub(1))));
+        let floor = since.map(|s| Pos::last_at(Millis(s.0.saturating_sub(1))));
         let lo = |r: Option<Pos>| match (r, floor) {
             (Some(r), Some(f)) => Some(r.max(f)),
             (r, f) => r.or(f),
@@ -317,19 +317,21 @@ impl Server {
         found.retain(|(at, _)| from < *at && *at < to);
         found.sort();
         found.truncate(limit);
-        let batch = self.history_batch_name();
         let caps = self.conns.live(id).caps;
+        let batch = caps.batch().then(|| self.history_batch_name());
         let server = self.config.server_name.clone();
-        if caps.batch() {
-            let start = format!("+{batch}");
+        if let Some(b) = &batch {
+            let start = format!("+{b}");
             self.reply_line(id, &[], "BATCH", &[&start, "draft/chathistory-targets"]);
         }
         for (at, name) in found {
             let mut tags = time_tag(now, caps);
-            if caps.batch() {
+            if let Some(b) = &batch {
+                // In a batch, its start answers a label and carries it.
+                self.not_replies.push(self.out.len());
                 tags.push(Tag {
                     key: "batch",
-                    value: Cow::Borrowed(batch.as_str()),
+                    value: Cow::Borrowed(b.as_str()),
                 });
             }
             let line = encode(
@@ -340,8 +342,9 @@ impl Server {
             );
             self.out.push_back(Output::Send { to: id, line });
         }
-        if caps.batch() {
-            self.reply_line(id, &[], "BATCH", &[&format!("-{batch}")]);
+        if let Some(b) = &batch {
+            self.not_replies.push(self.out.len());
+            self.reply_line(id, &[], "BATCH", &[&format!("-{b}")]);
         }
     }
 
