@@ -206,7 +206,13 @@ impl Journal {
 
     /// An observer for server incarnation `incarnation`, checked against a model of a server
     /// with `settings`.
-    pub fn server_observer(&self, incarnation: u32, settings: model::Settings) -> ServerWatch {
+    pub fn server_observer(
+        &self,
+        incarnation: u32,
+        settings: model::Settings,
+        started: Millis,
+        books: model::SharedBooks,
+    ) -> ServerWatch {
         self.lock()
             .servers
             .insert(incarnation, ServerSnapshot::default());
@@ -214,8 +220,9 @@ impl Journal {
             journal: self.clone(),
             incarnation,
             relayed: Mutex::default(),
+            sends: Default::default(),
             wakeups: Mutex::default(),
-            model: Mutex::new((Model::new(settings), false)),
+            model: Mutex::new((Model::with_history(settings, started, books), false)),
         }
     }
 }
@@ -227,6 +234,10 @@ pub struct ServerWatch {
     incarnation: u32,
     /// Room messages queued during the current input: (line without tags, recipient).
     relayed: Mutex<Vec<(String, ConnId)>>,
+    /// Whether the input being handled is a line that sends a message (PRIVMSG, NOTICE, the
+    /// end of a multiline BATCH): only then is a room message queued a relay that every member
+    /// is owed. A JOIN's replay of the room's history goes to the joiner alone.
+    sends: std::sync::atomic::AtomicBool,
     /// Timer wake-ups in a row: (when the first of them was, how many).
     wakeups: Mutex<(Millis, u32)>,
     /// The reference model of this incarnation, and whether it has diverged (only the first
@@ -249,7 +260,8 @@ impl ServerWatch {
         // a blank one only those who take the batch.
         let batched = tags.split(';').any(|t| t.starts_with("batch="));
         let blank = untagged.ends_with(" :");
-        if !(batched && blank) && room_message(untagged).is_some() {
+        let sends = self.sends.load(std::sync::atomic::Ordering::Relaxed);
+        if sends && !(batched && blank) && room_message(untagged).is_some() {
             self.relayed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -331,6 +343,26 @@ impl Observer for ServerWatch {
         } else {
             *self.wakeups.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         }
+        let sends = match input {
+            Input::Line { line, .. } => {
+                let text = String::from_utf8_lossy(line);
+                let untagged = match text.strip_prefix('@') {
+                    Some(rest) => rest.split_once(' ').map_or("", |(_, l)| l),
+                    None => &text,
+                };
+                let verb = untagged
+                    .split(' ')
+                    .find(|w| !w.is_empty() && !w.starts_with(':'));
+                verb.is_some_and(|v| {
+                    ["PRIVMSG", "NOTICE", "BATCH"]
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(v))
+                })
+            }
+            _ => false,
+        };
+        self.sends
+            .store(sends, std::sync::atomic::Ordering::Relaxed);
         if let Input::Line { conn, .. } | Input::LineTooLong { conn } = input {
             let mut r = self.journal.lock();
             r.conns.entry((self.incarnation, conn.0)).or_default().read += 1;

@@ -37,7 +37,9 @@ use parla_room::limits::{
     SHUTDOWN_ERROR, SHUTDOWN_NOTICE, TOPIC_LEN, USER_LEN, cap_ls,
 };
 
+mod history;
 mod moderation;
+pub use history::{Books, SharedBooks};
 use moderation::{Batch, Modes};
 use parla_room::{ConnId, Millis, Output};
 
@@ -46,7 +48,7 @@ use parla_room::{ConnId, Millis, Output};
 pub type Settings = parla_room::Config;
 
 /// The capabilities Parla offers, in the order `CAP LIST` shows them.
-const CAP_ORDER: [&str; 14] = [
+const CAP_ORDER: [&str; 15] = [
     "echo-message",
     "server-time",
     "multi-prefix",
@@ -61,6 +63,7 @@ const CAP_ORDER: [&str; 14] = [
     "draft/read-marker",
     "draft/message-redaction",
     "draft/multiline",
+    "draft/chathistory",
 ];
 
 /// A parameter the model leaves open: any value matches.
@@ -294,8 +297,11 @@ struct Conn {
     caps: BTreeSet<&'static str>,
     /// The operator name it took with `OPER`, if it did (and has not dropped `+o`).
     oper: Option<String>,
-    /// Its read markers: folded target and timestamp, oldest first, at most 100.
+    /// Its read markers: folded target and timestamp, oldest first, at most 100 (kept with
+    /// its name in history).
     markers: Vec<(String, String)>,
+    /// From when it may read its name's conversations.
+    history_since: Millis,
     invisible: bool,
     wallops: bool,
     /// `+B`: a bot.
@@ -402,6 +408,10 @@ pub struct Model {
     whowas: std::collections::VecDeque<(String, String, String, String, Millis)>,
     /// The time of the input being handled.
     now: Millis,
+    /// When this incarnation started (its message ids begin with it).
+    started: Millis,
+    /// What history must hold, shared with the incarnations before and after this one.
+    history: SharedBooks,
     /// Message ids given so far (the server's counter: one per target of a message, one per
     /// labelled batch of several replies, two per multiline message sent).
     msgids: u64,
@@ -434,8 +444,16 @@ impl Owed {
 }
 
 impl Model {
-    /// A model of a server just started with `settings`.
+    /// A model of a server just started with `settings` at the simulation's epoch, with an
+    /// empty history.
     pub fn new(settings: Settings) -> Model {
+        let started = Millis(crate::runner::EPOCH_SECS * 1000);
+        Model::with_history(settings, started, SharedBooks::default())
+    }
+
+    /// A model of a server started at `started` with `settings`, whose history is `books` (as
+    /// the incarnations before it left them).
+    pub fn with_history(settings: Settings, started: Millis, books: SharedBooks) -> Model {
         let mut rooms = BTreeMap::new();
         if let Some(room) = &settings.default_room {
             rooms.insert(
@@ -464,6 +482,8 @@ impl Model {
             oper_checks: std::collections::VecDeque::new(),
             whowas: std::collections::VecDeque::new(),
             now: Millis(0),
+            started,
+            history: books,
             msgids: 0,
             direct: Default::default(),
             labelled: false,
@@ -497,6 +517,7 @@ impl Model {
                     caps: BTreeSet::new(),
                     oper: None,
                     markers: Vec::new(),
+                    history_since: Millis::default(),
                     invisible: false,
                     wallops: false,
                     bot: false,
@@ -858,7 +879,9 @@ impl Model {
             | "INVITE" | "MONITOR" | "OPER" | "KILL" | "WALLOPS" | "SETNAME" | "BATCH"
             | "REDACT" => (1, false),
             "PRIVMSG" | "NOTICE" | "TAGMSG" | "NAMES" | "WHO" | "WHOWAS" | "LUSERS" | "MOTD"
-            | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" | "INFO" => (0, false),
+            | "AWAY" | "VERSION" | "TIME" | "LIST" | "MARKREAD" | "INFO" | "CHATHISTORY" => {
+                (0, false)
+            }
             _ => return self.numeric(owed, id, "421", &[sent_verb, ANY]),
         };
         if !self.conns[&id].registered && !before_registration {
@@ -955,6 +978,7 @@ impl Model {
             }
             "KICK" => self.kick(id, p, owed),
             "REDACT" => self.redact(id, p, owed),
+            "CHATHISTORY" => self.chathistory(now, id, p, owed),
             "BATCH" => self.label_taken = self.batch(now, id, p, self.labelled, owed),
             "OPER" => self.oper(now, id, p[0], get(1), owed),
             "KILL" => self.kill(id, p[0], get(1), owed),
@@ -1455,6 +1479,7 @@ impl Model {
             .is_none_or(|old| fold(old) != fold(nick));
         if renamed {
             self.tell_monitors(id, false, owed);
+            self.release(now, id);
         }
         let c = self.conns.get_mut(&id).expect("live");
         let old_prefix = c.prefix();
@@ -1473,6 +1498,7 @@ impl Model {
         }
         if renamed {
             self.tell_monitors(id, true, owed);
+            self.claim(now, id);
         }
     }
 
@@ -1531,6 +1557,7 @@ impl Model {
                     markers.push((fold(target), ts.to_owned()));
                 }
             }
+            self.save_markers(id);
         }
         self.tell_marker(id, target, owed);
     }
@@ -1634,6 +1661,7 @@ impl Model {
         self.lusers(id, owed);
         self.motd(id, owed);
         self.tell_monitors(id, true, owed);
+        self.claim(now, id);
         if let Some(room) = &s.default_room {
             self.join(now, id, room, owed);
         }
@@ -1690,6 +1718,7 @@ impl Model {
         } else {
             self.names(id, &key, true, owed);
         }
+        self.replay(now, id, &key, owed);
     }
 
     /// Whether room `key` is the default room with more members than the quiet threshold.
@@ -1802,6 +1831,7 @@ impl Model {
         let (prefix, echo) = (c.prefix(), c.caps.contains("echo-message"));
         for target in targets {
             let msgid = self.next_msgid();
+            let seq = self.msgids;
             let relayed = format!(":{prefix} {verb} {target} :{text}\r\n").len();
             if relayed > MAX_BODY_LEN {
                 // The one refusal whose text carries a figure the person needs.
@@ -1849,6 +1879,10 @@ impl Model {
                     owed.line(id, Some(&prefix), verb, params);
                 }
                 let key = fold(room_name);
+                if status.is_none() {
+                    let lines = vec![text.to_owned()];
+                    self.keep(now, id, verb, &shown, &msgid, seq, lines);
+                }
                 self.remember_room(&key, msgid, id);
             } else {
                 let Some(peer) = self.registered_holder(target) else {
@@ -1872,6 +1906,7 @@ impl Model {
                 if let Some(away) = away {
                     refuse(self, owed, "301", &[&name, &away]);
                 }
+                self.keep(now, id, verb, &name, &msgid, seq, vec![text.to_owned()]);
                 self.remember_direct(msgid, id, to);
             }
         }
@@ -2015,6 +2050,7 @@ impl Model {
     /// `id` is forgotten; everyone who shared a room with it sees it quit.
     fn leave(&mut self, id: u64, reason: &str, owed: &mut Owed) {
         self.remember(id);
+        self.release(self.now, id);
         self.tell_monitors(id, false, owed);
         let Some(c) = self.conns.get(&id) else {
             return;

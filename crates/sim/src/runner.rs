@@ -13,9 +13,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event};
-use parla_net::server::{ObserverSlot, ServerOptions, run as run_server};
+use parla_net::server::{HistorySlot, ObserverSlot, ServerOptions, run as run_server};
 use parla_net::tls::{self, Fingerprint, ServerTls};
 use parla_net::transport::{Both, Transport};
+use parla_room::Millis;
+use parla_room::history::{MemoryHistory, Retention};
 use parla_room::server::Window;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Bug;
 use crate::check;
 use crate::journal::{Conduct, Journal, Recorder};
+use crate::model::SharedBooks;
 use crate::ping::{UdpPinger, echo_responder};
 use crate::script::{ClientFlags, Expectation, Script, ServerFlags, Step};
 use crate::transport::Sim;
@@ -228,6 +231,11 @@ struct Runner<'a> {
     pings_blocked: Arc<AtomicBool>,
     crashed: BTreeSet<String>,
     failed: Vec<String>,
+    /// The server's history store, in memory behind the same trait as the disk store: it
+    /// outlives a crash and restart of the server, as a disk would.
+    history: Arc<Mutex<MemoryHistory>>,
+    /// What the model knows that history must hold, across incarnations.
+    books: SharedBooks,
 }
 
 impl<'a> Runner<'a> {
@@ -252,6 +260,8 @@ impl<'a> Runner<'a> {
             pings_blocked: Arc::default(),
             crashed: BTreeSet::new(),
             failed: Vec::new(),
+            history: Arc::new(Mutex::new(MemoryHistory::new(Retention::default()))),
+            books: SharedBooks::default(),
         }
     }
 
@@ -626,8 +636,13 @@ impl<'a> Runner<'a> {
         let incarnation = self.server_incarnation.clone();
         let blocked = self.pings_blocked.clone();
         let bug = self.bug;
+        let (history, books) = (self.history.clone(), self.books.clone());
         self.sim.host("server", move || {
             let inc = incarnation.fetch_add(1, Ordering::Relaxed);
+            // Each incarnation's clock starts when it does (a restarted server's messages are
+            // later than its predecessor's, as on a real machine).
+            let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+            let epoch_millis = EPOCH_SECS * 1000 + elapsed;
             let token = CancellationToken::new();
             *token_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
             let core = parla_room::Config {
@@ -668,8 +683,14 @@ impl<'a> Runner<'a> {
                 max_clients: flags.max_clients,
                 sendq_bytes: flags.sendq_bytes,
                 flood: flags.flood,
-                epoch_millis: EPOCH_SECS * 1000,
-                observer: ObserverSlot(Some(Arc::new(journal.server_observer(inc, settings)))),
+                epoch_millis,
+                observer: ObserverSlot(Some(Arc::new(journal.server_observer(
+                    inc,
+                    settings,
+                    Millis(epoch_millis),
+                    books.clone(),
+                )))),
+                history: HistorySlot(Some(history.clone())),
                 abort_on_core_panic: false,
                 ..ServerOptions::default()
             };

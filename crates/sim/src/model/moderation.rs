@@ -641,6 +641,8 @@ impl Model {
         // Its id, and the batch's name after it.
         let msgid = self.next_msgid();
         self.msgids += 1;
+        let lines = b.lines.clone();
+        self.keep(now, id, &verb, &name, &msgid, self.msgids, lines);
         match b.target.starts_with('#') {
             true => self.remember_room(&fold(&b.target), msgid, id),
             false => {
@@ -674,11 +676,10 @@ impl Model {
 }
 
 impl Model {
-    /// The next message id, as the server makes them: its start (every incarnation's clock
-    /// starts at the simulation's epoch) and its counter, in hex.
+    /// The next message id, as the server makes them: its start and its counter, in hex.
     pub(super) fn next_msgid(&mut self) -> String {
         self.msgids += 1;
-        format!("{:x}-{:x}", crate::runner::EPOCH_SECS * 1000, self.msgids)
+        format!("{:x}-{:x}", self.started.0, self.msgids)
     }
 
     /// Remembers room `key`'s message `msgid` by `author`, for REDACT (the last `redactable`).
@@ -771,6 +772,7 @@ impl Model {
             });
             both
         };
+        self.unkeep(id, target, msgid);
         let prefix = self.conns[&id].prefix();
         let mut params = vec![target, msgid];
         params.extend(reason.as_deref());
