@@ -271,6 +271,94 @@ impl Gen {
 
     /// A room's rule in action: operator `c` and member `d` (who asked to be `nick`) in
     /// `room`.
+    /// A `CHATHISTORY` request from `c`: any subcommand (and some that are none), of a room,
+    /// a person or nothing valid, by message ids as the server makes them (the latest
+    /// likeliest) and times around the run's, with limits fair and foul; often from a client
+    /// that just asked for the capability (and batches, multiline), sometimes labelled.
+    fn history(&mut self, c: &str, room: &str, nick: &str) {
+        if self.rng.random_ratio(2, 3) {
+            let caps = self.one(&[
+                "batch draft/chathistory",
+                "draft/chathistory",
+                "batch draft/chathistory server-time",
+                "batch draft/chathistory draft/multiline labeled-response",
+                "-draft/chathistory",
+            ]);
+            self.line(format!("{c} quote CAP REQ :{caps}"));
+        }
+        let reference = |g: &mut Self| -> String {
+            match g.rng.random_range(0..6) {
+                0 => "*".to_owned(),
+                1 | 2 => {
+                    let n = g.rng.random_range(1..=(g.said as u64 + 2).min(60));
+                    format!("msgid={:x}-{n:x}", crate::runner::EPOCH_SECS * 1000)
+                }
+                3 | 4 => {
+                    // Mostly within the run's first seconds, where its messages are.
+                    let ms = match g.rng.random_range(0..4) {
+                        0 => g.rng.random_range(0..120_000),
+                        _ => g.rng.random_range(0..12_000),
+                    };
+                    let at = parla_room::Millis(crate::runner::EPOCH_SECS * 1000 + ms);
+                    format!("timestamp={}", at.to_rfc3339())
+                }
+                _ => g
+                    .one(&[
+                        "msgid=nope",
+                        "timestamp=yesterday",
+                        "timestamp=2026-02-30T00:00:00.000Z",
+                        "x",
+                    ])
+                    .to_owned(),
+            }
+        };
+        // Half the time what a client would ask: a page of a room it is in, or of a person.
+        if self.rng.random_bool(0.5) {
+            let target = if self.rng.random_ratio(3, 4) {
+                "#lobby"
+            } else {
+                nick
+            };
+            let n = self.one(&["1", "3", "10", "100"]);
+            let line = match self.rng.random_range(0..5) {
+                0 | 1 => format!("CHATHISTORY LATEST {target} * {n}"),
+                2 => format!("CHATHISTORY BEFORE {target} {} {n}", reference(self)),
+                3 => format!("CHATHISTORY AFTER {target} {} {n}", reference(self)),
+                _ => format!("CHATHISTORY AROUND {target} {} {n}", reference(self)),
+            };
+            return self.line(format!("{c} quote {line}"));
+        }
+        let target = match self.rng.random_range(0..8) {
+            0..=2 => "#lobby",
+            3..=4 => room,
+            5..=6 => nick,
+            _ => self.one(&["*", "bad,nick", "#nowhere"]),
+        };
+        let limit = self.one(&["1", "2", "3", "5", "50", "1000", "0", "x"]);
+        let sub = self.one(&[
+            "LATEST", "LATEST", "BEFORE", "AFTER", "BETWEEN", "AROUND", "TARGETS", "latest",
+            "SIDEWAYS",
+        ]);
+        let line = match sub {
+            "TARGETS" => {
+                let (a, b) = (reference(self), reference(self));
+                format!("CHATHISTORY TARGETS {a} {b} {limit}")
+            }
+            "BETWEEN" => {
+                let (a, b) = (reference(self), reference(self));
+                format!("CHATHISTORY BETWEEN {target} {a} {b} {limit}")
+            }
+            _ if self.rng.random_ratio(1, 12) => format!("CHATHISTORY {sub} {target}"),
+            _ => format!("CHATHISTORY {sub} {target} {} {limit}", reference(self)),
+        };
+        let label = if self.rng.random_ratio(1, 4) {
+            "@label=h1 "
+        } else {
+            ""
+        };
+        self.line(format!("{c} quote {label}{line}"));
+    }
+
     fn story(&mut self, c: &str, d: &str, room: &str, nick: &str) {
         let lines: Vec<String> = match self.rng.random_range(0..5) {
             // Invite-only: out, refused, invited, in.
@@ -504,7 +592,14 @@ impl Gen {
                 } else {
                     ""
                 };
-                let pick = self.rng.random_range(0..62);
+                let pick = self.rng.random_range(0..80);
+                if pick >= 62 {
+                    // Often a few at once, paging as a client would.
+                    for _ in 0..self.rng.random_range(1..=3) {
+                        self.history(&c, room, nick);
+                    }
+                    return;
+                }
                 // A labelled line, half the time from a client that just asked for labels.
                 if (52..56).contains(&pick) && self.rng.random_bool(0.5) {
                     self.line(format!("{c} quote CAP REQ :batch labeled-response"));

@@ -110,9 +110,10 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
         "quit-untold-to-one" => Ok(Bug::QuitUntoldToOne),
         "part-unseen-by-leaver" => Ok(Bug::PartUnseenByLeaver),
         "relay-limit-off-by-one" => Ok(Bug::RelayLimitOffByOne),
+        "history-page-short" => Ok(Bug::HistoryPageShort),
         "invisible-count-kept" => Ok(Bug::InvisibleCountKept),
         "timeouts-ignored" => Ok(Bug::TimeoutsIgnored),
-        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver, relay-limit-off-by-one, invisible-count-kept, timeouts-ignored".into()),
+        _ => Err("known bugs: case-sensitive-names, drop-for-one-member, name-kept-on-disconnect, quit-untold-to-one, part-unseen-by-leaver, relay-limit-off-by-one, history-page-short, invisible-count-kept, timeouts-ignored".into()),
     }
 }
 

@@ -85,6 +85,8 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
 // Leaving the current room and still calling it current (the session now reports where it
 // went; before, only a message sent to the room left gave it away).
 #[case::client_part_keeps_room(Bug::ClientPartKeepsRoom, "reported Left {")]
+// A history page one short: the model knows what each CHATHISTORY must return.
+#[case::history_page_short(Bug::HistoryPageShort, "\"CHATHISTORY ")]
 fn the_explorer_catches_representative_mutants(#[case] bug: Bug, #[case] symptom: &str) {
     let options = RunOptions {
         bug: Some(bug),

@@ -188,6 +188,11 @@ impl Server {
             return fail(self, "INVALID_PARAMS", &[&sub, &text]);
         };
         let limit = limit.min(max);
+        #[cfg(feature = "deliberate-bugs")]
+        let limit = match self.config.bug {
+            Some(super::config::Bug::HistoryPageShort) => limit.saturating_sub(1).max(1),
+            _ => limit,
+        };
         if sub == "TARGETS" {
             let (Some(a), Some(b)) = (
                 p.get(1)

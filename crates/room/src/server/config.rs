@@ -138,6 +138,9 @@ pub enum Bug {
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,
+    /// A history page one message short: `CHATHISTORY … <limit>` gives at most `limit - 1`
+    /// (the kind of slip an exclusive bound written as inclusive makes).
+    HistoryPageShort,
     /// In the client core: literally the mutant `messages.rs: replace + with - in
     /// message_pieces` of the `"!"` in the relayed line's overhead: a long message is cut two
     /// bytes later than fits (missed before the conduct check derived the exact split).
