@@ -20,6 +20,7 @@ pub mod attack;
 pub mod churn;
 pub mod client;
 pub mod fanout;
+pub mod history;
 pub mod idle;
 pub mod procfs;
 pub mod report;

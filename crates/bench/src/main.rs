@@ -127,6 +127,38 @@ enum Cmd {
         #[arg(long, default_value = "5", value_parser = secs)]
         settle: Duration,
     },
+    /// The history store alone, in this process: appends (one commit each, as the server
+    /// makes them), then LATEST 100 scans over all of them.
+    Store {
+        /// Where to make the store (a fresh temporary directory in it).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 2000)]
+        queries: u64,
+        /// The name in the results.
+        #[arg(long, default_value = "parla")]
+        label: String,
+        /// Append the result as a JSON line to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// History through a running server: SENDERS fill the room with MESSAGES (pipelined), then
+    /// one client asks CHATHISTORY LATEST <room> * 100, QUERIES times, one after another.
+    History {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 2000)]
+        queries: u64,
+        /// Seconds between filling the room and the first query.
+        #[arg(long, default_value = "0", value_parser = secs)]
+        settle: Duration,
+    },
     /// Prints the Markdown table of JSON-lines results, with baseline/peer ratios.
     Table {
         files: Vec<PathBuf>,
@@ -143,6 +175,22 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Common {
+    /// Only somewhere to save a result (for the workloads that drive no server).
+    fn just_out(out: Option<PathBuf>) -> Common {
+        Common {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pid: None,
+            label: String::new(),
+            name: None,
+            out,
+            channel: String::new(),
+            auto_join: false,
+            sources: 1,
+            connect_concurrency: 1,
+            tls_cert: None,
+        }
+    }
+
     fn target(&self) -> anyhow::Result<Target> {
         let tls = match &self.tls_cert {
             Some(path) => Some(parla_net::tls::Fingerprint::of_pem_file(path)?),
@@ -290,6 +338,41 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("attack-{attackers}x{burst}"));
+            common.save(report.record(&common.label, &name))?;
+        }
+        Cmd::Store {
+            dir,
+            messages,
+            queries,
+            label,
+            out,
+        } => {
+            let tmp = tempfile::tempdir_in(&dir)
+                .with_context(|| format!("making a directory in {}", dir.display()))?;
+            let report = tokio::task::spawn_blocking(move || {
+                parla_bench::history::store(tmp.path(), messages, queries)
+            })
+            .await??;
+            println!("[{label}] {report}");
+            let common = Common::just_out(out);
+            common.save(report.record(&label, &format!("store-{messages}")))?;
+        }
+        Cmd::History {
+            common,
+            senders,
+            messages,
+            queries,
+            settle,
+        } => {
+            let target = common.target()?;
+            let report =
+                parla_bench::history::through_server(&target, senders, messages, queries, settle)
+                    .await?;
+            println!("[{}] {report}", common.label);
+            let name = common
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("history-{messages}"));
             common.save(report.record(&common.label, &name))?;
         }
         Cmd::Table { .. } => unreachable!("handled before the runtime starts"),

@@ -58,6 +58,91 @@ struct Store {
     dir: PathBuf,
     /// When an error was last logged, and how many were not logged since.
     errors: Mutex<(Option<Instant>, u64)>,
+    /// The newest messages of the busiest targets, in memory (see [`Tails`]).
+    tails: Mutex<Tails>,
+}
+
+/// Messages kept in memory per target: the newest this many (a `CHATHISTORY` page is at most
+/// `--chathistory-max`, 100 by default).
+const TAIL: usize = 128;
+/// Targets whose newest messages are kept in memory; the least recently used goes first.
+const TAIL_TARGETS: usize = 256;
+
+/// The newest messages of recently used targets, so that what clients ask most (`LATEST` on
+/// joining, `AFTER` the last message seen on reconnecting) is answered from memory: the store's
+/// reverse scan over an LSM tree and the decoding cost ~2.5 µs a message. Each tail is the
+/// newest messages of its target with none missing (a contiguous suffix), loaded from the store
+/// on first use and kept up to date by every append and removal; a target the sweeper deleted
+/// from is dropped and loaded again when next asked.
+#[derive(Default)]
+struct Tails {
+    by_target: std::collections::HashMap<String, Tail>,
+    /// Use counter, for the least recently used.
+    clock: u64,
+}
+
+struct Tail {
+    /// Ascending.
+    newest: std::collections::VecDeque<Arc<Stored>>,
+    /// Whether it holds every message of the target (the store had no more when loaded).
+    whole: bool,
+    used: u64,
+}
+
+impl Tail {
+    /// `limit` messages strictly between `after` and `before`, the newest or the oldest such,
+    /// if this tail is sure to hold them.
+    fn answer(
+        &self,
+        after: Option<Pos>,
+        before: Option<Pos>,
+        newest: bool,
+        limit: usize,
+        keeps: impl Fn(&Stored) -> bool,
+    ) -> Option<Vec<Arc<Stored>>> {
+        let first = self.newest.front().map(|m| m.pos);
+        // Everything after `after` is here when `after` is at or past our first message.
+        let covers_after = self.whole || after.zip(first).is_some_and(|(a, f)| a >= f);
+        let inside = |m: &&Arc<Stored>| {
+            after.is_none_or(|a| m.pos > a) && before.is_none_or(|b| m.pos < b) && keeps(m)
+        };
+        if newest {
+            let mut got: Vec<Arc<Stored>> = (self.newest.iter().rev())
+                .filter(inside)
+                .take(limit)
+                .cloned()
+                .collect();
+            // Enough found, or none older could exist outside the tail.
+            if got.len() < limit && !covers_after {
+                return None;
+            }
+            got.reverse();
+            Some(got)
+        } else {
+            covers_after.then(|| {
+                self.newest
+                    .iter()
+                    .filter(inside)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+        }
+    }
+
+    fn push(&mut self, m: &Stored) {
+        if self.newest.back().is_some_and(|last| last.pos > m.pos) {
+            // Out of order (another server's clock): not a suffix any more; start again.
+            self.newest.clear();
+            self.whole = false;
+            return;
+        }
+        if self.newest.len() == TAIL {
+            self.newest.pop_front();
+            self.whole = false;
+        }
+        self.newest.push_back(Arc::new(m.clone()));
+    }
 }
 
 impl std::fmt::Debug for DiskHistory {
@@ -79,8 +164,12 @@ impl DiskHistory {
     ) -> anyhow::Result<DiskHistory> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        // Memory: fjall's defaults (64 MiB memtables per keyspace, a 32 MiB block cache) took a
+        // server that had just kept 1,000,000 messages to 370 MB; 8 MiB memtables and a 16 MiB
+        // cache keep it to a fraction (docs/benchmarks.md).
         let db = Database::builder(dir)
             .manual_journal_persist(true)
+            .cache_size(16 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => anyhow::anyhow!(
@@ -93,8 +182,10 @@ impl DiskHistory {
                 ),
             })?;
         let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .with_context(|| format!("cannot open the {name} keyspace in {}", dir.display()))
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+            })
+            .with_context(|| format!("cannot open the {name} keyspace in {}", dir.display()))
         };
         let store = Arc::new(Store {
             messages: ks("messages")?,
@@ -107,6 +198,7 @@ impl DiskHistory {
             retention,
             dir: dir.to_owned(),
             errors: Mutex::new((None, 0)),
+            tails: Mutex::default(),
         });
         info!(dir = %dir.display(), messages = store.messages.approximate_len(), "history opened");
         let stop = Arc::new(AtomicBool::new(false));
@@ -206,6 +298,63 @@ fn pos_of(key: &[u8]) -> Option<Pos> {
 }
 
 impl Store {
+    fn tails(&self) -> std::sync::MutexGuard<'_, Tails> {
+        self.tails.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up to `limit` messages of `target` strictly between `after` and `before` from the
+    /// store itself, ascending: the newest such if `newest`, else the oldest.
+    fn scan_store(
+        &self,
+        target: &str,
+        after: Option<Pos>,
+        before: Option<Pos>,
+        newest: bool,
+        limit: usize,
+        keeps: impl Fn(&Stored) -> bool,
+    ) -> Vec<Arc<Stored>> {
+        let s = self;
+        let p = prefix(target);
+        // The exclusive bounds as keys: just past `after` (a key with a byte more), and up to
+        // `before`; open ends are the target's first and past its last key.
+        let lo = match after {
+            Some(a) => {
+                let mut k = message_key(target, a);
+                k.push(0);
+                k
+            }
+            None => p.clone(),
+        };
+        let hi = match before {
+            Some(b) => message_key(target, b),
+            None => {
+                let mut end = p;
+                end.extend_from_slice(&[0xff; 17]);
+                end
+            }
+        };
+        if lo >= hi {
+            return Vec::new();
+        }
+        let fresh = |m: &Arc<Stored>| keeps(m);
+        let decoded = |g: fjall::Guard| g.value().ok().and_then(|v| decode(&v)).map(Arc::new);
+        let range = s.messages.range(lo..hi);
+        if newest {
+            let mut got: Vec<Arc<Stored>> = (range.rev().filter_map(decoded))
+                .filter(fresh)
+                .take(limit)
+                .collect();
+            got.reverse();
+            got
+        } else {
+            range
+                .filter_map(decoded)
+                .filter(fresh)
+                .take(limit)
+                .collect()
+        }
+    }
+
     /// Logs a failed store operation (at most every [`ERROR_LOG_EVERY`]); the chat goes on.
     fn check<T>(&self, r: fjall::Result<T>, what: &str) -> Option<T> {
         match r {
@@ -290,6 +439,9 @@ impl Store {
             batch.remove(&self.ids, msgid.as_bytes().to_vec());
         }
         self.check(batch.commit(), "delete old messages");
+        if !doomed.is_empty() {
+            self.tails().by_target.remove(target);
+        }
         // An emptied target is forgotten (one written meanwhile is listed again by its next
         // message).
         if self.messages.prefix(&p).next().is_none() {
@@ -331,7 +483,11 @@ impl History for DiskHistory {
                 batch.insert(&s.conversations, k, v);
             }
         }
-        s.check(batch.commit(), "keep a message");
+        if s.check(batch.commit(), "keep a message").is_some()
+            && let Some(tail) = s.tails().by_target.get_mut(target)
+        {
+            tail.push(m);
+        }
     }
 
     fn find(&self, target: &str, msgid: &str) -> Option<Pos> {
@@ -354,47 +510,40 @@ impl History for DiskHistory {
         newest: bool,
         limit: usize,
         now: Millis,
-    ) -> Vec<Stored> {
+    ) -> Vec<Arc<Stored>> {
         let s = &*self.store;
-        let p = prefix(target);
-        // The exclusive bounds as keys: just past `after` (a key with a byte more), and up to
-        // `before`; open ends are the target's first and past its last key.
-        let lo = match after {
-            Some(a) => {
-                let mut k = message_key(target, a);
-                k.push(0);
-                k
+        let keeps = |m: &Stored| s.retention.keeps(m.pos.at, now);
+        let mut tails = s.tails();
+        tails.clock += 1;
+        let clock = tails.clock;
+        if !tails.by_target.contains_key(target) {
+            // Load its tail: the newest TAIL, and whether that is all of them.
+            let mut newest = s.scan_store(target, None, None, true, TAIL + 1, |_| true);
+            let whole = newest.len() <= TAIL;
+            if !whole {
+                newest.remove(0);
             }
-            None => p.clone(),
-        };
-        let hi = match before {
-            Some(b) => message_key(target, b),
-            None => {
-                let mut end = p;
-                end.extend_from_slice(&[0xff; 17]);
-                end
+            if tails.by_target.len() >= TAIL_TARGETS
+                && let Some(oldest) = (tails.by_target.iter())
+                    .min_by_key(|(_, t)| t.used)
+                    .map(|(k, _)| k.clone())
+            {
+                tails.by_target.remove(&oldest);
             }
-        };
-        if lo >= hi {
-            return Vec::new();
+            let tail = Tail {
+                newest: newest.into(),
+                whole,
+                used: clock,
+            };
+            tails.by_target.insert(target.to_owned(), tail);
         }
-        let fresh = |m: &Stored| s.retention.keeps(m.pos.at, now);
-        let decoded = |g: fjall::Guard| g.value().ok().and_then(|v| decode(&v));
-        let range = s.messages.range(lo..hi);
-        if newest {
-            let mut got: Vec<Stored> = (range.rev().filter_map(decoded))
-                .filter(fresh)
-                .take(limit)
-                .collect();
-            got.reverse();
-            got
-        } else {
-            range
-                .filter_map(decoded)
-                .filter(fresh)
-                .take(limit)
-                .collect()
+        let tail = tails.by_target.get_mut(target).expect("loaded above");
+        tail.used = clock;
+        if let Some(found) = tail.answer(after, before, newest, limit, keeps) {
+            return found;
         }
+        drop(tails);
+        s.scan_store(target, after, before, newest, limit, keeps)
     }
 
     fn remove(&mut self, target: &str, msgid: &str) -> bool {
@@ -405,6 +554,9 @@ impl History for DiskHistory {
         let mut batch = s.db.batch().durability(Some(PersistMode::Buffer));
         batch.remove(&s.messages, message_key(target, pos));
         batch.remove(&s.ids, msgid.as_bytes().to_vec());
+        if let Some(tail) = s.tails().by_target.get_mut(target) {
+            tail.newest.retain(|m| m.msgid != msgid);
+        }
         s.check(batch.commit(), "forget a redacted message")
             .is_some()
     }
@@ -600,7 +752,7 @@ mod tests {
         }
     }
 
-    fn texts(v: &[Stored]) -> Vec<&str> {
+    fn texts(v: &[Arc<Stored>]) -> Vec<&str> {
         v.iter().map(|m| m.lines[0].1.as_str()).collect()
     }
 
@@ -614,7 +766,11 @@ mod tests {
         }
         let now = Millis(2000);
         let all = h.scan("#den", None, None, true, 10, now);
-        assert_eq!(all[0], msg(1001, 1, "#den", "t1"), "every field comes back");
+        assert_eq!(
+            *all[0],
+            msg(1001, 1, "#den", "t1"),
+            "every field comes back"
+        );
         let p2 = h.find("#den", "id1002-2").unwrap();
         let p5 = h.find("#den", "id1005-5").unwrap();
         assert!(
@@ -642,6 +798,64 @@ mod tests {
         assert_eq!(h.latest("#den", now), Some(Millis(1005)));
     }
 
+    /// The disk store (its in-memory tails and its LSM scans) answers every scan as the memory
+    /// store does: 400 messages over two targets (more than a tail), some redacted, then
+    /// thousands of scans with random bounds, directions and limits.
+    #[test]
+    fn scans_answer_as_the_memory_store_does() {
+        use parla_room::history::MemoryHistory;
+        let dir = tempfile::tempdir().unwrap();
+        let unbounded = Retention {
+            max_age_ms: None,
+            max_per_target: None,
+        };
+        let mut disk = DiskHistory::open(dir.path(), unbounded, None).unwrap();
+        let mut memory = MemoryHistory::new(unbounded);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let now = Millis(100_000);
+        for i in 0..400u64 {
+            let target = if next(3) == 0 { "#b" } else { "#a" };
+            // Several in the same millisecond now and then.
+            let m = msg(1000 + i / 2, i, target, &format!("t{i}"));
+            disk.append(target, &m);
+            memory.append(target, &m);
+            // Ask early and often, so that tails are loaded and then kept up to date.
+            if i % 50 == 0 {
+                let _ = disk.scan("#a", None, None, true, 5, now);
+            }
+        }
+        for i in (0..400).step_by(37) {
+            let id = format!("id{}-{i}", 1000 + i / 2);
+            for t in ["#a", "#b"] {
+                assert_eq!(disk.remove(t, &id), memory.remove(t, &id), "{id}");
+            }
+        }
+        let pos = |n: u64| Pos {
+            at: Millis(1000 + n / 2),
+            seq: n,
+        };
+        for _ in 0..3000 {
+            let target = if next(3) == 0 { "#b" } else { "#a" };
+            let after = (next(3) > 0).then(|| pos(next(420)));
+            let before = (next(3) > 0).then(|| pos(next(420)));
+            let newest = next(2) == 0;
+            let limit = 1 + next(150) as usize;
+            let want = memory.scan(target, after, before, newest, limit, now);
+            let got = disk.scan(target, after, before, newest, limit, now);
+            assert_eq!(
+                texts(&got),
+                texts(&want),
+                "{target} after {after:?} before {before:?} newest {newest} limit {limit}"
+            );
+        }
+    }
+
     #[test]
     fn everything_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -663,10 +877,9 @@ mod tests {
         }
         let h = DiskHistory::open(dir.path(), Retention::default(), None).unwrap();
         let now = Millis(1000);
-        assert_eq!(
-            texts(&h.scan("alice bob", None, None, true, 9, now)),
-            ["hi bob"]
-        );
+        // Read back from disk (a reopened store has no tails yet): every field.
+        let read = h.scan("alice bob", None, None, true, 9, now);
+        assert_eq!(*read[0], msg(1000, 1, "Bob", "hi bob"));
         assert_eq!(
             h.conversations("alice", now),
             [("Bob".to_owned(), Millis(1000))]

@@ -157,7 +157,7 @@ pub trait History: Send + fmt::Debug {
 
     /// Up to `limit` messages of `target` strictly after `after` and strictly before `before`
     /// (either may be open), still kept at `now`: the oldest such if `!newest`, the newest if
-    /// `newest`; in ascending order either way.
+    /// `newest`; in ascending order either way. Shared, not copied: a page is a hundred of them.
     fn scan(
         &self,
         target: &str,
@@ -166,7 +166,7 @@ pub trait History: Send + fmt::Debug {
         newest: bool,
         limit: usize,
         now: Millis,
-    ) -> Vec<Stored>;
+    ) -> Vec<Arc<Stored>>;
 
     /// Forgets message `msgid` of `target` (a redaction); whether it was kept.
     fn remove(&mut self, target: &str, msgid: &str) -> bool;
@@ -202,7 +202,7 @@ impl<H: History + ?Sized> History for Arc<Mutex<H>> {
         newest: bool,
         limit: usize,
         now: Millis,
-    ) -> Vec<Stored> {
+    ) -> Vec<Arc<Stored>> {
         lock(self).scan(target, after, before, newest, limit, now)
     }
     fn remove(&mut self, target: &str, msgid: &str) -> bool {
@@ -244,7 +244,7 @@ pub const MEMORY_MAX_MESSAGES: usize = 200_000;
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
     retention: Retention,
-    targets: BTreeMap<String, VecDeque<Stored>>,
+    targets: BTreeMap<String, VecDeque<Arc<Stored>>>,
     /// Every kept message's target and id, oldest first (for the bound in all).
     order: VecDeque<(String, String)>,
     ids: HashMap<String, Pos>,
@@ -293,7 +293,7 @@ impl History for MemoryHistory {
         // Appends come in order; a message from a server whose clock went back (another
         // machine's) still goes where it belongs.
         let at = kept.partition_point(|k| k.pos <= m.pos);
-        kept.insert(at, m.clone());
+        kept.insert(at, Arc::new(m.clone()));
         self.ids.insert(m.msgid.clone(), m.pos);
         self.order.push_back((target.to_owned(), m.msgid.clone()));
         if let Some((a, b)) = parties(target) {
@@ -325,16 +325,17 @@ impl History for MemoryHistory {
         newest: bool,
         limit: usize,
         now: Millis,
-    ) -> Vec<Stored> {
+    ) -> Vec<Arc<Stored>> {
         let Some(kept) = self.targets.get(target) else {
             return Vec::new();
         };
         let lo = after.map_or(0, |p| kept.partition_point(|k| k.pos <= p));
         let hi = before.map_or(kept.len(), |p| kept.partition_point(|k| k.pos < p));
-        let fresh = |k: &&Stored| self.retention.keeps(k.pos.at, now);
+        let fresh = |k: &&Arc<Stored>| self.retention.keeps(k.pos.at, now);
         let range = kept.range(lo..hi.max(lo));
         if newest {
-            let mut got: Vec<Stored> = range.rev().filter(fresh).take(limit).cloned().collect();
+            let mut got: Vec<Arc<Stored>> =
+                range.rev().filter(fresh).take(limit).cloned().collect();
             got.reverse();
             got
         } else {
@@ -404,7 +405,7 @@ mod tests {
         }
     }
 
-    fn texts(v: &[Stored]) -> Vec<&str> {
+    fn texts(v: &[Arc<Stored>]) -> Vec<&str> {
         v.iter().map(|m| m.lines[0].1.as_str()).collect()
     }
 

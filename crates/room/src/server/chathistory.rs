@@ -373,7 +373,7 @@ impl Server {
         now: Millis,
         id: ConnId,
         target: &str,
-        found: &[Stored],
+        found: &[std::sync::Arc<Stored>],
         replay: bool,
     ) {
         let caps = self.conns.live(id).caps;
