@@ -70,8 +70,16 @@ pub async fn run(args: Args) -> i32 {
     };
     println!("Connected to {}.", client.server);
     let mut naming = true;
+    // With --name, lines typed (or piped in) before the name is accepted are what the person
+    // says, not name attempts: they wait, and go to the room once registered. If the name is
+    // refused, the next line typed is the next attempt.
+    let mut held: Option<Vec<String>> = None;
+    let mut quit_when_sent = false;
     match &args.name {
-        Some(name) => send(&client.commands, Command::Nick(name.clone())).await,
+        Some(name) => {
+            held = Some(Vec::new());
+            send(&client.commands, Command::Nick(name.clone())).await;
+        }
         None => prompt("Choose a name: "),
     }
     let mut ctrl_c_seen = false;
@@ -96,11 +104,29 @@ pub async fn run(args: Args) -> i32 {
                     Event::NameRefused { name, reason } => {
                         println!("The name {name:?} was refused: {reason}");
                         naming = true;
-                        prompt("Choose another name: ");
+                        // What was held: the first line is the next attempt, as if typed now.
+                        let waiting = held.take().unwrap_or_default();
+                        let mut waiting = waiting.into_iter();
+                        match waiting.next() {
+                            Some(next) => {
+                                send(&client.commands, Command::Nick(next.trim().to_owned())).await;
+                                held = Some(waiting.collect());
+                            }
+                            None if quit_when_sent => {
+                                send(&client.commands, Command::Quit(None)).await;
+                            }
+                            None => prompt("Choose another name: "),
+                        }
                     }
                     Event::Registered { name, .. } => {
                         naming = false;
                         println!("You are {name}. Type to chat; /help lists commands; quit leaves.");
+                        for line in held.take().unwrap_or_default() {
+                            say(&client.commands, &line).await;
+                        }
+                        if quit_when_sent {
+                            send(&client.commands, Command::Quit(None)).await;
+                        }
                     }
                     other => show(&other),
                 }
@@ -113,9 +139,18 @@ pub async fn run(args: Args) -> i32 {
             line = lines.recv(), if stdin_open => {
                 let Some(line) = line else {
                     stdin_open = false;
-                    send(&client.commands, Command::Quit(None)).await;
+                    // Lines still waiting for the name go first; then the end of input leaves.
+                    if held.is_some() {
+                        quit_when_sent = true;
+                    } else {
+                        send(&client.commands, Command::Quit(None)).await;
+                    }
                     continue;
                 };
+                if let Some(waiting) = held.as_mut() {
+                    waiting.push(line);
+                    continue;
+                }
                 if naming {
                     if line.trim().eq_ignore_ascii_case("quit") {
                         send(&client.commands, Command::Quit(None)).await;
@@ -126,14 +161,19 @@ pub async fn run(args: Args) -> i32 {
                     }
                     continue;
                 }
-                match input::parse(&line) {
-                    Input::Command(cmd) => send(&client.commands, cmd).await,
-                    Input::Nothing => {}
-                    Input::Help => println!("{}", input::HELP),
-                    Input::Invalid(why) => println!("{why}"),
-                }
+                say(&client.commands, &line).await;
             }
         }
+    }
+}
+
+/// A line typed once registered: a command, or words for the room.
+async fn say(commands: &mpsc::Sender<Command>, line: &str) {
+    match input::parse(line) {
+        Input::Command(cmd) => send(commands, cmd).await,
+        Input::Nothing => {}
+        Input::Help => println!("{}", input::HELP),
+        Input::Invalid(why) => println!("{why}"),
     }
 }
 

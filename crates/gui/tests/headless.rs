@@ -481,3 +481,60 @@ async fn icmp_pings_to_localhost_work() {
     );
     server.shut_down().await;
 }
+
+/// `echo hello | parla --headless --name piper HOST`: the piped line is what piper says once
+/// registered (not a name attempt), and the end of input then leaves.
+#[tokio::test]
+async fn piped_lines_with_a_name_given_are_said_not_taken_for_names() {
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = RawClient::join(server.addr(), "alice").await;
+    let addr = server.addr().to_string();
+    let mut parla = Parla::spawn(&["--no-ping", "--name", "piper", &addr]);
+    parla.type_line("hello");
+    parla.type_line("/me waves");
+    parla.close_stdin();
+    alice
+        .expect(|l| l == ":piper!~piper@127.0.0.1 JOIN #lobby")
+        .await;
+    alice
+        .expect(|l| l == ":piper!~piper@127.0.0.1 PRIVMSG #lobby :hello")
+        .await;
+    alice
+        .expect(|l| l == ":piper!~piper@127.0.0.1 PRIVMSG #lobby :\x01ACTION waves\x01")
+        .await;
+    alice
+        .expect(|l| l.starts_with(":piper!~piper@127.0.0.1 QUIT"))
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.shut_down().await;
+}
+
+/// With a name given that is taken, the first piped line is the next attempt.
+#[tokio::test]
+async fn a_refused_name_given_takes_the_next_piped_line_as_the_next_name() {
+    let mut server = LocalServer::start(ServerOptions::default())
+        .await
+        .expect("start the server");
+    let mut alice = RawClient::join(server.addr(), "alice").await;
+    let addr = server.addr().to_string();
+    let mut parla = Parla::spawn(&["--no-ping", "--name", "alice", &addr]);
+    parla.type_line("piper");
+    parla.type_line("hi all");
+    parla.close_stdin();
+    alice
+        .expect(|l| l == ":piper!~alice@127.0.0.1 JOIN #lobby")
+        .await;
+    alice
+        .expect(|l| l == ":piper!~alice@127.0.0.1 PRIVMSG #lobby :hi all")
+        .await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    let out = parla.stdout.all().await;
+    assert!(
+        out.iter()
+            .any(|l| l.contains("The name \"alice\" was refused")),
+        "{out:#?}"
+    );
+    server.shut_down().await;
+}
