@@ -118,11 +118,15 @@ pub struct ObserverSlot(pub Option<Arc<dyn Observer>>);
 
 impl std::fmt::Debug for ObserverSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Some(Observer)"
-        } else {
-            "None"
-        })
+        slot(f, self.0.is_some(), "Observer")
+    }
+}
+
+/// How an optional trait object in [`ServerOptions`] shows in `Debug`.
+fn slot(f: &mut std::fmt::Formatter<'_>, some: bool, what: &str) -> std::fmt::Result {
+    match some {
+        true => write!(f, "Some({what})"),
+        false => f.write_str("None"),
     }
 }
 
@@ -134,11 +138,7 @@ pub struct HistorySlot(pub Option<Arc<std::sync::Mutex<dyn parla_room::history::
 
 impl std::fmt::Debug for HistorySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Some(History)"
-        } else {
-            "None"
-        })
+        slot(f, self.0.is_some(), "History")
     }
 }
 
