@@ -257,7 +257,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::HashPassword) => return hash_password(),
         None => {}
     }
-    parla_net::process::init_logging("info");
+    // The store's own chatter (recovering each keyspace, every flush) only when asked for.
+    parla_net::process::init_logging("info,fjall=warn,lsm_tree=warn");
     parla_net::process::raise_fd_limit(None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
