@@ -152,6 +152,26 @@ impl Chat {
         self.lines.push_back(Line { time, kind });
     }
 
+    /// The connection is gone: nobody is "here" any more (the member lists, who is typing, an
+    /// invitation go), but what was said stays on screen.
+    pub fn offline(&mut self) {
+        self.members.clear();
+        self.partial.clear();
+        self.typing.clear();
+        self.invitation = None;
+    }
+
+    /// Connecting again: the scrollback stays, with a line where the new session begins; the
+    /// rest starts afresh.
+    pub fn reconnecting(&mut self, to: &str) {
+        let lines = std::mem::take(&mut self.lines);
+        *self = Chat {
+            lines,
+            ..Chat::default()
+        };
+        self.system(format!("— Reconnecting to {to} —"));
+    }
+
     /// A quiet line, stamped now.
     pub fn system(&mut self, text: impl Into<String>) {
         self.push(clock(None), LineKind::System(text.into()));

@@ -745,10 +745,13 @@ fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
         app.state().screen() == Screen::Chat
     });
 
+    assert_eq!(app.state().chat().members.len(), 1);
     hang_up.send(()).unwrap();
     fake.join().unwrap();
     wait_to_see(&mut app, "Disconnected: the connection was lost");
     assert!(shows(&app, "disconnected"), "the status bar says so");
+    // Nobody is shown as present on a lost connection.
+    assert!(app.state().chat().members.is_empty());
     // Not fatal: the window stays, and offers a way back.
     for _ in 0..20 {
         app.step();
@@ -762,4 +765,28 @@ fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
         app.get_by_label("Server address").value().as_deref(),
         Some(addr.to_string().as_str())
     );
+
+    // Connecting again (to a server that is back): the conversation so far stays on screen,
+    // with a line where the new session begins.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let again = listener.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut server = RawClient::accept(listener, "fake server, again");
+        server.expect(|l| l.starts_with("USER"));
+        server.send(":fake 001 alice :Welcome back");
+        server.send(":alice!a@h JOIN #lobby");
+        server.send(":fake 366 alice #lobby :End");
+        server
+    });
+    fill(&mut app, "Server address", &again.to_string());
+    app.get_by_role_and_label(Role::Button, "Connect").click();
+    wait_for(&mut app, "the chat screen again", |app| {
+        app.state().screen() == Screen::Chat
+    });
+    wait_to_see(&mut app, &format!("— Reconnecting to {again} —"));
+    assert!(
+        shows(&app, "Disconnected: the connection was lost"),
+        "the old lines are still there"
+    );
+    drop(fake.join().unwrap());
 }

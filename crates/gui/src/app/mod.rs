@@ -338,11 +338,18 @@ impl ParlaApp {
                     }
                 };
                 self.addr_error = None;
+                let again =
+                    matches!(self.conn, ConnState::Ended { .. }) && !self.chat.lines.is_empty();
                 if self.command(NetCommand::Connect {
                     addr: addr.clone(),
                     name,
                 }) {
-                    self.chat = Chat::default();
+                    // After a lost connection the conversation so far stays on screen.
+                    if again {
+                        self.chat.reconnecting(&addr.to_string());
+                    } else {
+                        self.chat = Chat::default();
+                    }
                     self.conn = ConnState::Connecting { addr };
                     self.name_pending = true;
                 }
@@ -446,6 +453,7 @@ impl ParlaApp {
             _ => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let was_online = matches!(self.conn, ConnState::Online { .. });
+        self.chat.offline();
         self.conn = ConnState::Ended {
             server,
             reason: reason.clone(),
