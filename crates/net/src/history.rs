@@ -402,6 +402,22 @@ impl Store {
                 let r = self.conversations.remove(k);
                 self.check(r, "forget an old conversation");
             }
+            // A name nobody has held for longer than history is kept: its holder record and
+            // its read markers go (each name ever used would otherwise stay for good).
+            let left_long_ago: Vec<Vec<u8>> = (self.owners.iter())
+                .filter_map(|g| g.into_inner().ok())
+                .filter(|(_, v)| {
+                    let left = v.get(8..16).and_then(read_u64).unwrap_or(0);
+                    left != 0 && left < cutoff
+                })
+                .map(|(k, _)| k.to_vec())
+                .collect();
+            for nick in left_long_ago {
+                let mut batch = self.db.batch();
+                batch.remove(&self.markers, nick.clone());
+                batch.remove(&self.owners, nick);
+                self.check(batch.commit(), "forget a name long unused");
+            }
         }
         gone
     }
@@ -915,5 +931,18 @@ mod tests {
         assert!(h.find("#den", "id1010-1").is_none());
         assert_eq!(h.sweep(Millis(10_000)), 2);
         assert_eq!(h.latest("#den", Millis(10_000)), None);
+        // A name left long ago is forgotten with its markers; one still held is not.
+        for (nick, left) in [("gone", Some(Millis(1000))), ("here", None)] {
+            let owner = Owner {
+                host: "192.0.2.7".into(),
+                since: Millis(900),
+                left,
+            };
+            h.set_owner(nick, owner);
+            h.set_markers(nick, &[("#den".into(), "2026-12-01T00:00:00.000Z".into())]);
+        }
+        h.sweep(Millis(10_000));
+        assert!(h.owner("gone").is_none() && h.markers("gone").is_empty());
+        assert!(h.owner("here").is_some() && !h.markers("here").is_empty());
     }
 }
