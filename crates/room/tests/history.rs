@@ -431,3 +431,26 @@ fn history_and_read_markers_outlive_a_restart_of_the_server() {
     h.send(a, "CHATHISTORY LATEST bob * 10");
     assert_eq!(batch_texts(&h, a), ["are you there?"]);
 }
+
+#[test]
+fn only_names_with_conversations_are_recorded() {
+    use parla_room::history::History;
+    let store = Arc::new(Mutex::new(MemoryHistory::new(Retention::default())));
+    let mut h = Harness::new();
+    h.server = Server::with_history(Config::default(), Millis(T0), Box::new(store.clone()));
+    // A visitor who only talks in the room leaves no trace of its name.
+    let v = h.user_with("visitor", "192.0.2.9", "");
+    h.send(v, "PRIVMSG #lobby :just passing through");
+    h.send(v, "QUIT");
+    assert!(store.lock().unwrap().owner("visitor").is_none());
+    // A conversation records both of its names, and a departure records when.
+    let a = h.user_with("alice", "192.0.2.7", ALL);
+    h.user_with("bob", "192.0.2.8", ALL);
+    h.send(a, "PRIVMSG bob :hi");
+    let owner = store.lock().unwrap().owner("bob").expect("bob is recorded");
+    assert_eq!((owner.host.as_str(), owner.left), ("192.0.2.8", None));
+    h.advance(1000);
+    h.send(a, "QUIT");
+    let left = store.lock().unwrap().owner("alice").and_then(|o| o.left);
+    assert_eq!(left, Some(h.now));
+}

@@ -83,6 +83,20 @@ impl Server {
         };
         let c = self.conns.live(id);
         let key = target_key(c.nick.as_deref().unwrap_or_default(), target);
+        // A name's first conversation records who holds it (see `claim_history`).
+        if !room {
+            let peer = self.nicks.get(&casefold(target)).copied();
+            for party in std::iter::once(id).chain(peer) {
+                if self
+                    .conns
+                    .get(party)
+                    .is_some_and(|p| p.registered && !p.owner_kept)
+                {
+                    self.record_owner(party, None);
+                }
+            }
+        }
+        let c = self.conns.live(id);
         let m = Stored {
             pos: Pos {
                 at: now,
@@ -120,33 +134,42 @@ impl Server {
             }
             _ => now,
         };
-        self.history.set_owner(
-            &key,
-            Owner {
-                host,
-                since,
-                left: None,
-            },
-        );
         let markers = self.history.markers(&key);
         let c = self.conns.live_mut(id);
         c.history_since = since;
         c.read_markers = markers;
+        c.owner_kept = false;
+        // Recorded only for a name with conversations (the record decides who may read them;
+        // a store of every name ever used would grow with each visitor); a name's first
+        // conversation records its holder then (`keep`).
+        if !self.history.conversations(&key, now).is_empty() {
+            self.record_owner(id, None);
+        }
     }
 
-    /// `id` gives up the name it holds (leaving, or renaming).
-    pub(super) fn release_history(&mut self, now: Millis, id: ConnId) {
-        let Some(c) = self.conns.get(id) else { return };
-        let (Some(nick), true) = (c.nick.as_deref(), c.registered) else {
+    /// Records `id` as its name's holder (since its `history_since`), left at `left`.
+    fn record_owner(&mut self, id: ConnId, left: Option<Millis>) {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let key = casefold(nick);
+        let Some(key) = c.nick.as_deref().map(casefold) else {
+            return;
+        };
+        c.owner_kept = true;
         let owner = Owner {
             host: c.host.clone(),
             since: c.history_since,
-            left: Some(now),
+            left,
         };
         self.history.set_owner(&key, owner);
+    }
+
+    /// `id` gives up the name it holds (leaving, or renaming): recorded if its holder was.
+    pub(super) fn release_history(&mut self, now: Millis, id: ConnId) {
+        let Some(c) = self.conns.get(id) else { return };
+        if c.registered && c.owner_kept {
+            self.record_owner(id, Some(now));
+        }
     }
 
     /// `CHATHISTORY <subcommand> …`

@@ -148,6 +148,8 @@ pub(super) struct Conn {
     pub(super) read_markers: Vec<(String, String)>,
     /// From when this connection may read its name's conversations (see `chathistory`).
     pub(super) history_since: Millis,
+    /// Whether the store records it as its name's holder (names with conversations only).
+    pub(super) owner_kept: bool,
     /// A multiline message it is sending (`BATCH +ref draft/multiline`), until `BATCH -ref`.
     pub(super) multiline: Option<Box<super::multiline::Multiline>>,
     pub(super) away: Option<String>,
@@ -216,6 +218,7 @@ impl Conn {
             monitoring: Vec::new(),
             read_markers: Vec::new(),
             history_since: Millis::default(),
+            owner_kept: false,
             multiline: None,
             away: None,
             rooms: RoomKeys::default(),
