@@ -745,7 +745,9 @@ fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
         app.state().screen() == Screen::Chat
     });
 
-    assert_eq!(app.state().chat().members.len(), 1);
+    wait_for(&mut app, "the member list", |app| {
+        app.state().chat().members.len() == 1
+    });
     hang_up.send(()).unwrap();
     fake.join().unwrap();
     wait_to_see(&mut app, "Disconnected: the connection was lost");
