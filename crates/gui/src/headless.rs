@@ -70,14 +70,17 @@ pub async fn run(args: Args) -> i32 {
     };
     println!("Connected to {}.", client.server);
     let mut naming = true;
-    // With --name, lines typed (or piped in) before the name is accepted are what the person
-    // says, not name attempts: they wait, and go to the room once registered. If the name is
-    // refused, the next line typed is the next attempt.
-    let mut held: Option<Vec<String>> = None;
+    // With --name, lines typed (or piped in) while a name is being tried are what the person
+    // says, not name attempts: they wait, and go to the room once registered. If a name is
+    // refused, the next line is the next name tried (held, or typed then).
+    let mut held: Option<std::collections::VecDeque<String>> = None;
+    // A name was sent and its answer has not come.
+    let mut trying = false;
     let mut quit_when_sent = false;
     match &args.name {
         Some(name) => {
-            held = Some(Vec::new());
+            held = Some(Default::default());
+            trying = true;
             send(&client.commands, Command::Nick(name.clone())).await;
         }
         None => prompt("Choose a name: "),
@@ -104,13 +107,12 @@ pub async fn run(args: Args) -> i32 {
                     Event::NameRefused { name, reason } => {
                         println!("The name {name:?} was refused: {reason}");
                         naming = true;
-                        // What was held: the first line is the next attempt, as if typed now.
-                        let waiting = held.take().unwrap_or_default();
-                        let mut waiting = waiting.into_iter();
-                        match waiting.next() {
+                        trying = false;
+                        // The first held line is the next name, as if typed now.
+                        match held.as_mut().and_then(|waiting| waiting.pop_front()) {
                             Some(next) => {
+                                trying = true;
                                 send(&client.commands, Command::Nick(next.trim().to_owned())).await;
-                                held = Some(waiting.collect());
                             }
                             None if quit_when_sent => {
                                 send(&client.commands, Command::Quit(None)).await;
@@ -120,6 +122,7 @@ pub async fn run(args: Args) -> i32 {
                     }
                     Event::Registered { name, .. } => {
                         naming = false;
+                        trying = false;
                         println!("You are {name}. Type to chat; /help lists commands; quit leaves.");
                         for line in held.take().unwrap_or_default() {
                             say(&client.commands, &line).await;
@@ -139,16 +142,16 @@ pub async fn run(args: Args) -> i32 {
             line = lines.recv(), if stdin_open => {
                 let Some(line) = line else {
                     stdin_open = false;
-                    // Lines still waiting for the name go first; then the end of input leaves.
-                    if held.is_some() {
+                    // Lines still waiting for a name go first; then the end of input leaves.
+                    if held.is_some() && trying {
                         quit_when_sent = true;
                     } else {
                         send(&client.commands, Command::Quit(None)).await;
                     }
                     continue;
                 };
-                if let Some(waiting) = held.as_mut() {
-                    waiting.push(line);
+                if trying && let Some(waiting) = held.as_mut() {
+                    waiting.push_back(line);
                     continue;
                 }
                 if naming {
@@ -157,6 +160,7 @@ pub async fn run(args: Args) -> i32 {
                     } else if line.trim().is_empty() {
                         prompt("Choose a name: ");
                     } else {
+                        trying = held.is_some();
                         send(&client.commands, Command::Nick(line.trim().to_owned())).await;
                     }
                     continue;

@@ -511,15 +511,23 @@ async fn piped_lines_with_a_name_given_are_said_not_taken_for_names() {
     server.shut_down().await;
 }
 
-/// With a name given that is taken, the first piped line is the next attempt.
+/// With a name given that is taken, the next line is the next attempt, and what follows it
+/// waits for that one's answer: whether the lines came before the refusal (held) or after it
+/// (typed at the prompt; what CI once saw of the first case).
+#[rstest::rstest]
+#[case::typed_before_the_refusal(false)]
+#[case::typed_after_the_refusal(true)]
 #[tokio::test]
-async fn a_refused_name_given_takes_the_next_piped_line_as_the_next_name() {
+async fn a_refused_name_given_takes_the_next_line_as_the_next_name(#[case] after: bool) {
     let mut server = LocalServer::start(ServerOptions::default())
         .await
         .expect("start the server");
     let mut alice = RawClient::join(server.addr(), "alice").await;
     let addr = server.addr().to_string();
     let mut parla = Parla::spawn(&["--no-ping", "--name", "alice", &addr]);
+    if after {
+        parla.stdout.expect("was refused").await;
+    }
     parla.type_line("piper");
     parla.type_line("hi all");
     parla.close_stdin();
@@ -532,8 +540,10 @@ async fn a_refused_name_given_takes_the_next_piped_line_as_the_next_name() {
     assert_eq!(parla.exit_code().await, Some(0));
     let out = parla.stdout.all().await;
     assert!(
-        out.iter()
-            .any(|l| l.contains("The name \"alice\" was refused")),
+        after
+            || out
+                .iter()
+                .any(|l| l.contains("The name \"alice\" was refused")),
         "{out:#?}"
     );
     server.shut_down().await;
