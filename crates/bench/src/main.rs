@@ -175,22 +175,6 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Common {
-    /// Only somewhere to save a result (for the workloads that drive no server).
-    fn just_out(out: Option<PathBuf>) -> Common {
-        Common {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            pid: None,
-            label: String::new(),
-            name: None,
-            out,
-            channel: String::new(),
-            auto_join: false,
-            sources: 1,
-            connect_concurrency: 1,
-            tls_cert: None,
-        }
-    }
-
     fn target(&self) -> anyhow::Result<Target> {
         let tls = match &self.tls_cert {
             Some(path) => Some(parla_net::tls::Fingerprint::of_pem_file(path)?),
@@ -206,16 +190,21 @@ impl Common {
     }
 
     fn save(&self, record: Record) -> anyhow::Result<()> {
-        if let Some(path) = &self.out {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(f, "{}", serde_json::to_string(&record)?)?;
-        }
-        Ok(())
+        save(self.out.as_deref(), record)
     }
+}
+
+/// Appends `record` as a JSON line to `out`, if given.
+fn save(out: Option<&std::path::Path>, record: Record) -> anyhow::Result<()> {
+    if let Some(path) = out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&record)?)?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -354,8 +343,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             })
             .await??;
             println!("[{label}] {report}");
-            let common = Common::just_out(out);
-            common.save(report.record(&label, &format!("store-{messages}")))?;
+            save(
+                out.as_deref(),
+                report.record(&label, &format!("store-{messages}")),
+            )?;
         }
         Cmd::History {
             common,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parla_room::Millis;
-use parla_room::history::{History, Owner, Pos, Retention, Stored, Verb};
+use parla_room::history::{History, Owner, Pos, Retention, Stored, Verb, sides};
 use tracing::{error, info, warn};
 
 /// How often the sweeper looks for what retention no longer keeps.
@@ -313,7 +313,6 @@ impl Store {
         limit: usize,
         keeps: impl Fn(&Stored) -> bool,
     ) -> Vec<Arc<Stored>> {
-        let s = self;
         let p = prefix(target);
         // The exclusive bounds as keys: just past `after` (a key with a byte more), and up to
         // `before`; open ends are the target's first and past its last key.
@@ -336,20 +335,19 @@ impl Store {
         if lo >= hi {
             return Vec::new();
         }
-        let fresh = |m: &Arc<Stored>| keeps(m);
-        let decoded = |g: fjall::Guard| g.value().ok().and_then(|v| decode(&v)).map(Arc::new);
-        let range = s.messages.range(lo..hi);
+        let decoded = |g: fjall::Guard| g.value().ok().and_then(|v| decode(&v));
+        let kept = |m: Stored| keeps(&m).then(|| Arc::new(m));
+        let range = self.messages.range(lo..hi);
         if newest {
             let mut got: Vec<Arc<Stored>> = (range.rev().filter_map(decoded))
-                .filter(fresh)
+                .filter_map(kept)
                 .take(limit)
                 .collect();
             got.reverse();
             got
         } else {
-            range
-                .filter_map(decoded)
-                .filter(fresh)
+            (range.filter_map(decoded))
+                .filter_map(kept)
                 .take(limit)
                 .collect()
         }
@@ -407,8 +405,9 @@ impl Store {
             let left_long_ago: Vec<Vec<u8>> = (self.owners.iter())
                 .filter_map(|g| g.into_inner().ok())
                 .filter(|(_, v)| {
-                    let left = v.get(8..16).and_then(read_u64).unwrap_or(0);
-                    left != 0 && left < cutoff
+                    decode_owner(v)
+                        .and_then(|o| o.left)
+                        .is_some_and(|l| l.0 < cutoff)
                 })
                 .map(|(k, _)| k.to_vec())
                 .collect();
@@ -426,7 +425,7 @@ impl Store {
     fn sweep_target(&self, target: &str, now: Millis) -> usize {
         let p = prefix(target);
         let mut doomed: Vec<(Vec<u8>, String)> = Vec::new();
-        let mut keep = |k: &[u8], v: &[u8]| {
+        let mut doom = |k: &[u8], v: &[u8]| {
             if let Some(m) = decode(v) {
                 doomed.push((k.to_vec(), m.msgid));
             }
@@ -435,7 +434,7 @@ impl Store {
             let end = message_key(target, Pos::first_at(Millis(now.0.saturating_sub(age))));
             for g in self.messages.range(p.clone()..end) {
                 if let Ok((k, v)) = g.into_inner() {
-                    keep(&k, &v);
+                    doom(&k, &v);
                 }
             }
         }
@@ -443,7 +442,7 @@ impl Store {
             let from_newest = self.messages.prefix(&p).rev().skip(max);
             for g in from_newest {
                 if let Ok((k, v)) = g.into_inner() {
-                    keep(&k, &v);
+                    doom(&k, &v);
                 }
             }
         }
@@ -484,20 +483,12 @@ impl History for DiskHistory {
             target.as_bytes().to_vec(),
             m.pos.at.0.to_be_bytes(),
         );
-        if let Some((a, b)) = target.split_once(' ') {
-            let (from, to) = (m.sender(), m.target.as_str());
-            for (me, peer) in [(a, b), (b, a)] {
-                let shown = if parla_room::names::casefold(from) == peer {
-                    from
-                } else {
-                    to
-                };
-                let mut k = prefix(me);
-                k.extend_from_slice(peer.as_bytes());
-                let mut v = m.pos.at.0.to_be_bytes().to_vec();
-                v.extend_from_slice(shown.as_bytes());
-                batch.insert(&s.conversations, k, v);
-            }
+        for (me, peer, shown) in sides(target, m).into_iter().flatten() {
+            let mut k = prefix(me);
+            k.extend_from_slice(peer.as_bytes());
+            let mut v = m.pos.at.0.to_be_bytes().to_vec();
+            v.extend_from_slice(shown.as_bytes());
+            batch.insert(&s.conversations, k, v);
         }
         if s.check(batch.commit(), "keep a message").is_some()
             && let Some(tail) = s.tails().by_target.get_mut(target)
@@ -625,17 +616,7 @@ impl History for DiskHistory {
     fn owner(&self, nick: &str) -> Option<Owner> {
         let s = &*self.store;
         let v = s.check(s.owners.get(nick.as_bytes()), "look a name up")??;
-        let mut r = Reader(&v);
-        let since = Millis(r.u64()?);
-        let left = match r.u64()? {
-            0 => None,
-            t => Some(Millis(t)),
-        };
-        Some(Owner {
-            host: r.str()?,
-            since,
-            left,
-        })
+        decode_owner(&v)
     }
 
     fn set_owner(&mut self, nick: &str, owner: Owner) {
@@ -651,6 +632,21 @@ impl History for DiskHistory {
         let r = s.owners.insert(nick.as_bytes().to_vec(), v);
         s.check(r, "record a name's holder");
     }
+}
+
+/// A holder record back from its bytes (`set_owner`: since, left or 0, host).
+fn decode_owner(v: &[u8]) -> Option<Owner> {
+    let mut r = Reader(v);
+    let since = Millis(r.u64()?);
+    let left = match r.u64()? {
+        0 => None,
+        t => Some(Millis(t)),
+    };
+    Some(Owner {
+        host: r.str()?,
+        since,
+        left,
+    })
 }
 
 // A message's bytes: a version, then its fields, strings as a length (u32) and their bytes.
@@ -864,6 +860,36 @@ mod tests {
                 "{target} after {after:?} before {before:?} newest {newest} limit {limit}"
             );
         }
+    }
+
+    /// Both stores list conversations by the one rule (`sides`), a note to oneself in
+    /// another case included.
+    #[test]
+    fn conversations_are_listed_as_the_memory_store_lists_them() {
+        use parla_room::history::{MemoryHistory, target_key};
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = DiskHistory::open(dir.path(), Retention::default(), None).unwrap();
+        let mut memory = MemoryHistory::new(Retention::default());
+        for (i, (to, text)) in [("Bob", "hi"), ("ALICE", "note to self")]
+            .iter()
+            .enumerate()
+        {
+            let m = msg(1000 + i as u64, i as u64, to, text);
+            let key = target_key("alice", to);
+            disk.append(&key, &m);
+            memory.append(&key, &m);
+        }
+        for nick in ["alice", "bob"] {
+            let now = Millis(2000);
+            assert_eq!(
+                disk.conversations(nick, now),
+                memory.conversations(nick, now)
+            );
+        }
+        assert!(
+            disk.conversations("alice", Millis(2000))
+                .contains(&("ALICE".into(), Millis(1001)))
+        );
     }
 
     #[test]

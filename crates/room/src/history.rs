@@ -232,9 +232,15 @@ fn lock<H: ?Sized>(h: &Mutex<H>) -> std::sync::MutexGuard<'_, H> {
     h.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The parties of a conversation's key.
-fn parties(target: &str) -> Option<(&str, &str)> {
-    target.split_once(' ')
+/// A conversation's message seen from each of its two parties (`target` is its key): each
+/// party (folded), the other (folded), and the other's nick as the message wrote it (the
+/// recipient's when that is the other, else the sender's). `None` for a room. Every backend
+/// keeps its list of conversations by this one rule.
+pub fn sides<'a>(target: &'a str, m: &'a Stored) -> Option<[(&'a str, &'a str, &'a str); 2]> {
+    let (a, b) = target.split_once(' ')?;
+    let (from, to) = (m.sender(), m.target.as_str());
+    let shown = |peer: &str| if casefold(to) == peer { to } else { from };
+    Some([(a, b, shown(b)), (b, a, shown(a))])
 }
 
 /// Messages [`MemoryHistory`] keeps in all, whatever its retention: the oldest go first.
@@ -284,7 +290,7 @@ impl History for MemoryHistory {
         }
         let kept = self.targets.entry(target.to_owned()).or_default();
         if let Some(max) = self.retention.max_per_target {
-            while kept.len() >= max.max(1) {
+            while kept.len() >= max {
                 if let Some(old) = kept.pop_front() {
                     self.ids.remove(&old.msgid);
                 }
@@ -296,17 +302,11 @@ impl History for MemoryHistory {
         kept.insert(at, Arc::new(m.clone()));
         self.ids.insert(m.msgid.clone(), m.pos);
         self.order.push_back((target.to_owned(), m.msgid.clone()));
-        if let Some((a, b)) = parties(target) {
-            let (from, to) = (m.sender(), m.target.as_str());
-            for (me, peer, shown) in [(a, b, from), (b, a, to)] {
-                // `shown` is the peer's nick as written: the sender's when `me` received it.
-                let shown = if casefold(from) == peer { from } else { shown };
-                let shown = if casefold(to) == peer { to } else { shown };
-                self.conversations
-                    .entry(me.to_owned())
-                    .or_default()
-                    .insert(peer.to_owned(), (shown.to_owned(), m.pos.at));
-            }
+        for (me, peer, shown) in sides(target, m).into_iter().flatten() {
+            self.conversations
+                .entry(me.to_owned())
+                .or_default()
+                .insert(peer.to_owned(), (shown.to_owned(), m.pos.at));
         }
     }
 

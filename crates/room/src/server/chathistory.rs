@@ -376,12 +376,6 @@ impl Server {
         }
     }
 
-    /// A server line to `id` with `tags`.
-    fn reply_line(&mut self, id: ConnId, tags: &[Tag<'_>], verb: &str, params: &[&str]) {
-        let line = encode(tags, Some(&self.config.server_name), verb, params);
-        self.out.push_back(Output::Send { to: id, line });
-    }
-
     fn history_batch_name(&mut self) -> String {
         self.msgids += 1;
         format!("H{:x}", self.msgids)

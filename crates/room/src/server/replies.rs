@@ -225,12 +225,16 @@ impl Server {
     /// `ACK` with `label` to `id`, if there is a label: a labelled line that sent nothing back.
     pub(super) fn ack(&mut self, id: ConnId, label: Option<&str>) {
         let Some(label) = label else { return };
-        let server = self.config.server_name.clone();
         let tags = [Tag {
             key: "label",
             value: Cow::Borrowed(label),
         }];
-        let line = encode(&tags, Some(&server), "ACK", &[]);
+        self.reply_line(id, &tags, "ACK", &[]);
+    }
+
+    /// A line from the server to `id` with exactly `tags` (no `server-time`: batch frames, ACK).
+    pub(super) fn reply_line(&mut self, id: ConnId, tags: &[Tag<'_>], verb: &str, params: &[&str]) {
+        let line = encode(tags, Some(&self.config.server_name), verb, params);
         self.out.push_back(Output::Send { to: id, line });
     }
 
