@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use parla_net::client::{Event, Member, MessageKind, Typing, casefold, message_pieces};
+use parla_net::client::{
+    Event, HistoryPage, Member, MessageKind, Said, Typing, casefold, message_pieces,
+};
 
 /// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
 /// the work of each frame: egui lays out every line of the scroll area).
@@ -55,6 +57,8 @@ pub enum LineKind {
     System(String),
     /// Something went wrong or was refused: stands out.
     Error(String),
+    /// A divider across the scrollback, e.g. "— earlier messages in #lobby —".
+    Divider(String),
 }
 
 impl Line {
@@ -82,6 +86,7 @@ impl Line {
                 }
             }
             LineKind::System(text) | LineKind::Error(text) => text.clone(),
+            LineKind::Divider(text) => format!("— {text} —"),
         };
         // Received text keeps its IRC styles for the window to draw; the plain form drops them.
         format!("{} {}", self.time, crate::safe::plain(&body))
@@ -141,20 +146,113 @@ pub struct Chat {
     pub typing: BTreeMap<String, Vec<(String, Instant)>>,
     /// The last invitation to a room, until joined or dismissed: (who, room).
     pub invitation: Option<(String, String)>,
+    /// The connection was lost and the client tries again at this time.
+    pub reconnect_at: Option<Instant>,
+    /// An older page was asked for and has not come (rooms and people, casefolded).
+    pub fetching_older: BTreeSet<String>,
+    /// Conversations whose history was shown back to its start (casefolded).
+    pub history_start: BTreeSet<String>,
+    /// Lines put at the top of the scrollback since the last frame (the view keeps its place).
+    pub prepended: usize,
 }
 
 impl Chat {
     /// Adds a line at `time` (`HH:MM`), dropping the oldest beyond [`MAX_LINES`].
     pub fn push(&mut self, time: String, kind: LineKind) {
+        self.push_line(Line { time, kind });
+    }
+
+    fn push_line(&mut self, line: Line) {
         if self.lines.len() == MAX_LINES {
             self.lines.pop_front();
         }
-        self.lines.push_back(Line { time, kind });
+        self.lines.push_back(line);
+    }
+
+    /// The line that shows a message.
+    fn line_of(&self, m: &Said) -> Line {
+        let room = is_room(&m.target);
+        let direct = (!room).then(|| if m.own { &m.target } else { &m.from }.clone());
+        Line {
+            time: clock(m.time.as_deref()),
+            kind: LineKind::Message {
+                from: m.from.clone(),
+                text: m.text.clone(),
+                kind: m.kind,
+                own: m.own,
+                direct,
+                room: (room && !self.is_current(&m.target)).then(|| m.target.clone()),
+            },
+        }
+    }
+
+    /// A page of history: the recent past under a divider, what was missed likewise, an older
+    /// page at the top of the scrollback (if it has room for it).
+    fn history(&mut self, target: &str, page: HistoryPage, messages: &[Said], more: bool) {
+        let key = casefold(target);
+        // Whichever page came, the one asked for was answered or never will be.
+        self.fetching_older.remove(&key);
+        if page != HistoryPage::Missed && !more {
+            self.history_start.insert(key);
+        }
+        if messages.is_empty() && page != HistoryPage::Older {
+            return;
+        }
+        let lines: Vec<Line> = messages.iter().map(|m| self.line_of(m)).collect();
+        let divider = |text: String| Line {
+            time: String::new(),
+            kind: LineKind::Divider(text),
+        };
+        match page {
+            HistoryPage::Recent | HistoryPage::Missed => {
+                let heading = match page {
+                    HistoryPage::Recent => format!("earlier messages in {target}"),
+                    _ => format!("missed in {target} while you were away"),
+                };
+                self.push_line(divider(heading));
+                for line in lines {
+                    self.push_line(line);
+                }
+                self.push_line(divider("now".to_owned()));
+            }
+            HistoryPage::Older => {
+                let before = self.lines.len();
+                for line in lines.into_iter().rev() {
+                    if self.lines.len() == MAX_LINES {
+                        break;
+                    }
+                    self.lines.push_front(line);
+                }
+                if !more && self.lines.len() < MAX_LINES {
+                    self.lines.push_front(divider(format!(
+                        "the start of what the server kept of {target}"
+                    )));
+                }
+                self.prepended += self.lines.len() - before;
+            }
+        }
+    }
+
+    /// Whether to ask for an older page of the current room now (the view is at the top of the
+    /// scrollback): not while one is coming, not past the start, not into a full scrollback.
+    /// Marks it asked.
+    pub fn want_older(&mut self) -> Option<String> {
+        let room = self.room.clone()?;
+        let key = casefold(&room);
+        if self.fetching_older.contains(&key)
+            || self.history_start.contains(&key)
+            || self.lines.len() + parla_net::client::HISTORY_PAGE > MAX_LINES
+        {
+            return None;
+        }
+        self.fetching_older.insert(key);
+        Some(room)
     }
 
     /// The connection is gone: nobody is "here" any more (the member lists, who is typing, an
     /// invitation go), but what was said stays on screen.
     pub fn offline(&mut self) {
+        self.fetching_older.clear();
         self.members.clear();
         self.partial.clear();
         self.typing.clear();
@@ -277,6 +375,7 @@ impl Chat {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::Registered { name, server } => {
+                self.reconnect_at = None;
                 self.me = Some(name.clone());
                 self.server_name = (!server.is_empty()).then(|| server.clone());
             }
@@ -291,6 +390,10 @@ impl Chat {
                 }
                 self.system(format!("You joined {room}."));
             }
+            Event::Switched { room } => {
+                self.room = Some(room.clone());
+                self.system(format!("Now talking in {room}."));
+            }
             Event::Members {
                 room,
                 members,
@@ -303,31 +406,38 @@ impl Chat {
                     self.partial.insert(casefold(room));
                 }
             }
-            Event::Message {
-                from,
-                target,
-                text,
-                kind,
-                own,
-                time,
-            } => {
-                let is_room = target.starts_with(['#', '&']);
-                let direct = (!is_room).then(|| if *own { target.clone() } else { from.clone() });
+            Event::Message(m) => {
                 // A message is the end of its sender's typing.
-                let conversation = if is_room { target } else { from };
-                self.stopped_typing(Some(conversation), from);
-                let room = (is_room && !self.is_current(target)).then(|| target.clone());
-                self.push(
-                    clock(time.as_deref()),
-                    LineKind::Message {
-                        from: from.clone(),
-                        text: text.clone(),
-                        kind: *kind,
-                        own: *own,
-                        direct,
-                        room,
-                    },
-                );
+                let conversation = if is_room(&m.target) {
+                    &m.target
+                } else {
+                    &m.from
+                };
+                self.stopped_typing(Some(conversation), &m.from);
+                let line = self.line_of(m);
+                self.push_line(line);
+            }
+            Event::History {
+                target,
+                page,
+                messages,
+                more,
+            } => self.history(target, *page, messages, *more),
+            Event::Reconnecting {
+                reason,
+                after,
+                attempt,
+            } => {
+                self.offline();
+                self.reconnect_at = Some(Instant::now() + *after);
+                let tries = match attempt {
+                    1 => String::new(),
+                    n => format!(" (attempt {n})"),
+                };
+                self.error(format!(
+                    "Connection lost: {reason}. Reconnecting in {} s{tries}…",
+                    after.as_secs().max(1)
+                ));
             }
             Event::UserJoined { room, name } => self.system(format!("→ {name} joined {room}")),
             Event::UserLeft { room, name, reason } => {
@@ -436,13 +546,24 @@ impl Chat {
     }
 }
 
+/// A room's name (rather than a person's).
+fn is_room(target: &str) -> bool {
+    target.starts_with(['#', '&'])
+}
+
 /// The local wall-clock time of a message: the server's `server-time` if given, else now.
 pub fn clock(time: Option<&str>) -> String {
+    let now = chrono::Local::now();
     let local = time
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&chrono::Local))
-        .unwrap_or_else(chrono::Local::now);
-    local.format("%H:%M").to_string()
+        .unwrap_or(now);
+    // Another day's message (from history) says which day.
+    if local.date_naive() == now.date_naive() {
+        local.format("%H:%M").to_string()
+    } else {
+        local.format("%b %-d %H:%M").to_string()
+    }
 }
 
 /// Which colour of a palette of `len` a name gets: FNV-1a of the casefolded name, so the same
@@ -490,14 +611,16 @@ mod tests {
     use parla_net::client::Disconnect;
 
     fn msg(from: &str, target: &str, text: &str, own: bool) -> Event {
-        Event::Message {
+        Event::Message(Said {
             from: from.into(),
             target: target.into(),
             text: text.into(),
             kind: MessageKind::Normal,
             own,
-            time: Some("2026-01-02T03:04:05.000Z".into()),
-        }
+            // Today's (another day's would show its date).
+            time: Some(chrono::Utc::now().to_rfc3339()),
+            id: None,
+        })
     }
 
     #[test]
@@ -779,6 +902,81 @@ mod tests {
         assert_eq!(
             send_plan(&"x".repeat(MAX_INPUT_BYTES), "alice", "#lobby", false),
             SendPlan::Split(11)
+        );
+    }
+
+    fn page(page: HistoryPage, texts: &[&str], more: bool) -> Event {
+        let messages = texts
+            .iter()
+            .map(|t| match msg("bob", "#lobby", t, false) {
+                Event::Message(m) => m,
+                _ => unreachable!(),
+            })
+            .collect();
+        Event::History {
+            target: "#lobby".into(),
+            page,
+            messages,
+            more,
+        }
+    }
+
+    #[test]
+    fn history_reads_as_the_past_and_older_pages_go_on_top() {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Joined {
+            room: "#lobby".into(),
+        });
+        chat.apply(&page(HistoryPage::Recent, &["one", "two"], true));
+        chat.apply(&msg("carol", "#lobby", "live", false));
+        let texts = |chat: &Chat| -> Vec<String> {
+            chat.lines
+                .iter()
+                .map(|l| {
+                    l.plain()
+                        .trim_start_matches(|c: char| c.is_ascii_digit() || c == ':')
+                        .trim()
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            texts(&chat),
+            [
+                "You joined #lobby.",
+                "— earlier messages in #lobby —",
+                "bob: one",
+                "bob: two",
+                "— now —",
+                "carol: live",
+            ]
+        );
+        // At the top: one older page is asked for at a time.
+        assert_eq!(chat.want_older().as_deref(), Some("#lobby"));
+        assert_eq!(chat.want_older(), None, "one page at a time");
+        chat.apply(&page(HistoryPage::Older, &["zero"], false));
+        assert_eq!(chat.prepended, 2);
+        assert_eq!(
+            texts(&chat)[..3],
+            [
+                "— the start of what the server kept of #lobby —",
+                "bob: zero",
+                "You joined #lobby."
+            ]
+        );
+        assert_eq!(chat.want_older(), None, "nothing older");
+        // What was missed while away comes under its own divider; nothing missed, no line.
+        let before = chat.lines.len();
+        chat.apply(&page(HistoryPage::Missed, &[], false));
+        assert_eq!(chat.lines.len(), before);
+        chat.apply(&page(HistoryPage::Missed, &["meanwhile"], false));
+        assert_eq!(
+            texts(&chat)[before..],
+            [
+                "— missed in #lobby while you were away —",
+                "bob: meanwhile",
+                "— now —"
+            ]
         );
     }
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use parla_net::IcmpPinger;
-use parla_net::client::{self, Command, Disconnect, Event, Member, MessageKind};
+use parla_net::client::{self, Command, Disconnect, Event, HistoryPage, Member, MessageKind, Said};
 use parla_net::transport::Tcp;
 use tokio::sync::mpsc;
 
@@ -218,28 +218,45 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 /// Prints one event as a line of the room.
 fn show(event: &Event) {
     match event {
-        Event::Message {
-            from,
+        Event::Message(m) => println!("{}", said(m)),
+        Event::History {
             target,
-            text,
-            kind,
-            own,
-            time,
+            page,
+            messages,
+            more,
         } => {
-            let at = clock(time.as_deref());
-            let private = !target.starts_with('#');
-            let dm = match (private, own) {
-                (true, true) => format!(" (to {target})"),
-                (true, false) => " (privately)".to_owned(),
-                _ => String::new(),
+            let heading = match page {
+                HistoryPage::Recent | HistoryPage::Older if messages.is_empty() => {
+                    return println!("--- No earlier messages in {target}.");
+                }
+                HistoryPage::Recent => "earlier messages",
+                HistoryPage::Older => "older messages",
+                HistoryPage::Missed => "missed while you were away",
             };
-            match kind {
-                MessageKind::Normal => println!("[{at}] <{from}>{dm} {text}"),
-                MessageKind::Action => println!("[{at}] * {from}{dm} {text}"),
-                MessageKind::Notice => println!("[{at}] -{from}-{dm} {text}"),
+            println!("— {heading} in {target} —");
+            for m in messages {
+                println!("{}", said(m));
+            }
+            match (page, more) {
+                (HistoryPage::Missed, _) => println!("— end of what you missed —"),
+                (_, true) => println!("— /older {target} shows more —"),
+                (_, false) => println!("— that is all the server kept —"),
             }
         }
+        Event::Reconnecting {
+            reason,
+            after,
+            attempt,
+        } => println!(
+            "*** Connection lost ({reason}); reconnecting in {} s{}…",
+            after.as_secs().max(1),
+            match attempt {
+                1 => String::new(),
+                n => format!(" (attempt {n})"),
+            }
+        ),
         Event::Joined { room } => println!("You joined {room}."),
+        Event::Switched { room } => println!("Now talking in {room}."),
         Event::Members {
             room,
             members,
@@ -294,6 +311,22 @@ fn show(event: &Event) {
         }
         Event::ServerShutdown { message } => println!("*** The server is shutting down: {message}"),
         Event::NameRefused { .. } | Event::Registered { .. } | Event::Disconnected(_) => {}
+    }
+}
+
+/// A message as a line: its time, its room (or who it is between), who, what.
+fn said(m: &Said) -> String {
+    let at = clock(m.time.as_deref());
+    let place = match (m.target.starts_with(['#', '&']), m.own) {
+        (true, _) => format!(" {}", m.target),
+        (false, true) => format!(" (to {})", m.target),
+        (false, false) => " (privately)".to_owned(),
+    };
+    let (from, text) = (&m.from, &m.text);
+    match m.kind {
+        MessageKind::Normal => format!("[{at}]{place} <{from}> {text}"),
+        MessageKind::Action => format!("[{at}]{place} * {from} {text}"),
+        MessageKind::Notice => format!("[{at}]{place} -{from}- {text}"),
     }
 }
 

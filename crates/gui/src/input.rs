@@ -19,6 +19,7 @@ pub enum Input {
 pub const HELP: &str = "Commands: quit or /quit [reason] leaves; /nick NAME renames you; \
 /me ACTION describes an action; /msg NAME TEXT sends a direct message; /join #ROOM joins a room; \
 /part [#ROOM] [reason] leaves a room; /names lists everyone in the room; \
+/older [#ROOM or NAME] shows earlier messages the server kept; \
 /topic [TEXT] shows or sets the topic (/topic -delete clears it); /away [MESSAGE] marks you away (no message: back); \
 /whois NAME tells about someone; /invite NAME [#ROOM] invites someone; \
 room operators: /kick NAME [reason], /ban NAME or MASK, /unban MASK, /op and /deop NAME, /voice and /devoice NAME, /mode [#ROOM] +m (modes: see the README); \
@@ -65,6 +66,12 @@ pub fn parse(line: &str) -> Input {
         }
         "join" => Input::Command(Command::Join(arg.to_owned())),
         "names" | "who" => Input::Command(Command::Names),
+        "older" | "history" if arg.contains(' ') => {
+            need("at most one room or name, e.g. /older or /older #rust")
+        }
+        "older" | "history" => {
+            Input::Command(Command::Older((!arg.is_empty()).then(|| arg.to_owned())))
+        }
         "quote" | "raw" if arg.is_empty() => {
             need("an IRC line, e.g. /quote TOPIC #rust :Rust talk")
         }

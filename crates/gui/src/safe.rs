@@ -12,7 +12,7 @@
 //!   some terminals obey like ESC sequences) and the bidirectional overrides, embeddings and
 //!   isolates (which reorder what is shown, "Trojan Source") as `�`.
 
-use parla_net::client::{Disconnect, Event, Member};
+use parla_net::client::{Disconnect, Event, Member, Said};
 
 /// The look of a piece of text, from IRC formatting codes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -222,6 +222,19 @@ pub fn ansi(raw: &str) -> String {
     out
 }
 
+/// A message with its text made safe by `render`, the rest as [`plain`].
+fn said(m: &Said, render: fn(&str) -> String) -> Said {
+    Said {
+        from: plain(&m.from),
+        target: plain(&m.target),
+        text: render(&m.text),
+        kind: m.kind,
+        own: m.own,
+        time: m.time.as_deref().map(plain),
+        id: m.id.as_deref().map(plain),
+    }
+}
+
 /// `event` with every received string made safe by `render` (names, rooms and reasons always
 /// as [`plain`]; message text and topics by `render`).
 pub fn event(event: &Event, render: fn(&str) -> String) -> Event {
@@ -236,6 +249,7 @@ pub fn event(event: &Event, render: fn(&str) -> String) -> Event {
             server: p(&server),
         },
         Event::Joined { room } => Event::Joined { room: p(&room) },
+        Event::Switched { room } => Event::Switched { room: p(&room) },
         Event::Members {
             room,
             members,
@@ -285,20 +299,26 @@ pub fn event(event: &Event, render: fn(&str) -> String) -> Event {
             name: p(&name),
             state,
         },
-        Event::Message {
-            from,
+        Event::Message(m) => Event::Message(said(&m, render)),
+        Event::History {
             target,
-            text,
-            kind,
-            own,
-            time,
-        } => Event::Message {
-            from: p(&from),
+            page,
+            messages,
+            more,
+        } => Event::History {
             target: p(&target),
-            text: render(&text),
-            kind,
-            own,
-            time: time.as_ref().map(p),
+            page,
+            messages: messages.iter().map(|m| said(m, render)).collect(),
+            more,
+        },
+        Event::Reconnecting {
+            reason,
+            after,
+            attempt,
+        } => Event::Reconnecting {
+            reason: p(&reason),
+            after,
+            attempt,
         },
         Event::UserJoined { room, name } => Event::UserJoined {
             room: p(&room),
@@ -468,19 +488,28 @@ mod tests {
 
     #[test]
     fn every_field_of_an_event_is_made_safe() {
-        let ev = Event::Message {
+        let m = Said {
             from: "x\x1b".into(),
             target: "#r\x07".into(),
             text: ATTACK.into(),
             kind: parla_net::client::MessageKind::Normal,
             own: false,
             time: Some("\x1b[2J".into()),
+            id: Some("id\x1b]0;title\x07".into()),
         };
-        let safe = format!("{:?}", event(&ev, plain));
-        assert!(
-            !safe.contains("\\u{1b}") && !safe.contains("\\u{7}"),
-            "{safe}"
-        );
+        let history = Event::History {
+            target: "#r\x1b".into(),
+            page: parla_net::client::HistoryPage::Recent,
+            messages: vec![m.clone()],
+            more: false,
+        };
+        for ev in [Event::Message(m), history] {
+            let safe = format!("{:?}", event(&ev, plain));
+            assert!(
+                !safe.contains("\\u{1b}") && !safe.contains("\\u{7}"),
+                "{safe}"
+            );
+        }
         let quit = event(
             &Event::Disconnected(Disconnect::ClosedByServer {
                 reason: "bye\x1b[2J".into(),

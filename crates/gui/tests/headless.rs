@@ -230,8 +230,8 @@ async fn typed_lines_reach_the_room_and_the_room_reaches_stdout() {
 
     alice.send("PRIVMSG #lobby :hi carol").await;
     let line = parla.stdout.expect("<alice>").await;
-    // "[HH:MM] <alice> hi carol"
-    assert!(line.ends_with("] <alice> hi carol"), "{line}");
+    // "[HH:MM] #lobby <alice> hi carol": which room it was said in
+    assert!(line.ends_with("] #lobby <alice> hi carol"), "{line}");
     assert!(line.starts_with('['), "{line}");
 
     parla.type_line("quit");

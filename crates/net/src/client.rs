@@ -31,8 +31,8 @@ use crate::transport::{Stream, Transport};
 
 // The protocol-level vocabulary lives with the core; front ends keep importing it from here.
 pub use parla_room::client::{
-    Command, Disconnect, Event, Member, MessageKind, TYPING_ACTIVE_EVERY_MS, Typing,
-    message_pieces, split_text,
+    Command, Disconnect, Event, HISTORY_PAGE, HistoryPage, Member, MessageKind, Said,
+    TYPING_ACTIVE_EVERY_MS, Typing, message_pieces, split_text,
 };
 /// How the session compares names (the server's casemapping), for front ends that key names
 /// the same way.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use parla_net::Tcp;
 use parla_net::addr::ServerAddr;
 use parla_net::client::{
-    self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, Member, MessageKind,
+    self, Client, ClientConfig, Command, ConnectError, Disconnect, Event, Member, MessageKind, Said,
 };
 use parla_net::ping::PingConfig;
 use parla_net::server::ServerOptions;
@@ -196,18 +196,19 @@ async fn what_one_says_the_other_receives() {
 
     send(&alice, Command::Say("hello bob".into())).await;
     let got = wait_for(&mut bob, "bob", |ev| match ev {
-        Event::Message { .. } => Some(ev.clone()),
+        Event::Message(Said { .. }) => Some(ev.clone()),
         _ => None,
     })
     .await;
-    let Event::Message {
+    let Event::Message(Said {
         from,
         target,
         text,
         kind,
         own,
         time,
-    } = got
+        id,
+    }) = got
     else {
         unreachable!()
     };
@@ -217,9 +218,11 @@ async fn what_one_says_the_other_receives() {
     );
     // The session asks for server-time: every message carries the server's timestamp.
     assert!(time.is_some_and(|t| t.ends_with('Z')));
+    // ... and for message-tags: every message carries the server's id for it.
+    assert!(id.is_some_and(|id| !id.is_empty()));
     // ... and for echo-message: the sender sees its own message, marked as such.
     let echo = wait_for(&mut alice, "alice", |ev| match ev {
-        Event::Message { own, text, .. } => Some((*own, text.clone())),
+        Event::Message(Said { own, text, .. }) => Some((*own, text.clone())),
         _ => None,
     })
     .await;
@@ -227,7 +230,7 @@ async fn what_one_says_the_other_receives() {
 
     send(&alice, Command::Action("waves".into())).await;
     let action = wait_for(&mut bob, "bob", |ev| match ev {
-        Event::Message { kind, text, .. } => Some((*kind, text.clone())),
+        Event::Message(Said { kind, text, .. }) => Some((*kind, text.clone())),
         _ => None,
     })
     .await;
@@ -242,9 +245,9 @@ async fn what_one_says_the_other_receives() {
     )
     .await;
     let direct = wait_for(&mut bob, "bob", |ev| match ev {
-        Event::Message {
+        Event::Message(Said {
             from, target, text, ..
-        } => Some((from.clone(), target.clone(), text.clone())),
+        }) => Some((from.clone(), target.clone(), text.clone())),
         _ => None,
     })
     .await;
@@ -323,7 +326,7 @@ async fn in_a_room_too_large_to_list_speakers_are_added_and_names_fetches_everyo
     );
     assert!(matches!(
         next_event(&mut carol, "carol").await,
-        Some(Event::Message { from, .. }) if from == "alice"
+        Some(Event::Message(Said { from, .. })) if from == "alice"
     ));
 
     send(&carol, Command::Names).await;
@@ -482,7 +485,7 @@ async fn without_icmp_rights_the_session_reports_it_and_stays_up() {
     );
     send(&alice, Command::Say("still here".into())).await;
     let text = wait_for(&mut bob, "bob", |ev| match ev {
-        Event::Message { from, text, .. } if from == "alice" => Some(text.clone()),
+        Event::Message(Said { from, text, .. }) if from == "alice" => Some(text.clone()),
         _ => None,
     })
     .await;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use common::{WAIT, init_tracing, wait_for};
 use parla_net::addr::ServerAddr;
-use parla_net::client::{self, Client, ClientConfig, Command, ConnectError, Event, MessageKind};
+use parla_net::client::{
+    self, Client, ClientConfig, Command, ConnectError, Event, MessageKind, Said,
+};
 use parla_net::server::ServerOptions;
 use parla_net::tls::{self, Fingerprint, ServerTls, TlsConnectError, Trust};
 use parla_net::{LocalServer, Tcp};
@@ -138,12 +140,12 @@ async fn says(from: &Client, to: &mut Client, from_name: &str, text: &str) {
         .await
         .expect("session");
     wait_for(to, "recipient", |ev| match ev {
-        Event::Message {
+        Event::Message(Said {
             from: sender,
             text: got,
             kind: MessageKind::Normal,
             ..
-        } if sender == from_name && got == text => Some(()),
+        }) if sender == from_name && got == text => Some(()),
         _ => None,
     })
     .await;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use parla_room::Millis;
 use parla_room::client::{
-    Command, Config, Disconnect, Event, Member, MessageKind, PingReport, QUIT_WAIT_MS, Session,
-    TYPING_ACTIVE_EVERY_MS, Typing,
+    Command, Config, Disconnect, Event, HISTORY_WAIT_MS, HistoryPage, Member, MessageKind,
+    PingReport, QUIT_WAIT_MS, Said, Session, TYPING_ACTIVE_EVERY_MS, Typing,
 };
 use parla_room::limits::{MAX_BODY_LEN, SHUTDOWN_ERROR, SHUTDOWN_NOTICE};
 use rstest::rstest;
@@ -125,14 +125,15 @@ fn members(room: &str, names: &[&str], complete: bool) -> Event {
 }
 
 fn message(from: &str, target: &str, text: &str, kind: MessageKind, own: bool) -> Event {
-    Event::Message {
+    Event::Message(Said {
         from: from.into(),
         target: target.into(),
         text: text.into(),
         kind,
         own,
         time: None,
-    }
+        id: None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +158,11 @@ fn a_session_opens_with_cap_ls_and_the_password() {
     "away-notify echo-message message-tags multi-prefix server-time",
     "CAP REQ :echo-message message-tags multi-prefix server-time"
 )]
-#[case::in_the_servers_order("server-time batch echo-message", "CAP REQ :server-time echo-message")]
+#[case::in_the_servers_order(
+    "server-time batch away-notify echo-message",
+    "CAP REQ :server-time batch echo-message"
+)]
+#[case::history("draft/chathistory batch", "CAP REQ :draft/chathistory batch")]
 #[case::values_are_ignored("sasl=PLAIN server-time=1", "CAP REQ :server-time")]
 #[case::none_wanted("away-notify sasl", "CAP END")]
 #[case::none_offered("", "CAP END")]
@@ -537,14 +542,15 @@ fn room_messages_actions_and_notices_arrive_with_their_kind_and_time() {
     let step = h.line("@time=2026-11-18T11:06:40.028Z :bob!~bob@192.0.2.2 PRIVMSG #lobby :hi all");
     assert_eq!(
         step.events,
-        [Event::Message {
+        [Event::Message(Said {
             from: "bob".into(),
             target: "#lobby".into(),
             text: "hi all".into(),
             kind: MessageKind::Normal,
             own: false,
             time: Some("2026-11-18T11:06:40.028Z".into()),
-        }]
+            id: None,
+        })]
     );
     let step = h.line(":bob!~bob@192.0.2.2 PRIVMSG #lobby :\x01ACTION waves\x01");
     assert_eq!(
@@ -1335,4 +1341,207 @@ fn no_topic_is_an_empty_topic_and_counts_are_not_shown() {
     ] {
         assert_eq!(h.line(&format!("{SERVER} {line}")), Step::default());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// History (draft/chathistory)
+// ---------------------------------------------------------------------------------------------
+
+const HISTORY_CAPS: &str = "batch draft/chathistory echo-message message-tags server-time";
+
+/// A session with the history capabilities, registered as alice (the server says it gives up to
+/// 100 messages a request), whose own `JOIN #lobby` was just read; returns what that did.
+fn joined_with_history() -> (Harness, Step) {
+    let mut h = Harness::new();
+    h.drain();
+    h.line(&format!("{SERVER} CAP * LS :{HISTORY_CAPS}"));
+    h.line(&format!("{SERVER} CAP * ACK :{HISTORY_CAPS}"));
+    h.cmd(Command::Nick("alice".into()));
+    h.line(&format!("{SERVER} 001 alice :Welcome, alice"));
+    h.line(&format!(
+        "{SERVER} 005 alice CHATHISTORY=100 MSGREFTYPES=msgid,timestamp :are supported"
+    ));
+    let step = h.line(":alice!~alice@192.0.2.1 JOIN #lobby");
+    (h, step)
+}
+
+fn said(from: &str, text: &str, id: &str, time: &str) -> Said {
+    Said {
+        from: from.into(),
+        target: "#lobby".into(),
+        text: text.into(),
+        kind: MessageKind::Normal,
+        own: from == "alice",
+        time: Some(time.into()),
+        id: Some(id.into()),
+    }
+}
+
+/// The line that carries `m` (in batch `batch`, if any).
+fn said_line(m: &Said, batch: Option<&str>) -> String {
+    let batch = batch.map(|b| format!(";batch={b}")).unwrap_or_default();
+    format!(
+        "@time={};msgid={}{batch} :{}!~{}@192.0.2.9 PRIVMSG {} :{}",
+        m.time.as_deref().unwrap(),
+        m.id.as_deref().unwrap(),
+        m.from,
+        m.from,
+        m.target,
+        m.text
+    )
+}
+
+#[test]
+fn joining_shows_the_recent_past_first_and_every_message_once() {
+    let (mut h, step) = joined_with_history();
+    assert_eq!(step.sent, sent(&["CHATHISTORY LATEST #lobby * 50"]));
+    let (h1, h2) = (
+        said("bob", "yesterday", "H1", "2026-11-29T10:00:00.000Z"),
+        said("carol", "earlier", "H2", "2026-11-30T09:00:00.000Z"),
+    );
+    // Said just after we joined: it may come live before the page, and in it too.
+    let live = said("bob", "just now", "L1", "2026-11-30T10:00:00.000Z");
+    let step = h.line(&said_line(&live, None));
+    assert_eq!(
+        step.events,
+        [],
+        "a live message waits for the page before it"
+    );
+    h.line(&format!("{SERVER} BATCH +b1 chathistory #lobby"));
+    for m in [&h1, &h2, &live] {
+        assert_eq!(h.line(&said_line(m, Some("b1"))).events, []);
+    }
+    let step = h.line(&format!("{SERVER} BATCH -b1"));
+    assert_eq!(
+        step.events,
+        [Event::History {
+            target: "#lobby".into(),
+            page: HistoryPage::Recent,
+            messages: vec![h1.clone(), h2, live.clone()],
+            more: false,
+        }],
+        "the live message is in the page, so it is not reported again"
+    );
+    // Live messages flow again; one the server sends twice is shown once.
+    let next = said("carol", "hello", "L2", "2026-11-30T10:01:00.000Z");
+    assert_eq!(
+        h.line(&said_line(&next, None)).events,
+        [Event::Message(next.clone())]
+    );
+    // An older page starts before the oldest shown; a short one is the start of it all.
+    let step = h.cmd(Command::Older(None));
+    assert_eq!(step.sent, sent(&["CHATHISTORY BEFORE #lobby msgid=H1 50"]));
+    h.line(&format!("{SERVER} BATCH +b2 chathistory #lobby"));
+    let h0 = said("dave", "first", "H0", "2026-11-28T10:00:00.000Z");
+    h.line(&said_line(&h0, Some("b2")));
+    h.line(&said_line(&h1, Some("b2"))); // overlapping: shown already
+    let step = h.line(&format!("{SERVER} BATCH -b2"));
+    assert_eq!(
+        step.events,
+        [Event::History {
+            target: "#lobby".into(),
+            page: HistoryPage::Older,
+            messages: vec![h0],
+            more: false,
+        }]
+    );
+    // Nothing older: answered at once, without asking the server.
+    let step = h.cmd(Command::Older(Some("#lobby".into())));
+    assert_eq!(step.sent, Vec::<String>::new());
+    assert!(matches!(
+        &step.events[..],
+        [Event::History { page: HistoryPage::Older, messages, more: false, .. }] if messages.is_empty()
+    ));
+}
+
+#[test]
+fn a_page_that_never_comes_lets_the_waiting_messages_through() {
+    let (mut h, _) = joined_with_history();
+    let live = said("bob", "hi", "L1", "2026-11-30T10:00:00.000Z");
+    assert_eq!(h.line(&said_line(&live, None)).events, []);
+    assert_eq!(h.at(HISTORY_WAIT_MS - 1).events, []);
+    let step = h.at(HISTORY_WAIT_MS);
+    assert!(
+        matches!(&step.events[0], Event::ServerError { text } if text.contains("did not send the history of #lobby")),
+        "{:?}",
+        step.events
+    );
+    assert_eq!(step.events[1..], [Event::Message(live)]);
+}
+
+#[test]
+fn a_resumed_session_takes_its_name_back_rejoins_and_fills_the_gap_once() {
+    let (mut h, _) = joined_with_history();
+    h.line(&format!("{SERVER} BATCH +b1 chathistory #lobby"));
+    h.line(&format!("{SERVER} BATCH -b1"));
+    h.cmd(Command::Join("#rust".into()));
+    h.line(":alice!~alice@192.0.2.1 JOIN #rust");
+    h.line(&format!("{SERVER} BATCH +b2 chathistory #rust"));
+    h.line(&format!("{SERVER} BATCH -b2"));
+    h.cmd(Command::Join("#lobby".into())); // back to #lobby: the current room
+    let seen = said("bob", "last seen", "L1", "2026-11-30T10:00:00.000Z");
+    h.line(&said_line(&seen, None));
+    // The connection is lost; a new one carries on.
+    let resume = h.session.resume().expect("registered");
+    let mut r = Harness {
+        session: Session::resumed(Config::default(), Millis(T0), resume),
+        now: Millis(T0),
+    };
+    let step = r.drain();
+    assert_eq!(
+        step.sent,
+        sent(&["CAP LS 302", "NICK :alice", "USER parla 0 * :Parla user"])
+    );
+    r.line(&format!("{SERVER} CAP * LS :{HISTORY_CAPS}"));
+    r.line(&format!("{SERVER} CAP * ACK :{HISTORY_CAPS}"));
+    // The lost connection still holds the name: no question, the next name is taken.
+    let step = r.line(&format!("{SERVER} 433 * alice :Nickname is already in use"));
+    assert_eq!(step.sent, sent(&["NICK :alice_"]));
+    assert!(
+        matches!(&step.events[..], [Event::ServerInfo { text }] if text.contains("/nick alice"))
+    );
+    let step = r.line(&format!("{SERVER} 001 alice_ :Welcome, alice_"));
+    assert_eq!(
+        step.sent,
+        sent(&["JOIN #rust", "JOIN #lobby"]),
+        "the current room last"
+    );
+    r.line(&format!(
+        "{SERVER} 005 alice_ CHATHISTORY=100 :are supported"
+    ));
+    let step = r.line(":alice_!~alice@192.0.2.1 JOIN #lobby");
+    assert_eq!(step.sent, sent(&["CHATHISTORY AFTER #lobby msgid=L1 100"]));
+    // The server forgot that message: asked again by its time.
+    let step = r.line(&format!(
+        "{SERVER} FAIL CHATHISTORY INVALID_PARAMS msgid=L1 :Unknown message"
+    ));
+    assert_eq!(
+        step.sent,
+        sent(&["CHATHISTORY AFTER #lobby timestamp=2026-11-30T10:00:00.000Z 100"])
+    );
+    let missed = said("carol", "while away", "M1", "2026-11-30T10:05:00.000Z");
+    let live = said("bob", "welcome back", "L2", "2026-11-30T10:06:00.000Z");
+    r.line(&said_line(&live, None));
+    r.line(&format!("{SERVER} BATCH +b3 chathistory #lobby"));
+    r.line(&said_line(&seen, Some("b3"))); // the reference itself, by time: shown already
+    r.line(&said_line(&missed, Some("b3")));
+    let step = r.line(&format!("{SERVER} BATCH -b3"));
+    assert_eq!(
+        step.events,
+        [
+            Event::History {
+                target: "#lobby".into(),
+                page: HistoryPage::Missed,
+                messages: vec![missed],
+                more: false,
+            },
+            Event::Message(live),
+        ]
+    );
+}
+
+#[test]
+fn a_session_that_never_registered_has_nothing_to_resume() {
+    let h = Harness::new();
+    assert!(h.session.resume().is_none());
 }

@@ -24,11 +24,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use parla_net::client::{Command, Disconnect, Event, Member, MessageKind, Typing};
+use parla_net::client::{Command, Disconnect, Event, Member, MessageKind, Said, Typing};
 use parla_room::limits::{HOST_LEN, MAX_BODY_LEN, NICK_LEN, SHUTDOWN_ERROR, USER_LEN};
 
 use crate::journal::{ClientRecord, Conduct, Records};
 use crate::model::fold;
+
+mod history;
 
 /// The real name the simulation's sessions give in `USER` (the client's default).
 const REALNAME: &str = "Parla user";
@@ -57,7 +59,9 @@ const COMMAND_ERRORS: &[&str] = &[
 const NO_ROOM_FOR: &str = "You are not in a room yet, so there is no room to ";
 
 /// The capabilities a session asks for, of those the server offers.
-const WANTED: [&str; 4] = [
+const WANTED: [&str; 6] = [
+    "batch",
+    "draft/chathistory",
     "echo-message",
     "message-tags",
     "multi-prefix",
@@ -150,6 +154,7 @@ fn check_session(
 ) {
     let mut model = ClientModel {
         user: name.to_owned(),
+        history_max: history::PAGE,
         ..ClientModel::default()
     };
     // Every connection opens with the capability negotiation and, given one, the password.
@@ -218,7 +223,7 @@ fn check_session(
             Conduct::Event(Event::PingMissed { consecutive, .. }) => {
                 probes_seen.push(Probe::Missed(*consecutive))
             }
-            Conduct::Event(Event::PingUnavailable { .. }) => {}
+            Conduct::Event(Event::PingUnavailable { .. } | Event::Switched { .. }) => {}
             Conduct::Event(Event::ServerError { text })
                 if COMMAND_ERRORS.contains(&text.as_str()) || text.starts_with(NO_ROOM_FOR) => {}
             Conduct::Event(e) => events.push(e.clone()),
@@ -231,6 +236,10 @@ fn check_session(
         None if open => Some(end),
         None => None, // crashed: its last moments are unknown
     };
+    // Pages late by the end are given up by then.
+    if let Some(until) = alive_until {
+        model.late_pages(until, &mut owed);
+    }
     let must_have = |due: Duration| alive_until.is_some_and(|until| due + GRACE < until);
     // After the server's `ERROR`, the session must end for the reason it gave.
     if let (Some(reason), Some((_, why))) = (&model.closing, &disconnected) {
@@ -444,7 +453,11 @@ fn matches(
     sent: &[(Duration, String)],
 ) -> Option<usize> {
     let in_room = |target: &str| model.joined.contains(&fold(target));
-    let first = &sent.first()?.1;
+    // A line written before the command was given is not for it.
+    let (when, first) = sent.first()?;
+    if *when < at {
+        return None;
+    }
     match out {
         Out::Line(want) => (first == want).then_some(1),
         Out::Names => {
@@ -623,6 +636,12 @@ struct ClientModel {
     /// a session (a `JOIN`, `PART`, `ERROR`): a command in the same instant may have been handled
     /// before or after it, whichever was logged first.
     unsettled: BTreeSet<Duration>,
+    /// What it reported of each conversation (folded), for history.
+    seen: BTreeMap<String, history::Seen>,
+    /// History pages it asked for and has not reported, in the order asked.
+    asked: Vec<history::Asked>,
+    /// The most messages the server gives per history request (`CHATHISTORY=` in `005`).
+    history_max: usize,
 }
 
 /// A line read, taken apart: the `time` tag, the source's nick (if a source), whether the source
@@ -630,6 +649,9 @@ struct ClientModel {
 /// the parameters.
 struct Line<'a> {
     time: Option<&'a str>,
+    /// The `msgid` and `batch` tags.
+    msgid: Option<&'a str>,
+    batch: Option<&'a str>,
     /// The `+typing` tag.
     typing: Option<&'a str>,
     from: &'a str,
@@ -647,6 +669,8 @@ fn take_apart(line: &str) -> Option<Line<'_>> {
     let (source, verb, params) = crate::model::parse(line)?;
     Some(Line {
         time: tag("time="),
+        msgid: tag("msgid="),
+        batch: tag("batch="),
         typing: tag("+typing="),
         from: source.map_or("", |s| s.split(['!', '@']).next().unwrap_or("")),
         from_user: source.is_some_and(|s| s.contains('!')),
@@ -758,11 +782,20 @@ impl ClientModel {
         if self.closing.is_some() {
             return;
         }
+        self.late_pages(at, owed);
         let Some(l) = take_apart(line) else { return };
         let p = &l.params;
         let last = p.last().copied().unwrap_or("");
         let ev = |owed: &mut Owed, e: Event| owed.events.push((at, e, false));
         match l.verb.as_str() {
+            "BATCH" => self.batch(at, p, owed),
+            "FAIL" => self.fail(at, p, owed),
+            "005" => {
+                let max = p.iter().find_map(|t| t.strip_prefix("CHATHISTORY="));
+                if let Some(max) = max.and_then(|m| m.parse::<usize>().ok()).filter(|&m| m > 0) {
+                    self.history_max = max.min(1000);
+                }
+            }
             "PING" => owed.pongs.push((at, last.to_owned(), false)),
             "CAP" => {
                 // The capabilities it wants, from what the server offers; then the end of the
@@ -888,6 +921,7 @@ impl ClientModel {
                     self.rooms.push(room.to_owned());
                     self.members.insert(fold(room), Vec::new());
                     ev(owed, Event::Joined { room: room.into() });
+                    self.joined_history(at, room, owed);
                 } else if let Some(list) = self.members.get_mut(&fold(room)) {
                     list.push(Member::new(l.from));
                     ev(
@@ -1058,7 +1092,18 @@ impl ClientModel {
                 .push((at, Event::ServerInfo { text: text.into() }, false));
             return;
         }
-        let own = self.is_me(l.from);
+        let said = Said {
+            from: l.from.to_owned(),
+            target: target.to_owned(),
+            text: text.to_owned(),
+            kind,
+            own: self.is_me(l.from),
+            time: l.time.map(str::to_owned),
+            id: l.msgid.map(str::to_owned),
+        };
+        if self.in_page(l, &said) {
+            return;
+        }
         let key = fold(target);
         if self.partial.contains(&key)
             && let Some(list) = self.members.get_mut(&key)
@@ -1067,18 +1112,7 @@ impl ClientModel {
             list.push(Member::new(l.from));
             self.members_event(target, owed, at);
         }
-        owed.events.push((
-            at,
-            Event::Message {
-                from: l.from.to_owned(),
-                target: target.to_owned(),
-                text: text.to_owned(),
-                kind,
-                own,
-                time: l.time.map(str::to_owned),
-            },
-            false,
-        ));
+        self.live(at, said, owed);
     }
 
     /// What a command from the script owes (nothing once the session is quitting; only maybe
@@ -1123,8 +1157,19 @@ impl ClientModel {
                 },
                 maybe,
             ),
+            // A room it is in becomes the current one, with nothing sent (and an event that,
+            // like a command's error, comes when the command is handled).
+            Command::Join(room) if self.rooms.iter().any(|r| fold(r) == fold(room)) => {
+                if maybe {
+                    owe(Out::Line(format!("JOIN {room}")), true);
+                } else {
+                    self.current = Some(fold(room));
+                }
+            }
             Command::Join(room) => owe(Out::Line(format!("JOIN {room}")), maybe),
             Command::Names => owe(Out::Names, maybe),
+            // Which page it asks for depends on what it has shown by then: not checked.
+            Command::Older(_) => {}
             Command::Quit(reason) => {
                 let reason = reason.as_deref().unwrap_or("Leaving");
                 owe(Out::Line(format!("QUIT :{reason}")), maybe);

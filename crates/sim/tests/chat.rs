@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use parla_net::addr::ServerAddr;
-use parla_net::client::{self, ClientConfig, Command, Event};
+use parla_net::client::{self, ClientConfig, Command, Event, Said};
 use parla_net::server::{ServerOptions, run};
 use parla_net::transport::Transport;
 use parla_sim::Sim;
@@ -59,8 +59,8 @@ fn two_clients_chat_through_the_real_server_in_simulation() {
         c.commands.send(Command::Nick("alice".into())).await?;
         until(&mut c.events, |e| matches!(e, Event::Members { members, .. } if members.len() == 2)).await;
         c.commands.send(Command::Say("hi bob".into())).await?;
-        let reply = until(&mut c.events, |e| matches!(e, Event::Message { own: false, .. })).await;
-        assert!(matches!(reply, Event::Message { ref from, ref text, .. } if from == "bob" && text == "hi alice"));
+        let reply = until(&mut c.events, |e| matches!(e, Event::Message(Said { own: false, .. }))).await;
+        assert!(matches!(reply, Event::Message(Said { ref from, ref text, .. }) if from == "bob" && text == "hi alice"));
         c.commands.send(Command::Quit(None)).await?;
         until(&mut c.events, |e| matches!(e, Event::Disconnected(_))).await;
         Ok(())
@@ -69,7 +69,7 @@ fn two_clients_chat_through_the_real_server_in_simulation() {
         let mut c = client::connect(&Sim, no_ping(), client_config("bob")).await?;
         c.commands.send(Command::Nick("bob".into())).await?;
         let got = until(&mut c.events, |e| matches!(e, Event::Message { .. })).await;
-        assert!(matches!(got, Event::Message { ref from, ref text, .. } if from == "alice" && text == "hi bob"));
+        assert!(matches!(got, Event::Message(Said { ref from, ref text, .. }) if from == "alice" && text == "hi bob"));
         c.commands.send(Command::Say("hi alice".into())).await?;
         until(&mut c.events, |e| matches!(e, Event::UserQuit { name, .. } if name == "alice")).await;
         Ok(())

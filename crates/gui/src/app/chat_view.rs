@@ -27,7 +27,7 @@ impl ParlaApp {
             .resizable(false)
             .exact_size(170.0)
             .show(ui, |ui| self.member_list(ui, intents, online));
-        CentralPanel::default().show(ui, |ui| self.messages(ui));
+        CentralPanel::default().show(ui, |ui| self.messages(ui, intents, online));
     }
 
     fn room_bar(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
@@ -300,119 +300,160 @@ impl ParlaApp {
             });
     }
 
-    fn messages(&self, ui: &mut egui::Ui) {
+    fn messages(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>, online: bool) {
         let visuals = ui.visuals().clone();
+        // Times of other days ("Dec 1 14:02", from history) need a wider column.
+        let time_width = if self.chat.lines.iter().any(|l| l.time.len() > 5) {
+            TIME_WIDTH * 2.3
+        } else {
+            TIME_WIDTH
+        };
         let dark = visuals.dark_mode;
         let body = FontId::proportional(14.0);
         let small = FontId::monospace(11.5);
         let fmt = |font: &FontId, color: Color32| TextFormat::simple(font.clone(), color);
-        ScrollArea::vertical()
+        let mut area = ScrollArea::vertical()
             .id_salt("messages")
             .auto_shrink(false)
-            .stick_to_bottom(true)
-            .show(ui, |ui| {
-                ui.spacing_mut().item_spacing.y = 3.0;
-                for line in &self.chat.lines {
-                    let mut job = LayoutJob::default();
-                    let mut own_line = false;
-                    match &line.kind {
-                        LineKind::System(text) => {
-                            let mut f = fmt(&body, visuals.weak_text_color());
-                            f.italics = true;
-                            append_styled(&mut job, text, &f, &visuals);
+            .stick_to_bottom(true);
+        if let Some(y) = self.messages_scroll_to.take() {
+            area = area.vertical_scroll_offset(y);
+        }
+        let output = area.show(ui, |ui| {
+            ui.spacing_mut().item_spacing.y = 3.0;
+            for line in &self.chat.lines {
+                let mut job = LayoutJob::default();
+                let mut own_line = false;
+                match &line.kind {
+                    LineKind::System(text) => {
+                        let mut f = fmt(&body, visuals.weak_text_color());
+                        f.italics = true;
+                        append_styled(&mut job, text, &f, &visuals);
+                    }
+                    LineKind::Error(text) => {
+                        let f = fmt(&body, visuals.error_fg_color);
+                        append_styled(&mut job, text, &f, &visuals);
+                    }
+                    LineKind::Divider(text) => {
+                        ui.horizontal(|ui| {
+                            let width = (ui.available_width() - 8.0).max(0.0);
+                            ui.add_sized(
+                                [width, 18.0],
+                                egui::Label::new(
+                                    RichText::new(format!("— {text} —"))
+                                        .color(visuals.weak_text_color())
+                                        .font(body.clone()),
+                                )
+                                .selectable(false),
+                            );
+                        });
+                        continue;
+                    }
+                    LineKind::Message {
+                        from,
+                        text,
+                        kind,
+                        own,
+                        direct,
+                        room,
+                    } => {
+                        own_line = *own;
+                        let name = fmt(&body, name_colour(from, dark));
+                        let plain = fmt(&body, visuals.strong_text_color());
+                        if let Some(room) = room {
+                            job.append(
+                                &format!("[{room}] "),
+                                0.0,
+                                fmt(&body, visuals.weak_text_color()),
+                            );
                         }
-                        LineKind::Error(text) => {
-                            let f = fmt(&body, visuals.error_fg_color);
-                            append_styled(&mut job, text, &f, &visuals);
-                        }
-                        LineKind::Message {
-                            from,
-                            text,
-                            kind,
-                            own,
-                            direct,
-                            room,
-                        } => {
-                            own_line = *own;
-                            let name = fmt(&body, name_colour(from, dark));
-                            let plain = fmt(&body, visuals.strong_text_color());
-                            if let Some(room) = room {
-                                job.append(
-                                    &format!("[{room}] "),
-                                    0.0,
-                                    fmt(&body, visuals.weak_text_color()),
-                                );
+                        let tag = |job: &mut LayoutJob, text: &str| {
+                            let mut f = fmt(&small, visuals.strong_text_color());
+                            f.background = visuals.selection.bg_fill.gamma_multiply(0.6);
+                            job.append(text, 0.0, f);
+                            job.append(" ", 0.0, plain.clone());
+                        };
+                        match kind {
+                            MessageKind::Normal => {
+                                job.append(from, 0.0, name);
+                                job.append(": ", 0.0, fmt(&body, visuals.weak_text_color()));
+                                if let Some(to) = direct {
+                                    let t = if *own {
+                                        format!("(direct to {to})")
+                                    } else {
+                                        "(direct)".to_owned()
+                                    };
+                                    tag(&mut job, &t);
+                                }
+                                append_styled(&mut job, text, &plain, &visuals);
                             }
-                            let tag = |job: &mut LayoutJob, text: &str| {
-                                let mut f = fmt(&small, visuals.strong_text_color());
-                                f.background = visuals.selection.bg_fill.gamma_multiply(0.6);
-                                job.append(text, 0.0, f);
-                                job.append(" ", 0.0, plain.clone());
-                            };
-                            match kind {
-                                MessageKind::Normal => {
-                                    job.append(from, 0.0, name);
-                                    job.append(": ", 0.0, fmt(&body, visuals.weak_text_color()));
-                                    if let Some(to) = direct {
-                                        let t = if *own {
-                                            format!("(direct to {to})")
-                                        } else {
-                                            "(direct)".to_owned()
-                                        };
-                                        tag(&mut job, &t);
-                                    }
-                                    append_styled(&mut job, text, &plain, &visuals);
+                            MessageKind::Action => {
+                                let mut italic = plain.clone();
+                                italic.italics = true;
+                                job.append("* ", 0.0, italic.clone());
+                                job.append(from, 0.0, name);
+                                job.append(" ", 0.0, italic.clone());
+                                if let Some(to) = direct.as_ref().filter(|_| *own) {
+                                    tag(&mut job, &format!("(direct to {to})"));
+                                } else if direct.is_some() {
+                                    tag(&mut job, "(direct)");
                                 }
-                                MessageKind::Action => {
-                                    let mut italic = plain.clone();
-                                    italic.italics = true;
-                                    job.append("* ", 0.0, italic.clone());
-                                    job.append(from, 0.0, name);
-                                    job.append(" ", 0.0, italic.clone());
-                                    if let Some(to) = direct.as_ref().filter(|_| *own) {
-                                        tag(&mut job, &format!("(direct to {to})"));
-                                    } else if direct.is_some() {
-                                        tag(&mut job, "(direct)");
-                                    }
-                                    append_styled(&mut job, text, &italic, &visuals);
-                                }
-                                MessageKind::Notice => {
-                                    job.append(&format!("-{from}- "), 0.0, name);
-                                    let f = fmt(&body, visuals.text_color());
-                                    append_styled(&mut job, text, &f, &visuals);
-                                }
+                                append_styled(&mut job, text, &italic, &visuals);
+                            }
+                            MessageKind::Notice => {
+                                job.append(&format!("-{from}- "), 0.0, name);
+                                let f = fmt(&body, visuals.text_color());
+                                append_styled(&mut job, text, &f, &visuals);
                             }
                         }
                     }
-                    // Time in a column of its own, so that wrapped rows keep a hanging indent.
-                    let fill = if own_line {
-                        visuals.faint_bg_color.gamma_multiply(4.0)
-                    } else {
-                        Color32::TRANSPARENT
-                    };
-                    egui::Frame::new()
-                        .fill(fill)
-                        .corner_radius(4)
-                        .inner_margin(egui::Margin::symmetric(4, 1))
-                        .show(ui, |ui| {
-                            ui.set_width(ui.available_width());
-                            ui.horizontal_top(|ui| {
-                                let time = RichText::new(&line.time)
-                                    .font(body.clone())
-                                    .color(visuals.weak_text_color());
-                                ui.allocate_ui_with_layout(
-                                    egui::vec2(TIME_WIDTH, 0.0),
-                                    Layout::top_down(Align::Min),
-                                    |ui| {
-                                        ui.set_min_width(TIME_WIDTH);
-                                        ui.add(egui::Label::new(time).selectable(false));
-                                    },
-                                );
-                                ui.add(egui::Label::new(job).wrap());
-                            });
-                        });
                 }
-            });
+                // Time in a column of its own, so that wrapped rows keep a hanging indent.
+                let fill = if own_line {
+                    visuals.faint_bg_color.gamma_multiply(4.0)
+                } else {
+                    Color32::TRANSPARENT
+                };
+                egui::Frame::new()
+                    .fill(fill)
+                    .corner_radius(4)
+                    .inner_margin(egui::Margin::symmetric(4, 1))
+                    .show(ui, |ui| {
+                        ui.set_width(ui.available_width());
+                        ui.horizontal_top(|ui| {
+                            let time = RichText::new(&line.time)
+                                .font(body.clone())
+                                .color(visuals.weak_text_color());
+                            ui.allocate_ui_with_layout(
+                                egui::vec2(time_width, 0.0),
+                                Layout::top_down(Align::Min),
+                                |ui| {
+                                    ui.set_min_width(time_width);
+                                    ui.add(egui::Label::new(time).selectable(false));
+                                },
+                            );
+                            ui.add(egui::Label::new(job).wrap());
+                        });
+                    });
+            }
+        });
+        // Lines added at the top (an older page) keep the view where it was, from the next
+        // frame (this one laid them out and found how tall they are).
+        let grown = output.content_size.y - self.messages_height;
+        if self.chat.prepended > 0 && grown > 0.0 {
+            self.messages_scroll_to = Some(output.state.clamped_offset().y + grown);
+            ui.ctx().request_repaint();
+        }
+        self.chat.prepended = 0;
+        self.messages_height = output.content_size.y;
+        // At the top of the scrollback: the page before it, while the server has more.
+        if online
+            && self.messages_scroll_to.is_none()
+            && output.state.clamped_offset().y <= 1.0
+            && let Some(room) = self.chat.want_older()
+        {
+            intents.push(Intent::Send(Command::Older(Some(room))));
+        }
     }
 }
 

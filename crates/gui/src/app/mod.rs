@@ -172,6 +172,11 @@ pub struct ParlaApp {
     close_delay: Duration,
     quit_wait: Duration,
     exit_code: Arc<AtomicI32>,
+    /// The height of the scrollback's content at the last frame (to keep the view in place
+    /// when an older page is put on top).
+    messages_height: f32,
+    /// Where to put the scrollback's view at the next frame.
+    messages_scroll_to: Option<f32>,
     screen: Screen,
     conn: ConnState,
     /// The connect form.
@@ -234,6 +239,8 @@ impl ParlaApp {
             close_delay,
             quit_wait,
             exit_code,
+            messages_height: 0.0,
+            messages_scroll_to: None,
             screen: Screen::Connect,
             conn: ConnState::Offline,
             addr_text: addr.clone().unwrap_or_default(),

@@ -82,6 +82,10 @@ pub enum Command {
     Away(Option<String>),
     /// Ask the server about someone (`WHOIS`).
     Whois(String),
+    /// Fetch a page of older messages of a room or conversation (the current room when
+    /// `None`), before the oldest one reported; answered by an [`Event::History`] (an empty one,
+    /// with `more: false`, when there is nothing older or the server keeps no history).
+    Older(Option<String>),
     /// What we are doing in the input box of the current room, for the typing notifications of
     /// the others (`+typing`; sent only if the server offers message-tags, and `Active` at
     /// most every [`TYPING_ACTIVE_EVERY_MS`](super::TYPING_ACTIVE_EVERY_MS)).
@@ -167,6 +171,37 @@ impl Member {
     }
 }
 
+/// A message: in a room or direct, live or from history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said {
+    /// The sender's name (or the server's).
+    pub from: String,
+    /// The room, or our name for a direct message (the recipient's, for our own).
+    pub target: String,
+    /// The text (without CTCP framing for actions).
+    pub text: String,
+    /// Message, action or notice.
+    pub kind: MessageKind,
+    /// We sent it (echoed back by the server).
+    pub own: bool,
+    /// The server's timestamp (`server-time`), if any.
+    pub time: Option<String>,
+    /// The server's id of the message (`msgid`), if any.
+    pub id: Option<String>,
+}
+
+/// Which part of a conversation's history a [`Event::History`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPage {
+    /// The last messages before we joined: shown above a divider ("earlier messages").
+    Recent,
+    /// Messages before the oldest shown, asked for with [`Command::Older`].
+    Older,
+    /// What was said while we were away (disconnected, or out of the room), after the last
+    /// message we saw.
+    Missed,
+}
+
 /// How a message arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
@@ -200,6 +235,11 @@ pub enum Event {
         /// The room.
         room: String,
     },
+    /// `room`, which we are already in, is now the current one (a `/join` of it).
+    Switched {
+        /// The room.
+        room: String,
+    },
     /// The member list of `room`, sorted by name, after any change (of its members or of
     /// their status).
     Members {
@@ -213,20 +253,23 @@ pub enum Event {
         /// [`Command::Names`] fetches the whole of it.
         complete: bool,
     },
-    /// A message in a room or to us.
-    Message {
-        /// The sender's name (or the server's).
-        from: String,
-        /// The room, or our name for a direct message (the recipient's, for our own).
+    /// A message in a room or to us, as it is said.
+    Message(Said),
+    /// Messages from the server's history of a room or a direct conversation (IRCv3
+    /// `draft/chathistory`), oldest first, none of them reported before (told apart by their
+    /// `msgid`). Live messages of `target` that arrive while a page is on its way wait for it, so
+    /// that a conversation is always reported in order.
+    History {
+        /// The room, or the other person's name for a direct conversation.
         target: String,
-        /// The text (without CTCP framing for actions).
-        text: String,
-        /// Message, action or notice.
-        kind: MessageKind,
-        /// We sent it (echoed back by the server).
-        own: bool,
-        /// The server's timestamp (`server-time`), if any.
-        time: Option<String>,
+        /// Which page this is: the recent past on joining, an older page asked for, or what was
+        /// said while we were away.
+        page: HistoryPage,
+        /// The messages, oldest first (possibly none).
+        messages: Vec<Said>,
+        /// There may be more in the same direction (the page was full): older ones for
+        /// [`HistoryPage::Recent`] and [`HistoryPage::Older`]. A gap is always filled whole.
+        more: bool,
     },
     /// Someone joined a room we are in.
     UserJoined {
@@ -345,6 +388,19 @@ pub enum Event {
     ServerShutdown {
         /// Its words.
         message: String,
+    },
+    /// The connection was lost and the client will connect again by itself `after` this long
+    /// (its `attempt`-th try since the loss, counting from 1). The new session registers under the
+    /// same name (or, while the server still holds it, the same with `_` added), rejoins the
+    /// rooms and fills what was missed ([`HistoryPage::Missed`]); commands given meanwhile are
+    /// refused with an [`Event::ServerError`] that says so, except a quit, which ends it all.
+    Reconnecting {
+        /// Why the last connection ended, or why the last attempt failed.
+        reason: String,
+        /// How long until the next try.
+        after: Duration,
+        /// Which try this is (1 for the first after the loss).
+        attempt: u32,
     },
     /// The session is over; no more events follow. The core never queues this one: it reports
     /// the end through [`Session::ended`](super::Session::ended), and the driver sends this

@@ -28,12 +28,22 @@ impl Session {
         if let Some(deadline) = self.quit_deadline {
             return Some(deadline);
         }
+        let liveness = self.liveness_deadline();
+        Some(
+            self.history_deadline()
+                .map_or(liveness, |h| h.min(liveness)),
+        )
+    }
+
+    /// When the silence watch acts next: a `PING` after `irc_ping_interval_ms` of silence, the
+    /// end `irc_ping_timeout_ms` after that.
+    fn liveness_deadline(&self) -> Millis {
         let silence = self.last_rx.plus(self.config.irc_ping_interval_ms);
-        Some(if self.irc_ping_sent {
+        if self.irc_ping_sent {
             silence.plus(self.config.irc_ping_timeout_ms)
         } else {
             silence
-        })
+        }
     }
 
     /// The time is `now`: whatever deadline of [`Session::poll_timeout`] has passed is acted on.
@@ -45,6 +55,12 @@ impl Session {
             return;
         };
         if now < deadline {
+            return;
+        }
+        if self.quit_deadline.is_none() && self.history_deadline().is_some_and(|h| h <= now) {
+            self.history_timeout(now);
+        }
+        if self.quit_deadline.is_none() && now < self.liveness_deadline() {
             return;
         }
         if self.quit_deadline.is_some() {

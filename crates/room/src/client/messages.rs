@@ -2,7 +2,7 @@
 //! directly, and how a long text is cut so that the line the server relays still fits IRC's
 //! limit once it has added our full `nick!user@host` prefix. Nothing a person types is cut off.
 
-use super::{Event, Member, MessageKind, Session, same_name};
+use super::{Event, Member, MessageKind, Said, Session, same_name};
 use crate::limits::{HOST_LEN, MAX_BODY_LEN, NICK_LEN, USER_LEN};
 use crate::message::Message;
 use crate::names::casefold;
@@ -77,7 +77,22 @@ impl Session {
             self.emit(Event::ServerInfo { text: text.into() });
             return;
         }
-        let own = self.is_me(from);
+        let said = Said {
+            from: from.to_owned(),
+            target: target.to_owned(),
+            text: text.to_owned(),
+            kind,
+            own: self.is_me(from),
+            time,
+            id: msg
+                .tags
+                .iter()
+                .find(|t| t.key == "msgid")
+                .map(|t| t.value.to_string()),
+        };
+        if self.history_batch_takes(msg, &said) {
+            return;
+        }
         // In a room whose list was left out, whoever speaks is a member we now know.
         let key = casefold(target);
         if self.partial.contains(&key)
@@ -87,14 +102,9 @@ impl Session {
             list.push(Member::new(from));
             self.emit_members(target);
         }
-        self.emit(Event::Message {
-            from: from.to_owned(),
-            target: target.to_owned(),
-            text: text.to_owned(),
-            kind,
-            own,
-            time,
-        });
+        if !self.history_holds(&said) {
+            self.emit(Event::Message(said));
+        }
     }
 }
 

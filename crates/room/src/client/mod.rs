@@ -19,10 +19,13 @@
 //! - `rooms`: joins, parts, quits, renames, topics and the member lists.
 //! - `messages`: `PRIVMSG`/`NOTICE` in and out, and splitting long text ([`message_pieces`]).
 //! - `liveness`: `PING`/`PONG`, the silence watch, ICMP reports, `ERROR`, quitting.
+//! - `history`: the server's history of our conversations (`draft/chathistory`): the recent
+//!   past on joining, older pages, what was missed while away, each message reported once.
 //! - `moderation`: kicks, invitations, modes, topics, away, operators, `WHOIS`, and typing
 //!   notifications, in and out.
 
 mod events;
+mod history;
 mod liveness;
 mod messages;
 mod moderation;
@@ -36,7 +39,10 @@ use crate::names::same_name;
 use crate::numerics::*;
 use crate::time::Millis;
 
-pub use events::{Command, Disconnect, Event, Member, MessageKind, PingReport, Typing};
+pub use events::{
+    Command, Disconnect, Event, HistoryPage, Member, MessageKind, PingReport, Said, Typing,
+};
+pub use history::{HISTORY_PAGE, HISTORY_WAIT_MS, Resume};
 pub use liveness::QUIT_WAIT_MS;
 pub use messages::{message_pieces, split_text};
 pub use moderation::TYPING_ACTIVE_EVERY_MS;
@@ -114,6 +120,17 @@ pub struct Session {
     quit_deadline: Option<Millis>,
     /// Why the session is over, once it is.
     ended: Option<Disconnect>,
+    /// What we reported of each conversation (folded room or person), for history.
+    recall: BTreeMap<String, history::Recall>,
+    /// Open `chathistory` batches: reference → folded conversation.
+    batches: BTreeMap<String, String>,
+    /// History pages asked for and not yet reported, in the order asked.
+    fetches: VecDeque<history::Fetch>,
+    /// The most messages the server gives per history request (`CHATHISTORY` in `005`).
+    history_max: usize,
+    /// This session carries on one whose connection was lost: it registers under the name it
+    /// had (or that name with `_` added while the server still holds it) and rejoins its rooms.
+    resumed: Option<Resume>,
     /// Lines to send, without CR LF.
     transmits: VecDeque<String>,
     /// Events for the front end.
@@ -124,7 +141,26 @@ impl Session {
     /// A session on a connection that opened at `now`. Its first lines (`CAP LS`, and `PASS`
     /// when there is a password) are queued at once; it then waits for a [`Command::Nick`].
     pub fn new(config: Config, now: Millis) -> Session {
-        let mut session = Session {
+        let mut session = Session::blank(config, now);
+        session.start();
+        session
+    }
+
+    /// A session on a new connection that carries on from one whose connection was lost
+    /// ([`Session::resume`]): it asks for the same name at once, rejoins the same rooms once
+    /// registered, and fills in from the server's history what was said meanwhile.
+    pub fn resumed(config: Config, now: Millis, mut resume: Resume) -> Session {
+        let mut session = Session::blank(config, now);
+        session.recall = std::mem::take(&mut resume.recall);
+        let nick = resume.nick.clone();
+        session.resumed = Some(resume);
+        session.start();
+        session.command_nick(&nick);
+        session
+    }
+
+    fn blank(config: Config, now: Millis) -> Session {
+        Session {
             config,
             nick: None,
             registered: false,
@@ -142,11 +178,14 @@ impl Session {
             irc_ping_sent: false,
             quit_deadline: None,
             ended: None,
+            recall: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            fetches: VecDeque::new(),
+            history_max: history::HISTORY_PAGE,
+            resumed: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-        };
-        session.start();
-        session
+        }
     }
 
     /// A line from the server, without its CR LF. Any line, even one that is not UTF-8 or not
@@ -162,7 +201,7 @@ impl Session {
         let Ok(msg) = Message::parse(text) else {
             return;
         };
-        self.dispatch(&msg);
+        self.dispatch(now, &msg);
     }
 
     /// What the person asked for. Ignored once quitting: the session is on its way out.
@@ -194,6 +233,7 @@ impl Session {
             Command::Away(message) => self.command_away(message),
             Command::Whois(name) => self.command_whois(&name),
             Command::Typing(state) => self.command_typing(now, state),
+            Command::Older(target) => self.command_older(now, target),
         }
     }
 
@@ -249,7 +289,7 @@ impl Session {
 
     /// One line from the server, already parsed. The order of the arms matters: a refused name
     /// after registration, for one, is an ordinary error.
-    fn dispatch(&mut self, msg: &Message<'_>) {
+    fn dispatch(&mut self, now: Millis, msg: &Message<'_>) {
         let from = msg.source.map(|s| split_source(s).0).unwrap_or("");
         let p = &msg.params;
         let last = p.last().copied().unwrap_or("");
@@ -276,7 +316,7 @@ impl Session {
                 self.on_info_numeric(code, p)
             }
             "PRIVMSG" | "NOTICE" if p.len() >= 2 => self.on_message(msg, &verb, from, last),
-            "JOIN" if !p.is_empty() => self.on_join(from, p[0]),
+            "JOIN" if !p.is_empty() => self.on_join(now, from, p[0]),
             "PART" if !p.is_empty() => self.on_part(from, p[0], p.get(1).copied()),
             "QUIT" => self.on_quit(from, last),
             "NICK" if !p.is_empty() => self.on_nick(from, p[0]),
@@ -286,6 +326,8 @@ impl Session {
             "MODE" if p.len() >= 2 => self.on_mode(from, p),
             "TAGMSG" if !p.is_empty() => self.on_tagmsg(msg, from, p[0]),
             "ERROR" => self.on_error(last),
+            "BATCH" => self.on_batch(now, p),
+            "FAIL" => self.on_fail(now, p),
             _ => {}
         }
     }

@@ -301,6 +301,13 @@ impl Session {
                 if let Some((modes, prefixes)) = parsed {
                     self.prefixes = modes.chars().zip(prefixes.chars()).collect();
                 }
+            } else if let Some(value) = token.strip_prefix("CHATHISTORY=") {
+                // 0 is "no limit"; ours stays a page then.
+                if let Ok(max) = value.parse::<usize>()
+                    && max > 0
+                {
+                    self.history_max = max.min(1000);
+                }
             } else if let Some(value) = token.strip_prefix("CHANMODES=") {
                 let kinds: Vec<&str> = value.split(',').collect();
                 if kinds.len() >= 4 {

@@ -3,12 +3,17 @@
 //! is why it is an event and registration simply goes on with the next `NICK`.
 
 use super::{Event, Session};
+use crate::limits::NICK_LEN;
+use crate::names::casefold;
 
-/// The capabilities the client asks for when the server offers them: it shows its own messages
-/// as the server echoes them (`echo-message`), takes tags on messages (`message-tags`: typing
-/// notifications), sees every status of a room's members (`multi-prefix`: `@+bob`), and
-/// stamps messages with the server's clock (`server-time`).
-const WANTED_CAPS: &[&str] = &[
+/// The capabilities the client asks for when the server offers them: it takes groups of
+/// lines (`batch`) and the server's history of its conversations (`draft/chathistory`), shows
+/// its own messages as the server echoes them (`echo-message`), takes tags on messages
+/// (`message-tags`: typing notifications, message ids), sees every status of a room's members
+/// (`multi-prefix`: `@+bob`), and stamps messages with the server's clock (`server-time`).
+pub const WANTED_CAPS: &[&str] = &[
+    "batch",
+    "draft/chathistory",
     "echo-message",
     "message-tags",
     "multi-prefix",
@@ -83,14 +88,39 @@ impl Session {
             server: server.to_owned(),
         });
         self.emit(Event::ServerInfo { text: last.into() });
-        if let Some(room) = self.config.room.clone() {
+        let mut rooms: Vec<String> = self.config.room.clone().into_iter().collect();
+        // A resumed session goes back to its rooms, the current one last.
+        for room in self
+            .resumed
+            .as_ref()
+            .map_or(Vec::new(), |r| r.rooms.clone())
+        {
+            rooms.retain(|r| casefold(r) != casefold(&room));
+            rooms.push(room);
+        }
+        for room in rooms {
             self.send(format!("JOIN {room}"));
         }
     }
 
     /// `431`/`432`/`433 <me> <name> :<reason>` before registering: ask for another name.
+    /// A resumed session does not ask: its name is most likely still held by its own lost
+    /// connection (until the server notices that one is gone), so it takes the name with `_`
+    /// added (a character more each time) and says so.
     pub(super) fn on_name_refused(&mut self, p: &[&str], last: &str) {
         let name = p.get(1).copied().unwrap_or("").to_owned();
+        if let Some(resumed) = &self.resumed
+            && !name.is_empty()
+            && name.len() < NICK_LEN
+        {
+            let next = format!("{name}_");
+            let text = format!(
+                "The name {name} is taken ({last}), probably still by your lost connection until the server notices it is gone. Going on as {next}; /nick {} takes it back once it is free",
+                resumed.nick
+            );
+            self.emit(Event::ServerInfo { text });
+            return self.command_nick(&next);
+        }
         self.emit(Event::NameRefused {
             name,
             reason: last.into(),

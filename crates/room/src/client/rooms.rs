@@ -5,10 +5,16 @@
 
 use super::{Event, Member, Session, same_name};
 use crate::names::casefold;
+use crate::time::Millis;
 
 impl Session {
-    /// `JOIN <room>`: the server confirms with our own `JOIN`.
+    /// `JOIN <room>`: the server confirms with our own `JOIN`. A room we are already in just
+    /// becomes the current one.
     pub(super) fn command_join(&mut self, room: &str) {
+        if let Some(known) = self.rooms.iter().find(|r| same_name(r, room)).cloned() {
+            self.room = Some(known.clone());
+            return self.emit(Event::Switched { room: known });
+        }
         self.send(format!("JOIN {room}"));
     }
 
@@ -62,7 +68,7 @@ impl Session {
 
     /// `:<who> JOIN <room>`: ours makes it the current room (its list follows in `353`/`366`);
     /// someone else's adds them to its list.
-    pub(super) fn on_join(&mut self, from: &str, room: &str) {
+    pub(super) fn on_join(&mut self, now: Millis, from: &str, room: &str) {
         if self.is_me(from) {
             self.room = Some(room.to_owned());
             self.rooms.retain(|r| !same_name(r, room));
@@ -71,6 +77,7 @@ impl Session {
             self.emit(Event::Joined {
                 room: room.to_owned(),
             });
+            self.history_on_join(now, room);
         } else if let Some(list) = self.members.get_mut(&casefold(room)) {
             list.push(Member::new(from));
             self.emit(Event::UserJoined {
