@@ -49,6 +49,12 @@ pub struct Args {
     /// The room to chat in.
     #[arg(long, env = "PARLA_ROOM", default_value = "#lobby")]
     pub room: String,
+    /// Don't connect again by itself when the connection is lost (by default it does: after
+    /// 1 s, then twice as long each failed try up to a minute; never after you quit, after
+    /// the server said it is shutting down or closed the link on purpose, or after pings
+    /// failed, which close the client).
+    #[arg(long, env = "PARLA_NO_RECONNECT")]
+    pub no_reconnect: bool,
     /// Run in the terminal instead of opening a window.
     #[arg(long, env = "PARLA_HEADLESS")]
     pub headless: bool,
@@ -85,6 +91,9 @@ impl Args {
             .name
             .clone()
             .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "parla".into()));
+        if self.no_reconnect {
+            config.reconnect = None;
+        }
         config.ping = (!self.no_ping).then(|| PingConfig {
             interval: self.ping_interval,
             timeout: self.ping_interval.min(Duration::from_secs(2)),

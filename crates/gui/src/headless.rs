@@ -120,6 +120,10 @@ pub async fn run(args: Args) -> i32 {
                             None => prompt("Choose another name: "),
                         }
                     }
+                    Event::Registered { name, .. } if !naming => {
+                        // A session that carried on after a lost connection.
+                        println!("Reconnected as {name}.");
+                    }
                     Event::Registered { name, .. } => {
                         naming = false;
                         trying = false;

@@ -14,7 +14,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use parla_gui::app::{ConnState, Screen};
 use parla_gui::{AppConfig, ParlaApp};
-use parla_net::client::ClientConfig;
+use parla_net::client::{ClientConfig, Reconnect};
 use parla_net::ping::PingConfig;
 use parla_net::{LocalServer, ServerOptions};
 use parla_testkit::irc::blocking::RawClient;
@@ -65,10 +65,20 @@ impl TestServer {
 /// The app's settings as `--no-ping` would make them, unless `ping` is given; fatal reasons
 /// stay on screen for 300 ms before the window closes.
 fn config(ping: Option<PingConfig>) -> AppConfig {
+    config_reconnecting(ping, None)
+}
+
+/// [`config`], connecting again by itself when the connection is lost (after `first`, then
+/// longer), as `parla` does unless given --no-reconnect.
+fn config_reconnecting(ping: Option<PingConfig>, first: Option<Duration>) -> AppConfig {
     let mut config = AppConfig::new(Box::new(move |addr| {
         let mut session = ClientConfig::new(addr);
         session.ping = ping.clone();
         session.connect_timeout = Duration::from_secs(3);
+        session.reconnect = first.map(|first| Reconnect {
+            first,
+            max: first * 4,
+        });
         session
     }));
     config.close_delay = Duration::from_millis(300);
@@ -720,6 +730,64 @@ fn a_refused_connection_is_shown_on_the_connect_screen() {
             .is_disabled()
     );
     assert!(!app.state().is_closed());
+}
+
+#[test]
+fn a_lost_connection_comes_back_by_itself_and_keeps_the_conversation() {
+    // A "server" that welcomes us, hangs up without a word, and takes us back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hang_up, when) = std::sync::mpsc::channel::<()>();
+    let fake = std::thread::spawn(move || {
+        let mut server = RawClient::accept(listener.try_clone().unwrap(), "fake server");
+        server.expect(|l| l.starts_with("USER"));
+        server.send(":fake 001 alice :Welcome");
+        server.send(":alice!a@h JOIN #lobby");
+        server.send(":fake 353 alice = #lobby :alice bob");
+        server.send(":fake 366 alice #lobby :End");
+        server.send(":bob!b@h PRIVMSG #lobby :before the cut");
+        when.recv().unwrap();
+        drop(server);
+        let mut server = RawClient::accept(listener, "fake server, again");
+        server.expect(|l| l == "NICK :alice");
+        server.expect(|l| l.starts_with("USER"));
+        server.send(":fake 001 alice :Welcome back");
+        server.send(":alice!a@h JOIN #lobby");
+        server.send(":fake 353 alice = #lobby :alice bob");
+        server.send(":fake 366 alice #lobby :End");
+        server
+    });
+    let mut cfg = config_reconnecting(None, Some(Duration::from_millis(300)));
+    cfg.addr = Some(addr.to_string());
+    cfg.name = Some("alice".into());
+    let mut app = open(cfg, no_ping());
+    wait_to_see(&mut app, "before the cut");
+    wait_for(&mut app, "the member list", |app| {
+        app.state().chat().members.len() == 1
+    });
+    hang_up.send(()).unwrap();
+    wait_to_see(
+        &mut app,
+        "Connection lost: the server closed the connection without a word. Reconnecting in 1 s",
+    );
+    assert!(
+        shows(&app, "reconnecting in 1 s…"),
+        "the status bar counts down"
+    );
+    assert!(
+        app.state().chat().members.is_empty(),
+        "nobody is shown as present meanwhile"
+    );
+    // Back by itself: the same room, the conversation still on screen, the status connected.
+    let server = fake.join().unwrap();
+    wait_for(&mut app, "the member list again", |app| {
+        app.state().chat().members.values().any(|m| m.len() == 2)
+    });
+    wait_for(&mut app, "the status bar", |app| shows(app, "connected"));
+    assert!(shows(&app, "before the cut"), "the scrollback stays");
+    assert!(!shows(&app, "reconnecting in"));
+    assert_eq!(app.state().screen(), Screen::Chat);
+    drop(server);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 pub use parla_room::client::Config as SessionConfig;
-use parla_room::client::Session;
+use parla_room::client::{Resume, Session};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -52,6 +52,9 @@ pub struct ClientConfig {
     pub session: SessionConfig,
     /// Whom to trust when `addr` asks for TLS.
     pub trust: Trust,
+    /// Connect again by itself when a registered session's connection is lost; `None` ends
+    /// the session instead.
+    pub reconnect: Option<Reconnect>,
 }
 
 impl ClientConfig {
@@ -63,6 +66,7 @@ impl ClientConfig {
             ping: Some(PingConfig::default()),
             session: SessionConfig::default(),
             trust: Trust::System,
+            reconnect: Some(Reconnect::default()),
         }
     }
 }
@@ -116,11 +120,35 @@ pub struct Client {
 }
 
 /// Connects to the server and starts the session (which then waits for a [`Command::Nick`]).
+/// A connection lost later is made again by itself (see [`Reconnect`]).
 pub async fn connect<T: Transport, P: Pinger>(
     transport: &T,
     pinger: P,
     config: ClientConfig,
 ) -> Result<Client, ConnectError> {
+    let (stream, server) = open(transport, &config).await?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(1024);
+    let link = Link {
+        transport: transport.clone(),
+        config,
+        commands: cmd_rx,
+        events: ev_tx,
+        since: tokio::time::Instant::now(),
+    };
+    tokio::spawn(link.run(stream, server, pinger));
+    Ok(Client {
+        commands: cmd_tx,
+        events: ev_rx,
+        server,
+    })
+}
+
+/// Connects (and sets up TLS when the address asks for it).
+async fn open<T: Transport>(
+    transport: &T,
+    config: &ClientConfig,
+) -> Result<(Box<dyn Stream>, SocketAddr), ConnectError> {
     let addr = config.addr.clone();
     let connected = crate::clock::timeout(
         config.connect_timeout,
@@ -141,64 +169,179 @@ pub async fn connect<T: Transport, P: Pinger>(
         Ok(Ok(pair)) => pair,
     };
     info!(%server, tls = addr.tls, "connected");
-    let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let (ev_tx, ev_rx) = mpsc::channel(1024);
-    let channels = (cmd_rx, ev_tx);
-    if addr.tls {
-        let secured = crate::clock::timeout(
-            config.connect_timeout,
-            crate::tls::connect(stream, &addr.host, &config.trust),
-        )
-        .await;
-        let stream = match secured {
-            Err(_) => {
-                return Err(ConnectError::TimedOut {
-                    addr,
-                    timeout: config.connect_timeout,
-                });
-            }
-            Ok(Err(cause)) => return Err(ConnectError::Tls { addr, cause }),
-            Ok(Ok(stream)) => stream,
-        };
-        info!(%server, "TLS established");
-        start(stream, server, pinger, config, channels);
-    } else {
-        start(stream, server, pinger, config, channels);
+    if !addr.tls {
+        return Ok((Box::new(stream), server));
     }
-    Ok(Client {
-        commands: cmd_tx,
-        events: ev_rx,
-        server,
-    })
+    let secured = crate::clock::timeout(
+        config.connect_timeout,
+        crate::tls::connect(stream, &addr.host, &config.trust),
+    )
+    .await;
+    match secured {
+        Err(_) => Err(ConnectError::TimedOut {
+            addr,
+            timeout: config.connect_timeout,
+        }),
+        Ok(Err(cause)) => Err(ConnectError::Tls { addr, cause }),
+        Ok(Ok(stream)) => {
+            info!(%server, "TLS established");
+            Ok((Box::new(stream), server))
+        }
+    }
 }
 
-/// Starts the pinger and the session task on a connected stream.
-fn start<S: Stream, P: Pinger>(
-    stream: S,
-    server: SocketAddr,
-    pinger: P,
-    config: ClientConfig,
-    (cmd_rx, ev_tx): (mpsc::Receiver<Command>, mpsc::Sender<Event>),
-) {
-    let (ping_tx, ping_rx) = mpsc::channel(16);
-    let watcher = config
-        .ping
-        .clone()
-        .map(|ping| tokio::spawn(watch(pinger, server.ip(), ping, ping_tx)));
-    let clock = Clock::starting_at(0);
-    let driver = Driver::new(
-        stream,
-        ev_tx,
-        Session::new(config.session, clock.now()),
-        clock,
-        config.ping.is_some(),
-    );
-    tokio::spawn(async move {
-        driver.run(cmd_rx, ping_rx).await;
-        if let Some(w) = watcher {
-            w.abort();
+/// How a lost connection is made again: after `first`, then twice as long each failed try, up
+/// to `max`, each wait lengthened by up to a fifth (so that the clients of a restarted server
+/// do not all come back in the same instant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The wait before the first try.
+    pub first: Duration,
+    /// The longest wait between tries.
+    pub max: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
         }
-    });
+    }
+}
+
+impl Reconnect {
+    /// The wait before try `attempt` (from 1); `spread` (any number) picks the lengthening.
+    pub fn delay(&self, attempt: u32, spread: u64) -> Duration {
+        let doubled = self
+            .first
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max);
+        let extra = doubled.as_millis() as u64 * (spread % 1000) / 5000;
+        doubled + Duration::from_millis(extra)
+    }
+}
+
+/// Whether a session that ended so is worth connecting again: a lost link or a silent server
+/// is; a quit, a shutdown the server announced, a server that closed the link on purpose (a
+/// ban, a flood, a full server), or a server host that stopped answering pings (Parla's design:
+/// the client then closes) is not.
+fn worth_reconnecting(end: &Disconnect) -> bool {
+    matches!(
+        end,
+        Disconnect::ConnectionLost { .. } | Disconnect::ServerNotResponding { .. }
+    )
+}
+
+/// Why the connection was lost, in a few words for "Connection lost: …; reconnecting".
+fn lost_because(end: &Disconnect) -> String {
+    match end {
+        Disconnect::ConnectionLost { reason } => reason.clone(),
+        Disconnect::ServerNotResponding { silent } => {
+            format!(
+                "the server stopped responding (silent for {}s)",
+                silent.as_secs()
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One person's link to the server across connections: runs a session on each, and when one
+/// is lost (and was registered), waits, connects again and resumes it.
+struct Link<T> {
+    transport: T,
+    config: ClientConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// When the link started.
+    since: tokio::time::Instant,
+}
+
+impl<T: Transport> Link<T> {
+    async fn run<P: Pinger>(mut self, stream: Box<dyn Stream>, server: SocketAddr, pinger: P) {
+        let (mut stream, mut server) = (stream, server);
+        let mut pinger = Some(pinger);
+        let mut resume = None;
+        loop {
+            let (ping_tx, ping_rx) = mpsc::channel(16);
+            let watcher = match (self.config.ping.clone(), pinger.take()) {
+                (Some(ping), Some(p)) => Some(tokio::spawn(watch(p, server.ip(), ping, ping_tx))),
+                (_, p) => {
+                    pinger = p;
+                    None
+                }
+            };
+            let clock = Clock::starting_at(0);
+            let session = self.config.session.clone();
+            let core = match resume.take() {
+                Some(resume) => Session::resumed(session, clock.now(), resume),
+                None => Session::new(session, clock.now()),
+            };
+            let driver = Driver::new(stream, self.events.clone(), core, clock, watcher.is_some());
+            let (end, next) = driver.run(&mut self.commands, ping_rx).await;
+            // The watch ends as its channel closed: its pinger serves the next connection.
+            if let Some(w) = watcher {
+                pinger = w.await.ok();
+            }
+            let (Some(backoff), Some(next)) = (self.config.reconnect, next) else {
+                let _ = self.events.send(Event::Disconnected(end)).await;
+                return;
+            };
+            if !worth_reconnecting(&end) {
+                let _ = self.events.send(Event::Disconnected(end)).await;
+                return;
+            }
+            match self.again(backoff, lost_because(&end)).await {
+                Some((s, a)) => (stream, server) = (s, a),
+                None => return,
+            }
+            resume = Some(next);
+        }
+    }
+
+    /// Waits and tries to connect until it works: `None` if the person quit meanwhile (or
+    /// the front end went away).
+    async fn again(
+        &mut self,
+        backoff: Reconnect,
+        mut reason: String,
+    ) -> Option<(Box<dyn Stream>, SocketAddr)> {
+        // The milliseconds of how long the link has been up: as good as random among clients.
+        let spread = self.since.elapsed().subsec_millis().into();
+        for attempt in 1.. {
+            let after = backoff.delay(attempt, spread);
+            info!(%reason, ?after, attempt, "connection lost; reconnecting");
+            let event = Event::Reconnecting {
+                reason: reason.clone(),
+                after,
+                attempt,
+            };
+            let _ = self.events.send(event).await;
+            let until = crate::clock::sleep(after);
+            tokio::pin!(until);
+            loop {
+                tokio::select! {
+                    () = &mut until => break,
+                    cmd = self.commands.recv() => match cmd {
+                        None | Some(Command::Quit(_)) => {
+                            let _ = self.events.send(Event::Disconnected(Disconnect::Quit)).await;
+                            return None;
+                        }
+                        Some(_) => {
+                            let text = "Not sent: the connection is lost and Parla is reconnecting; send it again once back".to_owned();
+                            let _ = self.events.send(Event::ServerError { text }).await;
+                        }
+                    },
+                }
+            }
+            match open(&self.transport, &self.config).await {
+                Ok(pair) => return Some(pair),
+                Err(err) => reason = err.to_string(),
+            }
+        }
+        None
+    }
 }
 
 /// The session task: the transport and the channels around the core.
@@ -254,18 +397,20 @@ impl<S: Stream> Driver<S> {
         }
     }
 
+    /// Runs the session to its end: why it ended, and what a new connection needs to resume it
+    /// (if it registered). The caller reports the end.
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        commands: &mut mpsc::Receiver<Command>,
         mut pings: mpsc::Receiver<PingEvent>,
-    ) {
+    ) -> (Disconnect, Option<Resume>) {
         // The core queued its first lines (CAP LS, PASS) when it was made.
         self.carry_out().await;
         let end = loop {
             if let Some(end) = self.core.ended() {
                 break end.clone();
             }
-            self.step(&mut commands, &mut pings).await;
+            self.step(commands, &mut pings).await;
             self.carry_out().await;
         };
         // Whatever the core still had to say (a QUIT), if the connection takes it soon.
@@ -273,7 +418,7 @@ impl<S: Stream> Driver<S> {
             let _ = crate::clock::timeout(LAST_WRITE, self.writer.write_all(&self.unsent)).await;
         }
         info!(reason = %end, "session ended");
-        let _ = self.events.send(Event::Disconnected(end)).await;
+        (end, self.core.resume())
     }
 
     /// Waits for the next input (or for the connection to take some of our lines) and feeds

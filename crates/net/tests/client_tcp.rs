@@ -35,10 +35,12 @@ impl TestServer {
     }
 }
 
-/// A session config for `addr` without ICMP.
+/// A session config for `addr` without ICMP, that ends when its connection does (the tests of
+/// reconnection turn that on).
 fn config_for(addr: SocketAddr) -> ClientConfig {
     ClientConfig {
         ping: None,
+        reconnect: None,
         ..ClientConfig::new(ServerAddr::plain(addr.ip().to_string(), addr.port()))
     }
 }
@@ -317,6 +319,11 @@ async fn in_a_room_too_large_to_list_speakers_are_added_and_names_fetches_everyo
         seen(&["carol"]),
         "only herself, and marked incomplete"
     );
+    // The room's recent past (none) comes before anything said now.
+    wait_for(&mut carol, "carol", |ev| {
+        matches!(ev, Event::History { .. }).then_some(())
+    })
+    .await;
 
     send(&alice, Command::Say("hello".into())).await;
     assert_eq!(
@@ -543,4 +550,70 @@ async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
         panic!("expected ServerNotResponding, got {why:?}");
     };
     assert!(silent >= Duration::from_millis(200), "{silent:?}");
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_made_again_and_the_session_carries_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_for(listener.local_addr().unwrap());
+    config.reconnect = Some(client::Reconnect {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    });
+    let mut alice = connect(config, no_pinger()).await;
+    send(&alice, Command::Nick("alice".into())).await;
+    let fake = fake_server(&listener).await;
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::Joined {
+            room: "#lobby".into(),
+        },
+    )
+    .await;
+    // The link breaks: the client says it will try again, and when.
+    drop(fake);
+    let (after, attempt) = wait_for(&mut alice, "alice", |ev| match ev {
+        Event::Reconnecting { after, attempt, .. } => Some((*after, *attempt)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(attempt, 1);
+    assert!(
+        after >= Duration::from_millis(50) && after <= Duration::from_millis(60),
+        "{after:?}"
+    );
+    // Typed meanwhile: refused with a word, not lost silently.
+    send(&alice, Command::Say("anyone?".into())).await;
+    wait_for(&mut alice, "alice", |ev| match ev {
+        Event::ServerError { text } if text.contains("reconnecting") => Some(()),
+        _ => None,
+    })
+    .await;
+    // The new connection asks for the same name at once; while the server still holds it, the
+    // name with _ added; then the same room.
+    let mut again = RawClient::accept(&listener, "fake server").await;
+    assert_eq!(again.line().await, "CAP LS 302");
+    assert_eq!(again.line().await, "NICK :alice");
+    again.expect_prefix("USER ").await;
+    again
+        .send(":fake 433 * alice :Nickname is already in use")
+        .await;
+    assert_eq!(again.line().await, "NICK :alice_");
+    again.send(":fake 001 alice_ :Welcome").await;
+    assert_eq!(again.line().await, "JOIN #lobby");
+    expect_event(
+        &mut alice,
+        "alice",
+        Event::Registered {
+            name: "alice_".into(),
+            server: "fake".into(),
+        },
+    )
+    .await;
+    // A quit now is a quit: no more connections.
+    send(&alice, Command::Quit(None)).await;
+    assert_eq!(again.line().await, "QUIT :Leaving");
+    drop(again);
+    assert_eq!(expect_end(&mut alice, "alice").await, Disconnect::Quit);
 }

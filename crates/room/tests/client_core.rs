@@ -1538,6 +1538,9 @@ fn a_resumed_session_takes_its_name_back_rejoins_and_fills_the_gap_once() {
             Event::Message(live),
         ]
     );
+    // The lost connection is gone at last: the name is taken back.
+    let step = r.line(":alice!~alice@192.0.2.1 QUIT :Ping timeout: 30 seconds");
+    assert_eq!(step.sent, sent(&["NICK :alice"]));
 }
 
 #[test]

@@ -81,9 +81,11 @@ pub fn check(r: &Records) -> Vec<String> {
         let open_at_end = c.closed.is_none() && !c.crashed && c.connected;
         let sessions = split_sessions(c);
         let last = sessions.len().saturating_sub(1);
+        // A session that reconnected hands what it knew to the next one.
+        let mut carried = None;
         for (i, session) in sessions.iter().enumerate() {
             let open = open_at_end && i == last;
-            check_session(name, c, session, open, r.ended_at, &mut v);
+            carried = check_session(name, c, session, carried, open, r.ended_at, &mut v);
         }
     }
     v
@@ -148,18 +150,31 @@ fn check_session(
     name: &str,
     client: &ClientRecord,
     log: &[(Duration, Conduct)],
+    resumed: Option<Carried>,
     open: bool,
     end: Duration,
     v: &mut Vec<String>,
-) {
+) -> Option<Carried> {
     let mut model = ClientModel {
         user: name.to_owned(),
         history_max: history::PAGE,
         ..ClientModel::default()
     };
-    // Every connection opens with the capability negotiation and, given one, the password.
+    // Every connection opens with the capability negotiation and, given one, the password;
+    // one that carries on a lost one asks for its name at once.
     let mut opening = vec!["CAP LS 302".to_owned()];
     opening.extend(client.password.as_ref().map(|p| format!("PASS :{p}")));
+    if let Some(carried) = resumed {
+        opening.push(format!("NICK :{}", carried.nick));
+        opening.push(format!("USER {name} 0 * :{REALNAME}"));
+        model.user_owed = true;
+        model.seen = carried.seen.clone();
+        model.resumed = Some(carried);
+    }
+    // It reconnects (the session ends there, and the next one carries on).
+    let reconnected = log.iter().find_map(|(at, what)| {
+        matches!(what, Conduct::Event(Event::Reconnecting { .. })).then_some(*at)
+    });
     let mut write_blocked = false;
     let mut disconnected = None;
     for (at, what) in log {
@@ -223,18 +238,33 @@ fn check_session(
             Conduct::Event(Event::PingMissed { consecutive, .. }) => {
                 probes_seen.push(Probe::Missed(*consecutive))
             }
-            Conduct::Event(Event::PingUnavailable { .. } | Event::Switched { .. }) => {}
+            Conduct::Event(
+                Event::PingUnavailable { .. } | Event::Switched { .. } | Event::Reconnecting { .. },
+            ) => {}
             Conduct::Event(Event::ServerError { text })
                 if COMMAND_ERRORS.contains(&text.as_str()) || text.starts_with(NO_ROOM_FOR) => {}
             Conduct::Event(e) => events.push(e.clone()),
         }
     }
+    let carried = reconnected.map(|_| {
+        let mut rooms = model.rooms.clone();
+        if let Some(i) = rooms.iter().position(|r| Some(fold(r)) == model.current) {
+            let current = rooms.remove(i);
+            rooms.push(current);
+        }
+        Carried {
+            nick: model.nick.clone().unwrap_or_default(),
+            rooms,
+            seen: model.seen.clone(),
+        }
+    });
     // What it read or was told at least 5 s before its session ended (or the run, if it is
     // still open) it must have acted on.
-    let alive_until = match &disconnected {
-        Some((at, _)) => Some(*at),
-        None if open => Some(end),
-        None => None, // crashed: its last moments are unknown
+    let alive_until = match (&disconnected, reconnected) {
+        (Some((at, _)), _) => Some(*at),
+        (None, Some(at)) => Some(at),
+        (None, None) if open => Some(end),
+        (None, None) => None, // crashed: its last moments are unknown
     };
     // Pages late by the end are given up by then.
     if let Some(until) = alive_until {
@@ -331,9 +361,19 @@ fn check_session(
     let connected_at = log.first().map(|(at, _)| *at).unwrap_or_default();
     let lines = match check_opening(name, &opening, &lines, must_send(connected_at), v) {
         Some(rest) => rest,
-        None => return,
+        None => return carried,
     };
     compare_lines(name, &owed, &model, lines, must_send, v);
+    carried
+}
+
+/// What a session that reconnected carries into the next: its name, its rooms (the current
+/// one last) and what it saw of each conversation.
+#[derive(Clone)]
+struct Carried {
+    nick: String,
+    rooms: Vec<String>,
+    seen: BTreeMap<String, history::Seen>,
 }
 
 /// What a probe of the pinger owes the person: a reply, or the how-manieth miss in a row.
@@ -642,6 +682,8 @@ struct ClientModel {
     asked: Vec<history::Asked>,
     /// The most messages the server gives per history request (`CHATHISTORY=` in `005`).
     history_max: usize,
+    /// What it carries on from a lost session, if it does.
+    resumed: Option<Carried>,
 }
 
 /// A line read, taken apart: the `time` tag, the source's nick (if a source), whether the source
@@ -846,16 +888,39 @@ impl ClientModel {
                     },
                 );
                 ev(owed, Event::ServerInfo { text: last.into() });
-                // The simulation's clients ask for the default room after registering.
-                owed.auto.push((at, "JOIN #lobby".to_owned()));
+                // The simulation's clients ask for the default room after registering; one
+                // that carries on a lost session goes back to its rooms, the current one last.
+                let mut rooms = vec!["#lobby".to_owned()];
+                for room in self.resumed.iter().flat_map(|c| &c.rooms) {
+                    rooms.retain(|r| fold(r) != fold(room));
+                    rooms.push(room.clone());
+                }
+                for room in rooms {
+                    owed.auto.push((at, format!("JOIN {room}")));
+                }
             }
-            "431" | "432" | "433" if !self.registered => ev(
-                owed,
-                Event::NameRefused {
-                    name: p.get(1).copied().unwrap_or("").to_owned(),
-                    reason: last.to_owned(),
-                },
-            ),
+            "431" | "432" | "433" if !self.registered => {
+                let name = p.get(1).copied().unwrap_or("");
+                match &self.resumed {
+                    // Its name is likely still held by its lost connection: it takes another.
+                    Some(c) if !name.is_empty() && name.len() < NICK_LEN => {
+                        let next = format!("{name}_");
+                        let text = format!(
+                            "The name {name} is taken ({last}), probably still by your lost connection until the server notices it is gone. Going on as {next}; /nick {} takes it back once it is free",
+                            c.nick
+                        );
+                        ev(owed, Event::ServerInfo { text });
+                        owed.auto.push((at, format!("NICK :{next}")));
+                    }
+                    _ => ev(
+                        owed,
+                        Event::NameRefused {
+                            name: name.to_owned(),
+                            reason: last.to_owned(),
+                        },
+                    ),
+                }
+            }
             "353" if p.len() >= 4 => {
                 let names = p[3].split(' ').filter(|n| !n.is_empty()).map(|n| {
                     let name = n.trim_start_matches(['@', '+']);
@@ -954,6 +1019,13 @@ impl ClientModel {
                 }
             }
             "QUIT" => {
+                // Its lost connection is gone: it takes its name back.
+                if let Some(c) = &self.resumed
+                    && fold(&c.nick) == fold(l.from)
+                    && !self.is_me(l.from)
+                {
+                    owed.auto.push((at, format!("NICK :{}", c.nick)));
+                }
                 let mut changed = Vec::new();
                 for (room, list) in &mut self.members {
                     let before = list.len();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use parla_net::addr::ServerAddr;
-use parla_net::client::{self, ClientConfig, Command, Event};
+use parla_net::client::{self, ClientConfig, Command, Event, Reconnect};
 use parla_net::server::{HistorySlot, ObserverSlot, ServerOptions, run as run_server};
 use parla_net::tls::{self, Fingerprint, ServerTls};
 use parla_net::transport::{Both, Transport};
@@ -784,6 +784,7 @@ async fn session_client(
         match bug {}
     }
     config.connect_timeout = Duration::from_secs(5);
+    config.reconnect = flags.reconnect.then(Reconnect::default);
     config.session.irc_ping_interval_ms = CLIENT_IRC_PING_INTERVAL_MS;
     config.session.irc_ping_timeout_ms = CLIENT_IRC_PING_TIMEOUT_MS;
     let pinger = match &config.ping {
@@ -838,6 +839,31 @@ fn summarize(event: &Event) -> Option<String> {
         Event::ServerShutdown { message } => format!("! server shutting down: {message}"),
         Event::ServerError { text } => format!("! server error: {text}"),
         Event::Disconnected(why) => format!("! closed: {why}"),
+        Event::Reconnecting {
+            reason,
+            after,
+            attempt,
+        } => format!(
+            "! reconnecting in {:.3}s (attempt {attempt}): {reason}",
+            after.as_secs_f64()
+        ),
+        Event::History {
+            target,
+            page,
+            messages,
+            more,
+        } => {
+            let said: Vec<String> = messages
+                .iter()
+                .map(|m| format!("<{}> {}", m.from, m.text))
+                .collect();
+            let more = if *more { " (more before)" } else { "" };
+            format!(
+                "! history of {target} ({page:?}, {}){more}: {}",
+                messages.len(),
+                said.join(" | ")
+            )
+        }
         _ => return None,
     })
 }

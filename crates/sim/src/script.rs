@@ -194,6 +194,9 @@ pub struct ClientFlags {
     /// Connect to the server's TLS port (`--tls`); what it reads and writes is recorded above
     /// TLS, as plain lines.
     pub tls: bool,
+    /// Connect again by itself when the connection is lost (`--reconnect`), as the real
+    /// clients do by default; the simulation's sessions otherwise end there.
+    pub reconnect: bool,
 }
 
 impl Default for ClientFlags {
@@ -206,6 +209,7 @@ impl Default for ClientFlags {
             }),
             password: None,
             tls: false,
+            reconnect: false,
         }
     }
 }
@@ -586,6 +590,11 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
                 i += 1;
                 continue;
             }
+            ("--reconnect", _) => {
+                f.reconnect = true;
+                i += 1;
+                continue;
+            }
             ("--ping-interval", Some(p)) => p.interval = duration(value, "--ping-interval")?,
             ("--ping-timeout", Some(p)) => p.timeout = duration(value, "--ping-timeout")?,
             ("--ping-misses", Some(p)) => {
@@ -596,7 +605,7 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
             }
             (other, _) => {
                 return Err(format!(
-                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --tls, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
+                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --tls, --reconnect, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
                 ));
             }
         }

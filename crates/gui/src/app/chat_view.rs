@@ -18,8 +18,15 @@ use crate::input::{self, Input, ban_mask};
 const TIME_WIDTH: f32 = 40.0;
 
 impl ParlaApp {
+    /// Connected and registered (not reconnecting, not leaving): what is typed can be sent.
+    fn online(&self) -> bool {
+        matches!(self.conn, ConnState::Online { .. })
+            && self.closing.is_none()
+            && self.chat.reconnect_at.is_none()
+    }
+
     pub(super) fn chat_screen(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
-        let online = matches!(self.conn, ConnState::Online { .. }) && self.closing.is_none();
+        let online = self.online();
         Panel::top("room").show(ui, |ui| self.room_bar(ui, intents));
         Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         Panel::bottom("compose").show(ui, |ui| self.compose(ui, intents, online));
@@ -31,7 +38,7 @@ impl ParlaApp {
     }
 
     fn room_bar(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
-        let online = matches!(self.conn, ConnState::Online { .. }) && self.closing.is_none();
+        let online = self.online();
         let in_room = online && self.chat.room.is_some();
         ui.add_space(4.0);
         ui.horizontal(|ui| {
@@ -144,12 +151,28 @@ impl ParlaApp {
     fn status_bar(&self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             let (dot, colour) = match &self.conn {
+                _ if self.chat.reconnect_at.is_some() => ("●", ui.visuals().warn_fg_color),
                 ConnState::Online { .. } => ("●", Color32::from_rgb(60, 180, 90)),
                 ConnState::Ended { .. } => ("●", ui.visuals().error_fg_color),
                 _ => ("●", ui.visuals().warn_fg_color),
             };
             ui.colored_label(colour, dot);
-            ui.label(self.conn.describe());
+            match self.chat.reconnect_at {
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        ui.label("reconnecting…");
+                    } else {
+                        // "reconnecting in 4 s…", counting down.
+                        ui.label(format!("reconnecting in {} s…", left.as_secs() + 1));
+                        ui.ctx()
+                            .request_repaint_after(left.min(std::time::Duration::from_secs(1)));
+                    }
+                }
+                None => {
+                    ui.label(self.conn.describe());
+                }
+            }
             ui.separator();
             let server = match &self.conn {
                 ConnState::Online { server }

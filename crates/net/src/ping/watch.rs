@@ -41,25 +41,25 @@ impl Default for PingConfig {
     }
 }
 
-/// Pings `target` every `interval` until `max_misses` consecutive failures, reporting each result on `events`. Returns when it failed, when ICMP is unavailable, or when `events` is closed.
+/// Pings `target` every `interval` until `max_misses` consecutive failures, reporting each result on `events`. Returns when it failed, when ICMP is unavailable, or when `events` is closed, handing the pinger back (for the next connection's watch).
 pub async fn watch<P: Pinger>(
     mut pinger: P,
     target: IpAddr,
     config: PingConfig,
     events: mpsc::Sender<PingEvent>,
-) {
+) -> P {
     let max_misses = config.max_misses.max(1);
     let mut ticks = Ticks::every(config.interval);
     let mut consecutive: u32 = 0;
     loop {
         tokio::select! {
             biased;
-            () = events.closed() => return,
+            () = events.closed() => return pinger,
             _ = ticks.tick() => {}
         }
         let result = tokio::select! {
             biased;
-            () = events.closed() => return,
+            () = events.closed() => return pinger,
             result = pinger.ping(target, config.timeout) => result,
         };
         let event = match result {
@@ -71,7 +71,7 @@ pub async fn watch<P: Pinger>(
                 let reason = describe(&error);
                 tracing::warn!(%target, %reason, "ICMP unavailable, not pinging");
                 let _ = events.send(PingEvent::Unavailable { reason }).await;
-                return;
+                return pinger;
             }
             Err(error) => {
                 consecutive = consecutive.saturating_add(1);
@@ -83,7 +83,7 @@ pub async fn watch<P: Pinger>(
         };
         tracing::trace!(%target, ?event, "ping result");
         if events.send(event).await.is_err() {
-            return;
+            return pinger;
         }
         if consecutive >= max_misses {
             tracing::debug!(%target, misses = consecutive, "host stopped answering pings");
@@ -93,7 +93,7 @@ pub async fn watch<P: Pinger>(
                     target,
                 })
                 .await;
-            return;
+            return pinger;
         }
     }
 }
@@ -171,7 +171,7 @@ mod tests {
 
     struct Watched {
         events: mpsc::Receiver<PingEvent>,
-        watcher: tokio::task::JoinHandle<()>,
+        watcher: tokio::task::JoinHandle<ScriptedPinger>,
         calls: Arc<Mutex<Vec<Duration>>>,
         start: Instant,
     }

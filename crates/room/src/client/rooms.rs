@@ -125,8 +125,16 @@ impl Session {
         });
     }
 
-    /// `:<who> QUIT :<reason>`: gone from every room we share.
+    /// `:<who> QUIT :<reason>`: gone from every room we share. If it is our lost connection,
+    /// holding the name we had, we take the name back.
     pub(super) fn on_quit(&mut self, from: &str, reason: &str) {
+        if let Some(resumed) = &self.resumed
+            && same_name(from, &resumed.nick)
+            && !self.is_me(from)
+        {
+            let line = format!("NICK :{}", resumed.nick);
+            self.send(line);
+        }
         let rooms: Vec<String> = self
             .members
             .iter_mut()
