@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use parla_net::client::{
-    Event, HistoryPage, Member, MessageKind, Said, Typing, casefold, message_pieces,
+    Command, Event, HistoryPage, Member, MessageKind, Said, Typing, casefold, message_pieces,
 };
 
 /// Lines kept in the scrollback; older ones are dropped so memory stays bounded (and so does
@@ -587,6 +587,32 @@ pub enum SendPlan {
     Split(usize),
     /// Refused: too long (this many bytes, more than [`MAX_INPUT_BYTES`]).
     TooLong(usize),
+}
+
+impl SendPlan {
+    /// What to tell the person before sending: why it is refused, or how it will go out.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            SendPlan::One => None,
+            SendPlan::Split(n) => Some(format!(
+                "Long message: it will go out as {n} messages (nothing is cut)."
+            )),
+            SendPlan::TooLong(bytes) => Some(format!(
+                "Too long to send: {bytes} bytes, and the limit is {MAX_INPUT_BYTES} bytes. Shorten it or send it in parts."
+            )),
+        }
+    }
+}
+
+/// How a command's text will go out when `me` sends it with `room` current (None: it sends
+/// no text).
+pub fn plan_for(cmd: &Command, me: &str, room: &str) -> Option<SendPlan> {
+    match cmd {
+        Command::Say(text) => Some(send_plan(text, me, room, false)),
+        Command::Action(text) => Some(send_plan(text, me, room, true)),
+        Command::Msg { to, text } => Some(send_plan(text, me, to, false)),
+        _ => None,
+    }
 }
 
 /// How `text` sent by `nick` to `target` will go out, by the session's own rule

@@ -1,18 +1,22 @@
 //! The terminal client: `parla --headless`. Asks for the address and a name on the terminal,
-//! prints the room to stdout, sends what is typed. Leaves on `quit`, `/quit`, end of input or
-//! Ctrl-C (sending `QUIT` each time); exits 0 after a clean end, 1 after a failure.
+//! prints the room to stdout, sends what is typed (with line editing on a terminal: see
+//! [`terminal`](crate::terminal)). Leaves on `quit`, `/quit`, end of input or Ctrl-C (sending
+//! `QUIT` each time); exits 0 after a clean end, 1 after a failure.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 
 use parla_net::IcmpPinger;
-use parla_net::client::{self, Command, Disconnect, Event, HistoryPage, Member, MessageKind, Said};
+use parla_net::client::{
+    self, Command, Disconnect, Event, HistoryPage, Member, MessageKind, Said, casefold,
+};
 use parla_net::transport::Tcp;
 use tokio::sync::mpsc;
 
-use crate::chat::clock;
+use crate::chat::{self, SendPlan, clock};
 use crate::cli::Args;
 use crate::input::{self, Input};
 use crate::safe;
+use crate::terminal::{self, Output, Typed};
 
 /// Runs the terminal client to the end; returns the process exit code.
 pub async fn run(args: Args) -> i32 {
@@ -25,50 +29,53 @@ pub async fn run(args: Args) -> i32 {
                 return 1;
             }
         };
-    let mut lines = stdin_lines();
+    let (mut lines, mut out) = terminal::start();
     let addr = match &args.addr {
         Some(text) => match args.parse_addr(text) {
             Ok(addr) => addr,
             Err(err) => {
-                eprintln!("parla: {err}");
+                out.error(&format!("parla: {err}"));
                 return 2;
             }
         },
         None => loop {
-            prompt(
+            out.ask(
                 "Server address (host or host:port, port 8080 by default; ircs://host for TLS): ",
             );
-            let line = tokio::select! {
-                line = lines.recv() => line,
-                _ = interrupt.recv() => None,
+            let typed = tokio::select! {
+                typed = lines.recv() => typed.unwrap_or(Typed::End),
+                _ = interrupt.recv() => Typed::Interrupt,
             };
-            let Some(line) = line else {
-                println!();
-                return 0;
+            let line = match typed {
+                Typed::Line(line) => line,
+                Typed::Interrupt | Typed::End => {
+                    out.line("");
+                    return 0;
+                }
             };
             match args.parse_addr(&line) {
                 Ok(addr) => break addr,
-                Err(err) => println!("{err}"),
+                Err(err) => out.line(&err.to_string()),
             }
         },
     };
-    println!("Connecting to {addr}...");
+    out.line(&format!("Connecting to {addr}..."));
     let connecting = client::connect(&Tcp, IcmpPinger::new(), args.client_config(addr.clone()));
     let connected = tokio::select! {
         connected = connecting => connected,
         _ = interrupt.recv() => {
-            println!("Cancelled.");
+            out.line("Cancelled.");
             return 0;
         }
     };
     let mut client = match connected {
         Ok(client) => client,
         Err(err) => {
-            eprintln!("parla: {err}");
+            out.error(&format!("parla: {err}"));
             return 1;
         }
     };
-    println!("Connected to {}.", client.server);
+    out.line(&format!("Connected to {}.", client.server));
     let mut naming = true;
     // With --name, lines typed (or piped in) while a name is being tried are what the person
     // says, not name attempts: they wait, and go to the room once registered. If a name is
@@ -77,13 +84,15 @@ pub async fn run(args: Args) -> i32 {
     // A name was sent and its answer has not come.
     let mut trying = false;
     let mut quit_when_sent = false;
+    // Our name and the current room, for the split note of long messages.
+    let mut me = Here::default();
     match &args.name {
         Some(name) => {
             held = Some(Default::default());
             trying = true;
             send(&client.commands, Command::Nick(name.clone())).await;
         }
-        None => prompt("Choose a name: "),
+        None => out.ask("Choose a name: "),
     }
     let mut ctrl_c_seen = false;
     let mut stdin_open = true;
@@ -100,12 +109,14 @@ pub async fn run(args: Args) -> i32 {
             biased;
             event = client.events.recv() => {
                 let Some(event) = event else { return 1 };
-                match safe::event(&event, render) {
+                let event = safe::event(&event, render);
+                me.follow(&event);
+                match event {
                     Event::Disconnected(why) => {
-                        return finish(&why);
+                        return finish(&why, &mut out);
                     }
                     Event::NameRefused { name, reason } => {
-                        println!("The name {name:?} was refused: {reason}");
+                        out.line(&format!("The name {name:?} was refused: {reason}"));
                         naming = true;
                         trying = false;
                         // The first held line is the next name, as if typed now.
@@ -117,42 +128,57 @@ pub async fn run(args: Args) -> i32 {
                             None if quit_when_sent => {
                                 send(&client.commands, Command::Quit(None)).await;
                             }
-                            None => prompt("Choose another name: "),
+                            None => out.ask("Choose another name: "),
                         }
                     }
                     Event::Registered { name, .. } if !naming => {
                         // A session that carried on after a lost connection.
-                        println!("Reconnected as {name}.");
+                        out.line(&format!("Reconnected as {name}."));
                     }
                     Event::Registered { name, .. } => {
                         naming = false;
                         trying = false;
-                        println!("You are {name}. Type to chat; /help lists commands; quit leaves.");
+                        out.line(&format!("You are {name}. Type to chat; /help lists commands; quit leaves."));
                         for line in held.take().unwrap_or_default() {
-                            say(&client.commands, &line).await;
+                            say(&client.commands, &line, &me, &mut out).await;
                         }
                         if quit_when_sent {
                             send(&client.commands, Command::Quit(None)).await;
                         }
                     }
-                    other => show(&other),
+                    other => match show(&other) {
+                        Some(Shown::Room(text)) => out.line(&text),
+                        Some(Shown::Note(text)) => out.error(&text),
+                        None => {}
+                    },
                 }
             }
             _ = interrupt.recv(), if !ctrl_c_seen => {
                 ctrl_c_seen = true;
-                println!();
+                out.line("");
                 send(&client.commands, Command::Quit(Some("Ctrl-C".into()))).await;
             }
-            line = lines.recv(), if stdin_open => {
-                let Some(line) = line else {
-                    stdin_open = false;
-                    // Lines still waiting for a name go first; then the end of input leaves.
-                    if held.is_some() && trying {
-                        quit_when_sent = true;
-                    } else {
-                        send(&client.commands, Command::Quit(None)).await;
+            typed = lines.recv(), if stdin_open => {
+                let line = match typed.unwrap_or(Typed::End) {
+                    Typed::Line(line) => line,
+                    Typed::Interrupt => {
+                        // Ctrl-C in the line editor: as the signal would.
+                        if !ctrl_c_seen {
+                            ctrl_c_seen = true;
+                            send(&client.commands, Command::Quit(Some("Ctrl-C".into()))).await;
+                        }
+                        continue;
                     }
-                    continue;
+                    Typed::End => {
+                        stdin_open = false;
+                        // Lines still waiting for a name go first; then the end of input leaves.
+                        if held.is_some() && trying {
+                            quit_when_sent = true;
+                        } else {
+                            send(&client.commands, Command::Quit(None)).await;
+                        }
+                        continue;
+                    }
                 };
                 if trying && let Some(waiting) = held.as_mut() {
                     waiting.push_back(line);
@@ -162,35 +188,69 @@ pub async fn run(args: Args) -> i32 {
                     if line.trim().eq_ignore_ascii_case("quit") {
                         send(&client.commands, Command::Quit(None)).await;
                     } else if line.trim().is_empty() {
-                        prompt("Choose a name: ");
+                        out.ask("Choose a name: ");
                     } else {
                         trying = held.is_some();
                         send(&client.commands, Command::Nick(line.trim().to_owned())).await;
                     }
                     continue;
                 }
-                say(&client.commands, &line).await;
+                say(&client.commands, &line, &me, &mut out).await;
             }
         }
     }
 }
 
-/// A line typed once registered: a command, or words for the room.
-async fn say(commands: &mpsc::Sender<Command>, line: &str) {
-    match input::parse(line) {
-        Input::Command(cmd) => send(commands, cmd).await,
-        Input::Nothing => {}
-        Input::Help => println!("{}", input::HELP),
-        Input::Invalid(why) => println!("{why}"),
+/// Who we are and where we talk, as the session's events say: what a long message is cut for.
+#[derive(Default)]
+struct Here {
+    nick: String,
+    room: Option<String>,
+}
+
+impl Here {
+    fn follow(&mut self, event: &Event) {
+        match event {
+            Event::Registered { name, .. } => self.nick = name.clone(),
+            Event::Renamed { old, new } if casefold(old) == casefold(&self.nick) => {
+                self.nick = new.clone()
+            }
+            Event::Joined { room } | Event::Switched { room } => self.room = Some(room.clone()),
+            Event::Left { current, .. } => self.room = current.clone(),
+            _ => {}
+        }
     }
 }
 
-fn finish(why: &Disconnect) -> i32 {
+/// A line typed once registered: a command, or words for the room. Text over the paste limit is
+/// refused (and kept out of the room); text that goes out as several messages says so.
+async fn say(commands: &mpsc::Sender<Command>, line: &str, here: &Here, out: &mut Output) {
+    match input::parse(line) {
+        Input::Command(cmd) => {
+            let room = here.room.as_deref().unwrap_or("#lobby");
+            match chat::plan_for(&cmd, &here.nick, room) {
+                Some(refused @ SendPlan::TooLong(_)) => {
+                    return out.line(&format!("!!! {}", refused.note().unwrap_or_default()));
+                }
+                Some(split @ SendPlan::Split(_)) => {
+                    out.line(&format!("--- {}", split.note().unwrap_or_default()));
+                }
+                _ => {}
+            }
+            send(commands, cmd).await
+        }
+        Input::Nothing => {}
+        Input::Help => out.line(input::HELP),
+        Input::Invalid(why) => out.line(&why),
+    }
+}
+
+fn finish(why: &Disconnect, out: &mut Output) -> i32 {
     if why.is_clean() {
-        println!("Disconnected: {why}.");
+        out.line(&format!("Disconnected: {why}."));
         0
     } else {
-        eprintln!("parla: disconnected: {why}");
+        out.error(&format!("parla: disconnected: {why}"));
         1
     }
 }
@@ -200,29 +260,25 @@ async fn send(commands: &mpsc::Sender<Command>, cmd: Command) {
     let _ = commands.send(cmd).await;
 }
 
-fn prompt(text: &str) {
-    print!("{text}");
-    let _ = std::io::stdout().flush();
+/// What an event shows: lines of the room, or a note about the connection (stderr when not on
+/// a terminal).
+enum Shown {
+    Room(String),
+    Note(String),
 }
 
-/// Reads stdin on a plain thread (tokio's stdin would hold the runtime open at exit).
-fn stdin_lines() -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+macro_rules! room {
+    ($($t:tt)*) => { Some(Shown::Room(format!($($t)*))) };
 }
 
-/// Prints one event as a line of the room.
-fn show(event: &Event) {
+macro_rules! note {
+    ($($t:tt)*) => { Some(Shown::Note(format!($($t)*))) };
+}
+
+/// What one event shows, if anything.
+fn show(event: &Event) -> Option<Shown> {
     match event {
-        Event::Message(m) => println!("{}", said(m)),
+        Event::Message(m) => Some(Shown::Room(said(m))),
         Event::History {
             target,
             page,
@@ -231,27 +287,26 @@ fn show(event: &Event) {
         } => {
             let heading = match page {
                 HistoryPage::Recent | HistoryPage::Older if messages.is_empty() => {
-                    return println!("--- No earlier messages in {target}.");
+                    return room!("--- No earlier messages in {target}.");
                 }
                 HistoryPage::Recent => "earlier messages",
                 HistoryPage::Older => "older messages",
                 HistoryPage::Missed => "missed while you were away",
             };
-            println!("— {heading} in {target} —");
-            for m in messages {
-                println!("{}", said(m));
-            }
-            match (page, more) {
-                (HistoryPage::Missed, _) => println!("— end of what you missed —"),
-                (_, true) => println!("— /older {target} shows more —"),
-                (_, false) => println!("— that is all the server kept —"),
-            }
+            let mut lines = vec![format!("— {heading} in {target} —")];
+            lines.extend(messages.iter().map(said));
+            lines.push(match (page, more) {
+                (HistoryPage::Missed, _) => "— end of what you missed —".to_owned(),
+                (_, true) => format!("— /older {target} shows more —"),
+                (_, false) => "— that is all the server kept —".to_owned(),
+            });
+            Some(Shown::Room(lines.join("\n")))
         }
         Event::Reconnecting {
             reason,
             after,
             attempt,
-        } => println!(
+        } => room!(
             "*** Connection lost ({reason}); reconnecting in {} s{}…",
             after.as_secs().max(1),
             match attempt {
@@ -259,26 +314,26 @@ fn show(event: &Event) {
                 n => format!(" (attempt {n})"),
             }
         ),
-        Event::Joined { room } => println!("You joined {room}."),
-        Event::Switched { room } => println!("Now talking in {room}."),
+        Event::Joined { room } => room!("You joined {room}."),
+        Event::Switched { room } => room!("Now talking in {room}."),
         Event::Members {
             room,
             members,
             complete: true,
-        } => println!("In {room}: {}", listed(members)),
-        Event::Members { room, members, .. } => println!(
+        } => room!("In {room}: {}", listed(members)),
+        Event::Members { room, members, .. } => room!(
             "In {room} (seen so far; the server does not list a room this large, /names lists everyone): {}",
             listed(members)
         ),
         Event::Left {
             room,
             current: Some(now),
-        } => println!("You left {room}; messages now go to {now}."),
+        } => room!("You left {room}; messages now go to {now}."),
         Event::Left {
             room,
             current: None,
         } => {
-            println!("You left {room}; /join #room to talk again.")
+            room!("You left {room}; /join #room to talk again.")
         }
         Event::Kicked {
             room,
@@ -286,35 +341,35 @@ fn show(event: &Event) {
             by,
             reason,
         } => match reason.as_str() {
-            "" => println!("<-- {name} was removed from {room} by {by}"),
-            _ => println!("<-- {name} was removed from {room} by {by} ({reason})"),
+            "" => room!("<-- {name} was removed from {room} by {by}"),
+            _ => room!("<-- {name} was removed from {room} by {by} ({reason})"),
         },
-        Event::Invited { room, name, by } => println!("--- {by} invites {name} to {room}"),
+        Event::Invited { room, name, by } => room!("--- {by} invites {name} to {room}"),
         Event::ModeChanged { target, by, change } => {
-            println!("--- {by} sets mode {change} on {target}")
+            room!("--- {by} sets mode {change} on {target}")
         }
-        Event::Typing { .. } => {}
-        Event::UserJoined { room, name } => println!("--> {name} joined {room}"),
+        Event::Typing { .. } => None,
+        Event::UserJoined { room, name } => room!("--> {name} joined {room}"),
         Event::UserLeft { room, name, reason } => match reason {
-            Some(r) => println!("<-- {name} left {room} ({r})"),
-            None => println!("<-- {name} left {room}"),
+            Some(r) => room!("<-- {name} left {room} ({r})"),
+            None => room!("<-- {name} left {room}"),
         },
-        Event::UserQuit { name, reason } => println!("<-- {name} quit ({reason})"),
-        Event::Renamed { old, new } => println!("--- {old} is now known as {new}"),
-        Event::Topic { room, topic } => println!("--- Topic of {room}: {topic}"),
-        Event::ServerInfo { text } => println!("*** {text}"),
-        Event::ServerError { text } => println!("!!! {text}"),
-        Event::PingReply { .. } => {}
+        Event::UserQuit { name, reason } => room!("<-- {name} quit ({reason})"),
+        Event::Renamed { old, new } => room!("--- {old} is now known as {new}"),
+        Event::Topic { room, topic } => room!("--- Topic of {room}: {topic}"),
+        Event::ServerInfo { text } => room!("*** {text}"),
+        Event::ServerError { text } => room!("!!! {text}"),
+        Event::PingReply { .. } => None,
         Event::PingMissed { consecutive, error } => {
-            eprintln!("parla: ping {consecutive} missed: {error}")
+            note!("parla: ping {consecutive} missed: {error}")
         }
         Event::PingUnavailable { reason } => {
-            eprintln!(
+            note!(
                 "parla: ICMP pings are not possible here ({reason}); watching the connection with IRC PING instead"
             )
         }
-        Event::ServerShutdown { message } => println!("*** The server is shutting down: {message}"),
-        Event::NameRefused { .. } | Event::Registered { .. } | Event::Disconnected(_) => {}
+        Event::ServerShutdown { message } => room!("*** The server is shutting down: {message}"),
+        Event::NameRefused { .. } | Event::Registered { .. } | Event::Disconnected(_) => None,
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`net_thread`]: the thread that owns the tokio runtime and the session for the window.
 //! - [`input`]: what a person types, as commands (`quit`, `/nick`, `/me`, `/msg`, `/join`).
 //! - [`headless`]: the terminal client (`parla --headless`): reads stdin, prints the room.
+//! - [`terminal`]: its input and output: a line editor on a terminal (messages printed above
+//!   the line being typed), plain lines when piped.
 //! - [`cli`]: the command-line flags shared by every front end.
 //! - [`safe`]: received text made safe to show: IRC formatting as styles, every control
 //!   character shown as a picture, never obeyed.
@@ -18,5 +20,6 @@ pub mod headless;
 pub mod input;
 pub mod net_thread;
 pub mod safe;
+pub mod terminal;
 
 pub use app::{AppConfig, ParlaApp};

@@ -548,3 +548,38 @@ async fn a_refused_name_given_takes_the_next_line_as_the_next_name(#[case] after
     );
     server.shut_down().await;
 }
+
+#[tokio::test]
+async fn a_paste_over_the_limit_is_refused_and_a_long_one_says_it_is_split() {
+    let mut server = LocalServer::start(ServerOptions {
+        flood: None,
+        ..ServerOptions::default()
+    })
+    .await
+    .expect("start the server");
+    let mut alice = RawClient::join(server.addr(), "alice").await;
+    let mut parla = joined(&server, &mut alice, "carol").await;
+
+    parla.type_line(&"x".repeat(5000));
+    let refused = parla.stdout.expect("Too long to send").await;
+    assert!(
+        refused.ends_with(
+            "Too long to send: 5000 bytes, and the limit is 4096 bytes. Shorten it or send it in parts."
+        ),
+        "{refused}"
+    );
+    parla.type_line(&"word ".repeat(200));
+    parla
+        .stdout
+        .expect("Long message: it will go out as 3 messages (nothing is cut).")
+        .await;
+    // Nothing of the refused one reached the room; the long one did, in three.
+    for _ in 0..3 {
+        let line = alice.expect(|l| l.contains("PRIVMSG #lobby")).await;
+        assert!(line.contains(":word word"), "{line}");
+    }
+    parla.type_line("quit");
+    alice.expect(|l| l.contains("QUIT")).await;
+    assert_eq!(parla.exit_code().await, Some(0));
+    server.shut_down().await;
+}

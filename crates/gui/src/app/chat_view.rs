@@ -217,10 +217,8 @@ impl ParlaApp {
                 Some(SendPlan::TooLong(bytes)) => {
                     ui.colored_label(ui.visuals().error_fg_color, too_long(bytes));
                 }
-                Some(SendPlan::Split(n)) => {
-                    ui.weak(format!(
-                        "Long message: it will go out as {n} messages (nothing is cut)."
-                    ));
+                Some(split @ SendPlan::Split(_)) => {
+                    ui.weak(split.note().unwrap_or_default());
                 }
                 _ => {}
             }

@@ -548,12 +548,7 @@ impl ParlaApp {
     fn plan_for(&self, cmd: &Command) -> Option<SendPlan> {
         let me = self.chat.me.as_deref().unwrap_or("");
         let room = self.chat.room.as_deref().unwrap_or("#lobby");
-        match cmd {
-            Command::Say(text) => Some(chat::send_plan(text, me, room, false)),
-            Command::Action(text) => Some(chat::send_plan(text, me, room, true)),
-            Command::Msg { to, text } => Some(chat::send_plan(text, me, to, false)),
-            _ => None,
-        }
+        chat::plan_for(cmd, me, room)
     }
 
     fn apply(&mut self, intent: Intent) {
@@ -690,10 +685,7 @@ impl eframe::App for ParlaApp {
 }
 
 fn too_long(bytes: usize) -> String {
-    format!(
-        "Too long to send: {bytes} bytes, and the limit is {} bytes. Shorten it or send it in parts.",
-        chat::MAX_INPUT_BYTES
-    )
+    SendPlan::TooLong(bytes).note().unwrap_or_default()
 }
 
 /// Error texts from the library start in lower case (they are made to follow "parla: ");
