@@ -52,6 +52,8 @@ pub enum LineKind {
         direct: Option<String>,
         /// The room, when it is not the current one.
         room: Option<String>,
+        /// Someone else's message that names us (highlighted).
+        mention: bool,
     },
     /// Joins, leaves, renames, server notices: quieter.
     System(String),
@@ -72,6 +74,7 @@ impl Line {
                 own,
                 direct,
                 room,
+                ..
             } => {
                 let room = room.as_ref().map(|r| format!("[{r}] ")).unwrap_or_default();
                 let dm = match (direct, own) {
@@ -154,6 +157,12 @@ pub struct Chat {
     pub history_start: BTreeSet<String>,
     /// Lines put at the top of the scrollback since the last frame (the view keeps its place).
     pub prepended: usize,
+    /// The window has the focus (the person is looking): nothing counts as unread then.
+    pub focused: bool,
+    /// Messages from others since the window lost the focus...
+    pub unread: usize,
+    /// ... and of those, how many name us or were sent to us directly.
+    pub unread_for_me: usize,
 }
 
 impl Chat {
@@ -169,6 +178,54 @@ impl Chat {
         self.lines.push_back(line);
     }
 
+    /// The window's title: the room, and what arrived while the person looked elsewhere.
+    pub fn title(&self) -> String {
+        let mut title = match &self.room {
+            Some(room) => format!("Parla — {room}"),
+            None => "Parla".to_owned(),
+        };
+        match (self.unread, self.unread_for_me) {
+            (0, _) => {}
+            (n, 0) => title.push_str(&format!(" ({n} new)")),
+            (n, m) => title.push_str(&format!(" ({n} new, {m} for you)")),
+        }
+        title
+    }
+
+    /// The window got the focus back: everything is read.
+    pub fn set_focused(&mut self, focused: bool) {
+        self.focused = focused;
+        if focused {
+            self.unread = 0;
+            self.unread_for_me = 0;
+        }
+    }
+
+    /// A live message from someone else, while the person may not be looking.
+    fn count_unread(&mut self, m: &Said) {
+        if m.own || self.focused {
+            return;
+        }
+        self.unread += 1;
+        if !is_room(&m.target) || self.names_me(&m.text) {
+            self.unread_for_me += 1;
+        }
+    }
+
+    /// `text` names us: our name as a word of its own, in any case.
+    pub fn names_me(&self, text: &str) -> bool {
+        let Some(me) = self.me.as_deref().filter(|m| !m.is_empty()) else {
+            return false;
+        };
+        let (text, me) = (casefold(text), casefold(me));
+        let part_of_name = |c: char| c.is_alphanumeric() || "-_[]{}\\`^|".contains(c);
+        text.match_indices(&me).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + me.len()..].chars().next();
+            !before.is_some_and(part_of_name) && !after.is_some_and(part_of_name)
+        })
+    }
+
     /// The line that shows a message.
     fn line_of(&self, m: &Said) -> Line {
         let room = is_room(&m.target);
@@ -182,6 +239,7 @@ impl Chat {
                 own: m.own,
                 direct,
                 room: (room && !self.is_current(&m.target)).then(|| m.target.clone()),
+                mention: !m.own && self.names_me(&m.text),
             },
         }
     }
@@ -414,6 +472,7 @@ impl Chat {
                     &m.from
                 };
                 self.stopped_typing(Some(conversation), &m.from);
+                self.count_unread(m);
                 let line = self.line_of(m);
                 self.push_line(line);
             }
@@ -544,6 +603,37 @@ impl Chat {
             Event::NameRefused { .. } | Event::Disconnected(_) => {}
         }
     }
+}
+
+/// Where `text` holds web links (`http://` or `https://`, up to a space, less the punctuation
+/// that ends a sentence or closes a bracket around it): byte ranges, in order.
+pub fn links(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("http").map(|i| from + i) {
+        let rest = &text[at..];
+        let scheme = ["https://", "http://"]
+            .iter()
+            .find(|s| rest.starts_with(**s));
+        // A link starts a word.
+        let starts_word = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "(<[\"'".contains(c));
+        match scheme {
+            Some(scheme) if starts_word => {
+                let len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                let link = rest[..len]
+                    .trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']', '>', '"', '\'']);
+                if link.len() > scheme.len() {
+                    out.push(at..at + link.len());
+                }
+                from = at + len.max(1);
+            }
+            _ => from = at + 4,
+        }
+    }
+    out
 }
 
 /// A room's name (rather than a person's).
@@ -1004,5 +1094,49 @@ mod tests {
                 "— now —"
             ]
         );
+    }
+
+    #[test]
+    fn mentions_are_whole_names_and_the_title_counts_what_came_while_away() {
+        let mut chat = Chat::default();
+        chat.apply(&Event::Registered {
+            name: "Ann".into(),
+            server: String::new(),
+        });
+        chat.apply(&Event::Joined {
+            room: "#lobby".into(),
+        });
+        assert!(chat.names_me("hi ann!") && chat.names_me("ANN: look") && chat.names_me("ann"));
+        assert!(!chat.names_me("annie, hi") && !chat.names_me("joann") && !chat.names_me("ann_"));
+        assert_eq!(chat.title(), "Parla — #lobby");
+        chat.set_focused(false);
+        chat.apply(&msg("bob", "#lobby", "hello all", false));
+        chat.apply(&msg("bob", "#lobby", "ann, are you there?", false));
+        chat.apply(&msg("bob", "ann", "psst", false));
+        chat.apply(&msg("ann", "#lobby", "my own", true));
+        assert_eq!(chat.title(), "Parla — #lobby (3 new, 2 for you)");
+        let mention = |l: &Line| matches!(l.kind, LineKind::Message { mention: true, .. });
+        assert_eq!(chat.lines.iter().filter(|l| mention(l)).count(), 1);
+        chat.set_focused(true);
+        assert_eq!(chat.title(), "Parla — #lobby");
+        chat.apply(&msg("bob", "#lobby", "ann?", false));
+        assert_eq!(chat.title(), "Parla — #lobby", "seen as it arrives");
+    }
+
+    #[test]
+    fn links_are_found_without_the_punctuation_around_them() {
+        let text = "see https://example.org/a?b=1, (http://x.y/z) and https://ok.example. \
+                    not xhttps://no or http:// alone; 日本 https://例え.jp/パス!";
+        let found: Vec<&str> = links(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(
+            found,
+            [
+                "https://example.org/a?b=1",
+                "http://x.y/z",
+                "https://ok.example",
+                "https://例え.jp/パス"
+            ]
+        );
+        assert!(links("no links here").is_empty());
     }
 }

@@ -17,6 +17,9 @@ use crate::input::{self, Input, ban_mask};
 /// The width of the time column in the message area ("23:59" and a gap).
 const TIME_WIDTH: f32 = 40.0;
 
+/// Below this width the member list folds away (a button in the room bar shows it).
+const NARROW_BELOW: f32 = 720.0;
+
 impl ParlaApp {
     /// Connected and registered (not reconnecting, not leaving): what is typed can be sent.
     fn online(&self) -> bool {
@@ -27,13 +30,18 @@ impl ParlaApp {
 
     pub(super) fn chat_screen(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
         let online = self.online();
+        // A narrow window keeps its width for the messages: the member list folds away behind
+        // a button in the room bar.
+        self.narrow = ui.available_width() < NARROW_BELOW;
         Panel::top("room").show(ui, |ui| self.room_bar(ui, intents));
         Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         Panel::bottom("compose").show(ui, |ui| self.compose(ui, intents, online));
-        Panel::right("members")
-            .resizable(false)
-            .exact_size(170.0)
-            .show(ui, |ui| self.member_list(ui, intents, online));
+        if !self.narrow || self.members_open {
+            Panel::right("members")
+                .resizable(false)
+                .exact_size(170.0)
+                .show(ui, |ui| self.member_list(ui, intents, online));
+        }
         CentralPanel::default().show(ui, |ui| self.messages(ui, intents, online));
     }
 
@@ -46,6 +54,11 @@ impl ParlaApp {
             ui.label(RichText::new(room).size(18.0).strong());
             // The buttons first, on the right, so a long topic is cut before them.
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if self.narrow {
+                    let n = self.chat.current_members().len();
+                    ui.toggle_value(&mut self.members_open, format!("Members ({n})"))
+                        .on_hover_text("Show or hide who is here");
+                }
                 if ui
                     .add_enabled(in_room, Button::new("Invite…"))
                     .on_hover_text("Invite someone to this room (the way into an invite-only room)")
@@ -344,7 +357,7 @@ impl ParlaApp {
             ui.spacing_mut().item_spacing.y = 3.0;
             for line in &self.chat.lines {
                 let mut job = LayoutJob::default();
-                let mut own_line = false;
+                let (mut own_line, mut mention_line) = (false, false);
                 match &line.kind {
                     LineKind::System(text) => {
                         let mut f = fmt(&body, visuals.weak_text_color());
@@ -377,8 +390,10 @@ impl ParlaApp {
                         own,
                         direct,
                         room,
+                        mention,
                     } => {
                         own_line = *own;
+                        mention_line = *mention;
                         let name = fmt(&body, name_colour(from, dark));
                         let plain = fmt(&body, visuals.strong_text_color());
                         if let Some(room) = room {
@@ -430,7 +445,10 @@ impl ParlaApp {
                     }
                 }
                 // Time in a column of its own, so that wrapped rows keep a hanging indent.
-                let fill = if own_line {
+                // Our own lines faintly; lines that name us stand out.
+                let fill = if mention_line {
+                    visuals.warn_fg_color.gamma_multiply(0.18)
+                } else if own_line {
                     visuals.faint_bg_color.gamma_multiply(4.0)
                 } else {
                     Color32::TRANSPARENT
@@ -453,7 +471,7 @@ impl ParlaApp {
                                     ui.add(egui::Label::new(time).selectable(false));
                                 },
                             );
-                            ui.add(egui::Label::new(job).wrap());
+                            message_label(ui, job, &visuals);
                         });
                     });
             }
@@ -476,6 +494,81 @@ impl ParlaApp {
             intents.push(Intent::Send(Command::Older(Some(room))));
         }
     }
+}
+
+/// A message's text, wrapped to the width there is, with its web links underlined in the link
+/// colour, showing where they go on hover and opening in the browser on a click.
+fn message_label(ui: &mut egui::Ui, mut job: LayoutJob, visuals: &egui::Visuals) {
+    let links = crate::chat::links(&job.text);
+    if links.is_empty() {
+        ui.add(egui::Label::new(job).wrap());
+        return;
+    }
+    for link in &links {
+        style_range(&mut job, link.clone(), |f| {
+            f.color = visuals.hyperlink_color;
+            f.underline = egui::Stroke::new(1.0, visuals.hyperlink_color);
+        });
+    }
+    job.wrap.max_width = ui.available_width();
+    let text = job.text.clone();
+    let galley = ui.fonts_mut(|f| f.layout_job(job));
+    let response = ui.add(egui::Label::new(galley.clone()).sense(Sense::click()));
+    let Some(pos) = response.hover_pos() else {
+        return;
+    };
+    // The character under the pointer, as a byte offset into the text.
+    let chars = galley.cursor_from_pos(pos - response.rect.min).index.0;
+    let at = text
+        .char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i);
+    if let Some(link) = links.iter().find(|l| l.contains(&at)) {
+        let url = &text[link.clone()];
+        ui.ctx().set_cursor_icon(egui::CursorIcon::PointingHand);
+        if response.clicked() {
+            ui.ctx().open_url(egui::OpenUrl::new_tab(url));
+        }
+        response.on_hover_text(url);
+    }
+}
+
+/// Changes the format of `range` (bytes of the job's text) with `change`, splitting the
+/// sections it cuts across.
+fn style_range(
+    job: &mut LayoutJob,
+    range: std::ops::Range<usize>,
+    change: impl Fn(&mut TextFormat),
+) {
+    let mut sections = Vec::with_capacity(job.sections.len() + 2);
+    for section in job.sections.drain(..) {
+        let r = usize::from(section.byte_range.start)..usize::from(section.byte_range.end);
+        let (start, end) = (
+            range.start.clamp(r.start, r.end),
+            range.end.clamp(r.start, r.end),
+        );
+        for (part, inside) in [
+            (r.start..start, false),
+            (start..end, true),
+            (end..r.end, false),
+        ] {
+            if part.is_empty() {
+                continue;
+            }
+            let mut piece = section.clone();
+            piece.leading_space = if part.start == r.start {
+                section.leading_space
+            } else {
+                0.0
+            };
+            piece.byte_range = part.start.into()..part.end.into();
+            if inside {
+                change(&mut piece.format);
+            }
+            sections.push(piece);
+        }
+    }
+    job.sections = sections;
 }
 
 /// What can be done about a member, from their entry in the list (right click): a direct

@@ -177,6 +177,12 @@ pub struct ParlaApp {
     messages_height: f32,
     /// Where to put the scrollback's view at the next frame.
     messages_scroll_to: Option<f32>,
+    /// The window's title as last set.
+    title: String,
+    /// The window is narrow: the member list is folded away unless opened.
+    narrow: bool,
+    /// The member list is opened in a narrow window.
+    members_open: bool,
     screen: Screen,
     conn: ConnState,
     /// The connect form.
@@ -241,6 +247,9 @@ impl ParlaApp {
             exit_code,
             messages_height: 0.0,
             messages_scroll_to: None,
+            title: "Parla".to_owned(),
+            narrow: false,
+            members_open: false,
             screen: Screen::Connect,
             conn: ConnState::Offline,
             addr_text: addr.clone().unwrap_or_default(),
@@ -627,6 +636,13 @@ impl eframe::App for ParlaApp {
         }
         if !self.net.events.is_empty() {
             ctx.request_repaint();
+        }
+        // What arrived while the person looked elsewhere, in the title (read once they look).
+        self.chat.set_focused(ctx.input(|i| i.focused));
+        let title = self.chat.title();
+        if title != self.title {
+            ctx.send_viewport_cmd(ViewportCommand::Title(title.clone()));
+            self.title = title;
         }
 
         // The window's close button: say goodbye to the server first.

@@ -133,8 +133,41 @@ pub(super) fn install_fonts(ctx: &egui::Context) {
     if let Some(family) = fonts.families.get_mut(&egui::FontFamily::Proportional) {
         family.insert(1.min(family.len()), "Hack".to_owned());
     }
+    // egui's own fonts have Latin, Greek, Cyrillic and emoji, but no Chinese, Japanese or
+    // Korean: the first CJK font this system has comes last in every family, for what the
+    // others lack (PARLA_FONT names another file to use so).
+    let wanted = std::env::var_os("PARLA_FONT").map(std::path::PathBuf::from);
+    let found = wanted
+        .into_iter()
+        .chain(CJK_FONTS.iter().map(std::path::PathBuf::from))
+        .find_map(|path| Some((std::fs::read(&path).ok()?, path)));
+    if let Some((bytes, path)) = found {
+        tracing::debug!(font = %path.display(), "fallback font for CJK");
+        fonts.font_data.insert(
+            "fallback".to_owned(),
+            std::sync::Arc::new(egui::FontData::from_owned(bytes)),
+        );
+        for family in fonts.families.values_mut() {
+            family.push("fallback".to_owned());
+        }
+    } else {
+        tracing::info!(
+            "no CJK font found (install fonts-noto-cjk or fonts-droid-fallback, or set PARLA_FONT): Chinese, Japanese and Korean text will show as boxes"
+        );
+    }
     ctx.set_fonts(fonts);
 }
+
+/// Where Linux distributions put a font with the CJK characters, the most complete first.
+const CJK_FONTS: &[&str] = &[
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/wenquanyi/wqy-microhei/wqy-microhei.ttc",
+];
 
 #[cfg(test)]
 mod tests {
