@@ -100,19 +100,13 @@ screenshot:
     while (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
     display=99
     while [ -e "/tmp/.X$display-lock" ]; do display=$((display + 1)); done
-    "$bin/parla-server" --listen "127.0.0.1:$port" --motd "Welcome to Parla! Be kind." >"$work/server.log" 2>&1 &
+    "$bin/parla-server" --listen "127.0.0.1:$port" --data-dir "$work/data" --motd "Welcome to Parla! Be kind." >"$work/server.log" 2>&1 &
     pids+=($!)
     until (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
     Xvfb ":$display" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
     pids+=($!)
     until [ -e "/tmp/.X11-unix/X$display" ]; do sleep 0.1; done
     export DISPLAY=":$display"
-    # The window, as "ana".
-    "$bin/parla" "127.0.0.1:$port" --name ana >"$work/gui.log" 2>&1 &
-    gui=$!
-    wid=$(xdotool search --sync --name '^Parla$' | head -n 1)
-    xdotool windowfocus --sync "$wid"
-    sleep 2
     # The others: terminal clients, one FIFO each for what they type.
     person() { # NAME FD
         mkfifo "$work/$1"
@@ -123,17 +117,26 @@ screenshot:
     }
     says() { echo "$2" >&"$1"; sleep 0.6; }
     ana() { xdotool type --delay 15 "$1"; xdotool key Return; sleep 0.6; }
+    # Before ana arrives: what she will find in the room's history.
     person ben 3
     person chiara 4
-    person dmitri 5
     says 3 "Morning all! Has anyone tried the new desktop client yet?"
-    ana "I'm in it right now. Names get their own colours, and it never freezes."
+    says 4 "Not yet. Does it show what was said before you joined?"
+    # The window, as "ana" (its title grows with the room and unread counts).
+    "$bin/parla" "127.0.0.1:$port" --name ana >"$work/gui.log" 2>&1 &
+    gui=$!
+    wid=$(xdotool search --sync --name '^Parla' | head -n 1)
+    xdotool windowfocus --sync "$wid"
+    sleep 2
+    person dmitri 5
+    ana "It does: your messages above the line are from before I came in."
     says 4 "/me waves from the terminal client"
+    says 3 "ana, the release notes are at https://example.org/parla/releases if you want them"
     says 5 "Long lines wrap instead of running off the side: the quick brown fox jumps over the lazy dog, again and again, until this line is long enough to need a second row in the window."
     says 3 "/msg ana are you coming to the meetup on Friday?"
     ana "/msg ben Yes! See you there."
     says 5 "/nick dima"
-    says 4 "Nice. /help in the window lists the commands."
+    says 4 "Nice. /help in the window lists the commands. 日本語も大丈夫 👍"
     says 3 "$(printf 'IRC styles from other clients show too: \x02bold\x02, \x1ditalic\x1d, \x0304red\x03, \x0300,03white on green\x03; escapes never act: \x1b[2J')"
     xdotool type --delay 15 "Typing a reply"
     sleep 1
