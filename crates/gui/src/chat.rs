@@ -157,6 +157,8 @@ pub struct Chat {
     pub history_start: BTreeSet<String>,
     /// Lines put at the top of the scrollback since the last frame (the view keeps its place).
     pub prepended: usize,
+    /// Lines added at the bottom since the start (never goes down).
+    pub appended: u64,
     /// The window has the focus (the person is looking): nothing counts as unread then.
     pub focused: bool,
     /// Messages from others since the window lost the focus...
@@ -176,6 +178,7 @@ impl Chat {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+        self.appended += 1;
     }
 
     /// The window's title: the room, and what arrived while the person looked elsewhere.

@@ -860,3 +860,40 @@ fn a_lost_connection_shows_the_reason_and_offers_to_reconnect() {
     );
     drop(fake.join().unwrap());
 }
+
+#[test]
+fn scrolled_up_new_messages_are_announced_and_sending_jumps_to_the_newest() {
+    let server = TestServer::start();
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    let mut dave = RawClient::join(server.addr, "dave");
+    // More than fits (each line wraps over a few rows), within the server's flood allowance.
+    let filler = "words to fill the view ".repeat(12);
+    for i in 0..20 {
+        dave.say("#lobby", &format!("line {i} {filler}"));
+    }
+    wait_to_see(&mut app, "dave: line 19");
+    // Scroll up to the first of them.
+    let scroll_up = |app: &mut App| {
+        app.get_by_label_contains("dave: line 0").scroll_to_me();
+        app.run_steps(3);
+    };
+    scroll_up(&mut app);
+    assert!(!shows(&app, "new message"), "nothing new yet");
+    dave.say("#lobby", "are you there?");
+    wait_to_see(&mut app, "1 new message ↓");
+    dave.say("#lobby", "hello?");
+    wait_to_see(&mut app, "2 new messages ↓");
+    app.get_by_label("2 new messages ↓").click();
+    wait_for(&mut app, "the view at the newest", |app| {
+        !shows(app, "new messages ↓")
+    });
+    // Scrolled up again, sending takes the view to the newest (your own line among them).
+    scroll_up(&mut app);
+    dave.say("#lobby", "one more");
+    wait_to_see(&mut app, "1 new message ↓");
+    type_and_enter(&mut app, "here!");
+    wait_to_see(&mut app, "alice: here!");
+    wait_for(&mut app, "the view at the newest", |app| {
+        !shows(app, "new message")
+    });
+}

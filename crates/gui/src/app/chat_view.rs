@@ -346,6 +346,7 @@ impl ParlaApp {
         let body = FontId::proportional(14.0);
         let small = FontId::monospace(11.5);
         let fmt = |font: &FontId, color: Color32| TextFormat::simple(font.clone(), color);
+        let jump = std::mem::take(&mut self.jump_to_newest);
         let mut area = ScrollArea::vertical()
             .id_salt("messages")
             .auto_shrink(false)
@@ -475,7 +476,30 @@ impl ParlaApp {
                         });
                     });
             }
+            if jump {
+                ui.scroll_to_cursor(Some(Align::BOTTOM));
+            }
         });
+        // Scrolled up while more arrived: a button to the newest (sending jumps there too).
+        let view = output.inner_rect.height();
+        let at_bottom = output.state.clamped_offset().y + view >= output.content_size.y - 4.0;
+        if at_bottom {
+            self.seen_lines = self.chat.appended;
+        }
+        let unseen = self.chat.appended.saturating_sub(self.seen_lines);
+        if !at_bottom && unseen > 0 {
+            let at = output.inner_rect.center_bottom() - egui::vec2(0.0, 22.0);
+            let text = match unseen {
+                1 => "1 new message ↓".to_owned(),
+                n => format!("{n} new messages ↓"),
+            };
+            let button = Button::new(RichText::new(text).strong()).corner_radius(12);
+            let rect = egui::Rect::from_center_size(at, egui::vec2(170.0, 26.0));
+            if ui.put(rect, button).clicked() {
+                self.jump_to_newest = true;
+                ui.ctx().request_repaint();
+            }
+        }
         // Lines added at the top (an older page) keep the view where it was, from the next
         // frame (this one laid them out and found how tall they are).
         let grown = output.content_size.y - self.messages_height;

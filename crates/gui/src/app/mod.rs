@@ -179,6 +179,10 @@ pub struct ParlaApp {
     messages_scroll_to: Option<f32>,
     /// The window's title as last set.
     title: String,
+    /// Scroll the messages to the newest at the next frame (after sending, or asked).
+    jump_to_newest: bool,
+    /// How many lines had been appended when the view was last at the newest.
+    seen_lines: u64,
     /// The window is narrow: the member list is folded away unless opened.
     narrow: bool,
     /// The member list is opened in a narrow window.
@@ -248,6 +252,8 @@ impl ParlaApp {
             messages_height: 0.0,
             messages_scroll_to: None,
             title: "Parla".to_owned(),
+            jump_to_newest: false,
+            seen_lines: 0,
             narrow: false,
             members_open: false,
             screen: Screen::Connect,
@@ -521,6 +527,8 @@ impl ParlaApp {
     fn send_line(&mut self) {
         let line = std::mem::take(&mut self.input);
         self.focus_pending = true;
+        // What you send, you see: back to the newest.
+        self.jump_to_newest = true;
         // The message itself ends the typing (the session sends no `done` after it).
         self.typing_since = None;
         let cmd = match input::parse(&line) {
