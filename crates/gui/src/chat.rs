@@ -165,7 +165,22 @@ pub struct Chat {
     pub unread: usize,
     /// ... and of those, how many name us or were sent to us directly.
     pub unread_for_me: usize,
+    /// Desktop notifications to show (for us, while not focused), oldest first.
+    pub notices: Vec<Notice>,
 }
+
+/// A desktop notification: a mention or a direct message that arrived while the window was not
+/// focused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Who, and where: "ben in #lobby", "ben (direct message)".
+    pub title: String,
+    /// What they said (plain, at most [`NOTICE_CHARS`] characters).
+    pub body: String,
+}
+
+/// How much of a message a notification shows.
+pub const NOTICE_CHARS: usize = 200;
 
 impl Chat {
     /// Adds a line at `time` (`HH:MM`), dropping the oldest beyond [`MAX_LINES`].
@@ -210,8 +225,19 @@ impl Chat {
             return;
         }
         self.unread += 1;
-        if !is_room(&m.target) || self.names_me(&m.text) {
+        let direct = !is_room(&m.target);
+        if direct || self.names_me(&m.text) {
             self.unread_for_me += 1;
+            let title = match direct {
+                true => format!("{} (direct message)", m.from),
+                false => format!("{} in {}", m.from, m.target),
+            };
+            let text = crate::safe::plain(&m.text);
+            let mut body: String = text.chars().take(NOTICE_CHARS).collect();
+            if body.len() < text.len() {
+                body.push('…');
+            }
+            self.notices.push(Notice { title, body });
         }
     }
 
@@ -1118,6 +1144,19 @@ mod tests {
         chat.apply(&msg("bob", "ann", "psst", false));
         chat.apply(&msg("ann", "#lobby", "my own", true));
         assert_eq!(chat.title(), "Parla — #lobby (3 new, 2 for you)");
+        // Those for us are desktop notifications too.
+        let notices: Vec<(&str, &str)> = chat
+            .notices
+            .iter()
+            .map(|n| (n.title.as_str(), n.body.as_str()))
+            .collect();
+        assert_eq!(
+            notices,
+            [
+                ("bob in #lobby", "ann, are you there?"),
+                ("bob (direct message)", "psst")
+            ]
+        );
         let mention = |l: &Line| matches!(l.kind, LineKind::Message { mention: true, .. });
         assert_eq!(chat.lines.iter().filter(|l| mention(l)).count(), 1);
         chat.set_focused(true);

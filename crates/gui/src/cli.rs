@@ -55,6 +55,10 @@ pub struct Args {
     /// failed, which close the client).
     #[arg(long, env = "PARLA_NO_RECONNECT")]
     pub no_reconnect: bool,
+    /// No desktop notifications from the window (by default, a mention of your name or a
+    /// direct message while the window is not focused shows one).
+    #[arg(long, env = "PARLA_NO_NOTIFY")]
+    pub no_notify: bool,
     /// Run in the terminal instead of opening a window.
     #[arg(long, env = "PARLA_HEADLESS")]
     pub headless: bool,

@@ -48,6 +48,7 @@ fn run_window(args: Args) -> i32 {
     config.addr = addr;
     config.name = args.name.clone();
     config.exit_code = exit_code.clone();
+    config.notify = !args.no_notify;
     // Ctrl-C in the terminal: the network thread sends QUIT and the window closes (exit 0).
     config.interrupt = Some(Box::pin(async {
         if tokio::signal::ctrl_c().await.is_err() {

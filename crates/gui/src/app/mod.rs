@@ -21,7 +21,7 @@ use parla_net::addr::ServerAddr;
 use parla_net::client::{Command, Disconnect, Event, Typing};
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::chat::{self, Chat, PingStatus, SendPlan};
+use crate::chat::{self, Chat, Notice, PingStatus, SendPlan};
 use crate::input::{self, Input};
 use crate::net_thread::{self, Interrupt, NetCommand, NetEvent, NetHandle, SessionConfig};
 
@@ -49,6 +49,8 @@ pub struct AppConfig {
     pub quit_wait: Duration,
     /// Where the process's exit code is left for `main`: 0, or 1 after a ping failure.
     pub exit_code: Arc<AtomicI32>,
+    /// Show desktop notifications for mentions and direct messages while not focused.
+    pub notify: bool,
 }
 
 impl AppConfig {
@@ -63,6 +65,7 @@ impl AppConfig {
             close_delay: Duration::from_secs(4),
             quit_wait: Duration::from_secs(2),
             exit_code: Arc::new(AtomicI32::new(0)),
+            notify: false,
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct ParlaApp {
     messages_scroll_to: Option<f32>,
     /// The window's title as last set.
     title: String,
+    /// Desktop notifications go to this thread (`None`: off).
+    notifier: Option<std::sync::mpsc::SyncSender<Notice>>,
     /// Scroll the messages to the newest at the next frame (after sending, or asked).
     jump_to_newest: bool,
     /// How many lines had been appended when the view was last at the newest.
@@ -235,6 +240,7 @@ impl ParlaApp {
             close_delay,
             quit_wait,
             exit_code,
+            notify,
         } = config;
         install_fonts(ctx);
         let net = net_thread::spawn(ctx.clone(), session, pinger, interrupt);
@@ -252,6 +258,7 @@ impl ParlaApp {
             messages_height: 0.0,
             messages_scroll_to: None,
             title: "Parla".to_owned(),
+            notifier: notify.then(notifier),
             jump_to_newest: false,
             seen_lines: 0,
             narrow: false,
@@ -645,7 +652,14 @@ impl eframe::App for ParlaApp {
         if !self.net.events.is_empty() {
             ctx.request_repaint();
         }
-        // What arrived while the person looked elsewhere, in the title (read once they look).
+        // What arrived while the person looked elsewhere, in the title (read once they look),
+        // and, for what is for them, as a desktop notification.
+        for notice in std::mem::take(&mut self.chat.notices) {
+            // A full queue drops the rest: the title still counts them.
+            if let Some(tx) = &self.notifier {
+                let _ = tx.try_send(notice);
+            }
+        }
         self.chat.set_focused(ctx.input(|i| i.focused));
         let title = self.chat.title();
         if title != self.title {
@@ -706,6 +720,29 @@ impl eframe::App for ParlaApp {
             self.apply(intent);
         }
     }
+}
+
+/// Starts the thread that shows desktop notifications (over D-Bus; a desktop without a
+/// notification service logs why once and the rest is dropped quietly).
+fn notifier() -> std::sync::mpsc::SyncSender<Notice> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Notice>(4);
+    std::thread::spawn(move || {
+        let mut failed = false;
+        for notice in rx {
+            let shown = notify_rust::Notification::new()
+                .appname("Parla")
+                .summary(&notice.title)
+                .body(&notice.body)
+                .show();
+            if let Err(err) = shown
+                && !failed
+            {
+                failed = true;
+                tracing::info!(%err, "desktop notifications are not available here");
+            }
+        }
+    });
+    tx
 }
 
 fn too_long(bytes: usize) -> String {
