@@ -167,6 +167,11 @@ pub struct Chat {
     pub unread_for_me: usize,
     /// Desktop notifications to show (for us, while not focused), oldest first.
     pub notices: Vec<Notice>,
+    /// The rooms we are in, in the order joined (the room bar shows them as tabs when more
+    /// than one).
+    pub rooms: Vec<String>,
+    /// Messages in rooms other than the current one since it was last current (casefolded).
+    pub room_unread: BTreeMap<String, usize>,
 }
 
 /// A desktop notification: a mention or a direct message that arrived while the window was not
@@ -467,6 +472,10 @@ impl Chat {
                 self.server_name = (!server.is_empty()).then(|| server.clone());
             }
             Event::Joined { room } => {
+                if !self.rooms.iter().any(|r| casefold(r) == casefold(room)) {
+                    self.rooms.push(room.clone());
+                }
+                self.room_unread.remove(&casefold(room));
                 self.room = Some(room.clone());
                 if self
                     .invitation
@@ -478,6 +487,7 @@ impl Chat {
                 self.system(format!("You joined {room}."));
             }
             Event::Switched { room } => {
+                self.room_unread.remove(&casefold(room));
                 self.room = Some(room.clone());
                 self.system(format!("Now talking in {room}."));
             }
@@ -502,6 +512,9 @@ impl Chat {
                 };
                 self.stopped_typing(Some(conversation), &m.from);
                 self.count_unread(m);
+                if is_room(&m.target) && !m.own && !self.is_current(&m.target) {
+                    *self.room_unread.entry(casefold(&m.target)).or_default() += 1;
+                }
                 let line = self.line_of(m);
                 self.push_line(line);
             }
@@ -540,6 +553,11 @@ impl Chat {
                 self.system(format!("← {name} quit ({reason})"));
             }
             Event::Left { room, current } => {
+                self.rooms.retain(|r| casefold(r) != casefold(room));
+                self.room_unread.remove(&casefold(room));
+                if let Some(now) = current {
+                    self.room_unread.remove(&casefold(now));
+                }
                 self.members.remove(&casefold(room));
                 self.partial.remove(&casefold(room));
                 self.typing.remove(&casefold(room));

@@ -33,6 +33,9 @@ impl ParlaApp {
         // A narrow window keeps its width for the messages: the member list folds away behind
         // a button in the room bar.
         self.narrow = ui.available_width() < NARROW_BELOW;
+        if self.chat.rooms.len() > 1 {
+            Panel::top("rooms").show(ui, |ui| self.room_tabs(ui, intents));
+        }
         Panel::top("room").show(ui, |ui| self.room_bar(ui, intents));
         Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         Panel::bottom("compose").show(ui, |ui| self.compose(ui, intents, online));
@@ -43,6 +46,30 @@ impl ParlaApp {
                 .show(ui, |ui| self.member_list(ui, intents, online));
         }
         CentralPanel::default().show(ui, |ui| self.messages(ui, intents, online));
+    }
+
+    /// The rooms we are in, as tabs: the current one selected, the others with how many
+    /// messages came since; a click makes one current (`/join` of a room we are in).
+    fn room_tabs(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+        let online = self.online();
+        ui.horizontal_wrapped(|ui| {
+            for room in &self.chat.rooms {
+                let key = casefold(room);
+                let current = self
+                    .chat
+                    .room
+                    .as_deref()
+                    .is_some_and(|r| casefold(r) == key);
+                let text = match self.chat.room_unread.get(&key) {
+                    Some(n) if !current => format!("{room} ({n})"),
+                    _ => room.clone(),
+                };
+                let tab = ui.add_enabled(online, Button::selectable(current, text));
+                if tab.clicked() && !current {
+                    intents.push(Intent::Send(Command::Join(room.clone())));
+                }
+            }
+        });
     }
 
     fn room_bar(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
