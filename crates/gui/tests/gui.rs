@@ -903,10 +903,15 @@ fn in_two_rooms_tabs_switch_between_them_and_count_what_came() {
     let server = TestServer::start();
     let mut app = connect_as(&server, "alice", no_ping(), None);
     let mut dave = RawClient::join(server.addr, "dave");
-    assert!(app.query_by_label("#lobby (1)").is_none(), "one room: no tabs");
+    assert!(
+        app.query_by_label("#lobby (1)").is_none(),
+        "one room: no tabs"
+    );
     type_and_enter(&mut app, "/join #rust");
     wait_to_see(&mut app, "You joined #rust.");
-    wait_for(&mut app, "the tabs", |app| app.state().chat().rooms.len() == 2);
+    wait_for(&mut app, "the tabs", |app| {
+        app.state().chat().rooms.len() == 2
+    });
     dave.say("#lobby", "over here");
     wait_to_see(&mut app, "#lobby (1)");
     app.get_by_label("#lobby (1)").click();
@@ -914,7 +919,10 @@ fn in_two_rooms_tabs_switch_between_them_and_count_what_came() {
         app.state().chat().room.as_deref() == Some("#lobby")
     });
     wait_to_see(&mut app, "Now talking in #lobby.");
-    assert!(app.query_by_label("#lobby (1)").is_none(), "read once current");
+    assert!(
+        app.query_by_label("#lobby (1)").is_none(),
+        "read once current"
+    );
     // What is typed now goes to #lobby.
     type_and_enter(&mut app, "back in the lobby");
     dave.expect(|l| l.ends_with("PRIVMSG #lobby :back in the lobby"));

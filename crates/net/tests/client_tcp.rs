@@ -517,15 +517,11 @@ async fn fake_server(listener: &tokio::net::TcpListener) -> RawClient {
     fake
 }
 
-#[tokio::test]
-async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config_for(listener.local_addr().unwrap());
-    config.session.irc_ping_interval_ms = 100;
-    config.session.irc_ping_timeout_ms = 100;
+/// A session (as `alice`) welcomed into `#lobby` by a [`fake_server`] on `listener`.
+async fn welcomed(listener: &tokio::net::TcpListener, config: ClientConfig) -> (Client, RawClient) {
     let mut alice = connect(config, no_pinger()).await;
     send(&alice, Command::Nick("alice".into())).await;
-    let mut fake = fake_server(&listener).await;
+    let fake = fake_server(listener).await;
     expect_event(
         &mut alice,
         "alice",
@@ -534,6 +530,16 @@ async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
         },
     )
     .await;
+    (alice, fake)
+}
+
+#[tokio::test]
+async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_for(listener.local_addr().unwrap());
+    config.session.irc_ping_interval_ms = 100;
+    config.session.irc_ping_timeout_ms = 100;
+    let (mut alice, mut fake) = welcomed(&listener, config).await;
 
     // Answered PINGs keep the session up, round after round.
     for _ in 0..3 {
@@ -560,17 +566,7 @@ async fn a_lost_connection_is_made_again_and_the_session_carries_on() {
         first: Duration::from_millis(50),
         max: Duration::from_millis(200),
     });
-    let mut alice = connect(config, no_pinger()).await;
-    send(&alice, Command::Nick("alice".into())).await;
-    let fake = fake_server(&listener).await;
-    expect_event(
-        &mut alice,
-        "alice",
-        Event::Joined {
-            room: "#lobby".into(),
-        },
-    )
-    .await;
+    let (mut alice, fake) = welcomed(&listener, config).await;
     // The link breaks: the client says it will try again, and when.
     drop(fake);
     let (after, attempt) = wait_for(&mut alice, "alice", |ev| match ev {
