@@ -329,7 +329,7 @@ impl<T: Transport> Link<T> {
                             return None;
                         }
                         Some(_) => {
-                            let text = "Not sent: the connection is lost and Parla is reconnecting; send it again once back".to_owned();
+                            let text = parla_room::client::RECONNECTING.to_owned();
                             let _ = self.events.send(Event::ServerError { text }).await;
                         }
                     },

@@ -64,7 +64,9 @@ pub fn final_state(r: &Records) -> Vec<String> {
         }
     }
     for (name, c) in &r.clients {
-        if c.crashed || c.closed.is_some() || !c.connected || c.raw {
+        // One that is connecting again after losing its connection is between connections
+        // (and never heard of a shutdown that came after the loss).
+        if c.crashed || c.closed.is_some() || !c.connected || c.raw || c.reconnecting() {
             continue;
         }
         if server.shut_down {

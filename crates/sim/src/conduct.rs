@@ -53,6 +53,7 @@ const COMMAND_ERRORS: &[&str] = &[
     "You are not in a room yet; /join #room first",
     "Not sent: a raw line cannot contain a line break or a NUL; send one line at a time",
     "Not sent: a name, room or reason cannot contain a line break or a NUL",
+    parla_room::client::RECONNECTING,
 ];
 
 /// The start of the error for a command about the current room given without one.
@@ -171,16 +172,20 @@ fn check_session(
         model.seen = carried.seen.clone();
         model.resumed = Some(carried);
     }
-    // It reconnects (the session ends there, and the next one carries on).
+    // It reconnects (the session ends there, and the next one carries on, unless its host
+    // was restarted meanwhile: a new process).
     let reconnected = log.iter().find_map(|(at, what)| {
         matches!(what, Conduct::Event(Event::Reconnecting { .. })).then_some(*at)
     });
+    let restarted = log
+        .iter()
+        .any(|(_, what)| matches!(what, Conduct::Restarted));
     let mut write_blocked = false;
     let mut disconnected = None;
     for (at, what) in log {
         if let Conduct::Got(line) = what
             && let Some(l) = take_apart(line)
-            && matches!(l.verb.as_str(), "JOIN" | "PART" | "KICK" | "ERROR")
+            && matches!(l.verb.as_str(), "JOIN" | "PART" | "KICK" | "ERROR" | "001")
         {
             model.unsettled.insert(*at);
         }
@@ -199,6 +204,7 @@ fn check_session(
     for (at, what) in log {
         match what {
             Conduct::Connected => last_heard = Some(*at),
+            Conduct::Restarted => {}
             Conduct::Got(line) => {
                 last_heard = Some(*at);
                 model.read(*at, line, &mut owed);
@@ -246,7 +252,7 @@ fn check_session(
             Conduct::Event(e) => events.push(e.clone()),
         }
     }
-    let carried = reconnected.map(|_| {
+    let carried = reconnected.filter(|_| !restarted).map(|_| {
         let mut rooms = model.rooms.clone();
         if let Some(i) = rooms.iter().position(|r| Some(fold(r)) == model.current) {
             let current = rooms.remove(i);
@@ -287,8 +293,9 @@ fn check_session(
     }
     // A connection the server's side closed ends the session at once.
     if let Some(closed) = closed_at {
-        let late = match &disconnected {
-            Some((at, _)) => *at > closed + GRACE,
+        let ended = disconnected.as_ref().map(|(at, _)| *at).or(reconnected);
+        let late = match ended {
+            Some(at) => at > closed + GRACE,
             None => open && closed + GRACE < end,
         };
         if late {
@@ -1196,6 +1203,11 @@ impl ClientModel {
         }
         // In the very instant its state changed, the command may have met either state.
         let maybe = self.closing.is_some() || self.unsettled.contains(&at);
+        // Carrying on a lost session, it takes no command but a quit until registered.
+        if self.resumed.is_some() && !self.registered && !matches!(cmd, Command::Quit(_)) && !maybe
+        {
+            return;
+        }
         let mut owe = |out: Out, maybe: bool| owed.lines.push((at, out, maybe));
         match cmd {
             Command::Nick(name) => {

@@ -220,8 +220,13 @@ impl Gen {
         } else {
             ""
         };
+        let again = if self.rng.random_bool(0.5) {
+            " --reconnect"
+        } else {
+            ""
+        };
         self.line(format!(
-            "client {name} --ping-interval 3s --ping-misses {misses}{password}{tls}"
+            "client {name} --ping-interval 3s --ping-misses {misses}{password}{tls}{again}"
         ));
         self.live.push(name.clone());
         name

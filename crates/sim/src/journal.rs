@@ -90,11 +90,29 @@ pub struct ClientRecord {
     pub password: Option<String>,
 }
 
+impl ClientRecord {
+    /// Its last connection was lost and it is connecting again (`--reconnect`): it has no
+    /// connection now, and did not hear whatever the server said after the loss.
+    pub fn reconnecting(&self) -> bool {
+        let last = |f: fn(&Conduct) -> bool| self.log.iter().rposition(|(_, c)| f(c));
+        let again = last(|c| {
+            matches!(
+                c,
+                Conduct::Event(parla_net::client::Event::Reconnecting { .. })
+            )
+        });
+        let since = last(|c| matches!(c, Conduct::Connected | Conduct::Restarted));
+        again > since
+    }
+}
+
 /// One thing a client was told or did.
 #[derive(Debug, Clone)]
 pub enum Conduct {
     /// It connected: a new session starts.
     Connected,
+    /// Its host was restarted: a new process, which carries nothing on from before.
+    Restarted,
     /// A line it read.
     Got(String),
     /// A line it wrote.

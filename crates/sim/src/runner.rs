@@ -526,6 +526,7 @@ impl<'a> Runner<'a> {
                 self.crashed.remove(host);
                 if let Some(c) = self.journal.lock().clients.get_mut(host) {
                     // A restarted client is a new session: checked like any other from here on.
+                    c.log.push((crate::journal::now(), Conduct::Restarted));
                     c.crashed = false;
                     c.closed = None;
                     c.stopped_reading = false;

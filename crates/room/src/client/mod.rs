@@ -47,6 +47,10 @@ pub use liveness::QUIT_WAIT_MS;
 pub use messages::{message_pieces, split_text};
 pub use moderation::TYPING_ACTIVE_EVERY_MS;
 
+/// What a command given while the connection is being made again is answered with.
+pub const RECONNECTING: &str =
+    "Not sent: the connection is lost and Parla is reconnecting; send it again once back";
+
 /// What the session says about itself and how it watches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -208,6 +212,13 @@ impl Session {
     pub fn handle_command(&mut self, now: Millis, command: Command) {
         if self.ended.is_some() || self.quit_deadline.is_some() {
             return;
+        }
+        // A session carrying on a lost one registers and rejoins on its own; until it has, what
+        // the person asks for would go nowhere (no room yet) or be refused by the server.
+        if self.resumed.is_some() && !self.registered && !matches!(command, Command::Quit(_)) {
+            return self.emit(Event::ServerError {
+                text: RECONNECTING.to_owned(),
+            });
         }
         match command {
             Command::Nick(name) => self.command_nick(&name),
