@@ -213,6 +213,12 @@ fn check_session(
                 if matches!(cmd, Command::Quit(_)) {
                     quit_at.get_or_insert(*at);
                 }
+                // Between connections a command goes nowhere (it is answered so; a quit ends
+                // it all, with nothing to send it on).
+                if reconnected.is_some_and(|r| *at >= r) {
+                    model.quitting |= matches!(cmd, Command::Quit(_));
+                    continue;
+                }
                 model.command(*at, cmd, &mut owed);
             }
             Conduct::Sent(line) => {
@@ -293,7 +299,11 @@ fn check_session(
     }
     // A connection the server's side closed ends the session at once.
     if let Some(closed) = closed_at {
-        let ended = disconnected.as_ref().map(|(at, _)| *at).or(reconnected);
+        // The first of its end and its reconnection (a quit while reconnecting ends it later).
+        let ended = match (disconnected.as_ref().map(|(at, _)| *at), reconnected) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let late = match ended {
             Some(at) => at > closed + GRACE,
             None => open && closed + GRACE < end,
