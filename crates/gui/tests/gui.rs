@@ -33,7 +33,12 @@ struct TestServer {
 
 impl TestServer {
     fn start() -> TestServer {
-        let options = ServerOptions {
+        TestServer::with(|_| {})
+    }
+
+    /// A server with its options changed by `change`.
+    fn with(change: impl FnOnce(&mut ServerOptions)) -> TestServer {
+        let mut options = ServerOptions {
             shutdown_grace: Duration::from_secs(1),
             // Real wall-clock time, so that message times read like the time of day.
             epoch_millis: std::time::SystemTime::now()
@@ -42,6 +47,7 @@ impl TestServer {
                 .as_millis() as u64,
             ..ServerOptions::default()
         };
+        change(&mut options);
         let server = LocalServer::start_own(options).expect("start the server on 127.0.0.1");
         TestServer {
             addr: server.addr(),
@@ -926,4 +932,36 @@ fn in_two_rooms_tabs_switch_between_them_and_count_what_came() {
     // What is typed now goes to #lobby.
     type_and_enter(&mut app, "back in the lobby");
     dave.expect(|l| l.ends_with("PRIVMSG #lobby :back in the lobby"));
+}
+
+#[test]
+fn joining_shows_earlier_messages_and_scrolling_to_the_top_fetches_older_ones() {
+    // Without flood control, so that dave's sixty messages go in at once.
+    let server = TestServer::with(|o| o.flood = None);
+    let mut dave = RawClient::join(server.addr, "dave");
+    for i in 0..60 {
+        dave.say("#lobby", &format!("msg {i}"));
+    }
+    // Handled in order: once the PONG is back, all sixty are kept.
+    dave.send("PING :kept");
+    dave.expect(|l| l.contains("PONG") && l.ends_with("kept"));
+
+    let mut app = connect_as(&server, "alice", no_ping(), None);
+    // The last fifty, under a divider.
+    wait_to_see(&mut app, "dave: msg 59");
+    assert!(shows(&app, "— earlier messages in #lobby —"));
+    assert!(shows(&app, "dave: msg 10"));
+    assert!(!shows(&app, "dave: msg 9"), "one page on joining");
+    // At the top of the scrollback, the page before it comes, and the start of it all.
+    app.get_by_label_contains("dave: msg 10").scroll_to_me();
+    wait_to_see(&mut app, "dave: msg 0");
+    wait_to_see(&mut app, "— the start of what the server kept of #lobby —");
+    let lines: Vec<String> = app.state().chat().lines.iter().map(|l| l.plain()).collect();
+    let at = |text: &str| lines.iter().position(|l| l.ends_with(text)).unwrap();
+    assert!(at("dave: msg 0") < at("dave: msg 9") && at("dave: msg 9") < at("dave: msg 10"));
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with("dave: msg 10")).count(),
+        1,
+        "each message once"
+    );
 }
