@@ -139,13 +139,14 @@ fn edit(editor: &mut Editor, tx: &mpsc::Sender<Typed>) {
     }
 }
 
-/// Erases the line just typed (prompt included, over as many rows as it took): what was said
-/// comes back from the server and is shown then, once.
+/// Erases the line just typed (prompt included, over as many rows as it took, wide characters
+/// counted as the two columns they take): what was said comes back from the server and is shown
+/// then, once.
 fn take_off_screen(editor: &mut Editor, line: &str) {
     let columns = editor
         .dimensions()
         .map_or(80, |(columns, _)| columns.max(1));
-    let width = PROMPT.len() + line.chars().count();
+    let width = PROMPT.len() + unicode_width::UnicodeWidthStr::width(line);
     let rows = width.div_ceil(columns as usize).max(1);
     let mut out = std::io::stdout().lock();
     for _ in 0..rows {
