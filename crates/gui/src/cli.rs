@@ -11,7 +11,8 @@ use parla_net::tls::{Fingerprint, Trust};
 /// Parla chat client. Give the server's address (host, host:port or [v6]:port; the port
 /// defaults to 8080; ircs://host for TLS, port 6697 by default) or type it when asked. Leave with `quit`, `/quit`, Ctrl-C or the window's
 /// close button. The client pings the server's IP every few seconds and closes when it stops
-/// answering. Every flag can also be set through the environment variable shown.
+/// answering; a connection lost otherwise is made again by itself, and what was said meanwhile
+/// is shown. Every flag can also be set through the environment variable shown.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "parla", version, about, long_about)]
 pub struct Args {
