@@ -1548,3 +1548,15 @@ fn a_session_that_never_registered_has_nothing_to_resume() {
     let h = Harness::new();
     assert!(h.session.resume().is_none());
 }
+
+#[test]
+fn an_older_page_with_nothing_shown_yet_is_the_latest_one() {
+    let (mut h, _) = joined_with_history();
+    h.line(&format!("{SERVER} BATCH +b1 chathistory #lobby"));
+    h.line(&format!("{SERVER} BATCH -b1"));
+    // Nothing shown: no message to be "before", so the page before now.
+    let step = h.cmd(Command::Older(None));
+    assert_eq!(step.sent, sent(&["CHATHISTORY LATEST #lobby * 50"]));
+    // Asked again while it is on its way: one page at a time.
+    assert_eq!(h.cmd(Command::Older(None)), Step::default());
+}

@@ -1262,8 +1262,7 @@ impl ClientModel {
             }
             Command::Join(room) => owe(Out::Line(format!("JOIN {room}")), maybe),
             Command::Names => owe(Out::Names, maybe),
-            // Which page it asks for depends on what it has shown by then: not checked.
-            Command::Older(_) => {}
+            Command::Older(target) => self.older(at, target.as_deref(), maybe, owed),
             Command::Quit(reason) => {
                 let reason = reason.as_deref().unwrap_or("Leaving");
                 owe(Out::Line(format!("QUIT :{reason}")), maybe);

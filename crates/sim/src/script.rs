@@ -498,6 +498,7 @@ fn client_command(verb: &str, text: &str) -> Option<parla_net::client::Command> 
             target: None,
             args: text.to_owned(),
         },
+        "older" => Command::Older(opt(first)),
         "invite" if !first.is_empty() => Command::Invite {
             name: first.to_owned(),
             room: opt(rest),

@@ -189,7 +189,9 @@ impl Session {
         limit: usize,
         by_id: bool,
     ) {
+        // Without a reference (nothing shown yet), the latest page is the one before "now".
         let sub = match page {
+            _ if reference == "*" => "LATEST",
             HistoryPage::Recent => "LATEST",
             HistoryPage::Older => "BEFORE",
             HistoryPage::Missed => "AFTER",

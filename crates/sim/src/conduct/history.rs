@@ -25,6 +25,8 @@ const IDS: usize = 1_000;
 /// What a session reported of one conversation.
 #[derive(Default, Clone)]
 pub(super) struct Seen {
+    /// An older page came back short: there is nothing before.
+    exhausted: bool,
     ids: VecDeque<String>,
     /// Oldest and newest reported (id, time).
     oldest: Option<(String, Option<String>)>,
@@ -81,6 +83,7 @@ impl ClientModel {
         owed: &mut Owed,
     ) {
         let verb = match page {
+            _ if reference == "*" => "LATEST",
             HistoryPage::Recent => "LATEST",
             HistoryPage::Older => "BEFORE",
             HistoryPage::Missed => "AFTER",
@@ -131,6 +134,51 @@ impl ClientModel {
         }
     }
 
+    /// `/older [target]`: the page before the oldest message shown of the target (the current
+    /// room by default): asked for, unless one of that conversation is on its way; answered at
+    /// once, empty, when there is nothing older or the server keeps no history. (In the instant
+    /// its rooms changed it may have met either state: owed only maybe then.)
+    pub(super) fn older(
+        &mut self,
+        at: Duration,
+        target: Option<&str>,
+        maybe: bool,
+        owed: &mut Owed,
+    ) {
+        let target = match target {
+            Some(t) => t.to_owned(),
+            None => match self.rooms.iter().find(|r| Some(fold(r)) == self.current) {
+                Some(room) => room.clone(),
+                None => return, // "not in a room yet": a command error
+            },
+        };
+        let key = fold(&target);
+        if self.asked.iter().any(|a| a.key == key) {
+            return;
+        }
+        let seen = self.seen.get(&key);
+        if !self.offers_history() || seen.is_some_and(|s| s.exhausted) {
+            let event = Event::History {
+                target,
+                page: HistoryPage::Older,
+                messages: Vec::new(),
+                more: false,
+            };
+            // Reported when the command is handled: its place among what was read is not fixed.
+            owed.events.push((at, event, true));
+            return;
+        }
+        let limit = PAGE.min(self.history_max);
+        let reference = match seen.and_then(|s| s.oldest.clone()) {
+            Some((id, _)) => format!("msgid={id}"),
+            None => "*".to_owned(),
+        };
+        if maybe {
+            return; // either state may have been met; nothing certain is owed
+        }
+        self.ask(at, &target, HistoryPage::Older, reference, limit, owed);
+    }
+
     /// `BATCH +ref chathistory <target>` / `BATCH -ref`.
     pub(super) fn batch(&mut self, at: Duration, p: &[&str], owed: &mut Owed) {
         let Some(name) = p.first() else { return };
@@ -172,6 +220,7 @@ impl ClientModel {
         let entry = self.seen.entry(a.key.clone()).or_default();
         if a.page == HistoryPage::Older {
             fresh.iter().rev().for_each(|s| entry.add(s, true));
+            entry.exhausted |= !full;
         } else {
             fresh.iter().for_each(|s| entry.add(s, false));
         }
