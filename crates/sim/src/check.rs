@@ -125,6 +125,8 @@ fn delivery(r: &Records, v: &mut Vec<String>) {
             && client.closed.is_none()
             && !client.crashed
             && !client.stopped_reading
+            // One that saw this connection end and is connecting again reads no more of it.
+            && !client.reconnecting()
             && client.local == Some(peer)
             && !record.closed;
         let in_flight = |i: usize| record.queued[i].0 + IN_FLIGHT >= r.ended_at;

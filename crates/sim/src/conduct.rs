@@ -1329,6 +1329,12 @@ impl ClientModel {
             }
             Command::Typing(state) => {
                 let Some(room) = self.current.clone() else {
+                    // In the instant it joined, it may already have had the room.
+                    if maybe && self.caps.contains("message-tags") {
+                        let before = format!("@+typing={} TAGMSG ", state.as_str());
+                        let after = String::new();
+                        owe(Out::InRoom { before, after }, true);
+                    }
                     return;
                 };
                 if !self.caps.contains("message-tags") {
