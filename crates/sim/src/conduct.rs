@@ -258,6 +258,23 @@ fn check_session(
             Conduct::Event(e) => events.push(e.clone()),
         }
     }
+    // What it read or was told at least 5 s before its session ended (or the run, if it is
+    // still open) it must have acted on. A session that reconnected ended there (a quit while
+    // reconnecting comes later).
+    let session_end = match (disconnected.as_ref().map(|(at, _)| *at), reconnected) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let alive_until = match session_end {
+        Some(at) => Some(at),
+        None if open => Some(end),
+        None => None, // crashed: its last moments are unknown
+    };
+    // Pages late by the end are given up by then (and what waited for them shown, which the
+    // next session carries on from).
+    if let Some(until) = alive_until {
+        model.late_pages(until, &mut owed);
+    }
     let carried = reconnected.filter(|_| !restarted).map(|_| {
         let mut rooms = model.rooms.clone();
         if let Some(i) = rooms.iter().position(|r| Some(fold(r)) == model.current) {
@@ -270,18 +287,6 @@ fn check_session(
             seen: model.seen.clone(),
         }
     });
-    // What it read or was told at least 5 s before its session ended (or the run, if it is
-    // still open) it must have acted on.
-    let alive_until = match (&disconnected, reconnected) {
-        (Some((at, _)), _) => Some(*at),
-        (None, Some(at)) => Some(at),
-        (None, None) if open => Some(end),
-        (None, None) => None, // crashed: its last moments are unknown
-    };
-    // Pages late by the end are given up by then.
-    if let Some(until) = alive_until {
-        model.late_pages(until, &mut owed);
-    }
     let must_have = |due: Duration| alive_until.is_some_and(|until| due + GRACE < until);
     // After the server's `ERROR`, the session must end for the reason it gave.
     if let (Some(reason), Some((_, why))) = (&model.closing, &disconnected) {
@@ -299,12 +304,7 @@ fn check_session(
     }
     // A connection the server's side closed ends the session at once.
     if let Some(closed) = closed_at {
-        // The first of its end and its reconnection (a quit while reconnecting ends it later).
-        let ended = match (disconnected.as_ref().map(|(at, _)| *at), reconnected) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let late = match ended {
+        let late = match session_end {
             Some(at) => at > closed + GRACE,
             None => open && closed + GRACE < end,
         };
@@ -457,16 +457,20 @@ fn compare_lines(
             .lines
             .get(next)
             .and_then(|(at, out, _)| matches(*at, out, model, &sent[i..]));
-        if let Some(n) = taken {
-            next += 1;
-            i += n;
-        } else if let Some(k) =
+        let auto =
             owed.auto.iter().enumerate().position(|(k, (due, want))| {
                 !auto_done[k] && *want == sent[i].1 && *due <= sent[i].0
-            })
-        {
+            });
+        // A line both a command owed only maybe and the session owes on its own is the
+        // session's (the command may have found it done: a `/join` of the room it had just
+        // been put in).
+        let maybe_next = owed.lines.get(next).is_some_and(|(_, _, maybe)| *maybe);
+        if let (Some(k), true) = (auto, maybe_next || taken.is_none()) {
             auto_done[k] = true;
             i += 1;
+        } else if let Some(n) = taken {
+            next += 1;
+            i += n;
         } else if owed.lines.get(next).is_some_and(|(_, _, maybe)| *maybe) {
             next += 1; // owed only maybe, and not sent
         } else {
