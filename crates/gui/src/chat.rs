@@ -531,14 +531,8 @@ impl Chat {
             } => {
                 self.offline();
                 self.reconnect_at = Some(Instant::now() + *after);
-                let tries = match attempt {
-                    1 => String::new(),
-                    n => format!(" (attempt {n})"),
-                };
-                self.error(format!(
-                    "Connection lost: {reason}. Reconnecting in {} s{tries}…",
-                    after.as_secs().max(1)
-                ));
+                let wait = reconnect_wait(*after, *attempt);
+                self.error(format!("Connection lost: {reason}. Reconnecting {wait}…"));
             }
             Event::UserJoined { room, name } => self.system(format!("→ {name} joined {room}")),
             Event::UserLeft { room, name, reason } => {
@@ -683,8 +677,18 @@ pub fn links(text: &str) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// How long until the next try to reconnect, in words: "in 4 s", and which try it is when not
+/// the first ("in 8 s (attempt 3)"). Seconds are rounded up, as the status bar counts them down.
+pub fn reconnect_wait(after: Duration, attempt: u32) -> String {
+    let secs = after.as_millis().div_ceil(1000).max(1);
+    match attempt {
+        1 => format!("in {secs} s"),
+        n => format!("in {secs} s (attempt {n})"),
+    }
+}
+
 /// A room's name (rather than a person's).
-fn is_room(target: &str) -> bool {
+pub(crate) fn is_room(target: &str) -> bool {
     target.starts_with(['#', '&'])
 }
 
@@ -1198,5 +1202,16 @@ mod tests {
             ]
         );
         assert!(links("no links here").is_empty());
+    }
+
+    #[test]
+    fn the_wait_before_reconnecting_is_said_in_whole_seconds_rounded_up() {
+        assert_eq!(reconnect_wait(Duration::from_millis(300), 1), "in 1 s");
+        assert_eq!(reconnect_wait(Duration::from_millis(4_100), 1), "in 5 s");
+        assert_eq!(
+            reconnect_wait(Duration::from_secs(8), 3),
+            "in 8 s (attempt 3)"
+        );
+        assert_eq!(reconnect_wait(Duration::ZERO, 1), "in 1 s");
     }
 }

@@ -307,12 +307,8 @@ fn show(event: &Event) -> Option<Shown> {
             after,
             attempt,
         } => room!(
-            "*** Connection lost ({reason}); reconnecting in {} s{}…",
-            after.as_secs().max(1),
-            match attempt {
-                1 => String::new(),
-                n => format!(" (attempt {n})"),
-            }
+            "*** Connection lost ({reason}); reconnecting {}…",
+            chat::reconnect_wait(*after, *attempt)
         ),
         Event::Joined { room } => room!("You joined {room}."),
         Event::Switched { room } => room!("Now talking in {room}."),
@@ -376,7 +372,7 @@ fn show(event: &Event) -> Option<Shown> {
 /// A message as a line: its time, its room (or who it is between), who, what.
 fn said(m: &Said) -> String {
     let at = clock(m.time.as_deref());
-    let place = match (m.target.starts_with(['#', '&']), m.own) {
+    let place = match (chat::is_room(&m.target), m.own) {
         (true, _) => format!(" {}", m.target),
         (false, true) => format!(" (to {})", m.target),
         (false, false) => " (privately)".to_owned(),

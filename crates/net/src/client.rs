@@ -259,8 +259,12 @@ struct Link<T> {
 }
 
 impl<T: Transport> Link<T> {
-    async fn run<P: Pinger>(mut self, stream: Box<dyn Stream>, server: SocketAddr, pinger: P) {
-        let (mut stream, mut server) = (stream, server);
+    async fn run<P: Pinger>(
+        mut self,
+        mut stream: Box<dyn Stream>,
+        mut server: SocketAddr,
+        pinger: P,
+    ) {
         let mut pinger = Some(pinger);
         let mut resume = None;
         loop {
@@ -284,14 +288,11 @@ impl<T: Transport> Link<T> {
             if let Some(w) = watcher {
                 pinger = w.await.ok();
             }
-            let (Some(backoff), Some(next)) = (self.config.reconnect, next) else {
+            let backoff = self.config.reconnect.filter(|_| worth_reconnecting(&end));
+            let (Some(backoff), Some(next)) = (backoff, next) else {
                 let _ = self.events.send(Event::Disconnected(end)).await;
                 return;
             };
-            if !worth_reconnecting(&end) {
-                let _ = self.events.send(Event::Disconnected(end)).await;
-                return;
-            }
             match self.again(backoff, lost_because(&end)).await {
                 Some((s, a)) => (stream, server) = (s, a),
                 None => return,

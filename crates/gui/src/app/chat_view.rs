@@ -204,7 +204,8 @@ impl ParlaApp {
                         ui.label("reconnecting…");
                     } else {
                         // "reconnecting in 4 s…", counting down.
-                        ui.label(format!("reconnecting in {} s…", left.as_secs() + 1));
+                        let wait = crate::chat::reconnect_wait(left, 1);
+                        ui.label(format!("reconnecting {wait}…"));
                         ui.ctx()
                             .request_repaint_after(left.min(std::time::Duration::from_secs(1)));
                     }

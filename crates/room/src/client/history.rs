@@ -139,7 +139,7 @@ impl Session {
             Some(mark) => self.fetch(now, room, HistoryPage::Missed, &mark),
             None => {
                 let limit = HISTORY_PAGE.min(self.history_max);
-                self.request(now, room, HistoryPage::Recent, "*", limit, false);
+                self.request(now, room, HistoryPage::Recent, "*", limit);
             }
         }
     }
@@ -168,18 +168,19 @@ impl Session {
         match recall.and_then(|r| r.oldest.clone()) {
             Some(mark) => {
                 let reference = format!("msgid={}", mark.id);
-                self.request(now, &target, HistoryPage::Older, &reference, limit, true);
+                self.request(now, &target, HistoryPage::Older, &reference, limit);
             }
-            None => self.request(now, &target, HistoryPage::Older, "*", limit, false),
+            None => self.request(now, &target, HistoryPage::Older, "*", limit),
         }
     }
 
     /// `CHATHISTORY AFTER` the message `mark`, as large a page as the server gives.
     fn fetch(&mut self, now: Millis, target: &str, page: HistoryPage, mark: &Mark) {
         let reference = format!("msgid={}", mark.id);
-        self.request(now, target, page, &reference, self.history_max, true);
+        self.request(now, target, page, &reference, self.history_max);
     }
 
+    /// `CHATHISTORY <sub> <target> <reference> <limit>`, and the page it will answer with.
     fn request(
         &mut self,
         now: Millis,
@@ -187,7 +188,6 @@ impl Session {
         page: HistoryPage,
         reference: &str,
         limit: usize,
-        by_id: bool,
     ) {
         // Without a reference (nothing shown yet), the latest page is the one before "now".
         let sub = match page {
@@ -208,7 +208,7 @@ impl Session {
             target: target.to_owned(),
             page,
             limit,
-            by_id,
+            by_id: reference.starts_with("msgid="),
             started: false,
             messages: Vec::new(),
             held,

@@ -11,7 +11,7 @@ use crate::names::casefold;
 /// its own messages as the server echoes them (`echo-message`), takes tags on messages
 /// (`message-tags`: typing notifications, message ids), sees every status of a room's members
 /// (`multi-prefix`: `@+bob`), and stamps messages with the server's clock (`server-time`).
-pub const WANTED_CAPS: &[&str] = &[
+const WANTED_CAPS: &[&str] = &[
     "batch",
     "draft/chathistory",
     "echo-message",
