@@ -8,6 +8,8 @@
 //!
 //! - [`client`]: the client's side of a connection as a state machine ([`client::Session`]),
 //!   sans-IO like the server; the TCP session and the simulation drive it.
+//! - [`cluster`]: many servers as one chat: the shared log's entries and the [`cluster::Replica`]
+//!   that applies them.
 //! - [`history`]: what the server keeps of what was said ([`history::History`]), and its
 //!   in-memory backend.
 //! - [`limits`]: protocol limits and fixed strings both cores share.
@@ -19,6 +21,7 @@
 //!   messaging, queries, leaving, timers, replies).
 
 pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod limits;
 pub mod message;

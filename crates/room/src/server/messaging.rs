@@ -41,7 +41,7 @@ impl Server {
     /// across restarts too.
     pub(super) fn next_msgid(&mut self) -> String {
         self.msgids += 1;
-        format!("{:x}-{:x}", self.started.0, self.msgids)
+        format!("{:x}-{:x}", self.msgid_epoch.0, self.msgids)
     }
 
     /// `PRIVMSG` and `NOTICE` (which never gets an error reply). They check their own
@@ -145,9 +145,10 @@ impl Server {
                     Some(s) => format!("{s}{}", room.name),
                     None => room.name.clone(),
                 };
+                // In a cluster, each server delivers to its own members only.
                 let mut to: Vec<(ConnId, Caps)> = room
                     .members
-                    .iter()
+                    .range(self.local_ids())
                     .filter(|(_, member)| match status {
                         Some("@") => member.op,
                         Some(_) => member.op || member.voice,

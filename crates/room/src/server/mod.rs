@@ -127,6 +127,16 @@ pub struct Server {
     watchers: HashMap<String, Vec<ConnId>>,
     /// Where what was said is kept (`CHATHISTORY`, the replay on join).
     history: Box<dyn History>,
+    /// In a cluster ([`crate::cluster`]): this server's number, the top half of its own
+    /// connections' ids (0 until it has joined: nothing is its own yet). `None`: a single server,
+    /// every connection its own.
+    cluster: Option<u64>,
+    /// Connections whose liveness timer ran out in a cluster, with the reason: the runtime
+    /// publishes their departure ([`Server::take_expired`]).
+    expired: Vec<(ConnId, String)>,
+    /// The first half of every message id (see `next_msgid`): when this server started, or, in
+    /// a cluster, when the cluster's log began (the same on every server).
+    msgid_epoch: Millis,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
@@ -164,6 +174,9 @@ impl Server {
             not_replies: Vec::new(),
             watchers: HashMap::new(),
             history,
+            cluster: None,
+            expired: Vec::new(),
+            msgid_epoch: now,
             #[cfg(feature = "deliberate-bugs")]
             relayed: 0,
         };
@@ -186,16 +199,90 @@ impl Server {
 
     /// A connection from `host` (the peer's address, shown in its user's `nick!user@host`) opened.
     pub fn handle_connect(&mut self, now: Millis, host: &str) -> ConnId {
+        let id = self.reserve_id();
+        self.handle_connect_as(now, id, host);
+        id
+    }
+
+    /// The id the next connection of this server gets. A cluster's runtime takes it when a
+    /// connection opens and tells every server with [`Server::handle_connect_as`].
+    pub fn reserve_id(&mut self) -> ConnId {
         let id = ConnId(self.next_id);
         self.next_id += 1;
-        if self.shutting_down {
+        id
+    }
+
+    /// A connection `id` (from [`Server::reserve_id`] here or on another server of the
+    /// cluster) from `host` opened. Only this server's own connections are timed.
+    pub fn handle_connect_as(&mut self, now: Millis, id: ConnId, host: &str) {
+        if self.conns.get(id).is_some() {
+            return;
+        }
+        let local = self.is_local(id);
+        if self.shutting_down && local {
             self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
-            return id;
+            return;
         }
         let deadline = now.plus(self.config.registration_timeout_ms);
-        self.conns.insert(id, Conn::new(host, now, deadline));
-        self.timers.push(Reverse((deadline, id)));
-        id
+        let mut conn = Conn::new(host, now, deadline);
+        if local {
+            self.timers.push(Reverse((deadline, id)));
+        } else {
+            conn.timer_due = Millis(u64::MAX);
+        }
+        self.conns.insert(id, conn);
+    }
+
+    /// This server is one of a cluster's replicas (see [`crate::cluster`]): every server applies
+    /// the same inputs in the same order. `number` is its own number there (0 until it has
+    /// one): its connections' ids start at `number << 32`, and only they are timed and
+    /// fanned out to.
+    pub fn set_cluster(&mut self, number: u64) {
+        self.cluster = Some(number);
+        if number != 0 {
+            self.next_id = (number << 32) | 1;
+        }
+    }
+
+    /// Whether `id` is one of this server's own connections (always, outside a cluster).
+    pub fn is_local(&self, id: ConnId) -> bool {
+        self.cluster.is_none_or(|n| id.0 >> 32 == n)
+    }
+
+    /// The ids of this server's own connections, as a range (a contiguous one: a room's
+    /// members are ordered by id, so a fan-out walks only its own).
+    pub(super) fn local_ids(&self) -> std::ops::RangeInclusive<ConnId> {
+        match self.cluster {
+            None => ConnId(0)..=ConnId(u64::MAX),
+            Some(n) => ConnId(n << 32)..=ConnId((n << 32) | u64::from(u32::MAX)),
+        }
+    }
+
+    /// In a cluster: message ids begin with `epoch` (when the cluster's log began), so that
+    /// every server gives a message the same id.
+    pub fn set_msgid_epoch(&mut self, epoch: Millis) {
+        self.msgid_epoch = epoch;
+    }
+
+    /// Every connection of server `number` leaves with `reason` (it shut down, or stopped
+    /// answering): its users quit in every room; its names are free.
+    pub fn handle_server_gone(&mut self, now: Millis, number: u64, reason: &str) {
+        let from = ConnId(number << 32);
+        let to = ConnId((number << 32) | u64::from(u32::MAX));
+        let ids: Vec<ConnId> = self
+            .conns
+            .ids()
+            .filter(|id| (from..=to).contains(id))
+            .collect();
+        for id in ids {
+            self.quit(now, id, reason);
+        }
+    }
+
+    /// In a cluster, the connections whose liveness timer ran out since the last call, with
+    /// the reason: the runtime publishes their departure, which every server then applies.
+    pub fn take_expired(&mut self) -> Vec<(ConnId, String)> {
+        std::mem::take(&mut self.expired)
     }
 
     /// One line arrived from `conn`, without its line ending.
@@ -262,11 +349,17 @@ impl Server {
     /// closed. Later connections are refused the same way.
     pub fn handle_shutdown(&mut self, now: Millis) {
         self.shutting_down = true;
-        let ids: Vec<ConnId> = self.conns.ids().collect();
+        let ids: Vec<ConnId> = self.conns.ids().filter(|&id| self.is_local(id)).collect();
         for id in ids {
             let nick = self.conns.live(id).display_nick().to_owned();
             self.send_server(now, id, "NOTICE", &[&nick, SHUTDOWN_NOTICE]);
             self.close(id, SHUTDOWN_ERROR, SHUTDOWN_ERROR);
+        }
+        if self.cluster.is_some() {
+            // The other servers hear of it from the cluster's log; this one keeps its picture
+            // of the chat until it exits.
+            self.timers.clear();
+            return;
         }
         self.conns.clear();
         self.users = 0;

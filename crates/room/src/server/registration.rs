@@ -223,8 +223,11 @@ impl Server {
         self.users += 1;
         c.last_spoke = now;
         // From now on liveness pings, not the registration deadline, decide the next wake-up.
-        c.timer_due = now.plus(self.config.ping_interval_ms);
-        self.timers.push(Reverse((c.timer_due, id)));
+        // (In a cluster, only its own server times it.)
+        if self.cluster.is_none_or(|n| id.0 >> 32 == n) {
+            c.timer_due = now.plus(self.config.ping_interval_ms);
+            self.timers.push(Reverse((c.timer_due, id)));
+        }
         let nick = c.nick.clone().expect("checked above");
         c.prefix = format!("{nick}!{}@{}", c.user.as_deref().unwrap_or(""), c.host);
         let prefix = c.prefix.clone();

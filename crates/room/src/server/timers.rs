@@ -33,7 +33,7 @@ impl Server {
                     let reason = format!(
                         "Registration timeout: no valid NICK and USER within {secs} seconds"
                     );
-                    self.quit(now, id, &reason);
+                    self.time_out(now, id, reason);
                 } else {
                     self.timers.push(Reverse((deadline, id)));
                 }
@@ -44,7 +44,7 @@ impl Server {
                     let deadline = sent.plus(self.config.ping_timeout_ms);
                     if now >= deadline {
                         let secs = now.since(c.last_seen) / 1000;
-                        self.quit(now, id, &format!("Ping timeout: {secs} seconds"));
+                        self.time_out(now, id, format!("Ping timeout: {secs} seconds"));
                     } else {
                         c.timer_due = deadline;
                         self.timers.push(Reverse((deadline, id)));
@@ -65,6 +65,19 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+
+    /// `id`'s timer ran out: it leaves, or in a cluster its departure is handed to the runtime
+    /// to publish (every server, this one too, applies it from the log).
+    fn time_out(&mut self, now: Millis, id: ConnId, reason: String) {
+        if self.cluster.is_some() {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.timer_due = Millis(u64::MAX);
+            }
+            self.expired.push((id, reason));
+        } else {
+            self.quit(now, id, &reason);
         }
     }
 

@@ -1,0 +1,475 @@
+//! Many servers as one chat: every server is a replica of the same state machine, fed the same
+//! inputs in the same order from one shared log (a NATS JetStream stream in production, a
+//! simulated broker in the simulation; the log itself is the runtime's business).
+//!
+//! The core ([`Server`]) is deterministic: the same inputs at the same times give the same
+//! state and the same lines. So instead of a server-to-server protocol, each server *publishes*
+//! what its own connections did — a connection opened, a line arrived, a connection closed — and
+//! applies everything the log delivers, its own entries included, in log order. Every server then
+//! holds the same rooms, members, names, topics and modes; a name is taken by whichever `NICK`
+//! comes first in the log (never two holders, on any server, at any point of the log); every
+//! room's messages have one order, the log's. Each server sends lines only to its own
+//! connections (a room message costs it its own members, see `Server::local_ids`), and
+//! liveness (PING, timeouts) is its own business until a timeout's departure is published.
+//!
+//! This module is the sans-IO part: the log's entries and their encoding ([`Batch`]), and the
+//! [`Replica`], which applies them to a [`Server`] and keeps track of the cluster's servers:
+//!
+//! - A server starts by publishing [`Entry::Hello`]; the log position its hello lands at is its
+//!   number, the top half of its connections' ids.
+//! - It publishes [`Entry::Beat`] every few seconds. A server is **gone** once another server
+//!   has beaten [`Replica::MISSES`] times since its last beat: every replica decides it at the
+//!   same position of the log, without clocks, and its users quit everywhere (their names are
+//!   free). A server that finds itself declared gone (it lost the log for too long) closes its
+//!   connections and joins again under a new number.
+//! - [`Entry::Leave`] is a clean shutdown: its users quit at once.
+//! - Entries from a server that is gone, or a batch seen before (a publish retried after a lost
+//!   acknowledgement), are ignored: each batch is applied once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use crate::server::{ConnId, Server};
+use crate::time::Millis;
+
+/// One input of one server, as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A server joins the cluster; `nonce` tells it its own hello, `name` is what others show.
+    Hello { nonce: u64, name: String },
+    /// A connection from `host` opened.
+    Connect {
+        conn: ConnId,
+        now: Millis,
+        host: String,
+    },
+    /// A line arrived from `conn` (without its line ending).
+    Line {
+        conn: ConnId,
+        now: Millis,
+        line: Vec<u8>,
+    },
+    /// `conn` sent a line longer than the codec accepts.
+    LineTooLong { conn: ConnId, now: Millis },
+    /// `conn` closed without `QUIT`, or timed out.
+    Disconnect {
+        conn: ConnId,
+        now: Millis,
+        reason: String,
+    },
+    /// The server is alive.
+    Beat { now: Millis },
+    /// The server shuts down: its users quit with `reason`.
+    Leave { now: Millis, reason: String },
+}
+
+/// What one publish carries: some entries of one server, numbered so that a batch published
+/// twice (a retry after a lost acknowledgement) is applied once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The publishing server's number (0 for a hello: it has none yet).
+    pub origin: u64,
+    /// Counts from 1 for each server number.
+    pub number: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// A log entry that is not a batch Parla wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(&'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a Parla cluster entry: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+const MAGIC: &[u8; 4] = b"PRL1";
+
+impl Batch {
+    /// The bytes to publish: little-endian fixed-size fields and length-prefixed strings.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32 + self.entries.len() * 64);
+        b.extend_from_slice(MAGIC);
+        put_u64(&mut b, self.origin);
+        put_u64(&mut b, self.number);
+        put_u32(&mut b, self.entries.len());
+        for e in &self.entries {
+            match e {
+                Entry::Hello { nonce, name } => {
+                    b.push(1);
+                    put_u64(&mut b, *nonce);
+                    put_bytes(&mut b, name.as_bytes());
+                }
+                Entry::Connect { conn, now, host } => {
+                    b.push(2);
+                    put_u64(&mut b, conn.0);
+                    put_u64(&mut b, now.0);
+                    put_bytes(&mut b, host.as_bytes());
+                }
+                Entry::Line { conn, now, line } => {
+                    b.push(3);
+                    put_u64(&mut b, conn.0);
+                    put_u64(&mut b, now.0);
+                    put_bytes(&mut b, line);
+                }
+                Entry::LineTooLong { conn, now } => {
+                    b.push(4);
+                    put_u64(&mut b, conn.0);
+                    put_u64(&mut b, now.0);
+                }
+                Entry::Disconnect { conn, now, reason } => {
+                    b.push(5);
+                    put_u64(&mut b, conn.0);
+                    put_u64(&mut b, now.0);
+                    put_bytes(&mut b, reason.as_bytes());
+                }
+                Entry::Beat { now } => {
+                    b.push(6);
+                    put_u64(&mut b, now.0);
+                }
+                Entry::Leave { now, reason } => {
+                    b.push(7);
+                    put_u64(&mut b, now.0);
+                    put_bytes(&mut b, reason.as_bytes());
+                }
+            }
+        }
+        b
+    }
+
+    /// The batch in `bytes`; an error (never a panic) for anything else.
+    pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err(DecodeError("unknown format"));
+        }
+        let origin = r.u64()?;
+        let number = r.u64()?;
+        let count = r.u32()?;
+        // Each entry takes at least 9 bytes: a hostile count cannot make us reserve much.
+        let mut entries = Vec::with_capacity(count.min(r.0.len() / 9));
+        for _ in 0..count {
+            let entry = match r.take(1)?[0] {
+                1 => Entry::Hello {
+                    nonce: r.u64()?,
+                    name: r.string()?,
+                },
+                2 => Entry::Connect {
+                    conn: ConnId(r.u64()?),
+                    now: Millis(r.u64()?),
+                    host: r.string()?,
+                },
+                3 => Entry::Line {
+                    conn: ConnId(r.u64()?),
+                    now: Millis(r.u64()?),
+                    line: r.bytes()?.to_vec(),
+                },
+                4 => Entry::LineTooLong {
+                    conn: ConnId(r.u64()?),
+                    now: Millis(r.u64()?),
+                },
+                5 => Entry::Disconnect {
+                    conn: ConnId(r.u64()?),
+                    now: Millis(r.u64()?),
+                    reason: r.string()?,
+                },
+                6 => Entry::Beat {
+                    now: Millis(r.u64()?),
+                },
+                7 => Entry::Leave {
+                    now: Millis(r.u64()?),
+                    reason: r.string()?,
+                },
+                _ => return Err(DecodeError("unknown entry kind")),
+            };
+            entries.push(entry);
+        }
+        if !r.0.is_empty() {
+            return Err(DecodeError("bytes after the last entry"));
+        }
+        Ok(Batch {
+            origin,
+            number,
+            entries,
+        })
+    }
+}
+
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut Vec<u8>, v: usize) {
+    let v = u32::try_from(v).expect("a batch's parts are far below 4 GiB");
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    put_u32(b, v.len());
+    b.extend_from_slice(v);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("eight bytes")))
+    }
+
+    fn u32(&mut self) -> Result<usize, DecodeError> {
+        let b = self.take(4)?;
+        let v = u32::from_le_bytes(b.try_into().expect("four bytes"));
+        usize::try_from(v).map_err(|_| DecodeError("length too large"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError("a string is not UTF-8"))
+    }
+}
+
+/// What the runtime hears from the [`Replica`] besides the core's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Our hello was applied: this server's number is `number`; it may take connections.
+    Joined { number: u64 },
+    /// Server `number` (`name`) is gone (it left, or stopped beating); its users quit.
+    Gone { number: u64, name: String },
+    /// This server was declared gone (it could not reach the log for too long): its
+    /// connections are closed, and it must say hello again to take new ones.
+    Evicted,
+}
+
+/// One server of the cluster, as the log shows it.
+#[derive(Debug, Clone)]
+struct Peer {
+    name: String,
+    /// The last batch number applied from it.
+    last_batch: u64,
+    /// Log position of its last beat (its hello counts as one).
+    last_beat: u64,
+    /// Positions of its last [`Replica::MISSES`] beats, oldest first.
+    beats: VecDeque<u64>,
+}
+
+/// Applies the log to a [`Server`]; see the module docs.
+#[derive(Debug)]
+pub struct Replica {
+    nonce: u64,
+    me: Option<u64>,
+    peers: BTreeMap<u64, Peer>,
+    /// The last log position applied (positions count from 1).
+    applied: u64,
+    /// The time of the last entry applied: entries carry their server's clock, and the core
+    /// is given the latest seen, so its time never runs backwards.
+    now: Millis,
+    events: VecDeque<Event>,
+}
+
+impl Replica {
+    /// A server is gone once another has beaten this many times since its last beat.
+    pub const MISSES: usize = 3;
+
+    /// A replica for a server that will say hello with `nonce` (random: it tells this server's
+    /// hello from others'). Puts `core` in cluster mode: nothing is its own until it joins.
+    pub fn new(core: &mut Server, nonce: u64) -> Replica {
+        core.set_cluster(0);
+        Replica {
+            nonce,
+            me: None,
+            peers: BTreeMap::new(),
+            applied: 0,
+            now: Millis(0),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The hello this server publishes (again, after [`Event::Evicted`]).
+    pub fn hello(&self, name: &str) -> Batch {
+        Batch {
+            origin: 0,
+            number: 0,
+            entries: vec![Entry::Hello {
+                nonce: self.nonce,
+                name: name.to_owned(),
+            }],
+        }
+    }
+
+    /// This server's number, once its hello was applied.
+    pub fn number(&self) -> Option<u64> {
+        self.me
+    }
+
+    /// The last log position applied: a restarted subscription resumes after it.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The servers the log shows alive, by number, with their names.
+    pub fn servers(&self) -> Vec<(u64, &str)> {
+        self.peers
+            .iter()
+            .map(|(&n, p)| (n, p.name.as_str()))
+            .collect()
+    }
+
+    /// The next event for the runtime, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Applies the entry the log holds at position `seq` (positions seen before are skipped,
+    /// so a redelivery is harmless). An entry that is not a Parla batch is skipped with an
+    /// error for the log; the replica is unchanged by it.
+    pub fn apply(&mut self, core: &mut Server, seq: u64, bytes: &[u8]) -> Result<(), DecodeError> {
+        if seq <= self.applied {
+            return Ok(());
+        }
+        self.applied = seq;
+        let batch = Batch::decode(bytes)?;
+        if batch.origin == 0 {
+            for entry in batch.entries {
+                if let Entry::Hello { nonce, name } = entry {
+                    self.hello_applied(core, seq, nonce, name);
+                }
+            }
+            return Ok(());
+        }
+        let origin = batch.origin;
+        match self.peers.get_mut(&origin) {
+            // A server that is gone (or never said hello) has no say.
+            None => return Ok(()),
+            Some(peer) if batch.number <= peer.last_batch => return Ok(()),
+            Some(peer) => peer.last_batch = batch.number,
+        }
+        for entry in batch.entries {
+            if !self.peers.contains_key(&origin) {
+                break; // it left in this batch
+            }
+            self.apply_entry(core, seq, origin, entry);
+        }
+        Ok(())
+    }
+
+    fn hello_applied(&mut self, core: &mut Server, seq: u64, nonce: u64, name: String) {
+        self.peers.insert(
+            seq,
+            Peer {
+                name,
+                last_batch: 0,
+                last_beat: seq,
+                beats: VecDeque::from([seq]),
+            },
+        );
+        if nonce == self.nonce && self.me.is_none() {
+            self.me = Some(seq);
+            core.set_cluster(seq);
+            self.events.push_back(Event::Joined { number: seq });
+        }
+    }
+
+    fn apply_entry(&mut self, core: &mut Server, seq: u64, origin: u64, entry: Entry) {
+        // A server speaks only for its own connections.
+        let own = |conn: ConnId| conn.0 >> 32 == origin;
+        match entry {
+            Entry::Hello { .. } => {}
+            Entry::Connect { conn, now, host } if own(conn) => {
+                let now = self.tick(core, now);
+                core.handle_connect_as(now, conn, &host);
+            }
+            Entry::Line { conn, now, line } if own(conn) => {
+                let now = self.tick(core, now);
+                core.handle_line(now, conn, &line);
+            }
+            Entry::LineTooLong { conn, now } if own(conn) => {
+                let now = self.tick(core, now);
+                core.handle_line_too_long(now, conn);
+            }
+            Entry::Disconnect { conn, now, reason } if own(conn) => {
+                let now = self.tick(core, now);
+                core.handle_disconnect(now, conn, &reason);
+            }
+            Entry::Connect { .. }
+            | Entry::Line { .. }
+            | Entry::LineTooLong { .. }
+            | Entry::Disconnect { .. } => {}
+            Entry::Beat { now } => {
+                let now = self.tick(core, now);
+                self.beat(core, now, seq, origin);
+            }
+            Entry::Leave { now, reason } => {
+                let now = self.tick(core, now);
+                self.gone(core, now, origin, &reason);
+            }
+        }
+    }
+
+    /// The core's time for an entry stamped `at`: never earlier than the last.
+    fn tick(&mut self, core: &mut Server, at: Millis) -> Millis {
+        if self.now == Millis(0) {
+            core.set_msgid_epoch(at);
+        }
+        self.now = self.now.max(at);
+        self.now
+    }
+
+    fn beat(&mut self, core: &mut Server, now: Millis, seq: u64, origin: u64) {
+        let Some(peer) = self.peers.get_mut(&origin) else {
+            return;
+        };
+        peer.last_beat = seq;
+        peer.beats.push_back(seq);
+        while peer.beats.len() > Self::MISSES {
+            peer.beats.pop_front();
+        }
+        let beats = peer.beats.clone();
+        if beats.len() < Self::MISSES {
+            return;
+        }
+        let oldest = beats[0];
+        let silent: Vec<u64> = (self.peers.iter())
+            .filter(|&(&n, p)| n != origin && p.last_beat < oldest)
+            .map(|(&n, _)| n)
+            .collect();
+        for number in silent {
+            let name = self.peers[&number].name.clone();
+            let reason = format!("Server {name} stopped answering");
+            self.gone(core, now, number, &reason);
+        }
+    }
+
+    fn gone(&mut self, core: &mut Server, now: Millis, number: u64, reason: &str) {
+        let Some(peer) = self.peers.remove(&number) else {
+            return;
+        };
+        core.handle_server_gone(now, number, reason);
+        self.events.push_back(Event::Gone {
+            number,
+            name: peer.name,
+        });
+        if self.me == Some(number) {
+            self.me = None;
+            core.set_cluster(0);
+            self.events.push_back(Event::Evicted);
+        }
+    }
+}
