@@ -1,6 +1,8 @@
 //! `parla-net`: Parla's network edges, one layer per module.
 //!
 //! - [`transport`]: the [`Transport`]/[`Listener`] traits and real TCP ([`Tcp`]).
+//! - [`cluster`]: the cluster's shared log ([`cluster::Log`]) and its NATS JetStream
+//!   implementation ([`cluster::NatsLog`]).
 //! - [`codec`]: bytes ↔ lines, with a maximum line length.
 //! - [`server`]: the server runtime around the sans-IO core, in layers: accept and shutdown,
 //!   the shared core and its timer, outboxes, the connection loop, flood control
@@ -19,6 +21,7 @@
 pub mod addr;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod history;
 pub mod local;

@@ -282,6 +282,8 @@ pub struct Replica {
     /// is given the latest seen, so its time never runs backwards.
     now: Millis,
     events: VecDeque<Event>,
+    /// Connections paused by a room's budget while their lines were applied, with until when.
+    pauses: Vec<(ConnId, Millis)>,
 }
 
 impl Replica {
@@ -299,6 +301,7 @@ impl Replica {
             applied: 0,
             now: Millis(0),
             events: VecDeque::new(),
+            pauses: Vec::new(),
         }
     }
 
@@ -330,6 +333,12 @@ impl Replica {
             .iter()
             .map(|(&n, p)| (n, p.name.as_str()))
             .collect()
+    }
+
+    /// The connections whose message overdrew a room's budget since the last call, with until
+    /// when they must not be read ([`Server::take_pause`]).
+    pub fn take_pauses(&mut self) -> Vec<(ConnId, Millis)> {
+        std::mem::take(&mut self.pauses)
     }
 
     /// The next event for the runtime, if any.
@@ -399,6 +408,9 @@ impl Replica {
             Entry::Line { conn, now, line } if own(conn) => {
                 let now = self.tick(core, now);
                 core.handle_line(now, conn, &line);
+                if let Some(until) = core.take_pause(conn) {
+                    self.pauses.push((conn, until));
+                }
             }
             Entry::LineTooLong { conn, now } if own(conn) => {
                 let now = self.tick(core, now);

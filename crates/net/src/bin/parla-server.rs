@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::{Arc, Mutex};
 
+use parla_net::cluster::{NatsLog, NatsOptions};
 use parla_net::history::DiskHistory;
+use parla_net::server::ClusterOptions;
 use parla_net::server::{FloodControl, HistorySlot, Limits, ServerOptions, Trim};
 use parla_net::tls::ServerTls;
 use parla_net::{Both, Listener, Tcp, Transport};
@@ -200,6 +202,39 @@ struct Args {
     /// same address within this long of the last holder leaving (a reconnect).
     #[arg(long, env = "PARLA_HISTORY_RECLAIM", default_value = "1h", value_parser = humantime::parse_duration)]
     history_reclaim: Duration,
+    /// Run as one server of a cluster whose shared log is this NATS server (JetStream on),
+    /// e.g. nats://127.0.0.1:4222: every server given the same NATS is the same chat. All of a
+    /// cluster's servers must run with the same chat flags (room, limits, history).
+    #[arg(long, env = "PARLA_CLUSTER", value_name = "NATS_URL")]
+    cluster: Option<String>,
+    /// This server's name in the cluster (shown when its users quit because it stopped);
+    /// default: --server-name and the --listen port.
+    #[arg(long, env = "PARLA_CLUSTER_NAME", requires = "cluster")]
+    cluster_name: Option<String>,
+    /// A NATS credentials file (.creds: JWT and nkey seed) to authenticate with.
+    #[arg(long, env = "PARLA_CLUSTER_CREDS", requires = "cluster")]
+    cluster_creds: Option<PathBuf>,
+    /// A CA certificate (PEM) NATS's TLS certificate must chain to; TLS is then required.
+    #[arg(long, env = "PARLA_CLUSTER_TLS_CA", requires = "cluster")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS, if it asks for one (with --cluster-tls-key).
+    #[arg(long, env = "PARLA_CLUSTER_TLS_CERT", requires_all = ["cluster", "cluster_tls_key"])]
+    cluster_tls_cert: Option<PathBuf>,
+    /// The key of --cluster-tls-cert.
+    #[arg(long, env = "PARLA_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    cluster_tls_key: Option<PathBuf>,
+    /// The JetStream stream that is the cluster's log (one per cluster).
+    #[arg(
+        long,
+        env = "PARLA_CLUSTER_STREAM",
+        default_value = "PARLA",
+        requires = "cluster"
+    )]
+    cluster_stream: String,
+    /// How often this server tells the cluster it is alive. A server silent for three of
+    /// another's beats is gone: its users quit everywhere and their names are free.
+    #[arg(long, env = "PARLA_CLUSTER_BEAT", default_value = "5s", value_parser = humantime::parse_duration, requires = "cluster")]
+    cluster_beat: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -338,6 +373,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_per_target: (args.history_max_messages > 0).then_some(args.history_max_messages),
     };
     let history: Arc<Mutex<dyn History>> = match args.history {
+        // In a cluster every server rebuilds history from the cluster's log, which JetStream
+        // keeps on disk.
+        HistoryKind::Disk if args.cluster.is_some() => {
+            info!("in a cluster, history is rebuilt from the cluster's log (kept by JetStream)");
+            Arc::new(Mutex::new(MemoryHistory::new(retention)))
+        }
         HistoryKind::Disk => {
             let dir = match &args.data_dir {
                 Some(dir) => dir.clone(),
@@ -352,8 +393,34 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             max_per_target: Some(0),
         }))),
     };
+    let cluster = match &args.cluster {
+        None => None,
+        Some(url) => {
+            let name = (args.cluster_name.clone())
+                .unwrap_or_else(|| format!("{}:{}", core.server_name, args.listen.port()));
+            let log = NatsLog::connect(&NatsOptions {
+                url: url.clone(),
+                creds: args.cluster_creds.clone(),
+                tls_ca: args.cluster_tls_ca.clone(),
+                tls_cert: (args.cluster_tls_cert.clone()).zip(args.cluster_tls_key.clone()),
+                stream: args.cluster_stream.clone(),
+                client_name: name.clone(),
+            })
+            .await?;
+            let mut nonce = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+                .map_err(|_| anyhow::anyhow!("the system's random number generator failed"))?;
+            Some(ClusterOptions {
+                log: Arc::new(log),
+                name,
+                beat: args.cluster_beat,
+                nonce: u64::from_le_bytes(nonce),
+            })
+        }
+    };
     let options = ServerOptions {
         core,
+        cluster,
         max_clients: args.max_clients,
         sendq_bytes: args.sendq_bytes,
         flood: (!args.no_flood_control).then_some(FloodControl {

@@ -32,6 +32,7 @@
 //!   returns.
 
 mod admission;
+mod cluster;
 mod connection;
 mod flood;
 mod memory;
@@ -59,6 +60,7 @@ use outbox::Outbox;
 use shared::{Shared, timer_task};
 
 pub use admission::Limits;
+pub use cluster::ClusterOptions;
 pub use flood::FloodControl;
 pub use memory::Trim;
 
@@ -178,6 +180,7 @@ pub struct ServerOptions {
     /// Gives memory the allocator holds free back to the system (after mass disconnects);
     /// `None` never does (tests, the simulation).
     pub trim: Option<Trim>,
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl Default for ServerOptions {
@@ -196,6 +199,7 @@ impl Default for ServerOptions {
             history: HistorySlot::default(),
             abort_on_core_panic: true,
             trim: None,
+            cluster: None,
         }
     }
 }
@@ -236,6 +240,28 @@ async fn serve<L: Listener>(
     let tracker = TaskTracker::new();
     let timer_stop = CancellationToken::new();
     let mut timer = spawn_timer(shared.clone(), timer_stop.clone());
+    let cluster_stop = CancellationToken::new();
+    let cluster_tasks = TaskTracker::new();
+    if let (Some(link), Some(cluster)) = (&shared.cluster, &options.cluster) {
+        let hello = parla_room::cluster::Batch {
+            origin: 0,
+            number: 0,
+            entries: vec![parla_room::cluster::Entry::Hello {
+                nonce: cluster.nonce,
+                name: cluster.name.clone(),
+            }],
+        }
+        .encode();
+        let joined = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            joined = cluster::join(&shared, link, hello, cluster.nonce, &cluster_stop, &cluster_tasks) => joined,
+        };
+        if !joined {
+            cluster_stop.cancel();
+            timer_stop.cancel();
+            return;
+        }
+    }
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening");
     }
@@ -257,6 +283,15 @@ async fn serve<L: Listener>(
                 continue;
             }
         };
+        if let Some(link) = &shared.cluster
+            && !link.ready()
+        {
+            warn!(%peer, "cannot reach the cluster's log; refusing connection");
+            let line = "ERROR :Closing Link: this server cannot reach the chat network right \
+                        now; try again in a moment, or another server\r\n";
+            tracker.spawn(refuse(stream, line.to_owned()));
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, max = options.max_clients, "server full; refusing connection");
             let line = format!(
@@ -302,6 +337,23 @@ async fn serve<L: Listener>(
     }
     info!("shutting down: telling every client");
     shared.feed(Input::Shutdown);
+    if let Some(link) = &shared.cluster {
+        // The others see this server's users quit at once, with the reason they were given.
+        link.publish(parla_room::cluster::Entry::Leave {
+            now: shared.now(),
+            reason: "Server shutting down".to_owned(),
+        });
+        cluster_tasks.close();
+        cluster_stop.cancel();
+        if clock::timeout(options.shutdown_grace, cluster_tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "could not tell the cluster this server left; its users will quit when it is found silent"
+            );
+        }
+    }
     tracker.close();
     if clock::timeout(options.shutdown_grace, tracker.wait())
         .await

@@ -22,13 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use append_only_bytes::BytesSlice;
+use parla_room::cluster::{Entry, Event as ReplicaEvent, Replica};
 use parla_room::{ConnId, Millis, Output, Server};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::cluster::Link;
 use super::outbox::{Lines, Outbox};
 use super::{Input, Observer, ServerOptions};
 use crate::clock::{Clock, sleep_until_opt};
@@ -46,6 +48,11 @@ struct State {
     /// While a line of this connection is handled: the bytes queued for it (its replies),
     /// which its flood credit pays for.
     replies_to: Option<(ConnId, usize)>,
+    /// In a cluster: applies the shared log to `core`.
+    replica: Option<Replica>,
+    /// In a cluster: until when a connection must not be read (its message, applied from the
+    /// log, overdrew a room's budget); taken with its next line.
+    pauses: FxHashMap<ConnId, Millis>,
 }
 
 /// The core's lock, held. If a panic starts while it is held, its drop aborts the process: the
@@ -107,25 +114,31 @@ pub(super) struct Shared {
     abort_on_core_panic: bool,
     /// Wakes the timer task when the core may have an earlier deadline.
     timer: Notify,
+    /// In a cluster (`--cluster`): the log and the tasks' shared state.
+    pub(super) cluster: Option<Arc<Link>>,
+    /// Fires when the cluster declared this server gone (see `cluster::rejoin`).
+    pub(super) evicted: Notify,
 }
 
 impl Shared {
     /// A fresh core under `options`, its clock starting now.
     pub(super) fn new(options: &ServerOptions) -> Shared {
         let clock = Clock::starting_at(options.epoch_millis);
+        let mut core = match &options.history.0 {
+            Some(history) => {
+                Server::with_history(options.core.clone(), clock.now(), Box::new(history.clone()))
+            }
+            None => Server::new(options.core.clone(), clock.now()),
+        };
+        let replica = (options.cluster.as_ref()).map(|c| Replica::new(&mut core, c.nonce));
         Shared {
             state: Mutex::new(State {
-                core: match &options.history.0 {
-                    Some(history) => Server::with_history(
-                        options.core.clone(),
-                        clock.now(),
-                        Box::new(history.clone()),
-                    ),
-                    None => Server::new(options.core.clone(), clock.now()),
-                },
+                core,
                 lines: Lines::new(),
                 outboxes: FxHashMap::default(),
                 replies_to: None,
+                replica,
+                pauses: FxHashMap::default(),
             }),
             clock,
             sendq_bytes: options.sendq_bytes,
@@ -135,7 +148,76 @@ impl Shared {
             observer: options.observer.0.clone(),
             abort_on_core_panic: options.abort_on_core_panic,
             timer: Notify::new(),
+            cluster: options.cluster.as_ref().map(|c| Arc::new(Link::new(c))),
+            evicted: Notify::new(),
         }
+    }
+
+    /// The core's clock, now.
+    pub(super) fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// In a cluster: the last log position applied.
+    pub(super) fn applied(&self) -> u64 {
+        self.lock().replica.as_ref().map_or(0, Replica::applied)
+    }
+
+    /// In a cluster: applies the log's entry at `seq`, then carries out the outputs.
+    pub(super) fn apply_log(&self, seq: u64, bytes: &[u8]) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let before = state.core.poll_timeout();
+        let State { core, replica, .. } = &mut *state;
+        let Some(replica) = replica.as_mut() else {
+            return;
+        };
+        if let Err(err) = replica.apply(core, seq, bytes) {
+            warn!(seq, cause = %err, "skipping an entry of the cluster's log");
+        }
+        for (conn, until) in replica.take_pauses() {
+            if state.outboxes.contains_key(&conn) {
+                state.pauses.insert(conn, until);
+            }
+        }
+        self.apply(&mut state, now);
+        let link = self.cluster.as_ref().expect("a replica has a link");
+        while let Some(event) = state.replica.as_mut().and_then(Replica::poll_event) {
+            match event {
+                ReplicaEvent::Joined { number } => link.joined(number),
+                ReplicaEvent::Gone { number, name } => {
+                    info!(number, %name, "a server left the cluster; its users quit");
+                }
+                ReplicaEvent::Evicted => {
+                    link.evicted();
+                    self.evicted.notify_one();
+                }
+            }
+        }
+        let after = state.core.poll_timeout();
+        drop(state);
+        self.wake_timer_if_earlier(before, after);
+    }
+
+    /// In a cluster, a line is taken only while the log is reachable: otherwise `conn` is told
+    /// so and the line dropped. `true` if it was refused.
+    fn refuse_unreachable(&self, state: &mut State, conn: ConnId) -> bool {
+        let Some(link) = &self.cluster else {
+            return false;
+        };
+        if link.ready() {
+            return false;
+        }
+        let nick = state.core.nick(conn).unwrap_or("*").to_owned();
+        let line = format!(
+            ":{} NOTICE {nick} :Not sent: this server cannot reach the chat network right now; \
+             try again in a moment\r\n",
+            state.core.config().server_name
+        );
+        let line = state.lines.put(line.as_bytes());
+        let mut overflowed = VecDeque::new();
+        self.deliver(state, conn, &line, &mut overflowed);
+        true
     }
 
     /// Locks the core. Never poisoned: a panic under this lock aborts (see [`CoreGuard`]).
@@ -198,6 +280,26 @@ impl Shared {
     /// of the replies queued for `conn`, which its flood credit is charged for beyond the line,
     /// and until when `conn` must not be read because its message overdrew a room's budget.
     pub(super) fn feed_line(&self, conn: ConnId, line: Option<&[u8]>) -> (usize, Option<Instant>) {
+        if let Some(link) = &self.cluster
+            && !line.is_some_and(is_pong)
+        {
+            // To the log; its replies come when it is applied. A PONG is this server's own
+            // business (liveness), handled here at once.
+            let now = self.clock.now();
+            let mut state = self.lock();
+            if !self.refuse_unreachable(&mut state, conn) {
+                link.publish(match line {
+                    Some(line) => Entry::Line {
+                        conn,
+                        now,
+                        line: line.to_vec(),
+                    },
+                    None => Entry::LineTooLong { conn, now },
+                });
+            }
+            let pause = state.pauses.remove(&conn);
+            return (0, pause.map(|at| self.clock.instant_of(at)));
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         let before = state.core.poll_timeout();
@@ -227,6 +329,21 @@ impl Shared {
 
     /// Tells the core about a connection from `peer`, whose lines go to `outbox`.
     pub(super) fn connect(&self, peer: SocketAddr, outbox: Arc<Outbox>) -> ConnId {
+        if let Some(link) = &self.cluster {
+            let now = self.clock.now();
+            let mut state = self.lock();
+            let conn = state.core.reserve_id();
+            if let Some(observer) = &self.observer {
+                observer.connected(now, conn, peer);
+            }
+            state.outboxes.insert(conn, outbox);
+            link.publish(Entry::Connect {
+                conn,
+                now,
+                host: peer.ip().to_string(),
+            });
+            return conn;
+        }
         let conn = {
             let now = self.clock.now();
             let mut state = self.lock();
@@ -248,6 +365,18 @@ impl Shared {
     pub(super) fn disconnect(&self, conn: ConnId, reason: &str) {
         let now = self.clock.now();
         let mut state = self.lock();
+        if let Some(link) = &self.cluster {
+            // Unless the core closed it first (then its departure is already in the log).
+            if let Some(outbox) = state.outboxes.remove(&conn) {
+                outbox.close();
+                link.publish(Entry::Disconnect {
+                    conn,
+                    now,
+                    reason: reason.to_owned(),
+                });
+            }
+            return;
+        }
         self.hand(&mut state.core, now, Input::Disconnect { conn, reason });
         self.apply(&mut state, now);
         if let Some(outbox) = state.outboxes.remove(&conn) {
@@ -305,6 +434,17 @@ impl Shared {
                     }
                 }
             }
+            if let Some(link) = &self.cluster {
+                // In a cluster, departures are published; every server applies them.
+                for (conn, reason) in state.core.take_expired() {
+                    link.publish(Entry::Disconnect { conn, now, reason });
+                }
+                for conn in overflowed.drain(..) {
+                    warn!(%conn, limit = self.sendq_bytes, "client too slow; disconnecting (SendQ exceeded)");
+                    let reason = "SendQ exceeded".to_owned();
+                    link.publish(Entry::Disconnect { conn, now, reason });
+                }
+            }
             // Its QUIT goes to others, whose queues may overflow in turn: loop until quiet.
             let Some(conn) = overflowed.pop_front() else {
                 if let Some(observer) = &self.observer {
@@ -335,4 +475,17 @@ pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
             _ = sleep => shared.feed(Input::Timeout),
         }
     }
+}
+
+/// Whether `line` is a `PONG` (with or without tags and a source).
+fn is_pong(line: &[u8]) -> bool {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let mut verb = words.next();
+    if verb.is_some_and(|w| w.starts_with(b"@")) {
+        verb = words.next();
+    }
+    if verb.is_some_and(|w| w.starts_with(b":")) {
+        verb = words.next();
+    }
+    verb.is_some_and(|v| v.eq_ignore_ascii_case(b"PONG"))
 }

@@ -1,0 +1,297 @@
+//! Real `parla-server` processes as one chat over a real NATS (`nats-server -js`, from Debian):
+//! rooms, names and message order across servers, history from any server, a server killed
+//! with `kill -9`, one stopped with Ctrl-C, and NATS itself going away and coming back.
+//!
+//! Every process is stopped by a guard; every wait is bounded.
+
+mod process;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use parla_testkit::{RawClient, WAIT};
+use process::Server;
+
+/// A `nats-server` with JetStream on a loopback port, its store in a temporary directory.
+struct Nats {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl Nats {
+    /// `None` (the test skips) if `nats-server` is not installed, outside CI.
+    fn start() -> Option<Nats> {
+        if !parla_testkit::require_tool("nats-server") {
+            return None;
+        }
+        let store = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        Some(Nats::start_on(port, store))
+    }
+
+    fn start_on(port: u16, store: tempfile::TempDir) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, port, store }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops NATS (SIGKILL), keeping its store.
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
+        (port, store)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A Parla server of the cluster on `nats`, named `name`, beating every `beat`.
+async fn member(nats: &str, name: &str, beat: &str) -> (Server, SocketAddr) {
+    let mut server = Server::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster",
+        nats,
+        "--cluster-name",
+        name,
+        "--cluster-beat",
+        beat,
+        "--history",
+        "memory",
+        "--no-flood-control",
+    ]);
+    let addr = server.listening_addr().await;
+    (server, addr)
+}
+
+/// The text of each PRIVMSG among `lines`, in order.
+fn texts(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| parla_testkit::irc::privmsg(l).map(|(_, _, text)| text))
+        .collect()
+}
+
+#[tokio::test]
+async fn three_servers_are_one_chat_with_one_order_and_unique_names() {
+    let Some(nats) = Nats::start() else { return };
+    let (_s1, a1) = member(&nats.url(), "one", "5s").await;
+    let (_s2, a2) = member(&nats.url(), "two", "5s").await;
+    let (_s3, a3) = member(&nats.url(), "three", "5s").await;
+
+    let mut alice = RawClient::connect(a1, "alice").await;
+    let mut bob = RawClient::connect(a2, "bob").await;
+    let mut carol = RawClient::connect(a3, "carol").await;
+    for (c, nick) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        c.send("CAP REQ :echo-message").await;
+        c.send_registration(nick).await;
+        c.send("CAP END").await;
+        c.expect_numeric("001").await;
+    }
+    alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+    alice
+        .expect_has(":carol!~carol@127.0.0.1 JOIN #lobby")
+        .await;
+
+    // Members of every server, from any server.
+    carol.send("NAMES #lobby").await;
+    let names = carol.expect_numeric("353").await;
+    for nick in ["alice", "bob", "carol"] {
+        assert!(names.contains(nick), "{names}");
+    }
+    carol.send("WHOIS bob").await;
+    assert!(
+        carol
+            .expect_numeric("311")
+            .await
+            .contains(" bob ~bob 127.0.0.1 ")
+    );
+
+    // A name is held once in the whole cluster.
+    let mut other = RawClient::connect(a3, "other").await;
+    other.send_registration("alice").await;
+    let refused = other.expect_numeric("433").await;
+    assert!(refused.contains(" alice "), "{refused}");
+
+    // Three people talk at once on three servers: everyone sees one order.
+    for i in 0..20 {
+        alice.send(&format!("PRIVMSG #lobby :a{i}")).await;
+        bob.send(&format!("PRIVMSG #lobby :b{i}")).await;
+        carol.send(&format!("PRIVMSG #lobby :c{i}")).await;
+    }
+    let mut seen = Vec::new();
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let mut lines = Vec::new();
+        while texts(&lines).len() < 60 {
+            lines.push(c.line().await);
+        }
+        seen.push(texts(&lines));
+    }
+    assert_eq!(seen[0], seen[1], "alice and bob saw one order");
+    assert_eq!(seen[1], seen[2], "bob and carol saw one order");
+    for who in ["a", "b", "c"] {
+        let theirs: Vec<&String> = seen[0].iter().filter(|t| t.starts_with(who)).collect();
+        let sent: Vec<String> = (0..20).map(|i| format!("{who}{i}")).collect();
+        assert_eq!(
+            theirs,
+            sent.iter().collect::<Vec<_>>(),
+            "{who}'s own order kept"
+        );
+    }
+
+    // Someone joining later on any server gets the room's history.
+    let mut dana = RawClient::connect(a2, "dana").await;
+    dana.send("CAP REQ :batch draft/chathistory").await;
+    dana.send_registration("dana").await;
+    dana.send("CAP END").await;
+    dana.expect_numeric("001").await;
+    dana.send("CHATHISTORY LATEST #lobby * 100").await;
+    let mut lines = Vec::new();
+    loop {
+        let line = dana.line().await;
+        if line.starts_with("BATCH -") || line.contains(" BATCH -") {
+            break;
+        }
+        lines.push(line);
+    }
+    assert_eq!(texts(&lines), seen[0], "history in the order everyone saw");
+}
+
+#[tokio::test]
+async fn a_server_killed_with_kill_9_loses_its_users_and_frees_their_names() {
+    let Some(nats) = Nats::start() else { return };
+    let (_s1, a1) = member(&nats.url(), "one", "500ms").await;
+    let (s2, a2) = member(&nats.url(), "two", "500ms").await;
+    let mut alice = RawClient::join(a1, "alice").await;
+    let _bob = RawClient::join(a2, "bob").await;
+    alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+
+    s2.signal(Signal::SIGKILL);
+    // Three of one's beats (1.5 s here) after two's last.
+    alice
+        .expect_has(":bob!~bob@127.0.0.1 QUIT :Server two stopped answering")
+        .await;
+    alice.say("#lobby", "still here").await;
+    let mut bob = RawClient::join(a1, "bob").await;
+    bob.send("NAMES #lobby").await;
+    assert!(bob.expect_numeric("353").await.contains("alice bob"));
+}
+
+#[tokio::test]
+async fn ctrl_c_on_one_server_says_goodbye_to_its_users_and_the_others_go_on() {
+    let Some(nats) = Nats::start() else { return };
+    let (_s1, a1) = member(&nats.url(), "one", "5s").await;
+    let (mut s2, a2) = member(&nats.url(), "two", "5s").await;
+    let mut alice = RawClient::join(a1, "alice").await;
+    let mut bob = RawClient::join(a2, "bob").await;
+    alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+
+    s2.signal(Signal::SIGINT);
+    bob.expect_has("NOTICE bob :Server is shutting down. Goodbye!")
+        .await;
+    // At once, not after the beats: two said it was leaving.
+    alice
+        .expect_has(":bob!~bob@127.0.0.1 QUIT :Server shutting down")
+        .await;
+    let (status, output) = s2.exit().await;
+    assert_eq!(status.code(), Some(0), "{output:#?}");
+    let mut carol = RawClient::join(a1, "carol").await;
+    carol.say("#lobby", "the chat goes on").await;
+    alice
+        .expect_has(":carol!~carol@127.0.0.1 PRIVMSG #lobby :the chat goes on")
+        .await;
+}
+
+#[tokio::test]
+async fn while_nats_is_down_lines_are_refused_and_nothing_accepted_is_lost() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let (_s1, a1) = member(&url, "one", "5s").await;
+    let (_s2, a2) = member(&url, "two", "5s").await;
+    let mut alice = RawClient::join(a1, "alice").await;
+    let mut bob = RawClient::join(a2, "bob").await;
+    alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+    bob.say("#lobby", "before").await;
+    alice.expect_has("PRIVMSG #lobby :before").await;
+
+    let (port, store) = nats.stop();
+    // The servers notice the broken connection; until then a line may still be queued.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refused = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal within {WAIT:?}"
+        );
+        alice.say("#lobby", "during").await;
+        let line = tokio::time::timeout(Duration::from_millis(200), alice.line()).await;
+        if let Ok(line) = line
+            && line.contains("cannot reach the chat network")
+        {
+            break line;
+        }
+    };
+    assert!(refused.contains("NOTICE alice :Not sent:"), "{refused}");
+    let mut late = RawClient::connect(a2, "late").await;
+    let error = late.line().await;
+    assert!(
+        error.starts_with("ERROR :Closing Link: this server cannot reach the chat network"),
+        "{error}"
+    );
+
+    let _nats = Nats::start_on(port, store);
+    // Back: both servers take lines again, and the chat is one again.
+    // async-nats reconnects with a growing delay: allow it three of our usual waits.
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "NATS not back within {:?}",
+            3 * WAIT
+        );
+        bob.say("#lobby", "after").await;
+        let line = tokio::time::timeout(Duration::from_millis(500), bob.line()).await;
+        if line.is_err() {
+            break; // nothing came back: the line was taken (no echo without echo-message)
+        }
+    }
+    alice
+        .expect_has(":bob!~bob@127.0.0.1 PRIVMSG #lobby :after")
+        .await;
+}
