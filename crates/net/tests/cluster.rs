@@ -295,3 +295,31 @@ async fn while_nats_is_down_lines_are_refused_and_nothing_accepted_is_lost() {
         .expect_has(":bob!~bob@127.0.0.1 PRIVMSG #lobby :after")
         .await;
 }
+
+#[tokio::test]
+async fn a_server_with_other_chat_settings_is_refused_and_exits_with_the_reason() {
+    let Some(nats) = Nats::start() else { return };
+    let (_s1, a1) = member(&nats.url(), "one", "5s").await;
+    let mut odd = Server::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster",
+        &nats.url(),
+        "--room",
+        "#elsewhere",
+        "--history",
+        "memory",
+    ]);
+    let (status, output) = odd.exit().await;
+    assert_eq!(status.code(), Some(1), "{output:#?}");
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains("the cluster refused this server")),
+        "{output:#?}"
+    );
+    // The cluster is untouched.
+    let mut alice = RawClient::join(a1, "alice").await;
+    alice.send("LUSERS").await;
+    alice.expect_numeric("251").await;
+}

@@ -35,8 +35,13 @@ use crate::time::Millis;
 /// One input of one server, as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A server joins the cluster; `nonce` tells it its own hello, `name` is what others show.
-    Hello { nonce: u64, name: String },
+    /// A server joins the cluster; `nonce` tells it its own hello, `name` is what others show,
+    /// `config` is its [`crate::Config::cluster_fingerprint`].
+    Hello {
+        nonce: u64,
+        name: String,
+        config: u64,
+    },
     /// A connection from `host` opened.
     Connect {
         conn: ConnId,
@@ -98,10 +103,15 @@ impl Batch {
         put_u32(&mut b, self.entries.len());
         for e in &self.entries {
             match e {
-                Entry::Hello { nonce, name } => {
+                Entry::Hello {
+                    nonce,
+                    name,
+                    config,
+                } => {
                     b.push(1);
                     put_u64(&mut b, *nonce);
                     put_bytes(&mut b, name.as_bytes());
+                    put_u64(&mut b, *config);
                 }
                 Entry::Connect { conn, now, host } => {
                     b.push(2);
@@ -156,6 +166,7 @@ impl Batch {
                 1 => Entry::Hello {
                     nonce: r.u64()?,
                     name: r.string()?,
+                    config: r.u64()?,
                 },
                 2 => Entry::Connect {
                     conn: ConnId(r.u64()?),
@@ -256,6 +267,10 @@ pub enum Event {
     /// This server was declared gone (it could not reach the log for too long): its
     /// connections are closed, and it must say hello again to take new ones.
     Evicted,
+    /// Our hello was refused: the cluster runs with other chat settings (its first server's
+    /// [`crate::Config::cluster_fingerprint`] is `expected`, ours `ours`). Every server ignores
+    /// this one; it must not serve.
+    Refused { expected: u64, ours: u64 },
 }
 
 /// One server of the cluster, as the log shows it.
@@ -274,6 +289,11 @@ struct Peer {
 #[derive(Debug)]
 pub struct Replica {
     nonce: u64,
+    /// Our [`crate::Config::cluster_fingerprint`].
+    config: u64,
+    /// The live servers' (they all have the same): set by the first hello applied while no
+    /// server is alive.
+    cluster_config: Option<u64>,
     me: Option<u64>,
     peers: BTreeMap<u64, Peer>,
     /// The last log position applied (positions count from 1).
@@ -296,6 +316,8 @@ impl Replica {
         core.set_cluster(0);
         Replica {
             nonce,
+            config: core.config().cluster_fingerprint(),
+            cluster_config: None,
             me: None,
             peers: BTreeMap::new(),
             applied: 0,
@@ -313,6 +335,7 @@ impl Replica {
             entries: vec![Entry::Hello {
                 nonce: self.nonce,
                 name: name.to_owned(),
+                config: self.config,
             }],
         }
     }
@@ -357,8 +380,13 @@ impl Replica {
         let batch = Batch::decode(bytes)?;
         if batch.origin == 0 {
             for entry in batch.entries {
-                if let Entry::Hello { nonce, name } = entry {
-                    self.hello_applied(core, seq, nonce, name);
+                if let Entry::Hello {
+                    nonce,
+                    name,
+                    config,
+                } = entry
+                {
+                    self.hello_applied(core, seq, nonce, name, config);
                 }
             }
             return Ok(());
@@ -379,7 +407,27 @@ impl Replica {
         Ok(())
     }
 
-    fn hello_applied(&mut self, core: &mut Server, seq: u64, nonce: u64, name: String) {
+    fn hello_applied(
+        &mut self,
+        core: &mut Server,
+        seq: u64,
+        nonce: u64,
+        name: String,
+        config: u64,
+    ) {
+        if self.peers.is_empty() {
+            // Nobody to disagree with (a new cluster, or every server was stopped for an
+            // upgrade): this server's settings are the cluster's from now on.
+            self.cluster_config = Some(config);
+        }
+        let expected = *self.cluster_config.get_or_insert(config);
+        if config != expected {
+            if nonce == self.nonce && self.me.is_none() {
+                let ours = config;
+                self.events.push_back(Event::Refused { expected, ours });
+            }
+            return;
+        }
         self.peers.insert(
             seq,
             Peer {
@@ -389,6 +437,7 @@ impl Replica {
                 beats: VecDeque::from([seq]),
             },
         );
+        core.set_servers(self.peers.len());
         if nonce == self.nonce && self.me.is_none() {
             self.me = Some(seq);
             core.set_cluster(seq);
@@ -473,6 +522,7 @@ impl Replica {
         let Some(peer) = self.peers.remove(&number) else {
             return;
         };
+        core.set_servers(self.peers.len());
         core.handle_server_gone(now, number, reason);
         self.events.push_back(Event::Gone {
             number,

@@ -223,6 +223,12 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     for nick in ["alice", "bob", "carol"] {
         assert!(names.contains(nick), "{names}");
     }
+    // LUSERS counts the cluster, and this server's own.
+    c.say(2, carol, "LUSERS");
+    c.sync();
+    assert!(c.saw(2, carol, " 251 carol :There are 3 users and 0 invisible on 3 servers"));
+    assert!(c.saw(2, carol, " 255 carol :I have 1 clients and 2 servers"));
+    assert!(c.saw(2, carol, " 265 carol 1 3 :Current local users 1, max 3"));
 }
 
 #[test]
@@ -438,6 +444,7 @@ fn garbage_in_the_log_is_refused_without_changing_anything() {
             Entry::Hello {
                 nonce: 9,
                 name: "s".into(),
+                config: 11,
             },
             Entry::Connect {
                 conn: ConnId(7 << 32 | 1),
@@ -515,4 +522,61 @@ fn a_timeout_is_published_not_applied_and_only_the_own_server_times_anyone() {
             n.name
         );
     }
+}
+
+#[test]
+fn a_server_with_other_chat_settings_is_refused_until_the_cluster_is_empty() {
+    let mut c = Cluster::new(1);
+    c.user(0, "alice");
+    // A server with another nick length would decide NICKs differently from the same log.
+    let config = Config {
+        nick_len: 9,
+        ..Config::default()
+    };
+    let mut core = Server::new(config.clone(), c.now);
+    let mut replica = Replica::new(&mut core, 77);
+    c.log.push(replica.hello("odd").encode());
+    for (i, bytes) in c.log.iter().enumerate() {
+        replica.apply(&mut core, i as u64 + 1, bytes).unwrap();
+    }
+    c.sync();
+    assert_eq!(replica.number(), None);
+    let expected = Config::default().cluster_fingerprint();
+    let ours = config.cluster_fingerprint();
+    assert_ne!(expected, ours);
+    assert_eq!(
+        replica.poll_event(),
+        Some(Event::Refused { expected, ours })
+    );
+    assert_eq!(
+        c.nodes[0].replica.servers().len(),
+        1,
+        "the others ignore it"
+    );
+    // Its server name and MOTD may differ: they shape only its own lines.
+    let named = Config {
+        server_name: "two.example".into(),
+        motd: vec!["hi".into()],
+        ..Config::default()
+    };
+    assert_eq!(named.cluster_fingerprint(), expected);
+    // Once every server is gone (stopped for an upgrade), the next hello sets the settings.
+    let now = c.now;
+    c.publish(
+        0,
+        vec![Entry::Leave {
+            now,
+            reason: "Server shutting down".into(),
+        }],
+    );
+    c.log.push(
+        Replica::new(&mut Server::new(config.clone(), now), 78)
+            .hello("new")
+            .encode(),
+    );
+    c.sync();
+    assert_eq!(
+        c.nodes[0].replica.servers(),
+        vec![(c.log.len() as u64, "new")]
+    );
 }

@@ -415,6 +415,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 name,
                 beat: args.cluster_beat,
                 nonce: u64::from_le_bytes(nonce),
+                refused: Default::default(),
             })
         }
     };
@@ -461,6 +462,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         (Some(addr), Some(cert), Some(key)) => Some((ServerTls::load(cert, key)?, *addr)),
         _ => None,
     };
+    let refused = (options.cluster.as_ref()).map(|c| c.refused.clone());
     // Handlers are installed before serving, so a Ctrl-C at any moment shuts down cleanly.
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
@@ -479,6 +481,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 parla_net::run(Both::new(plain, secure), options, shutdown).await;
             }
         }
+    }
+    if refused.is_some_and(|r| r.load(std::sync::atomic::Ordering::Acquire)) {
+        anyhow::bail!(
+            "the cluster refused this server: it runs with other chat settings (see the log \
+             above); start it with the same flags as the running servers"
+        );
     }
     Ok(())
 }

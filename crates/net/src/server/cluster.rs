@@ -40,6 +40,9 @@ pub struct ClusterOptions {
     pub beat: Duration,
     /// Tells this server's hello from others' (random in production).
     pub nonce: u64,
+    /// Set if the cluster refused this server (it runs with other chat settings); `run` then
+    /// returns at once, and the caller should exit with an error.
+    pub refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ClusterOptions {
@@ -61,6 +64,7 @@ pub(super) struct Link {
     /// This server's number once its hello was applied; 0 before, and after it was evicted.
     number: AtomicU64,
     joined: Notify,
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Link {
@@ -74,6 +78,7 @@ impl Link {
             queued: std::sync::Mutex::new(Some(queued)),
             number: AtomicU64::new(0),
             joined: Notify::new(),
+            refused: options.refused.clone(),
         }
     }
 
@@ -98,16 +103,26 @@ impl Link {
         self.number.store(0, Ordering::Release);
     }
 
+    /// Our hello was refused (other settings than the cluster's): `join` gives up.
+    pub(super) fn refused(&self) {
+        self.refused.store(true, Ordering::Release);
+        self.joined.notify_waiters();
+    }
+
     /// Whether a line may be taken now: the log is reachable and we are in the cluster.
     pub(super) fn ready(&self) -> bool {
         self.number() != 0 && self.log.reachable()
     }
 
-    async fn wait_joined(&self) {
+    /// Until this server is in the cluster; `false` if it was refused.
+    async fn wait_joined(&self) -> bool {
         loop {
             let joined = self.joined.notified();
             if self.number() != 0 {
-                return;
+                return true;
+            }
+            if self.refused.load(Ordering::Acquire) {
+                return false;
             }
             joined.await;
         }
@@ -159,10 +174,10 @@ pub(super) async fn join(
     info!(name = %link.name, "joining the cluster");
     tokio::select! {
         _ = stop.cancelled() => false,
-        _ = async {
+        joined = async {
             say_hello(link, hello, nonce, 0).await;
-            link.wait_joined().await;
-        } => true,
+            link.wait_joined().await
+        } => joined,
     }
 }
 
@@ -239,7 +254,9 @@ async fn publisher(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Entry>) 
             bytes += size(&more);
             entries.push(more);
         }
-        link.wait_joined().await;
+        if !link.wait_joined().await {
+            return;
+        }
         let now_origin = link.number();
         if now_origin != origin {
             (origin, number) = (now_origin, 0);

@@ -243,15 +243,7 @@ async fn serve<L: Listener>(
     let cluster_stop = CancellationToken::new();
     let cluster_tasks = TaskTracker::new();
     if let (Some(link), Some(cluster)) = (&shared.cluster, &options.cluster) {
-        let hello = parla_room::cluster::Batch {
-            origin: 0,
-            number: 0,
-            entries: vec![parla_room::cluster::Entry::Hello {
-                nonce: cluster.nonce,
-                name: cluster.name.clone(),
-            }],
-        }
-        .encode();
+        let hello = shared.hello(&cluster.name);
         let joined = tokio::select! {
             _ = shutdown.cancelled() => false,
             joined = cluster::join(&shared, link, hello, cluster.nonce, &cluster_stop, &cluster_tasks) => joined,

@@ -28,7 +28,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::cluster::Link;
 use super::outbox::{Lines, Outbox};
@@ -158,6 +158,13 @@ impl Shared {
         self.clock.now()
     }
 
+    /// In a cluster: this server's hello, encoded.
+    pub(super) fn hello(&self, name: &str) -> Vec<u8> {
+        let state = self.lock();
+        let replica = state.replica.as_ref().expect("in a cluster");
+        replica.hello(name).encode()
+    }
+
     /// In a cluster: the last log position applied.
     pub(super) fn applied(&self) -> u64 {
         self.lock().replica.as_ref().map_or(0, Replica::applied)
@@ -187,6 +194,16 @@ impl Shared {
                 ReplicaEvent::Joined { number } => link.joined(number),
                 ReplicaEvent::Gone { number, name } => {
                     info!(number, %name, "a server left the cluster; its users quit");
+                }
+                ReplicaEvent::Refused { expected, ours } => {
+                    error!(
+                        expected = format_args!("{expected:016x}"),
+                        ours = format_args!("{ours:016x}"),
+                        "the cluster runs with other chat settings than this server (room, \
+                         limits, operators, history rules or version): start it with the same \
+                         flags as the running servers, or stop them all to change settings"
+                    );
+                    link.refused();
                 }
                 ReplicaEvent::Evicted => {
                     link.evicted();

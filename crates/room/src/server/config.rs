@@ -151,6 +151,34 @@ pub enum Bug {
     ClientPartKeepsRoom,
 }
 
+impl Config {
+    /// What every server of a cluster must agree on, as a number: every setting that decides
+    /// what happens to the shared state (names, rooms, limits, operators, history rules), not
+    /// the ones that only shape this server's own lines or liveness (its name, MOTD, PING
+    /// timing). Servers whose fingerprints differ would make different decisions from the same
+    /// log, so a cluster refuses a server whose fingerprint is not its first server's.
+    pub fn cluster_fingerprint(&self) -> u64 {
+        let shared = Config {
+            server_name: String::new(),
+            motd: Vec::new(),
+            ping_interval_ms: 0,
+            ping_timeout_ms: 0,
+            registration_timeout_ms: 0,
+            history_replay: 0,
+            chathistory_max: 0,
+            // A function's address differs from process to process.
+            verify_password: None,
+            ..self.clone()
+        };
+        // FNV-1a: stable across processes and versions of Rust (unlike `DefaultHasher`).
+        format!("{shared:?}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -39,6 +39,9 @@ impl Server {
         let (registered, prefix) = (c.registered, c.prefix.clone());
         if registered {
             self.users -= 1;
+            if self.is_local(id) {
+                self.local_users -= 1;
+            }
             if c.invisible {
                 self.invisible_users -= 1;
                 #[cfg(feature = "deliberate-bugs")]

@@ -103,6 +103,10 @@ pub struct Server {
     /// registration reports them (`LUSERS`), and counting the map each time is O(n) per user.
     users: usize,
     invisible_users: usize,
+    /// Registered users connected to this server (all of them, outside a cluster).
+    local_users: usize,
+    /// Servers in the cluster (1 outside one), as LUSERS shows them.
+    servers: usize,
     max_users: usize,
     shutting_down: bool,
     /// Set while a line is handled whose message overdrew a room's budget: its sender is not
@@ -162,6 +166,8 @@ impl Server {
             out: VecDeque::new(),
             users: 0,
             invisible_users: 0,
+            local_users: 0,
+            servers: 1,
             max_users: 0,
             shutting_down: false,
             pause: None,
@@ -256,6 +262,11 @@ impl Server {
             None => ConnId(0)..=ConnId(u64::MAX),
             Some(n) => ConnId(n << 32)..=ConnId((n << 32) | u64::from(u32::MAX)),
         }
+    }
+
+    /// In a cluster: how many servers it has (LUSERS).
+    pub fn set_servers(&mut self, servers: usize) {
+        self.servers = servers.max(1);
     }
 
     /// In a cluster: message ids begin with `epoch` (when the cluster's log began), so that
@@ -364,6 +375,7 @@ impl Server {
         self.conns.clear();
         self.users = 0;
         self.invisible_users = 0;
+        self.local_users = 0;
         self.nicks.clear();
         self.rooms.clear();
         self.timers.clear();

@@ -221,6 +221,9 @@ impl Server {
         }
         c.registered = true;
         self.users += 1;
+        if self.cluster.is_none_or(|n| id.0 >> 32 == n) {
+            self.local_users += 1;
+        }
         c.last_spoke = now;
         // From now on liveness pings, not the registration deadline, decide the next wake-up.
         // (In a cluster, only its own server times it.)
@@ -312,8 +315,9 @@ impl Server {
         let unknown = self.conns.len() - users;
         let rooms = self.rooms.len();
         let max = self.max_users;
+        let servers = self.servers;
         let text = format!(
-            "There are {} users and {invisible} invisible on 1 servers",
+            "There are {} users and {invisible} invisible on {servers} servers",
             users - invisible
         );
         self.numeric(now, id, RPL_LUSERCLIENT, &[&text]);
@@ -332,11 +336,12 @@ impl Server {
             RPL_LUSERCHANNELS,
             &[&rooms.to_string(), "channels formed"],
         );
-        let me = format!("I have {users} clients and 0 servers");
+        let mine = self.local_users;
+        let me = format!("I have {mine} clients and {} servers", servers - 1);
         self.numeric(now, id, RPL_LUSERME, &[&me]);
         let (u, m) = (users.to_string(), max.to_string());
-        let local = format!("Current local users {users}, max {max}");
-        self.numeric(now, id, RPL_LOCALUSERS, &[&u, &m, &local]);
+        let local = format!("Current local users {mine}, max {max}");
+        self.numeric(now, id, RPL_LOCALUSERS, &[&mine.to_string(), &m, &local]);
         let global = format!("Current global users {users}, max {max}");
         self.numeric(now, id, RPL_GLOBALUSERS, &[&u, &m, &global]);
     }
