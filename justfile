@@ -20,6 +20,29 @@ server-tls *ARGS:
 client *ARGS:
     cargo run --release -p parla-gui --bin parla -- {{ARGS}}
 
+# A local cluster: NATS with JetStream (Debian's nats-server) on 127.0.0.1:4222 and three Parla
+# servers on ports 8081, 8082 and 8083, all one chat; Ctrl-C stops all four (by PID). State
+# (NATS's store, logs) goes to target/cluster/. `apt install nats-server` first.
+cluster:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v nats-server >/dev/null || { echo "just cluster needs nats-server: sudo apt install nats-server" >&2; exit 1; }
+    cargo build --release -p parla-net --bin parla-server
+    dir=target/cluster; mkdir -p "$dir"
+    pids=()
+    stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; echo "cluster stopped"; }
+    trap stop EXIT
+    trap 'exit 0' INT TERM
+    nats-server -js -a 127.0.0.1 -p 4222 -sd "$dir/nats" > "$dir/nats.log" 2>&1 & pids+=($!)
+    for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.1; done
+    for n in 1 2 3; do
+        target/release/parla-server --listen 127.0.0.1:808$n --cluster nats://127.0.0.1:4222 \
+            --cluster-name parla-$n > "$dir/parla-$n.log" 2>&1 & pids+=($!)
+    done
+    echo "NATS on 127.0.0.1:4222; Parla on 127.0.0.1:8081, :8082, :8083 (logs in $dir); Ctrl-C stops them"
+    wait -n "${pids[@]}" || true
+    echo "a process of the cluster ended; see $dir/*.log" >&2
+
 # Run every test (what CI runs after fmt and clippy).
 test:
     cargo test --workspace

@@ -3,6 +3,7 @@
 //! The real server runtime and client session run unchanged inside a simulated network whose
 //! time, ordering and faults are decided by a seed, so every run replays exactly.
 //!
+//! - [`broker`]: the cluster's log as a simulated broker host ([`broker::SimLog`]).
 //! - [`transport`]: [`Sim`], turmoil's TCP behind [`parla_net::Transport`].
 //! - [`ping`]: a [`parla_net::Pinger`] that sends real datagrams through the simulated network.
 //! - [`script`]: the scenario language (`tests/scenarios/*.scn`).
@@ -15,6 +16,7 @@
 //! Keep this crate (and so turmoil, which turns on tokio's `test-util`) out of the release
 //! binaries' builds: build them with `-p parla-net` / `-p parla-gui`.
 
+pub mod broker;
 pub mod check;
 pub mod conduct;
 pub mod explore;
