@@ -7,76 +7,12 @@
 mod process;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use parla_testkit::nats::Nats;
 use parla_testkit::{RawClient, WAIT};
 use process::Server;
-
-/// A `nats-server` with JetStream on a loopback port, its store in a temporary directory.
-struct Nats {
-    child: Child,
-    port: u16,
-    store: tempfile::TempDir,
-}
-
-impl Nats {
-    /// `None` (the test skips) if `nats-server` is not installed, outside CI.
-    fn start() -> Option<Nats> {
-        if !parla_testkit::require_tool("nats-server") {
-            return None;
-        }
-        let store = tempfile::tempdir().expect("a temporary directory");
-        let port = free_port();
-        Some(Nats::start_on(port, store))
-    }
-
-    fn start_on(port: u16, store: tempfile::TempDir) -> Nats {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nats { child, port, store }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops NATS (SIGKILL), keeping its store.
-    fn stop(mut self) -> (u16, tempfile::TempDir) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let port = self.port;
-        let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
-        (port, store)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A Parla server of the cluster on `nats`, named `name`, beating every `beat`.
 async fn member(nats: &str, name: &str, beat: &str) -> (Server, SocketAddr) {

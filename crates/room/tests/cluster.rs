@@ -226,7 +226,11 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();
-    assert!(c.saw(2, carol, " 251 carol :There are 3 users and 0 invisible on 3 servers"));
+    assert!(c.saw(
+        2,
+        carol,
+        " 251 carol :There are 3 users and 0 invisible on 3 servers"
+    ));
     assert!(c.saw(2, carol, " 255 carol :I have 1 clients and 2 servers"));
     assert!(c.saw(2, carol, " 265 carol 1 3 :Current local users 1, max 3"));
 }

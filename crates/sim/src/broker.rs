@@ -70,7 +70,11 @@ impl Store {
 
     /// How many entries the log holds.
     pub fn len(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).entries.len() as u64
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len() as u64
     }
 
     /// Whether the log is empty.
@@ -81,7 +85,8 @@ impl Store {
 
 /// The broker host's program: serves `store` on [`BROKER_PORT`] until the host is crashed.
 pub async fn broker(store: Store) -> turmoil::Result {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, BROKER_PORT))).await?;
+    let listener =
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, BROKER_PORT))).await?;
     let appended = Arc::new(Notify::new());
     loop {
         let (stream, _) = listener.accept().await?;
@@ -128,13 +133,24 @@ async fn serve(mut stream: TcpStream, store: Store, appended: Arc<Notify>) -> st
 
 fn split_publish(bytes: &[u8]) -> std::io::Result<(String, Vec<u8>)> {
     let bad = || std::io::Error::other("bad publish frame");
-    let len = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let len = u32::from_le_bytes(
+        bytes
+            .get(..4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
     let end = 4 + len as usize;
     let id = std::str::from_utf8(bytes.get(4..end).ok_or_else(bad)?).map_err(|_| bad())?;
     Ok((id.to_owned(), bytes[end..].to_vec()))
 }
 
-async fn write_frame(stream: &mut TcpStream, kind: u8, value: u64, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_frame(
+    stream: &mut TcpStream,
+    kind: u8,
+    value: u64,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     let mut frame = Vec::with_capacity(13 + bytes.len());
     frame.push(kind);
     frame.extend_from_slice(&value.to_le_bytes());
@@ -224,15 +240,19 @@ impl Log for SimLog {
             let entries = stream::unfold(Some(stream), |stream| async move {
                 let mut stream = stream?;
                 loop {
-                    let frame =
-                        tokio::time::timeout(HEARTBEAT * MISSED_HEARTBEATS, read_frame(&mut stream))
-                            .await;
+                    let frame = tokio::time::timeout(
+                        HEARTBEAT * MISSED_HEARTBEATS,
+                        read_frame(&mut stream),
+                    )
+                    .await;
                     return match frame {
                         Ok(Ok((b'M', seq, bytes))) => Some((Ok((seq, bytes)), Some(stream))),
                         Ok(Ok((b'H', _, _))) => continue,
                         Ok(Ok(_)) => Some((Err(LogError("unexpected frame".into())), None)),
                         Ok(Err(err)) => Some((Err(LogError(format!("reading: {err}"))), None)),
-                        Err(_) => Some((Err(LogError("no heartbeat from the broker".into())), None)),
+                        Err(_) => {
+                            Some((Err(LogError("no heartbeat from the broker".into())), None))
+                        }
                     };
                 }
             });

@@ -4,6 +4,7 @@
 //! * [`irc`]: [`RawClient`], a raw IRC connection that speaks bytes and asserts on lines, for
 //!   playing "another person" against a server or a scripted server against a client session
 //!   ([`irc::blocking`] wraps it for the synchronous window tests).
+//! * [`nats`]: [`nats::Nats`], a `nats-server -js` on a loopback port, stopped by a guard.
 //! * [`ping`]: [`FakePinger`], a [`parla_net::Pinger`] whose answers the test scripts.
 //! * [`require`]: the one rule for a test that needs something from outside (a program, a
 //!   permission): a clear skip line locally, a failure under `CI=true`, where
@@ -14,6 +15,7 @@
 use std::time::Duration;
 
 pub mod irc;
+pub mod nats;
 pub mod ping;
 pub mod require;
 
