@@ -12,7 +12,7 @@ use parla_sim::broker::{SimLog, Store, broker};
 /// What a log must do, as a trace of observations.
 async fn contract(log: &dyn Log) -> Vec<String> {
     let mut trace = Vec::new();
-    let mut publish = async |id: &str, bytes: &str, trace: &mut Vec<String>| {
+    let publish = async |id: &str, bytes: &str, trace: &mut Vec<String>| {
         let seq = log.publish(id.into(), bytes.as_bytes().to_vec()).await;
         trace.push(format!(
             "publish {id} {bytes} -> {}",
