@@ -119,6 +119,7 @@ async fn serve(mut stream: TcpStream, store: Store, appended: Arc<Notify>) -> st
                     // then stays silent for ever) notices and reads again (as JetStream's
                     // ordered consumers do with their idle heartbeats).
                     tokio::select! {
+                        biased;
                         _ = wake => {}
                         _ = tokio::time::sleep(HEARTBEAT) => {
                             write_frame(&mut stream, b'H', next, &[]).await?;

@@ -13,7 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use parla_net::addr::ServerAddr;
 use parla_net::client::{self, ClientConfig, Command, Event, Reconnect};
-use parla_net::server::{HistorySlot, ObserverSlot, ServerOptions, run as run_server};
+use parla_net::server::{
+    ClusterOptions, HistorySlot, ObserverSlot, ServerOptions, run as run_server,
+};
 use parla_net::tls::{self, Fingerprint, ServerTls};
 use parla_net::transport::{Both, Transport};
 use parla_room::Millis;
@@ -24,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Bug;
+use crate::broker::{SimLog, Store, broker};
 use crate::check;
 use crate::journal::{Conduct, Journal, Recorder};
 use crate::model::SharedBooks;
@@ -236,6 +239,10 @@ struct Runner<'a> {
     history: Arc<Mutex<MemoryHistory>>,
     /// What the model knows that history must hold, across incarnations.
     books: SharedBooks,
+    /// In a cluster (`server --cluster N`): the broker and the servers after the first.
+    cluster_hosts: Vec<String>,
+    /// The broker's log, which outlives a crash and restart of the broker.
+    store: Store,
 }
 
 impl<'a> Runner<'a> {
@@ -262,6 +269,8 @@ impl<'a> Runner<'a> {
             failed: Vec::new(),
             history: Arc::new(Mutex::new(MemoryHistory::new(Retention::default()))),
             books: SharedBooks::default(),
+            cluster_hosts: Vec::new(),
+            store: Store::default(),
         }
     }
 
@@ -271,6 +280,7 @@ impl<'a> Runner<'a> {
             (self.server_incarnation.load(Ordering::Relaxed) > 0).then(|| "server".to_owned());
         server
             .into_iter()
+            .chain(self.cluster_hosts.iter().cloned())
             .chain(self.clients.keys().cloned())
             .collect()
     }
@@ -414,6 +424,7 @@ impl<'a> Runner<'a> {
 
     fn apply(&mut self, where_: &str, step: &Step) -> bool {
         match step {
+            Step::Server(flags) if flags.cluster > 0 => self.start_cluster(flags.clone()),
             Step::Server(flags) => self.start_server(flags.clone()),
             Step::Client { name, flags } => self.start_client(name, flags.clone(), false),
             Step::Raw { name } => self.start_client(name, ClientFlags::default(), true),
@@ -631,6 +642,67 @@ impl<'a> Runner<'a> {
         self.failed.push(format!("{where_}: {problem}"));
     }
 
+    /// `server --cluster N`: a broker host and N servers sharing its log. Nothing watches the
+    /// servers from inside yet (the model and the invariants follow one server): the
+    /// transcript and the script's expectations check what the clients see.
+    fn start_cluster(&mut self, flags: ServerFlags) {
+        let store = self.store.clone();
+        self.sim.host("broker", move || broker(store.clone()));
+        self.cluster_hosts.push("broker".into());
+        for k in 1..=flags.cluster {
+            let host = if k == 1 {
+                "server".to_owned()
+            } else {
+                format!("server{k}")
+            };
+            if k > 1 {
+                self.cluster_hosts.push(host.clone());
+            } else {
+                self.server_incarnation.fetch_add(1, Ordering::Relaxed);
+            }
+            let (journal, flags, bug) = (self.journal.clone(), flags.clone(), self.bug);
+            let token_slot = (k == 1).then(|| self.server_token.clone());
+            let incarnation = Arc::new(AtomicU32::new(0));
+            self.sim.host(host.clone(), move || {
+                let inc = incarnation.fetch_add(1, Ordering::Relaxed);
+                let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+                let epoch_millis = EPOCH_SECS * 1000 + elapsed;
+                let token = CancellationToken::new();
+                if let Some(slot) = &token_slot {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+                }
+                let history: Arc<Mutex<dyn parla_room::history::History>> =
+                    Arc::new(Mutex::new(MemoryHistory::new(Retention::default())));
+                let options = ServerOptions {
+                    core: core_config(&flags, bug),
+                    max_clients: flags.max_clients,
+                    sendq_bytes: flags.sendq_bytes,
+                    flood: flags.flood,
+                    epoch_millis,
+                    history: HistorySlot(Some(history)),
+                    abort_on_core_panic: false,
+                    cluster: Some(ClusterOptions {
+                        log: Arc::new(SimLog::new("broker")),
+                        name: host.clone(),
+                        beat: flags.beat,
+                        // Each incarnation its own: it tells its hello from its predecessor's.
+                        nonce: (k as u64) << 32 | u64::from(inc),
+                        refused: Default::default(),
+                    }),
+                    ..ServerOptions::default()
+                };
+                let (journal, host) = (journal.clone(), host.clone());
+                async move {
+                    journal.line(&host, &format!("started (incarnation {inc})"));
+                    let any = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT);
+                    run_server(Sim.bind(any).await?, options, token).await;
+                    journal.line(&host, "stopped");
+                    Ok(())
+                }
+            });
+        }
+    }
+
     fn start_server(&mut self, flags: ServerFlags) {
         let journal = self.journal.clone();
         let token_slot = self.server_token.clone();
@@ -646,38 +718,7 @@ impl<'a> Runner<'a> {
             let epoch_millis = EPOCH_SECS * 1000 + elapsed;
             let token = CancellationToken::new();
             *token_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
-            let core = parla_room::Config {
-                default_room: flags.room.clone(),
-                motd: Vec::new(),
-                ping_interval_ms: flags.ping_interval.as_millis() as u64,
-                ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
-                registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
-                quiet_joins_above: flags.quiet_joins_above,
-                password: flags.password.clone(),
-                // Tighter than parla-server's 5 per minute, so that random runs reach them.
-                nick_changes: Some(Window {
-                    count: 2,
-                    ms: 10_000,
-                }),
-                topic_changes: Some(Window {
-                    count: 2,
-                    ms: 10_000,
-                }),
-                // One server operator, `OPER boss hunter2`; its password is kept as is (the
-                // real server's argon2 would cost the simulation seconds per check).
-                operators: vec![parla_room::server::Operator {
-                    name: "boss".into(),
-                    password_hash: "plain:hunter2".into(),
-                }],
-                verify_password: Some(plain_password),
-                #[cfg(feature = "deliberate-bugs")]
-                bug,
-                ..parla_room::Config::default()
-            };
-            #[cfg(not(feature = "deliberate-bugs"))]
-            if let Some(bug) = bug {
-                match bug {}
-            }
+            let core = core_config(&flags, bug);
             let settings = core.clone();
             let options = ServerOptions {
                 core,
@@ -746,6 +787,42 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The core's settings for a simulated server with `flags` (one server or each of a cluster's).
+fn core_config(flags: &ServerFlags, bug: Option<Bug>) -> parla_room::Config {
+    #[cfg(not(feature = "deliberate-bugs"))]
+    if let Some(bug) = bug {
+        match bug {}
+    }
+    parla_room::Config {
+        default_room: flags.room.clone(),
+        motd: Vec::new(),
+        ping_interval_ms: flags.ping_interval.as_millis() as u64,
+        ping_timeout_ms: flags.ping_timeout.as_millis() as u64,
+        registration_timeout_ms: flags.registration_timeout.as_millis() as u64,
+        quiet_joins_above: flags.quiet_joins_above,
+        password: flags.password.clone(),
+        // Tighter than parla-server's 5 per minute, so that random runs reach them.
+        nick_changes: Some(Window {
+            count: 2,
+            ms: 10_000,
+        }),
+        topic_changes: Some(Window {
+            count: 2,
+            ms: 10_000,
+        }),
+        // One server operator, `OPER boss hunter2`; its password is kept as is (the
+        // real server's argon2 would cost the simulation seconds per check).
+        operators: vec![parla_room::server::Operator {
+            name: "boss".into(),
+            password_hash: "plain:hunter2".into(),
+        }],
+        verify_password: Some(plain_password),
+        #[cfg(feature = "deliberate-bugs")]
+        bug,
+        ..parla_room::Config::default()
+    }
+}
+
 fn closed(journal: &Journal, host: &str, reason: String) {
     journal
         .lock()
@@ -772,7 +849,7 @@ async fn session_client(
     // Over TLS, the recorder speaks it (so that it records what the session reads and writes):
     // the session sees a plain stream.
     let port = if flags.tls { TLS_PORT } else { PORT };
-    let mut config = ClientConfig::new(ServerAddr::plain("server", port));
+    let mut config = ClientConfig::new(ServerAddr::plain(&flags.server, port));
     config.ping = flags.ping;
     config.session.username = host.to_owned();
     config.session.password = flags.password.clone();

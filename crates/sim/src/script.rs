@@ -165,6 +165,11 @@ pub struct ServerFlags {
     /// Also serve TLS (port 6697, a self-signed certificate the clients pin), through the same
     /// TLS layer as `parla-server --tls-listen`.
     pub tls: bool,
+    /// Run this many servers as one cluster (`--cluster N`: hosts `server`, `server2`, …) on a
+    /// simulated broker host `broker`; 0: one server, no broker.
+    pub cluster: usize,
+    /// How often each server of a cluster says it is alive (`--beat`).
+    pub beat: Duration,
 }
 
 impl Default for ServerFlags {
@@ -180,6 +185,8 @@ impl Default for ServerFlags {
             quiet_joins_above: Some(1000),
             password: None,
             tls: false,
+            cluster: 0,
+            beat: Duration::from_secs(1),
         }
     }
 }
@@ -197,6 +204,8 @@ pub struct ClientFlags {
     /// Connect again by itself when the connection is lost (`--reconnect`), as the real
     /// clients do by default; the simulation's sessions otherwise end there.
     pub reconnect: bool,
+    /// The server host it connects to (`--server`; in a cluster, `server2`…).
+    pub server: String,
 }
 
 impl Default for ClientFlags {
@@ -210,6 +219,7 @@ impl Default for ClientFlags {
             password: None,
             tls: false,
             reconnect: false,
+            server: "server".into(),
         }
     }
 }
@@ -546,6 +556,13 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
                 f.password = Some(value.ok_or("--password needs a password")?.to_string())
             }
             "--room" => f.room = Some(value.ok_or("--room needs a room name")?.to_string()),
+            "--cluster" => {
+                f.cluster = value
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| (1..=9).contains(&n))
+                    .ok_or("--cluster needs a number of servers from 1 to 9")?
+            }
+            "--beat" => f.beat = duration(value, "--beat")?,
             "--no-default-room" => {
                 f.room = None;
                 i += 1;
@@ -563,7 +580,7 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --password, --room, --no-default-room, --no-flood-control, --tls"
+                    "unknown server flag {other:?}; known: --ping-interval, --ping-timeout, --registration-timeout, --sendq-bytes, --max-clients, --quiet-joins-above, --password, --room, --no-default-room, --no-flood-control, --tls, --cluster, --beat"
                 ));
             }
         }
@@ -596,6 +613,7 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
                 i += 1;
                 continue;
             }
+            ("--server", _) => f.server = value.ok_or("--server needs a host")?.to_string(),
             ("--ping-interval", Some(p)) => p.interval = duration(value, "--ping-interval")?,
             ("--ping-timeout", Some(p)) => p.timeout = duration(value, "--ping-timeout")?,
             ("--ping-misses", Some(p)) => {
@@ -606,7 +624,7 @@ fn client_flags(w: &[&str]) -> Result<ClientFlags, String> {
             }
             (other, _) => {
                 return Err(format!(
-                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --tls, --reconnect, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
+                    "unknown client flag {other:?} (after --no-ping, ping flags don't apply); known: --password, --tls, --reconnect, --server, --no-ping, --ping-interval, --ping-timeout, --ping-misses"
                 ));
             }
         }

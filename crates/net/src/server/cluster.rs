@@ -173,6 +173,7 @@ pub(super) async fn join(
     ));
     info!(name = %link.name, "joining the cluster");
     tokio::select! {
+        biased;
         _ = stop.cancelled() => false,
         joined = async {
             say_hello(link, hello, nonce, 0).await;
@@ -193,6 +194,7 @@ async fn rejoin(
     let mut attempt = 0;
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = shared.evicted.notified() => {}
         }
@@ -211,12 +213,14 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
     loop {
         let from = shared.applied() + 1;
         let read = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             read = link.log.read(from) => read,
         };
         match read {
             Ok(mut entries) => loop {
                 let next = tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return,
                     next = entries.next() => next,
                 };
@@ -315,6 +319,7 @@ fn size(entry: &Entry) -> usize {
 async fn beat(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = clock::sleep(link.beat) => {}
         }

@@ -245,6 +245,7 @@ async fn serve<L: Listener>(
     if let (Some(link), Some(cluster)) = (&shared.cluster, &options.cluster) {
         let hello = shared.hello(&cluster.name);
         let joined = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => false,
             joined = cluster::join(&shared, link, hello, cluster.nonce, &cluster_stop, &cluster_tasks) => joined,
         };
