@@ -43,6 +43,14 @@ cluster:
     wait -n "${pids[@]}" || true
     echo "a process of the cluster ended; see $dir/*.log" >&2
 
+# Parla as one server and as clusters of one and three (NATS from Debian) under the same
+# fan-out workload, with NATS's message counts; `just bench-cluster 3` takes three runs of each.
+# Results go to target/bench/cluster-*.jsonl; see docs/benchmarks.md ("Cluster").
+bench-cluster RUNS="1" *WORKLOAD:
+    command -v nats-server >/dev/null || { echo "needs nats-server: sudo apt install nats-server" >&2; exit 1; }
+    cargo build --release -p parla-net --bin parla-server -p parla-bench
+    bench/run-cluster {{RUNS}} target/bench/cluster-$(date -u +%Y%m%dT%H%M%SZ).jsonl {{WORKLOAD}}
+
 # Run every test (what CI runs after fmt and clippy).
 test:
     cargo test --workspace

@@ -28,9 +28,18 @@ pub struct Target {
     pub sources: u8,
     /// Speak TLS, trusting exactly the server certificate with this fingerprint.
     pub tls: Option<Fingerprint>,
+    /// More servers of the same chat (a Parla cluster): client `i` connects to the
+    /// `i % (1 + also.len())`th of `addr`, `also…`.
+    pub also: Vec<SocketAddr>,
 }
 
 impl Target {
+    /// Which server client `i` uses: its index among `addr`, `also…`, and its address.
+    pub fn server_of(&self, i: usize) -> (usize, SocketAddr) {
+        let k = i % (1 + self.also.len());
+        (k, if k == 0 { self.addr } else { self.also[k - 1] })
+    }
+
     /// A target with an explicit `JOIN` of `#bench`, one source address, no TLS.
     pub fn new(addr: SocketAddr) -> Target {
         Target {
@@ -39,6 +48,7 @@ impl Target {
             auto_join: false,
             sources: 1,
             tls: None,
+            also: Vec::new(),
         }
     }
 
@@ -258,7 +268,12 @@ pub async fn open_session(
     timeout: Duration,
 ) -> anyhow::Result<Session> {
     let source = (target.sources > 1).then(|| target.source(i));
-    open_session_from(target, source, nick, join, read_capacity, timeout).await
+    if target.also.is_empty() {
+        return open_session_from(target, source, nick, join, read_capacity, timeout).await;
+    }
+    let mut this = target.clone();
+    this.addr = target.server_of(i).1;
+    open_session_from(&this, source, nick, join, read_capacity, timeout).await
 }
 
 /// [`open_session`] from `source` (any loopback address; `None`: the system's choice).

@@ -44,6 +44,8 @@ pub struct FanoutConfig {
     pub stall_timeout: Duration,
     /// The server's PID, for CPU and RSS; `None` leaves those figures out.
     pub server_pid: Option<u32>,
+    /// The other servers of a cluster, whose CPU and RSS are added to the server's.
+    pub also_pids: Vec<u32>,
     /// Bytes of message text (at least the timestamp header).
     pub text_len: usize,
     /// Read buffer per client.
@@ -63,6 +65,7 @@ impl FanoutConfig {
             connect_concurrency: 250,
             stall_timeout: Duration::from_secs(10),
             server_pid: None,
+            also_pids: Vec::new(),
             text_len: 64,
             read_capacity: 16 * 1024,
         }
@@ -86,6 +89,9 @@ pub struct FanoutReport {
     pub duration_s: f64,
     pub deliveries_per_s: f64,
     pub latency_us: Histogram<u64>,
+    /// With several servers (a cluster): latencies of deliveries whose sender is on another
+    /// server than the receiver, and on the same one.
+    pub cross_us: Option<(Histogram<u64>, Histogram<u64>)>,
     pub server_cpu_s: Option<f64>,
     pub server_rss_kib: Option<u64>,
     pub bench_cpu_s: f64,
@@ -123,6 +129,15 @@ impl FanoutReport {
         r.set("p99_ms", self.ms(0.99));
         r.set("p999_ms", self.ms(0.999));
         r.set("max_ms", self.latency_us.max() as f64 / 1000.0);
+        if let Some((cross, same)) = &self.cross_us {
+            r.set("cross_p50_ms", cross.value_at_quantile(0.5) as f64 / 1000.0);
+            r.set(
+                "cross_p99_ms",
+                cross.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+            r.set("same_p50_ms", same.value_at_quantile(0.5) as f64 / 1000.0);
+            r.set("same_p99_ms", same.value_at_quantile(0.99) as f64 / 1000.0);
+        }
         if let Some(cpu) = self.server_cpu_s {
             r.set("server_cpu_s", cpu);
         }
@@ -166,6 +181,17 @@ impl std::fmt::Display for FanoutReport {
             self.ms(0.999),
             self.latency_us.max() as f64 / 1000.0
         )?;
+        if let Some((cross, same)) = &self.cross_us {
+            let ms = |h: &Histogram<u64>, q| h.value_at_quantile(q) as f64 / 1000.0;
+            writeln!(
+                f,
+                "  across servers ms: p50 {:.3}  p99 {:.3}; same server: p50 {:.3}  p99 {:.3}",
+                ms(cross, 0.5),
+                ms(cross, 0.99),
+                ms(same, 0.5),
+                ms(same, 0.99)
+            )?;
+        }
         if let (Some(cpu), Some(ns)) = (self.server_cpu_s, self.server_ns_per_delivery()) {
             writeln!(
                 f,
@@ -209,6 +235,9 @@ struct ClientResult {
     /// Nanoseconds since `base` of the last delivery.
     last_rx: u64,
     hist: Histogram<u64>,
+    /// Of `hist`, in a cluster: from senders on other servers, and on this one.
+    cross: Histogram<u64>,
+    same: Histogram<u64>,
     first_send: Option<u64>,
     writer: Option<Writer>,
 }
@@ -271,7 +300,7 @@ pub async fn run(cfg: &FanoutConfig) -> anyhow::Result<FanoutReport> {
     }
     let drain_s = t1.elapsed().as_secs_f64();
     // Phase 3: measure.
-    let before = procfs::sample_opt(cfg.server_pid);
+    let before = servers_sample(cfg);
     let _ = phase_tx.send(Phase::Measure);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
@@ -289,9 +318,10 @@ pub async fn run(cfg: &FanoutConfig) -> anyhow::Result<FanoutReport> {
             break;
         }
     }
-    let after = procfs::sample_opt(cfg.server_pid);
+    let after = servers_sample(cfg);
     let _ = phase_tx.send(Phase::Stop);
     let mut hist = new_hist();
+    let (mut cross, mut same) = (new_hist(), new_hist());
     let (mut received, mut disordered, mut last_rx) = (0, 0, 0);
     let mut first_send = u64::MAX;
     let mut writers = Vec::new();
@@ -304,6 +334,8 @@ pub async fn run(cfg: &FanoutConfig) -> anyhow::Result<FanoutReport> {
             first_send = first_send.min(t);
         }
         hist.add(&r.hist).expect("same histogram bounds");
+        cross.add(&r.cross).expect("same histogram bounds");
+        same.add(&r.same).expect("same histogram bounds");
         writers.extend(r.writer);
     }
     for mut w in writers {
@@ -331,10 +363,23 @@ pub async fn run(cfg: &FanoutConfig) -> anyhow::Result<FanoutReport> {
             0.0
         },
         latency_us: hist,
+        cross_us: (!cfg.target.also.is_empty()).then_some((cross, same)),
         server_cpu_s: before.zip(after).map(|(b, a)| a.cpu_s - b.cpu_s),
         server_rss_kib: after.map(|a| a.rss_kib),
         bench_cpu_s: procfs::sample(std::process::id())?.cpu_s - bench_cpu0,
     })
+}
+
+/// CPU and RSS of the server, or of all a cluster's servers together.
+fn servers_sample(cfg: &FanoutConfig) -> Option<procfs::ProcSample> {
+    let mut total = procfs::sample_opt(cfg.server_pid)?;
+    for &pid in &cfg.also_pids {
+        let more = procfs::sample(pid).ok()?;
+        total.cpu_s += more.cpu_s;
+        total.rss_kib += more.rss_kib;
+        total.anon_kib += more.anon_kib;
+    }
+    Some(total)
 }
 
 /// The error of the first client task that failed, if any finished with one.
@@ -469,6 +514,8 @@ fn empty_result(writer: Option<Writer>) -> ClientResult {
         disordered: 0,
         last_rx: 0,
         hist: new_hist(),
+        cross: new_hist(),
+        same: new_hist(),
         first_send: None,
         writer,
     }
@@ -597,8 +644,12 @@ async fn receive(
                 continue;
             }
             let now = shared.nanos();
-            r.hist
-                .saturating_record((now.saturating_sub(sent) / 1000).max(1));
+            let us = (now.saturating_sub(sent) / 1000).max(1);
+            r.hist.saturating_record(us);
+            if !cfg.target.also.is_empty() {
+                let across = cfg.target.server_of(s).0 != cfg.target.server_of(i).0;
+                if across { &mut r.cross } else { &mut r.same }.saturating_record(us);
+            }
             if seq != next[s] {
                 r.disordered += 1;
             }

@@ -55,6 +55,13 @@ struct Common {
     /// serves, e.g. made by `parla-server self-signed`).
     #[arg(long, value_name = "CERT_PEM")]
     tls_cert: Option<PathBuf>,
+    /// Another server of the same chat (a Parla cluster; repeat the flag): clients are spread
+    /// over --addr and these in turn.
+    #[arg(long)]
+    also: Vec<SocketAddr>,
+    /// The PIDs of the --also servers (their CPU and RSS are added to --pid's).
+    #[arg(long)]
+    also_pid: Vec<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +193,7 @@ impl Common {
             auto_join: self.auto_join,
             sources: self.sources,
             tls,
+            also: self.also.clone(),
         })
     }
 
@@ -242,6 +250,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             cfg.rate = rate;
             cfg.stall_timeout = stall_timeout;
             cfg.server_pid = common.pid;
+            cfg.also_pids = common.also_pid.clone();
             cfg.connect_concurrency = common.connect_concurrency;
             let report = fanout::run(&cfg).await?;
             println!("[{}] {report}", common.label);
