@@ -438,6 +438,7 @@ impl Replica {
             },
         );
         core.set_servers(self.peers.len());
+        core.set_server_name(seq, Some(&self.peers[&seq].name));
         if nonce == self.nonce && self.me.is_none() {
             self.me = Some(seq);
             core.set_cluster(seq);
@@ -523,6 +524,7 @@ impl Replica {
             return;
         };
         core.set_servers(self.peers.len());
+        core.set_server_name(number, None);
         core.handle_server_gone(now, number, reason);
         self.events.push_back(Event::Gone {
             number,

@@ -223,6 +223,10 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     for nick in ["alice", "bob", "carol"] {
         assert!(names.contains(nick), "{names}");
     }
+    // WHOIS names the server each person is on.
+    c.say(2, carol, "WHOIS bob");
+    c.sync();
+    assert!(c.saw(2, carol, " 312 carol bob s2 :"), "{:?}", c.lines(2, carol));
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();

@@ -107,6 +107,8 @@ pub struct Server {
     local_users: usize,
     /// Servers in the cluster (1 outside one), as LUSERS shows them.
     servers: usize,
+    /// In a cluster: each server's name by its number (WHOIS shows a person's server).
+    server_names: BTreeMap<u64, String>,
     max_users: usize,
     shutting_down: bool,
     /// Set while a line is handled whose message overdrew a room's budget: its sender is not
@@ -168,6 +170,7 @@ impl Server {
             invisible_users: 0,
             local_users: 0,
             servers: 1,
+            server_names: BTreeMap::new(),
             max_users: 0,
             shutting_down: false,
             pause: None,
@@ -267,6 +270,21 @@ impl Server {
     /// In a cluster: how many servers it has (LUSERS).
     pub fn set_servers(&mut self, servers: usize) {
         self.servers = servers.max(1);
+    }
+
+    /// In a cluster: server `number` is called `name` (`None`: it is gone).
+    pub fn set_server_name(&mut self, number: u64, name: Option<&str>) {
+        match name {
+            Some(name) => self.server_names.insert(number, name.to_owned()),
+            None => self.server_names.remove(&number),
+        };
+    }
+
+    /// The name of the server `id` is connected to, as WHOIS shows it.
+    pub(super) fn server_name_of(&self, id: ConnId) -> String {
+        (self.cluster.and_then(|_| self.server_names.get(&(id.0 >> 32))))
+            .unwrap_or(&self.config.server_name)
+            .clone()
     }
 
     /// In a cluster: message ids begin with `epoch` (when the cluster's log began), so that

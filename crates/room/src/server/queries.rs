@@ -161,7 +161,7 @@ impl Server {
         let bot = c.bot;
         let idle = (now.since(c.last_spoke) / 1000).to_string();
         let signon = c.connected_at.as_secs().to_string();
-        let server = self.config.server_name.clone();
+        let server = self.server_name_of(target);
         self.numeric(now, id, RPL_WHOISUSER, &[&name, &user, &host, "*", &real]);
         self.numeric_list(now, id, RPL_WHOISCHANNELS, &[&name], &rooms, false);
         self.numeric(
