@@ -166,6 +166,14 @@ impl Cluster {
     }
 }
 
+/// Two servers, alice on the first and bob on the second, both in #lobby.
+fn alice_and_bob() -> (Cluster, ConnId, ConnId) {
+    let mut c = Cluster::new(2);
+    let alice = c.user(0, "alice");
+    let bob = c.user(1, "bob");
+    (c, alice, bob)
+}
+
 fn text(line: &[u8]) -> String {
     String::from_utf8_lossy(line).trim_end().to_owned()
 }
@@ -226,7 +234,11 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     // WHOIS names the server each person is on.
     c.say(2, carol, "WHOIS bob");
     c.sync();
-    assert!(c.saw(2, carol, " 312 carol bob s2 :"), "{:?}", c.lines(2, carol));
+    assert!(
+        c.saw(2, carol, " 312 carol bob s2 :"),
+        "{:?}",
+        c.lines(2, carol)
+    );
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();
@@ -341,9 +353,7 @@ fn a_silent_server_is_gone_after_three_beats_of_another_and_its_users_quit() {
 
 #[test]
 fn a_server_that_leaves_takes_its_users_with_it_at_once() {
-    let mut c = Cluster::new(2);
-    let alice = c.user(0, "alice");
-    let _bob = c.user(1, "bob");
+    let (mut c, alice, _bob) = alice_and_bob();
     let now = c.now;
     c.publish(
         1,
@@ -359,9 +369,7 @@ fn a_server_that_leaves_takes_its_users_with_it_at_once() {
 
 #[test]
 fn a_batch_published_twice_is_applied_once() {
-    let mut c = Cluster::new(2);
-    let alice = c.user(0, "alice");
-    let bob = c.user(1, "bob");
+    let (mut c, alice, bob) = alice_and_bob();
     c.say(1, bob, "PRIVMSG #lobby :once");
     // The acknowledgement was lost; the runtime publishes the same batch again.
     let again = c.log.last().unwrap().clone();
@@ -377,9 +385,7 @@ fn a_batch_published_twice_is_applied_once() {
 
 #[test]
 fn a_server_speaks_only_for_its_own_connections() {
-    let mut c = Cluster::new(2);
-    let alice = c.user(0, "alice");
-    let _bob = c.user(1, "bob");
+    let (mut c, alice, _bob) = alice_and_bob();
     // s2 publishes a line as if alice (s1's) had sent it: every replica ignores it.
     let now = c.now;
     c.publish(
@@ -402,9 +408,7 @@ fn a_server_speaks_only_for_its_own_connections() {
 
 #[test]
 fn message_ids_are_the_same_on_every_server() {
-    let mut c = Cluster::new(2);
-    let alice = c.user(0, "alice");
-    let bob = c.user(1, "bob");
+    let (mut c, alice, bob) = alice_and_bob();
     c.say(0, alice, "CAP REQ :message-tags echo-message");
     c.say(1, bob, "CAP REQ :message-tags");
     c.say(0, alice, "PRIVMSG #lobby :tagged");
@@ -489,9 +493,7 @@ fn garbage_in_the_log_is_refused_without_changing_anything() {
 
 #[test]
 fn a_timeout_is_published_not_applied_and_only_the_own_server_times_anyone() {
-    let mut c = Cluster::new(2);
-    let alice = c.user(0, "alice");
-    let _bob = c.user(1, "bob");
+    let (mut c, alice, _bob) = alice_and_bob();
     // Long after everyone went silent: s1 pings alice, then times her out; bob is s2's to time.
     let later = Millis(T0 + 10 * 60 * 1000);
     for n in &mut c.nodes {

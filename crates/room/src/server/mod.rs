@@ -282,9 +282,11 @@ impl Server {
 
     /// The name of the server `id` is connected to, as WHOIS shows it.
     pub(super) fn server_name_of(&self, id: ConnId) -> String {
-        (self.cluster.and_then(|_| self.server_names.get(&(id.0 >> 32))))
-            .unwrap_or(&self.config.server_name)
-            .clone()
+        (self
+            .cluster
+            .and_then(|_| self.server_names.get(&(id.0 >> 32))))
+        .unwrap_or(&self.config.server_name)
+        .clone()
     }
 
     /// In a cluster: message ids begin with `epoch` (when the cluster's log began), so that
