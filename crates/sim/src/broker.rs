@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream;
+use parla_net::clock;
 use parla_net::cluster::{Entries, Log, LogError, LogFuture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -121,7 +122,7 @@ async fn serve(mut stream: TcpStream, store: Store, appended: Arc<Notify>) -> st
                     tokio::select! {
                         biased;
                         _ = wake => {}
-                        _ = tokio::time::sleep(HEARTBEAT) => {
+                        _ = clock::sleep(HEARTBEAT) => {
                             write_frame(&mut stream, b'H', next, &[]).await?;
                         }
                     }
@@ -198,7 +199,7 @@ impl SimLog {
         frame.extend_from_slice(&(id.len() as u32).to_le_bytes());
         frame.extend_from_slice(id.as_bytes());
         frame.extend_from_slice(bytes);
-        let result = tokio::time::timeout(ACK_WAIT, async {
+        let result = clock::timeout(ACK_WAIT, async {
             write_frame(stream, b'P', 0, &frame).await?;
             match read_frame(stream).await? {
                 (b'A', seq, _) => Ok(seq),
@@ -227,7 +228,7 @@ impl Log for SimLog {
     fn read(&self, from: u64) -> LogFuture<'_, Entries> {
         Box::pin(async move {
             let connect = TcpStream::connect((self.broker.as_str(), BROKER_PORT));
-            let mut stream = tokio::time::timeout(ACK_WAIT, connect)
+            let mut stream = clock::timeout(ACK_WAIT, connect)
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("no answer in time")))
                 .map_err(|err| {
@@ -241,11 +242,9 @@ impl Log for SimLog {
             let entries = stream::unfold(Some(stream), |stream| async move {
                 let mut stream = stream?;
                 loop {
-                    let frame = tokio::time::timeout(
-                        HEARTBEAT * MISSED_HEARTBEATS,
-                        read_frame(&mut stream),
-                    )
-                    .await;
+                    let frame =
+                        clock::timeout(HEARTBEAT * MISSED_HEARTBEATS, read_frame(&mut stream))
+                            .await;
                     return match frame {
                         Ok(Ok((b'M', seq, bytes))) => Some((Ok((seq, bytes)), Some(stream))),
                         Ok(Ok((b'H', _, _))) => continue,

@@ -8,6 +8,10 @@ use crate::journal::Records;
 /// Checks the state at the end of a run; returns every broken invariant.
 pub fn final_state(r: &Records) -> Vec<String> {
     let mut v = Vec::new();
+    if r.cluster {
+        // The servers of a cluster are watched by `cluster` below, not connection by connection.
+        return v;
+    }
     delivery(r, &mut v);
     let latest = r.servers.keys().max().copied();
     let Some(latest) = latest else { return v };
@@ -140,5 +144,135 @@ fn delivery(r: &Records, v: &mut Vec<String>) {
                 queued[got.len()]
             ));
         }
+    }
+}
+
+/// A cluster's invariants (nothing to check for one server):
+/// - every server has the same names and rooms at the same position of the log (so a name is
+///   held once in the whole cluster at every position, as each core allows one holder);
+/// - one order: the messages each connection received live (not history) carry ids that only
+///   grow (ids count in log order), and a message id means the same message to everyone.
+pub fn cluster(r: &Records) -> Vec<String> {
+    let mut v = Vec::new();
+    for (seq, pictures) in &r.replicas {
+        let mut distinct = pictures.values().collect::<Vec<_>>();
+        distinct.dedup();
+        if distinct.len() > 1 {
+            v.push(format!(
+                "the servers disagree at log position {seq}: {pictures:?}"
+            ));
+            break; // later positions only repeat it
+        }
+    }
+    if !r.cluster {
+        return v;
+    }
+    let mut meaning: std::collections::BTreeMap<String, String> = Default::default();
+    for (name, client) in &r.clients {
+        for (conn, lines) in &client.received {
+            let mut last: Option<(u64, &str)> = None;
+            for line in lines {
+                let Some((id, message)) = live_message(line) else {
+                    continue;
+                };
+                let Some(n) = id
+                    .rsplit('-')
+                    .next()
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                else {
+                    continue;
+                };
+                // The same id twice in a row is one message and its echo (to oneself).
+                if let Some((before, earlier)) = last
+                    && n < before
+                {
+                    v.push(format!(
+                        "{name} ({conn}) received {line:?} after {earlier:?}: not in log order"
+                    ));
+                }
+                last = Some((n, line));
+                match meaning.get(id) {
+                    Some(m) if m != message => v.push(format!(
+                        "message id {id} is {m:?} to one client and {message:?} to {name}"
+                    )),
+                    Some(_) => {}
+                    None => {
+                        meaning.insert(id.to_owned(), message.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A message received live (not in a batch): its id and the rest of the line after the tags.
+fn live_message(line: &str) -> Option<(&str, &str)> {
+    let (tags, rest) = line.strip_prefix('@')?.split_once(' ')?;
+    if tags.split(';').any(|t| t.starts_with("batch=")) {
+        return None;
+    }
+    let id = tags.split(';').find_map(|t| t.strip_prefix("msgid="))?;
+    // A multiline message's id is on its BATCH line for those who take batches, and on its
+    // first line for the others: not one text to compare.
+    if rest.split(' ').nth(1) == Some("BATCH") {
+        return None;
+    }
+    Some((id, rest))
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::cluster;
+    use crate::journal::Records;
+
+    fn two_servers(a: &str, b: &str) -> Records {
+        let mut r = Records {
+            cluster: true,
+            ..Records::default()
+        };
+        let at = r.replicas.entry(7).or_default();
+        at.insert("server".into(), a.into());
+        at.insert("server2".into(), b.into());
+        r
+    }
+
+    fn received(r: &mut Records, client: &str, lines: &[&str]) {
+        let c = r.clients.entry(client.into()).or_default();
+        let conn = "192.168.0.9:49152".parse().unwrap();
+        c.received
+            .insert(conn, lines.iter().map(|l| l.to_string()).collect());
+    }
+
+    #[test]
+    fn servers_that_disagree_at_one_position_are_found() {
+        assert!(cluster(&two_servers("names [\"a\"]", "names [\"a\"]")).is_empty());
+        let v = cluster(&two_servers("names [\"a\"]", "names [\"a\", \"a\"]"));
+        assert!(v[0].contains("disagree at log position 7"), "{v:?}");
+    }
+
+    #[test]
+    fn messages_out_of_log_order_or_with_two_meanings_are_found() {
+        let mut r = two_servers("x", "x");
+        let m = |id: &str, text: &str| format!("@msgid=e-{id} :a!~a@h PRIVMSG #lobby :{text}");
+        received(
+            &mut r,
+            "alice",
+            &[&m("1", "one"), &m("3", "three"), &m("2", "two")],
+        );
+        received(&mut r, "bob", &[&m("1", "one"), &m("3", "other")]);
+        // Replayed history comes in a batch, in its own order: not checked.
+        received(
+            &mut r,
+            "carol",
+            &[
+                &m("3", "three"),
+                "@batch=H1;msgid=e-1 :a!~a@h PRIVMSG #lobby :one",
+            ],
+        );
+        let v = cluster(&r);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("not in log order"), "{v:?}");
+        assert!(v[1].contains("message id e-3"), "{v:?}");
     }
 }

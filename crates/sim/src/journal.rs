@@ -48,6 +48,11 @@ pub struct Records {
     pub ended_at: Duration,
     /// Set when the run cannot go on (a server that spins on its timer): the runner stops.
     pub stuck: bool,
+    /// In a cluster: per log position, each server's picture of the chat there (its names and
+    /// rooms with their members), by server host — every server must have the same.
+    pub replicas: BTreeMap<u64, BTreeMap<String, String>>,
+    /// The run is a cluster's (`server --cluster N`).
+    pub cluster: bool,
 }
 
 impl Records {
@@ -660,5 +665,31 @@ impl AsyncWrite for Recorded {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Watches one server of a simulated cluster: its picture of the chat after each log entry it
+/// applies, for [`crate::check::cluster`].
+pub struct ReplicaWatch {
+    pub host: String,
+    pub journal: Journal,
+}
+
+impl parla_net::server::Observer for ReplicaWatch {
+    fn applied(&self, seq: u64, core: &parla_room::Server) {
+        let mut nicks: Vec<String> = core
+            .nicks()
+            .into_iter()
+            .map(|(_, n)| n.to_owned())
+            .collect();
+        nicks.sort();
+        let lobby = core.room_members("#lobby").unwrap_or_default().join(" ");
+        let picture = format!("names {nicks:?}; #lobby [{lobby}]");
+        self.journal
+            .lock()
+            .replicas
+            .entry(seq)
+            .or_default()
+            .insert(self.host.clone(), picture);
     }
 }

@@ -44,6 +44,9 @@ enum Cmd {
         /// Random steps in each run.
         #[arg(long, default_value_t = Workload::default().steps)]
         steps: usize,
+        /// Three servers as one cluster on a simulated broker, instead of one server.
+        #[arg(long)]
+        cluster: bool,
         /// Seeds run at once, one per thread (default: every core). The results do not depend
         /// on it: each seed is its own simulation, and failures are listed in seed order.
         #[arg(long, default_value_t = explore::default_jobs())]
@@ -68,6 +71,9 @@ enum Cmd {
         /// Random steps (as explored).
         #[arg(long, default_value_t = Workload::default().steps)]
         steps: usize,
+        /// A cluster run (as explored).
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         timing: Timing,
     },
@@ -201,12 +207,17 @@ fn main() -> ExitCode {
             start,
             clients,
             steps,
+            cluster,
             jobs,
             progress,
             plant_bug,
             timing,
         } => {
-            let workload = Workload { clients, steps };
+            let workload = Workload {
+                clients,
+                steps,
+                cluster,
+            };
             let options = RunOptions {
                 bug: plant_bug,
                 ..timing.options()
@@ -252,9 +263,15 @@ fn main() -> ExitCode {
             seed,
             clients,
             steps,
+            cluster,
             timing,
         } => {
-            let explored = explore::run_seed(seed, Workload { clients, steps }, &timing.options());
+            let workload = Workload {
+                clients,
+                steps,
+                cluster,
+            };
+            let explored = explore::run_seed(seed, workload, &timing.options());
             println!("{}", explored.script);
             print!("{}", explored.outcome.transcript);
             report(&explored.outcome)

@@ -162,6 +162,7 @@ pub fn run(script: &Script, options: &RunOptions) -> Outcome {
     let mut violations = records.violations.clone();
     violations.extend(check::final_state(&records));
     violations.extend(crate::conduct::check(&records));
+    violations.extend(check::cluster(&records));
     drop(records);
     failed.dedup();
     Outcome {
@@ -646,6 +647,7 @@ impl<'a> Runner<'a> {
     /// servers from inside yet (the model and the invariants follow one server): the
     /// transcript and the script's expectations check what the clients see.
     fn start_cluster(&mut self, flags: ServerFlags) {
+        self.journal.lock().cluster = true;
         let store = self.store.clone();
         self.sim.host("broker", move || broker(store.clone()));
         self.cluster_hosts.push("broker".into());
@@ -681,6 +683,10 @@ impl<'a> Runner<'a> {
                     epoch_millis,
                     history: HistorySlot(Some(history)),
                     abort_on_core_panic: false,
+                    observer: ObserverSlot(Some(Arc::new(crate::journal::ReplicaWatch {
+                        host: host.clone(),
+                        journal: journal.clone(),
+                    }))),
                     cluster: Some(ClusterOptions {
                         log: Arc::new(SimLog::new("broker")),
                         name: host.clone(),

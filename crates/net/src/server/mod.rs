@@ -84,6 +84,11 @@ pub trait Observer: Send + Sync + 'static {
     fn changed(&self, core: &Server) {
         let _ = core;
     }
+    /// In a cluster: the core applied the log's entry at position `seq`; `core` is its state
+    /// there (the same on every server at the same position).
+    fn applied(&self, seq: u64, core: &Server) {
+        let _ = (seq, core);
+    }
 }
 
 /// What the runtime tells the core (besides a new connection, [`Observer::connected`]).

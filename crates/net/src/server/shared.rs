@@ -53,6 +53,8 @@ struct State {
     /// In a cluster: until when a connection must not be read (its message, applied from the
     /// log, overdrew a room's budget); taken with its next line.
     pauses: FxHashMap<ConnId, Millis>,
+    /// In a cluster: each open connection's peer address, as its `ERROR` names it.
+    hosts: FxHashMap<ConnId, String>,
 }
 
 /// The core's lock, held. If a panic starts while it is held, its drop aborts the process: the
@@ -139,6 +141,7 @@ impl Shared {
                 replies_to: None,
                 replica,
                 pauses: FxHashMap::default(),
+                hosts: FxHashMap::default(),
             }),
             clock,
             sendq_bytes: options.sendq_bytes,
@@ -188,6 +191,9 @@ impl Shared {
             }
         }
         self.apply(&mut state, now);
+        if let Some(observer) = &self.observer {
+            observer.applied(seq, &state.core);
+        }
         let link = self.cluster.as_ref().expect("a replica has a link");
         while let Some(event) = state.replica.as_mut().and_then(Replica::poll_event) {
             match event {
@@ -304,6 +310,22 @@ impl Shared {
             // business (liveness), handled here at once.
             let now = self.clock.now();
             let mut state = self.lock();
+            if !link.ready()
+                && let Some(reason) = line.and_then(quit_reason)
+            {
+                // Leaving always works: the connection closes now, and the others see the
+                // QUIT once this server reaches the log again.
+                let host = state.hosts.remove(&conn).unwrap_or_default();
+                let error = format!("ERROR :Closing Link: {host} ({reason})\r\n");
+                let error = state.lines.put(error.as_bytes());
+                let mut overflowed = VecDeque::new();
+                self.deliver(&mut state, conn, &error, &mut overflowed);
+                if let Some(outbox) = state.outboxes.remove(&conn) {
+                    outbox.close();
+                }
+                link.publish(Entry::Disconnect { conn, now, reason });
+                return (0, None);
+            }
             if !self.refuse_unreachable(&mut state, conn) {
                 link.publish(match line {
                     Some(line) => Entry::Line {
@@ -354,6 +376,7 @@ impl Shared {
                 observer.connected(now, conn, peer);
             }
             state.outboxes.insert(conn, outbox);
+            state.hosts.insert(conn, peer.ip().to_string());
             link.publish(Entry::Connect {
                 conn,
                 now,
@@ -383,6 +406,7 @@ impl Shared {
         let now = self.clock.now();
         let mut state = self.lock();
         if let Some(link) = &self.cluster {
+            state.hosts.remove(&conn);
             // Unless the core closed it first (then its departure is already in the log).
             if let Some(outbox) = state.outboxes.remove(&conn) {
                 outbox.close();
@@ -445,6 +469,7 @@ impl Shared {
                     }
                     Output::Close { conn, reason } => {
                         debug!(%conn, %reason, "core closed connection");
+                        state.hosts.remove(&conn);
                         if let Some(outbox) = state.outboxes.remove(&conn) {
                             outbox.close();
                         }
@@ -492,6 +517,18 @@ pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
             _ = sleep => shared.feed(Input::Timeout),
         }
     }
+}
+
+/// If `line` is a `QUIT`, the reason its room will see (as the core words it).
+fn quit_reason(line: &[u8]) -> Option<String> {
+    let msg = parla_room::Message::parse(std::str::from_utf8(line).ok()?).ok()?;
+    if !msg.verb.eq_ignore_ascii_case("QUIT") {
+        return None;
+    }
+    Some(match msg.params.first() {
+        Some(r) if !r.is_empty() => format!("Quit: {r}"),
+        _ => "Quit".to_owned(),
+    })
 }
 
 /// Whether `line` is a `PONG` (with or without tags and a source).
