@@ -267,6 +267,8 @@ impl<T: Transport> Link<T> {
     ) {
         let mut pinger = Some(pinger);
         let mut resume = None;
+        // Tries made to connect again since the last connection that registered.
+        let mut tries = 0;
         loop {
             let (ping_tx, ping_rx) = mpsc::channel(16);
             let watcher = match (self.config.ping.clone(), pinger.take()) {
@@ -278,22 +280,32 @@ impl<T: Transport> Link<T> {
             };
             let clock = Clock::starting_at(0);
             let session = self.config.session.clone();
+            let resuming = resume.is_some();
             let core = match resume.take() {
                 Some(resume) => Session::resumed(session, clock.now(), resume),
                 None => Session::new(session, clock.now()),
             };
             let driver = Driver::new(stream, self.events.clone(), core, clock, watcher.is_some());
-            let (end, next) = driver.run(&mut self.commands, ping_rx).await;
+            let (end, next, registered) = driver.run(&mut self.commands, ping_rx).await;
             // The watch ends as its channel closed: its pinger serves the next connection.
             if let Some(w) = watcher {
                 pinger = w.await.ok();
             }
-            let backoff = self.config.reconnect.filter(|_| worth_reconnecting(&end));
+            // A server that turns a reconnection away before it registers (full, or cut off from
+            // its cluster: "try again in a moment") is one more failed try, not the end.
+            let refused_try =
+                resuming && !registered && matches!(end, Disconnect::ClosedByServer { .. });
+            let backoff = self
+                .config
+                .reconnect
+                .filter(|_| refused_try || worth_reconnecting(&end));
             let (Some(backoff), Some(next)) = (backoff, next) else {
                 let _ = self.events.send(Event::Disconnected(end)).await;
                 return;
             };
-            match self.again(backoff, lost_because(&end)).await {
+            // Tries turned away go on counting, so their waits keep growing.
+            tries = if refused_try { tries } else { 0 };
+            match self.again(backoff, lost_because(&end), &mut tries).await {
                 Some((s, a)) => (stream, server) = (s, a),
                 None => return,
             }
@@ -302,15 +314,18 @@ impl<T: Transport> Link<T> {
     }
 
     /// Waits and tries to connect until it works: `None` if the person quit meanwhile (or
-    /// the front end went away).
+    /// the front end went away). `tries` counts the tries made, across calls.
     async fn again(
         &mut self,
         backoff: Reconnect,
         mut reason: String,
+        tries: &mut u32,
     ) -> Option<(Box<dyn Stream>, SocketAddr)> {
         // The milliseconds of how long the link has been up: as good as random among clients.
         let spread = self.since.elapsed().subsec_millis().into();
-        for attempt in 1.. {
+        loop {
+            *tries += 1;
+            let attempt = *tries;
             let after = backoff.delay(attempt, spread);
             info!(%reason, ?after, attempt, "connection lost; reconnecting");
             let event = Event::Reconnecting {
@@ -341,7 +356,6 @@ impl<T: Transport> Link<T> {
                 Err(err) => reason = err.to_string(),
             }
         }
-        None
     }
 }
 
@@ -398,13 +412,14 @@ impl<S: Stream> Driver<S> {
         }
     }
 
-    /// Runs the session to its end: why it ended, and what a new connection needs to resume it
-    /// (if it registered). The caller reports the end.
+    /// Runs the session to its end: why it ended, what a new connection needs to resume it
+    /// (if it registered, or was resuming), and whether it registered. The caller reports the
+    /// end.
     async fn run(
         mut self,
         commands: &mut mpsc::Receiver<Command>,
         mut pings: mpsc::Receiver<PingEvent>,
-    ) -> (Disconnect, Option<Resume>) {
+    ) -> (Disconnect, Option<Resume>, bool) {
         // The core queued its first lines (CAP LS, PASS) when it was made.
         self.carry_out().await;
         let end = loop {
@@ -419,7 +434,7 @@ impl<S: Stream> Driver<S> {
             let _ = crate::clock::timeout(LAST_WRITE, self.writer.write_all(&self.unsent)).await;
         }
         info!(reason = %end, "session ended");
-        (end, self.core.resume())
+        (end, self.core.resume(), self.core.is_registered())
     }
 
     /// Waits for the next input (or for the connection to take some of our lines) and feeds

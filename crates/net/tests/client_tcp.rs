@@ -613,3 +613,48 @@ async fn a_lost_connection_is_made_again_and_the_session_carries_on() {
     drop(again);
     assert_eq!(expect_end(&mut alice, "alice").await, Disconnect::Quit);
 }
+
+#[tokio::test]
+async fn a_reconnection_turned_away_before_registering_is_tried_again_later() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_for(listener.local_addr().unwrap());
+    config.reconnect = Some(client::Reconnect {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    let (mut alice, fake) = welcomed(&listener, config).await;
+    drop(fake);
+    let attempt_of = |ev: &Event| match ev {
+        Event::Reconnecting { after, attempt, .. } => Some((*after, *attempt)),
+        _ => None,
+    };
+    assert_eq!(wait_for(&mut alice, "alice", attempt_of).await.1, 1);
+    // A server cut off from its cluster turns the new connection away: one more try, after a
+    // longer wait, not the end of the session.
+    let mut turned = RawClient::accept(&listener, "fake server").await;
+    assert_eq!(turned.line().await, "CAP LS 302");
+    turned
+        .send("ERROR :Closing Link: this server cannot reach the chat network right now; try again in a moment")
+        .await;
+    drop(turned);
+    let (after, attempt) = wait_for(&mut alice, "alice", attempt_of).await;
+    assert_eq!(attempt, 2);
+    assert!(after >= Duration::from_millis(100), "{after:?}");
+    // The try after it carries on the same session: the same name, then the same room.
+    let mut again = RawClient::accept(&listener, "fake server").await;
+    assert_eq!(again.line().await, "CAP LS 302");
+    assert_eq!(again.line().await, "NICK :alice");
+    again.expect_prefix("USER ").await;
+    again.send(":fake 001 alice :Welcome").await;
+    assert_eq!(again.line().await, "JOIN #lobby");
+    // Once registered, an ERROR is the server's word: the session ends there.
+    again
+        .send("ERROR :Closing Link: alice (Killed (oper (spam)))")
+        .await;
+    drop(again);
+    let end = expect_end(&mut alice, "alice").await;
+    assert!(
+        matches!(&end, Disconnect::ClosedByServer { reason } if reason.contains("Killed")),
+        "{end:?}"
+    );
+}

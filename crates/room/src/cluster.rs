@@ -498,6 +498,11 @@ impl Replica {
         let Some(peer) = self.peers.get_mut(&origin) else {
             return;
         };
+        // Beats published together (queued while the log was out of reach) are one beat:
+        // a server is not declared gone by another's backlog.
+        if peer.last_beat == seq {
+            return;
+        }
         peer.last_beat = seq;
         peer.beats.push_back(seq);
         while peer.beats.len() > Self::MISSES {

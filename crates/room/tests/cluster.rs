@@ -590,3 +590,31 @@ fn a_server_with_other_chat_settings_is_refused_until_the_cluster_is_empty() {
         vec![(c.log.len() as u64, "new")]
     );
 }
+
+#[test]
+fn beats_published_together_count_once() {
+    // s1 lost the log for a while and its beats queued up; they land in one batch, right after
+    // s2 (new) said hello. That is one beat of s1, not enough to declare s2 gone.
+    let mut c = Cluster::new(1);
+    let alice = c.user(0, "alice");
+    let s2 = c.add("s2");
+    c.user(s2, "bob");
+    let now = c.now;
+    c.publish(0, vec![Entry::Beat { now }; 5]);
+    c.sync();
+    assert!(!c.saw(0, alice, " QUIT "), "{:?}", c.lines(0, alice));
+    assert_eq!(c.nodes[s2].replica.number(), Some(c.nodes[s2].home));
+    // Three beats at three positions while s2 says nothing are another matter.
+    c.beat(0);
+    c.beat(0);
+    c.sync();
+    assert!(
+        c.saw(
+            0,
+            alice,
+            ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering"
+        ),
+        "{:?}",
+        c.lines(0, alice)
+    );
+}

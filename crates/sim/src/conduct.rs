@@ -276,6 +276,13 @@ fn check_session(
         model.late_pages(until, &mut owed);
     }
     let carried = reconnected.filter(|_| !restarted).map(|_| {
+        // Turned away before registering, it still carries on the one before it.
+        if let Some(before) = model.resumed.as_ref().filter(|_| !model.registered) {
+            return Carried {
+                seen: model.seen.clone(),
+                ..before.clone()
+            };
+        }
         let mut rooms = model.rooms.clone();
         if let Some(i) = rooms.iter().position(|r| Some(fold(r)) == model.current) {
             let current = rooms.remove(i);

@@ -177,7 +177,29 @@ fn report(outcome: &Outcome) -> ExitCode {
     }
 }
 
+/// Log lines stamped with the simulation's time and the host whose software logged them.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        match turmoil::current_host() {
+            Some(host) => write!(w, "{:>9.3}s {host}", at.as_secs_f64()),
+            None => write!(w, "{:>9.3}s", at.as_secs_f64()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    // The hosts' own logs (server and clients), only when asked for: RUST_LOG=parla_net=debug.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_timer(SimTime)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     match Args::parse().command {
         Cmd::Run { file, seed, timing } => {
             let text = match std::fs::read_to_string(&file) {

@@ -507,8 +507,6 @@ impl Tcp {
             Segment::Syn(syn) => {
                 // If bound, queue the syn; else we drop the syn triggering
                 // connection refused on the client.
-                // (Parla patch.) Either way the requester is woken directly, not by the network.
-                crate::sim::woken_directly(src.ip());
                 if let Some(b) = self.binds.get_mut(&dst.port()) {
                     if b.deque.len() == self.server_socket_capacity {
                         panic!("{dst} server socket buffer full");
@@ -517,7 +515,13 @@ impl Tcp {
                     if matches(b.bind_addr, dst) {
                         b.deque.push_back((syn, src));
                         b.notify.notify_one();
+                        return Ok(());
                     }
+                }
+                // (Parla patch.) Refused: the requester is woken directly, not by the network,
+                // if it still waits (one that gave up has dropped its end).
+                if !syn.ack.is_closed() {
+                    crate::sim::woken_directly(src.ip());
                 }
             }
             Segment::Data(seq, data) => match self.sockets.get_mut(&SocketPair::new(dst, src)) {

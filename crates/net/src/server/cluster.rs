@@ -65,6 +65,13 @@ pub(super) struct Link {
     number: AtomicU64,
     joined: Notify,
     refused: Arc<std::sync::atomic::AtomicBool>,
+    /// A beat is queued and not yet in the log: no other is queued behind it (a beat says
+    /// "alive now"; a backlog of them, published at once after an outage, would count as
+    /// several and could have another server declared gone).
+    beat_queued: std::sync::atomic::AtomicBool,
+    /// Told when a publish gets through: the log is back, and a reader waiting to retry
+    /// reads again at once (a server that just joined learns it before it is missed).
+    back: Notify,
 }
 
 impl Link {
@@ -79,6 +86,8 @@ impl Link {
             number: AtomicU64::new(0),
             joined: Notify::new(),
             refused: options.refused.clone(),
+            beat_queued: std::sync::atomic::AtomicBool::new(false),
+            back: Notify::new(),
         }
     }
 
@@ -138,11 +147,14 @@ async fn say_hello(link: &Link, hello: Vec<u8>, nonce: u64, attempt: u64) {
             .publish(format!("hello-{nonce:x}-{attempt}"), hello.clone())
             .await
         {
-            Ok(_) => return,
+            Ok(_) => {
+                link.back.notify_waiters();
+                return;
+            }
             Err(err) => {
                 warn!(cause = %err, "could not say hello to the cluster; retrying");
                 clock::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait = (wait * 2).min(link.beat).min(Duration::from_secs(5));
             }
         }
     }
@@ -238,8 +250,15 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
             },
             Err(err) => warn!(cause = %err, from, "cannot read the cluster's log; retrying"),
         }
-        clock::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(5));
+        // Never longer than a beat: a server back on the log must see its own entries (its
+        // hello above all) before the others have beaten three times.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            () = link.back.notified() => {}
+            () = clock::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(link.beat).min(Duration::from_secs(5));
     }
 }
 
@@ -271,20 +290,37 @@ async fn publisher(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Entry>) 
             continue;
         }
         let leaving = entries.iter().any(|e| matches!(e, Entry::Leave { .. }));
+        let mut beats = entries.iter().any(|e| matches!(e, Entry::Beat { .. }));
         number += 1;
-        let batch = Batch {
+        let mut batch = Batch {
             origin,
             number,
             entries,
-        }
-        .encode();
+        };
         let id = format!("{origin:x}-{number:x}");
         let mut wait = Duration::from_millis(50);
         loop {
-            match link.log.publish(id.clone(), batch.clone()).await {
-                Ok(_) => break,
+            match link.log.publish(id.clone(), batch.encode()).await {
+                Ok(_) => {
+                    link.back.notify_waiters();
+                    if beats {
+                        link.beat_queued.store(false, Ordering::Release);
+                    }
+                    break;
+                }
                 Err(err) => {
                     warn!(cause = %err, "publishing to the cluster's log; retrying");
+                    // A beat that did not get through is stale: "alive" then is not "alive"
+                    // when the log takes it, and counted late it could have another server
+                    // declared gone. Fresh ones follow once the log is back.
+                    if beats {
+                        batch.entries.retain(|e| !matches!(e, Entry::Beat { .. }));
+                        link.beat_queued.store(false, Ordering::Release);
+                        beats = false;
+                        if batch.entries.is_empty() {
+                            break;
+                        }
+                    }
                     clock::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
@@ -315,7 +351,7 @@ fn size(entry: &Entry) -> usize {
     }
 }
 
-/// Says "alive" every `beat`, while in the cluster.
+/// Says "alive" every `beat`, while in the cluster and the log is in reach.
 async fn beat(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -323,7 +359,8 @@ async fn beat(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = clock::sleep(link.beat) => {}
         }
-        if link.number() != 0 {
+        // Not while the log is out of reach, nor behind a beat still on its way.
+        if link.ready() && !link.beat_queued.swap(true, Ordering::AcqRel) {
             link.publish(Entry::Beat { now: shared.now() });
         }
     }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parla_room::{ConnId, Millis, Output, Server};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -249,10 +249,37 @@ async fn serve<L: Listener>(
     let cluster_tasks = TaskTracker::new();
     if let (Some(link), Some(cluster)) = (&shared.cluster, &options.cluster) {
         let hello = shared.hello(&cluster.name);
-        let joined = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => false,
-            joined = cluster::join(&shared, link, hello, cluster.nonce, &cluster_stop, &cluster_tasks) => joined,
+        let join = cluster::join(
+            &shared,
+            link,
+            hello,
+            cluster.nonce,
+            &cluster_stop,
+            &cluster_tasks,
+        );
+        tokio::pin!(join);
+        // Joining takes a moment: who connects meanwhile waits for it. But while the log cannot
+        // be reached, who connects is told so at once, rather than left waiting for an answer
+        // that may be minutes away.
+        let joined = loop {
+            let refusing = !link.log.reachable();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break false,
+                joined = &mut join => break joined,
+                // Looks at the log again.
+                _ = clock::sleep(Duration::from_millis(250)) => {}
+                accepted = listener.accept(), if refusing => match accepted {
+                    Ok((stream, peer)) => {
+                        warn!(%peer, "not yet joined the cluster's log; refusing connection");
+                        tracker.spawn(refuse(stream, UNREACHABLE.to_owned()));
+                    }
+                    Err(err) => {
+                        warn!(cause = %err, "accept failed; retrying in 100 ms");
+                        clock::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
         };
         if !joined {
             cluster_stop.cancel();
@@ -285,9 +312,7 @@ async fn serve<L: Listener>(
             && !link.ready()
         {
             warn!(%peer, "cannot reach the cluster's log; refusing connection");
-            let line = "ERROR :Closing Link: this server cannot reach the chat network right \
-                        now; try again in a moment, or another server\r\n";
-            tracker.spawn(refuse(stream, line.to_owned()));
+            tracker.spawn(refuse(stream, UNREACHABLE.to_owned()));
             continue;
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -412,10 +437,18 @@ impl RefusalLog {
 }
 
 /// Tells a refused connection why (`line`, an `ERROR`), then closes it.
+/// The answer to a connection while this server cannot reach its cluster's log.
+const UNREACHABLE: &str = "ERROR :Closing Link: this server cannot reach the chat network right \
+                           now; try again in a moment, or another server\r\n";
+
 async fn refuse<S: crate::transport::Stream>(mut stream: S, line: String) {
     let _ = clock::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(line.as_bytes()).await;
         let _ = stream.shutdown().await;
+        // Closing with what the client sent still unread would reset the connection, and a
+        // reset can throw away the ERROR before the client reads it: read to its end first.
+        let mut sink = [0u8; 512];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
 }

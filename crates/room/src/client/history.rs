@@ -428,10 +428,14 @@ impl Session {
     }
 
     /// What a new connection needs to carry on where this one stopped: `None` if this one
-    /// never registered (there is nothing to resume).
+    /// never registered (there is nothing to resume), unless it was itself resuming an earlier
+    /// one (then that one is still to be carried on).
     pub fn resume(&self) -> Option<Resume> {
         if !self.registered {
-            return None;
+            return self.resumed.as_ref().map(|resumed| Resume {
+                recall: self.recall.clone(),
+                ..resumed.clone()
+            });
         }
         let mut rooms = self.rooms.clone();
         if let Some(current) = &self.room

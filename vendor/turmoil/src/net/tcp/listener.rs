@@ -78,7 +78,10 @@ impl TcpListener {
             tracing::trace!(target: TRACING_TARGET, src = ?origin, dst = ?self.local_addr, protocol = %"TCP SYN", "Recv");
 
             let ack = syn.ack.send(());
-            crate::sim::woken_directly(origin.ip()); // (Parla patch.)
+            if ack.is_ok() {
+                // (Parla patch.) Only a requester that still waits is woken.
+                crate::sim::woken_directly(origin.ip());
+            }
             tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, protocol = %"TCP SYN-ACK", "Send");
 
             if ack.is_ok() {
