@@ -339,22 +339,47 @@ impl<T: Transport> Link<T> {
             loop {
                 tokio::select! {
                     () = &mut until => break,
-                    cmd = self.commands.recv() => match cmd {
-                        None | Some(Command::Quit(_)) => {
-                            let _ = self.events.send(Event::Disconnected(Disconnect::Quit)).await;
+                    cmd = self.commands.recv() => {
+                        if !between_connections(&self.events, cmd).await {
                             return None;
                         }
-                        Some(_) => {
-                            let text = parla_room::client::RECONNECTING.to_owned();
-                            let _ = self.events.send(Event::ServerError { text }).await;
-                        }
-                    },
+                    }
                 }
             }
-            match open(&self.transport, &self.config).await {
+            // Until the new connection is up, what is typed is still answered here: a quit
+            // meanwhile gives up the connection being made (there is nobody to say it to yet).
+            let opening = open(&self.transport, &self.config);
+            tokio::pin!(opening);
+            let opened = loop {
+                tokio::select! {
+                    opened = &mut opening => break opened,
+                    cmd = self.commands.recv() => {
+                        if !between_connections(&self.events, cmd).await {
+                            return None;
+                        }
+                    }
+                }
+            };
+            match opened {
                 Ok(pair) => return Some(pair),
                 Err(err) => reason = err.to_string(),
             }
+        }
+    }
+}
+
+/// A command typed while there is no connection: refused with a word, or, if it is a quit (or
+/// the front end went away), the end (`false`).
+async fn between_connections(events: &mpsc::Sender<Event>, cmd: Option<Command>) -> bool {
+    match cmd {
+        None | Some(Command::Quit(_)) => {
+            let _ = events.send(Event::Disconnected(Disconnect::Quit)).await;
+            false
+        }
+        Some(_) => {
+            let text = parla_room::client::RECONNECTING.to_owned();
+            let _ = events.send(Event::ServerError { text }).await;
+            true
         }
     }
 }

@@ -272,7 +272,13 @@ fn check_session(
     };
     // Pages late by the end are given up by then (and what waited for them shown, which the
     // next session carries on from).
-    if let Some(until) = alive_until {
+    let last_sign = log
+        .iter()
+        .rev()
+        .find(|(_, what)| !matches!(what, Conduct::Restarted))
+        .map(|(at, _)| *at);
+    // A crashed session's pages late by its last sign of life were given up by then.
+    if let Some(until) = alive_until.or(last_sign) {
         model.late_pages(until, &mut owed);
     }
     let carried = reconnected.filter(|_| !restarted).map(|_| {

@@ -507,12 +507,11 @@ impl Tcp {
             Segment::Syn(syn) => {
                 // If bound, queue the syn; else we drop the syn triggering
                 // connection refused on the client.
+                // (Parla patch.) A full backlog refuses the connection (as Linux does with
+                // tcp_abort_on_overflow) instead of panicking: a server that is not accepting
+                // for a while (a cluster server joining) is not a bug of the simulation.
                 if let Some(b) = self.binds.get_mut(&dst.port()) {
-                    if b.deque.len() == self.server_socket_capacity {
-                        panic!("{dst} server socket buffer full");
-                    }
-
-                    if matches(b.bind_addr, dst) {
+                    if matches(b.bind_addr, dst) && b.deque.len() < self.server_socket_capacity {
                         b.deque.push_back((syn, src));
                         b.notify.notify_one();
                         return Ok(());
