@@ -239,6 +239,23 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
         "{:?}",
         c.lines(2, carol)
     );
+    // So does WHO, in its server column (and WHOX's s field).
+    c.say(2, carol, "WHO #lobby");
+    c.sync();
+    for (nick, server) in [("alice", "s1"), ("bob", "s2"), ("carol", "s3")] {
+        let row = format!(" 352 carol #lobby ~{nick} 192.0.2.");
+        let line = (c.lines(2, carol).into_iter())
+            .find(|l| l.contains(&row))
+            .unwrap_or_else(|| panic!("no WHO row for {nick}: {:?}", c.lines(2, carol)));
+        assert!(line.contains(&format!(" {server} {nick} H")), "{line}");
+    }
+    c.say(2, carol, "WHO bob %ns");
+    c.sync();
+    assert!(
+        c.saw(2, carol, " 354 carol s2 :bob"),
+        "{:?}",
+        c.lines(2, carol)
+    );
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();

@@ -33,11 +33,11 @@ impl Server {
     /// `WHO <mask>`: a room's members, or users whose nick matches the mask.
     pub(super) fn on_who(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
         let mask = p.get(0).unwrap_or("*");
-        let server = self.config.server_name.clone();
-        let mut rows: Vec<[String; 7]> = Vec::new();
+        let mut rows: Vec<[String; 8]> = Vec::new();
         let all = self.conns.live(id).caps.multi_prefix();
-        // room, user, host, nick, flags, real name, seconds idle
-        let row = |room: &str, c: &Conn, status: &str| -> [String; 7] {
+        // room, user, host, nick, flags, real name, seconds idle, server (in a cluster, the
+        // one each person is on)
+        let row = |room: &str, who: ConnId, c: &Conn, status: &str| -> [String; 8] {
             let away = if c.away.is_some() { "G" } else { "H" };
             let bot = if c.bot { "B" } else { "" };
             let oper = if c.oper.is_some() { "*" } else { "" };
@@ -50,19 +50,20 @@ impl Server {
                 flags,
                 c.realname.clone(),
                 (now.since(c.last_spoke) / 1000).to_string(),
+                self.server_name_of(who),
             ]
         };
         let my_rooms = &self.conns.live(id).rooms;
         if is_channel_name(mask) {
             if let Some(room) = self.rooms.get(&casefold(mask)) {
                 let inside = room.members.contains_key(&id);
-                for (c, member) in room
+                for (m, c, member) in room
                     .members
                     .iter()
-                    .filter_map(|(&m, member)| Some((self.conns.get(m)?, member)))
+                    .filter_map(|(&m, member)| Some((m, self.conns.get(m)?, member)))
                 {
                     if inside || !(c.invisible || room.modes.secret) {
-                        rows.push(row(&room.name, c, member.prefixes(all)));
+                        rows.push(row(&room.name, m, c, member.prefixes(all)));
                     }
                 }
             }
@@ -78,7 +79,7 @@ impl Server {
                         .as_deref()
                         .is_some_and(|n| all || mask_matches(mask, n));
                 if visible && matches {
-                    rows.push(row("*", c, ""));
+                    rows.push(row("*", other, c, ""));
                 }
             }
         }
@@ -89,7 +90,7 @@ impl Server {
             let token: String = token.chars().take(3).collect();
             (fields.to_owned(), token)
         });
-        for [room, user, host, nick, flags, real, idle] in rows {
+        for [room, user, host, nick, flags, real, idle, server] in rows {
             let Some((fields, token)) = &whox else {
                 let real = format!("0 {real}");
                 self.numeric(
