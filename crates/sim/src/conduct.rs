@@ -174,9 +174,10 @@ fn check_session(
     }
     // It reconnects (the session ends there, and the next one carries on, unless its host
     // was restarted meanwhile: a new process).
-    let reconnected = log.iter().find_map(|(at, what)| {
-        matches!(what, Conduct::Event(Event::Reconnecting { .. })).then_some(*at)
-    });
+    let reconnecting = log
+        .iter()
+        .position(|(_, what)| matches!(what, Conduct::Event(Event::Reconnecting { .. })));
+    let reconnected = reconnecting.map(|i| log[i].0);
     let restarted = log
         .iter()
         .any(|(_, what)| matches!(what, Conduct::Restarted));
@@ -201,7 +202,7 @@ fn check_session(
     let mut last_heard: Option<Duration> = None;
     let mut events = Vec::new();
     let (mut pongs, mut lines) = (Vec::new(), Vec::new());
-    for (at, what) in log {
+    for (i, (at, what)) in log.iter().enumerate() {
         match what {
             Conduct::Connected => last_heard = Some(*at),
             Conduct::Restarted => {}
@@ -214,8 +215,10 @@ fn check_session(
                     quit_at.get_or_insert(*at);
                 }
                 // Between connections a command goes nowhere (it is answered so; a quit ends
-                // it all, with nothing to send it on).
-                if reconnected.is_some_and(|r| *at >= r) {
+                // it all, with nothing to send it on). One handed over before the session
+                // reported its end, even in the same instant, was the session's: it takes
+                // commands before its timers.
+                if reconnecting.is_some_and(|r| i > r) {
                     model.quitting |= matches!(cmd, Command::Quit(_));
                     continue;
                 }
@@ -279,7 +282,7 @@ fn check_session(
         .map(|(at, _)| *at);
     // A crashed session's pages late by its last sign of life were given up by then.
     if let Some(until) = alive_until.or(last_sign) {
-        model.late_pages(until, &mut owed);
+        model.late_pages(until, true, &mut owed);
     }
     let carried = reconnected.filter(|_| !restarted).map(|_| {
         // Turned away before registering, it still carries on the one before it.
@@ -858,7 +861,7 @@ impl ClientModel {
         if self.closing.is_some() {
             return;
         }
-        self.late_pages(at, owed);
+        self.late_pages(at, false, owed);
         let Some(l) = take_apart(line) else { return };
         let p = &l.params;
         let last = p.last().copied().unwrap_or("");

@@ -350,9 +350,12 @@ impl ClientModel {
         self.release(at, a.held, owed);
     }
 
-    /// Pages asked for at least [`WAIT`] before `now` are given up.
-    pub(super) fn late_pages(&mut self, now: Duration, owed: &mut Owed) {
-        while let Some(i) = self.asked.iter().position(|a| a.at + WAIT <= now) {
+    /// Pages asked for at least [`WAIT`] before `now` are given up (`inclusive`), or more than
+    /// that: before a line read at `now` is handled, since the session reads a line before it
+    /// runs a timer due in the same instant.
+    pub(super) fn late_pages(&mut self, now: Duration, inclusive: bool, owed: &mut Owed) {
+        let late = |a: &Asked| a.at + WAIT < now || (inclusive && a.at + WAIT == now);
+        while let Some(i) = self.asked.iter().position(late) {
             let a = self.asked.remove(i);
             let due = a.at + WAIT;
             let text = format!(
