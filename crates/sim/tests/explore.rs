@@ -51,8 +51,9 @@ fn ci_sized_cluster_exploration_finds_no_violation() {
     let (mut failures, _) = explore(0, 1000, workload, None);
     // A restarted server that could not reach the log (976, 1003, 1429, 1599: a false early
     // wake; 1896: a quit while reconnecting), a history page given up before a crash (1650),
-    // a crowd while a server joins (2198).
-    for seed in [976, 1003, 1429, 1599, 1650, 1896, 2198] {
+    // a crowd while a server joins (2198), commands and history pages given up in the instant
+    // a session ended or read a line (13110, 21492).
+    for seed in [976, 1003, 1429, 1599, 1650, 1896, 2198, 13110, 21492] {
         let explored = run_seed(seed, workload, &RunOptions::default());
         if !explored.outcome.passed() {
             failures.push(explored);
