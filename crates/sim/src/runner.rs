@@ -384,6 +384,11 @@ impl<'a> Runner<'a> {
     /// the next timer, or the tick before the network's next delivery (turmoil hands a message
     /// over at the start of the tick in which it arrives).
     fn idle_for(&self, target: Duration) -> Duration {
+        // A host woken directly by another runs at the start of the next step; what it sends
+        // then must be delivered on time, not at the end of a long step.
+        if self.sim.has_pending_wakes() {
+            return self.tick;
+        }
         let now = self.sim.elapsed();
         let mut until = target;
         if let Some(at) = self.due.next(now) {

@@ -62,6 +62,23 @@ fn explored_seeds_read_the_same_with_idle_time_skipped() {
     }
 }
 
+/// The same for clusters: three servers and a broker, with partitions and crashes of each.
+#[test]
+fn explored_cluster_seeds_read_the_same_with_idle_time_skipped() {
+    let workload = Workload {
+        cluster: true,
+        ..Workload::default()
+    };
+    for seed in [976, 2198, 21492] {
+        let skipped = run_seed(seed, workload, &RunOptions::default());
+        let ticked = run_seed(seed, workload, &naive(&RunOptions::default()));
+        assert_eq!(
+            skipped.outcome.transcript, ticked.outcome.transcript,
+            "cluster seed {seed}"
+        );
+    }
+}
+
 /// Running only the hosts with work is checked on many more seeds against running every host in
 /// every step (idle time skipped in both, so it is quick): crowds, floods that fill a connection
 /// (a reader waking its writer directly) and connections being accepted (the listener waking the
@@ -84,6 +101,18 @@ fn explored_seeds_read_the_same_running_only_the_hosts_with_work() {
         assert_eq!(
             lazy.outcome.transcript, all.outcome.transcript,
             "seed {seed}"
+        );
+    }
+    let cluster = Workload {
+        cluster: true,
+        ..workload
+    };
+    for seed in 30_000..30_000 + seeds / 3 {
+        let lazy = run_seed(seed, cluster, &RunOptions::default());
+        let all = run_seed(seed, cluster, &every_host);
+        assert_eq!(
+            lazy.outcome.transcript, all.outcome.transcript,
+            "cluster seed {seed}"
         );
     }
 }

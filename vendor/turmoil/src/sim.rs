@@ -169,6 +169,18 @@ impl<'a> Sim<'a> {
         world.topology.until_next_delivery(running)
     }
 
+    /// (Parla patch.) Whether a running host was woken directly by another (a connection
+    /// accepted or refused, room made on a full connection) or has mail, and has not run since.
+    /// It runs at the start of the next step, and what it sends then must not wait for the end
+    /// of a long one: the caller skipping idle time steps one tick.
+    pub fn has_pending_wakes(&self) -> bool {
+        PENDING.with(|p| {
+            let p = p.borrow();
+            (p.woken.iter().chain(&p.mail))
+                .any(|addr| (self.rts.get(addr)).is_some_and(|rt| rt.is_software_running()))
+        })
+    }
+
     /// (Parla patch.) The hosts whose software woke during the last step before the step ended,
     /// with how far into the step. After a [`Sim::step_for`] meant to skip idle time, any entry
     /// means a host had work the caller did not know of (such as a timer) and ran it alone.
