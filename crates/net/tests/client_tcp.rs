@@ -533,6 +533,16 @@ async fn welcomed(listener: &tokio::net::TcpListener, config: ClientConfig) -> (
     (alice, fake)
 }
 
+/// A session for `listener` that reconnects after 50 ms, then twice as long each try up to `max`.
+fn reconnecting(listener: &tokio::net::TcpListener, max: Duration) -> ClientConfig {
+    let mut config = config_for(listener.local_addr().unwrap());
+    config.reconnect = Some(client::Reconnect {
+        first: Duration::from_millis(50),
+        max,
+    });
+    config
+}
+
 #[tokio::test]
 async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -561,11 +571,7 @@ async fn without_icmp_a_quiet_server_is_watched_with_irc_ping() {
 #[tokio::test]
 async fn a_lost_connection_is_made_again_and_the_session_carries_on() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config_for(listener.local_addr().unwrap());
-    config.reconnect = Some(client::Reconnect {
-        first: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-    });
+    let config = reconnecting(&listener, Duration::from_millis(200));
     let (mut alice, fake) = welcomed(&listener, config).await;
     // The link breaks: the client says it will try again, and when.
     drop(fake);
@@ -617,11 +623,7 @@ async fn a_lost_connection_is_made_again_and_the_session_carries_on() {
 #[tokio::test]
 async fn a_reconnection_turned_away_before_registering_is_tried_again_later() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config_for(listener.local_addr().unwrap());
-    config.reconnect = Some(client::Reconnect {
-        first: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    });
+    let config = reconnecting(&listener, Duration::from_millis(400));
     let (mut alice, fake) = welcomed(&listener, config).await;
     drop(fake);
     let attempt_of = |ev: &Event| match ev {

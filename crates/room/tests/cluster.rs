@@ -154,6 +154,22 @@ impl Cluster {
         self.publish(node, vec![Entry::Beat { now }]);
     }
 
+    /// `conn` on `node` sends `line`, and every server applies it.
+    fn ask(&mut self, node: usize, conn: ConnId, line: &str) {
+        self.say(node, conn, line);
+        self.sync();
+    }
+
+    /// `conn` on `node` was sent a line containing `part`.
+    #[track_caller]
+    fn expect(&self, node: usize, conn: ConnId, part: &str) {
+        assert!(
+            self.saw(node, conn, part),
+            "no {part:?} in {:?}",
+            self.lines(node, conn)
+        );
+    }
+
     fn lines(&self, node: usize, conn: ConnId) -> Vec<&str> {
         (self.nodes[node].seen.iter())
             .filter(|(c, _)| *c == conn)
@@ -216,13 +232,8 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
         );
     }
     // NAMES on any server lists people of every server.
-    c.say(2, carol, "NAMES #lobby");
-    c.sync();
-    assert!(
-        c.saw(2, carol, " 353 carol = #lobby :"),
-        "{:?}",
-        c.lines(2, carol)
-    );
+    c.ask(2, carol, "NAMES #lobby");
+    c.expect(2, carol, " 353 carol = #lobby :");
     let names = c
         .lines(2, carol)
         .into_iter()
@@ -232,16 +243,10 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
         assert!(names.contains(nick), "{names}");
     }
     // WHOIS names the server each person is on.
-    c.say(2, carol, "WHOIS bob");
-    c.sync();
-    assert!(
-        c.saw(2, carol, " 312 carol bob s2 :"),
-        "{:?}",
-        c.lines(2, carol)
-    );
+    c.ask(2, carol, "WHOIS bob");
+    c.expect(2, carol, " 312 carol bob s2 :");
     // So does WHO, in its server column (and WHOX's s field).
-    c.say(2, carol, "WHO #lobby");
-    c.sync();
+    c.ask(2, carol, "WHO #lobby");
     for (nick, server) in [("alice", "s1"), ("bob", "s2"), ("carol", "s3")] {
         let row = format!(" 352 carol #lobby ~{nick} 192.0.2.");
         let line = (c.lines(2, carol).into_iter())
@@ -249,13 +254,8 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
             .unwrap_or_else(|| panic!("no WHO row for {nick}: {:?}", c.lines(2, carol)));
         assert!(line.contains(&format!(" {server} {nick} H")), "{line}");
     }
-    c.say(2, carol, "WHO bob %ns");
-    c.sync();
-    assert!(
-        c.saw(2, carol, " 354 carol s2 :bob"),
-        "{:?}",
-        c.lines(2, carol)
-    );
+    c.ask(2, carol, "WHO bob %ns");
+    c.expect(2, carol, " 354 carol s2 :bob");
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();
