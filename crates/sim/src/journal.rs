@@ -677,14 +677,7 @@ pub struct ReplicaWatch {
 
 impl parla_net::server::Observer for ReplicaWatch {
     fn applied(&self, seq: u64, core: &parla_room::Server) {
-        let mut nicks: Vec<String> = core
-            .nicks()
-            .into_iter()
-            .map(|(_, n)| n.to_owned())
-            .collect();
-        nicks.sort();
-        let lobby = core.room_members("#lobby").unwrap_or_default().join(" ");
-        let picture = format!("names {nicks:?}; #lobby [{lobby}]");
+        let picture = core.digest();
         self.journal
             .lock()
             .replicas

@@ -479,6 +479,39 @@ impl Server {
         )
     }
 
+    /// The chat's shared state as text, for a cluster's replicas to compare (the simulation
+    /// does, at every log position): every connection's identity, modes and rooms, every
+    /// room's members with their standing, topic, modes and budget, and the message counter.
+    /// What each server keeps for itself (liveness, its own timers) is left out.
+    pub fn digest(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for (id, c) in self.conns.iter() {
+            let _ = writeln!(
+                out,
+                "{id:?} {:?} {:?} {} {:?} reg={} i={} o={:?} away={:?} rooms={:?}",
+                c.nick,
+                c.user,
+                c.host,
+                c.realname,
+                c.registered,
+                c.invisible,
+                c.oper,
+                c.away,
+                c.rooms
+            );
+        }
+        for (key, room) in &self.rooms {
+            let _ = writeln!(
+                out,
+                "{key} {} {:?} {:?} {:?} {:?}",
+                room.name, room.members, room.topic, room.modes, room.budget
+            );
+        }
+        let _ = writeln!(out, "msgids {} users {}", self.msgids, self.users);
+        out
+    }
+
     /// Whether `handle_shutdown` was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
