@@ -183,7 +183,10 @@ async fn while_nats_is_down_lines_are_refused_and_nothing_accepted_is_lost() {
     let (_s2, a2) = member(&url, "two", "5s").await;
     let mut alice = RawClient::join(a1, "alice").await;
     let mut bob = RawClient::join(a2, "bob").await;
+    let mut leaver = RawClient::join(a1, "leaver").await;
     alice.expect_has(":bob!~bob@127.0.0.1 JOIN #lobby").await;
+    bob.expect_has(":leaver!~leaver@127.0.0.1 JOIN #lobby")
+        .await;
     bob.say("#lobby", "before").await;
     alice.expect_has("PRIVMSG #lobby :before").await;
 
@@ -210,11 +213,23 @@ async fn while_nats_is_down_lines_are_refused_and_nothing_accepted_is_lost() {
         error.starts_with("ERROR :Closing Link: this server cannot reach the chat network"),
         "{error}"
     );
+    // Leaving always works, at once, with a reason as long as a line allows (its ERROR still
+    // within 512 bytes); the others see the QUIT once NATS is back.
+    let long = "x".repeat(500);
+    leaver.send(&format!("QUIT :{long}")).await;
+    let lines = leaver.expect_eof().await;
+    let error = lines.last().expect("an ERROR before the close");
+    assert!(
+        error.starts_with("ERROR :Closing Link: 127.0.0.1 (Quit: xxx"),
+        "{lines:?}"
+    );
+    assert!(error.len() + 2 <= 512, "{} bytes", error.len() + 2);
 
     let _nats = Nats::start_on(port, store);
     // Back: both servers take lines again, and the chat is one again.
     // async-nats reconnects with a growing delay: allow it three of our usual waits.
     let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let mut answers = Vec::new();
     loop {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -222,14 +237,19 @@ async fn while_nats_is_down_lines_are_refused_and_nothing_accepted_is_lost() {
             3 * WAIT
         );
         bob.say("#lobby", "after").await;
-        let line = tokio::time::timeout(Duration::from_millis(500), bob.line()).await;
-        if line.is_err() {
-            break; // nothing came back: the line was taken (no echo without echo-message)
+        match tokio::time::timeout(Duration::from_millis(500), bob.line()).await {
+            Ok(line) => answers.push(line),
+            // Nothing came back: the line was taken (no echo without echo-message).
+            Err(_) => break,
         }
     }
     alice
         .expect_has(":bob!~bob@127.0.0.1 PRIVMSG #lobby :after")
         .await;
+    let quit = ":leaver!~leaver@127.0.0.1 QUIT :Quit: xxx";
+    if !answers.iter().any(|l| l.contains(quit)) {
+        bob.expect_has(quit).await;
+    }
 }
 
 #[tokio::test]

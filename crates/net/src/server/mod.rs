@@ -436,11 +436,11 @@ impl RefusalLog {
     }
 }
 
-/// Tells a refused connection why (`line`, an `ERROR`), then closes it.
 /// The answer to a connection while this server cannot reach its cluster's log.
 const UNREACHABLE: &str = "ERROR :Closing Link: this server cannot reach the chat network right \
                            now; try again in a moment, or another server\r\n";
 
+/// Tells a refused connection why (`line`, an `ERROR`), then closes it.
 async fn refuse<S: crate::transport::Stream>(mut stream: S, line: String) {
     let _ = clock::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(line.as_bytes()).await;

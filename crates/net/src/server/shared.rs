@@ -316,8 +316,9 @@ impl Shared {
                 // Leaving always works: the connection closes now, and the others see the
                 // QUIT once this server reaches the log again.
                 let host = state.hosts.remove(&conn).unwrap_or_default();
-                let error = format!("ERROR :Closing Link: {host} ({reason})\r\n");
-                let error = state.lines.put(error.as_bytes());
+                let error =
+                    parla_room::server::error_line(&format!("Closing Link: {host} ({reason})"));
+                let error = state.lines.put(&error);
                 let mut overflowed = VecDeque::new();
                 self.deliver(&mut state, conn, &error, &mut overflowed);
                 if let Some(outbox) = state.outboxes.remove(&conn) {
@@ -522,13 +523,9 @@ pub(super) async fn timer_task(shared: Arc<Shared>, stop: CancellationToken) {
 /// If `line` is a `QUIT`, the reason its room will see (as the core words it).
 fn quit_reason(line: &[u8]) -> Option<String> {
     let msg = parla_room::Message::parse(std::str::from_utf8(line).ok()?).ok()?;
-    if !msg.verb.eq_ignore_ascii_case("QUIT") {
-        return None;
-    }
-    Some(match msg.params.first() {
-        Some(r) if !r.is_empty() => format!("Quit: {r}"),
-        _ => "Quit".to_owned(),
-    })
+    msg.verb
+        .eq_ignore_ascii_case("QUIT")
+        .then(|| parla_room::server::quit_reason(msg.params.first().copied()))
 }
 
 /// Whether `line` is a `PONG` (with or without tags and a source).

@@ -11,11 +11,7 @@ use crate::time::Millis;
 impl Server {
     /// `QUIT [<reason>]`
     pub(super) fn on_quit(&mut self, now: Millis, id: ConnId, p: Params<'_, 0>) {
-        let reason = match p.get(0) {
-            Some(r) if !r.is_empty() => format!("Quit: {r}"),
-            _ => "Quit".to_owned(),
-        };
-        self.quit(now, id, &reason);
+        self.quit(now, id, &super::quit_reason(p.get(0)));
     }
 
     /// The connection leaves with `reason`: peers see a `QUIT`, it gets `ERROR` and is closed.

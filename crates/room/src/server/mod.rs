@@ -54,6 +54,7 @@ use bytes::Bytes;
 pub use self::config::Bug;
 pub use self::config::{Config, RoomBudget, Window};
 pub use self::operators::Operator;
+pub use self::replies::{error_line, quit_reason};
 use self::state::{Conn, Conns, Room};
 use crate::history::{History, MemoryHistory, Retention};
 use crate::limits::*;

@@ -322,6 +322,20 @@ pub(super) fn time_tag(now: Millis, caps: Caps) -> Vec<Tag<'static>> {
     }
 }
 
+/// `ERROR :<text>` as the server sends it (at most 512 bytes: a long text loses its end), for a
+/// runtime that must close a connection on its own (a cluster server cut off from its log).
+pub fn error_line(text: &str) -> Bytes {
+    encode(&[], None, "ERROR", &[text])
+}
+
+/// The reason a `QUIT` with `param` gives its rooms, as the core words it.
+pub fn quit_reason(param: Option<&str>) -> String {
+    match param {
+        Some(r) if !r.is_empty() => format!("Quit: {r}"),
+        _ => "Quit".to_owned(),
+    }
+}
+
 /// Encodes one line. Text-carrying messages and numerics always use a `:` trailing parameter
 /// (what clients expect); JOIN, NICK, MODE, BATCH, TAGMSG and MARKREAD use the plain form, as ircds send
 /// them.
