@@ -968,6 +968,20 @@ impl Gen {
                 self.crashed.push(c);
             }
             Kind::Network if self.cluster => {
+                // A client cut off from (or back to) every server: its session must notice and,
+                // if it reconnects, come back to the chat where it left it.
+                if self.rng.random_ratio(1, 3) {
+                    let Some(c) = self.someone() else { return };
+                    let verb = if toggle(&mut self.partitioned, c.clone()) {
+                        "partition"
+                    } else {
+                        "repair"
+                    };
+                    for server in CLUSTER {
+                        self.line(format!("{verb} {c} {server}"));
+                    }
+                    return;
+                }
                 let server = self.one(CLUSTER).to_owned();
                 if self.rng.random_ratio(2, 3) {
                     let verb = if toggle(&mut self.cut, server.clone()) {
@@ -1414,8 +1428,11 @@ pub fn generate(seed: u64, workload: Workload) -> String {
         }
     }
     // Heal the network so the final checks see settled state.
+    let servers: &[&str] = if g.cluster { CLUSTER } else { &["server"] };
     for c in std::mem::take(&mut g.partitioned) {
-        g.line(format!("repair {c} server"));
+        for server in servers {
+            g.line(format!("repair {c} {server}"));
+        }
     }
     for (a, b) in std::mem::take(&mut g.oneway) {
         g.line(format!("repair-oneway {a} {b}"));
