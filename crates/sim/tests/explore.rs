@@ -97,6 +97,28 @@ fn the_explorer_finds_a_planted_bug(#[case] bug: Bug, #[case] symptom: &str) {
     );
 }
 
+/// The cluster checks have teeth: a core whose servers disagree (a topic kept only by its
+/// setter's server) is found, as servers disagreeing at a log position.
+#[test]
+fn the_cluster_explorer_finds_servers_that_disagree() {
+    let workload = Workload {
+        cluster: true,
+        ..Workload::default()
+    };
+    let options = RunOptions {
+        bug: Some(Bug::TopicKeptByItsServerOnly),
+        ..RunOptions::default()
+    };
+    let failure = first_failure(0, 100, workload, &options, default_jobs())
+        .expect("a failing seed within 100");
+    assert!(
+        (failure.outcome.violations.iter()).any(|v| v.contains("the servers disagree")),
+        "seed {}: {:?}",
+        failure.seed,
+        failure.outcome.violations
+    );
+}
+
 /// Mutants taken literally from the cargo-mutants report (docs/simulation.md), planted so that
 /// this test needs no rebuild: each was missed or only timed out before the model predicted
 /// every line and the generator aimed at it, and the explorer must now find each within the

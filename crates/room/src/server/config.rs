@@ -138,6 +138,10 @@ pub enum Bug {
     /// `VERSION` panics halfway through its handler, after a reply was queued (tests of the
     /// server runtime's panic policy).
     PanicInHandler,
+    /// In a cluster, a topic change is kept only by the server its setter is on (the others
+    /// relay it but keep the old topic): a decision on what one server alone knows, the slip
+    /// that makes replicas of the chat disagree.
+    TopicKeptByItsServerOnly,
     /// A history page one message short: `CHATHISTORY … <limit>` gives at most `limit - 1`
     /// (the kind of slip an exclusive bound written as inclusive makes).
     HistoryPageShort,

@@ -245,14 +245,20 @@ impl Server {
             }
             recent.push_back(now);
         }
+        #[cfg(feature = "deliberate-bugs")]
+        let diverge = self.config.bug == Some(super::config::Bug::TopicKeptByItsServerOnly)
+            && !self.is_local(id);
         let room = self.rooms.get_mut(&key).expect("looked up above");
         let text = truncate(text, self.config.topic_len).to_owned();
         let c = self.conns.live(id);
-        room.topic = (!text.is_empty()).then(|| Topic {
+        let topic = (!text.is_empty()).then(|| Topic {
             text: text.clone(),
             setter: c.nick.clone().unwrap_or_default(),
             at: now,
         });
+        #[cfg(feature = "deliberate-bugs")]
+        let topic = if diverge { room.topic.take() } else { topic };
+        room.topic = topic;
         let (room_name, prefix) = (room.name.clone(), c.prefix.clone());
         let members: Vec<ConnId> = room.members.keys().copied().collect();
         self.fanout(
