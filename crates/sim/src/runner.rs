@@ -648,9 +648,10 @@ impl<'a> Runner<'a> {
         self.failed.push(format!("{where_}: {problem}"));
     }
 
-    /// `server --cluster N`: a broker host and N servers sharing its log. Nothing watches the
-    /// servers from inside yet (the model and the invariants follow one server): the
-    /// transcript and the script's expectations check what the clients see.
+    /// `server --cluster N`: a broker host and N servers sharing its log. The reference model
+    /// follows one server, so it is off here; each server's digest of the shared state after
+    /// every log position is recorded for [`check::cluster`], and the clients' conduct, the
+    /// transcript and the script's expectations are checked as ever.
     fn start_cluster(&mut self, flags: ServerFlags) {
         self.journal.lock().cluster = true;
         let store = self.store.clone();
