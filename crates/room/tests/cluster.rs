@@ -203,14 +203,10 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     c.say(1, bob, "PRIVMSG #lobby :hello from s2");
     c.sync();
     for (node, conn) in [(0, alice), (2, carol)] {
-        assert!(
-            c.saw(
-                node,
-                conn,
-                ":bob!~bob@192.0.2.7 PRIVMSG #lobby :hello from s2"
-            ),
-            "{:?}",
-            c.lines(node, conn)
+        c.expect(
+            node,
+            conn,
+            ":bob!~bob@192.0.2.7 PRIVMSG #lobby :hello from s2",
         );
     }
     // Each server's lines went to its own connections only.
@@ -259,13 +255,13 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
     // LUSERS counts the cluster, and this server's own.
     c.say(2, carol, "LUSERS");
     c.sync();
-    assert!(c.saw(
+    c.expect(
         2,
         carol,
-        " 251 carol :There are 3 users and 0 invisible on 3 servers"
-    ));
-    assert!(c.saw(2, carol, " 255 carol :I have 1 clients and 2 servers"));
-    assert!(c.saw(2, carol, " 265 carol 1 3 :Current local users 1, max 3"));
+        " 251 carol :There are 3 users and 0 invisible on 3 servers",
+    );
+    c.expect(2, carol, " 255 carol :I have 1 clients and 2 servers");
+    c.expect(2, carol, " 265 carol 1 3 :Current local users 1, max 3");
 }
 
 #[test]
@@ -279,8 +275,8 @@ fn a_name_is_taken_by_whichever_nick_comes_first_in_the_log() {
     c.say(0, a, "USER dana 0 * :Dana");
     c.say(1, b, "USER dana 0 * :Dana");
     c.sync();
-    assert!(c.saw(1, b, " 001 dana "), "{:?}", c.lines(1, b));
-    assert!(c.saw(0, a, " 433 * Dana "), "{:?}", c.lines(0, a));
+    c.expect(1, b, " 001 dana ");
+    c.expect(0, a, " 433 * Dana ");
     for n in &c.nodes {
         assert_eq!(n.core.holder_of("DANA"), Some(b), "on {}", n.name);
     }
@@ -336,20 +332,16 @@ fn a_silent_server_is_gone_after_three_beats_of_another_and_its_users_quit() {
     c.beat(0);
     c.sync();
     for (node, conn) in [(0, alice), (2, carol)] {
-        assert!(
-            c.saw(
-                node,
-                conn,
-                ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering"
-            ),
-            "{:?}",
-            c.lines(node, conn)
+        c.expect(
+            node,
+            conn,
+            ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering",
         );
         assert_eq!(c.nodes[node].core.holder_of("bob"), None);
     }
     // The name is free: someone else takes it.
     let again = c.user(2, "bob");
-    assert!(c.saw(2, again, " 001 bob "));
+    c.expect(2, again, " 001 bob ");
     // What s2 publishes now is ignored everywhere; it learns it was declared gone.
     assert_eq!(c.nodes[1].replica.number(), None);
     let mut events = Vec::new();
@@ -361,11 +353,7 @@ fn a_silent_server_is_gone_after_three_beats_of_another_and_its_users_quit() {
         "{events:?}"
     );
     // Its own users were closed, with the reason.
-    assert!(
-        c.saw(1, bob, "CLOSE Server s2 stopped answering"),
-        "{:?}",
-        c.lines(1, bob)
-    );
+    c.expect(1, bob, "CLOSE Server s2 stopped answering");
 }
 
 #[test]
@@ -380,7 +368,7 @@ fn a_server_that_leaves_takes_its_users_with_it_at_once() {
         }],
     );
     c.sync();
-    assert!(c.saw(0, alice, ":bob!~bob@192.0.2.7 QUIT :Server shutting down"));
+    c.expect(0, alice, ":bob!~bob@192.0.2.7 QUIT :Server shutting down");
     assert_eq!(c.nodes[0].core.room_members("#lobby"), Some(vec!["alice"]));
 }
 
@@ -625,13 +613,9 @@ fn beats_published_together_count_once() {
     c.beat(0);
     c.beat(0);
     c.sync();
-    assert!(
-        c.saw(
-            0,
-            alice,
-            ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering"
-        ),
-        "{:?}",
-        c.lines(0, alice)
+    c.expect(
+        0,
+        alice,
+        ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering",
     );
 }
