@@ -114,19 +114,9 @@ async fn three_servers_are_one_chat_with_one_order_and_unique_names() {
 
     // Someone joining later on any server gets the room's history.
     let mut dana = RawClient::connect(a2, "dana").await;
-    dana.send("CAP REQ :batch draft/chathistory").await;
-    dana.send_registration("dana").await;
-    dana.send("CAP END").await;
+    dana.send_registration_for_history("dana").await;
     dana.expect_numeric("001").await;
-    dana.send("CHATHISTORY LATEST #lobby * 100").await;
-    let mut lines = Vec::new();
-    loop {
-        let line = dana.line().await;
-        if line.starts_with("BATCH -") || line.contains(" BATCH -") {
-            break;
-        }
-        lines.push(line);
-    }
+    let lines = dana.history_page("CHATHISTORY LATEST #lobby * 100").await;
     assert_eq!(texts(&lines), seen[0], "history in the order everyone saw");
 }
 

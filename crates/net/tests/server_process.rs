@@ -268,20 +268,14 @@ async fn every_delivered_message_survives_kill_9_and_a_restart() {
     let mut server = Server::spawn(&flags);
     let addr = server.listening_addr().await;
     let mut carol = RawClient::connect(addr, "carol").await;
-    carol.send("CAP REQ :batch draft/chathistory").await;
-    carol.send_registration("carol").await;
-    carol.send("CAP END").await;
+    carol.send_registration_for_history("carol").await;
     carol.expect_has(" 366 carol #lobby ").await;
-    carol.send("CHATHISTORY LATEST #lobby * 10000").await;
-    carol.expect_has(" chathistory #lobby").await;
-    let mut kept = Vec::new();
-    loop {
-        let line = carol.line().await;
-        if line.contains(" BATCH -") {
-            break;
-        }
-        kept.push(parla_testkit::irc::privmsg(&line).expect("a message").2);
-    }
+    let kept: Vec<String> = (carol
+        .history_page("CHATHISTORY LATEST #lobby * 10000")
+        .await)
+        .iter()
+        .map(|line| parla_testkit::irc::privmsg(line).expect("a message").2)
+        .collect();
     let in_order: Vec<String> = (0..kept.len()).map(|i| format!("m{i}")).collect();
     assert_eq!(
         kept, in_order,

@@ -106,6 +106,30 @@ impl RawClient {
         self.expect_has(&format!(" 366 {nick} #lobby ")).await;
     }
 
+    /// Asks for `batch` and `draft/chathistory`, then `NICK` + `USER` and `CAP END`, without
+    /// waiting for any answer.
+    pub async fn send_registration_for_history(&mut self, nick: &str) {
+        self.send("CAP REQ :batch draft/chathistory").await;
+        self.send_registration(nick).await;
+        self.send("CAP END").await;
+    }
+
+    /// Sends the `CHATHISTORY` `request` and returns the lines of the `chathistory` batch that
+    /// answers it (between its `BATCH +` and `BATCH -`, both left out).
+    pub async fn history_page(&mut self, request: &str) -> Vec<String> {
+        self.send(request).await;
+        self.expect(|l| l.contains(" BATCH +") && l.contains(" chathistory "))
+            .await;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.contains(" BATCH -") {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
     /// The next line, `Ok(None)` at EOF, `Err(())` at `deadline`.
     pub async fn try_next_line_until(&mut self, deadline: Instant) -> Result<Option<String>, ()> {
         let mut buf = Vec::new();
