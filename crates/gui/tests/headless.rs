@@ -5,16 +5,15 @@
 //! [`WAIT`]. All runs but the ICMP one pass `--no-ping`.
 
 use std::io::{BufRead, Write};
-use std::process::{ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{ChildStdin, Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
+use parla_testkit::process::{Watched, without_parla_env};
 use parla_testkit::{RawClient, WAIT, icmp_permitted, require};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Output of the child, line by line, with what was read so far.
 struct Lines {
@@ -81,11 +80,10 @@ impl Lines {
 /// A running `parla --headless`. Dropping it SIGKILLs the process unless it has exited.
 struct Parla {
     pid: Pid,
-    exited: Arc<AtomicBool>,
+    process: Watched,
     stdin: Option<ChildStdin>,
     stdout: Lines,
     stderr: Lines,
-    status: Option<oneshot::Receiver<ExitStatus>>,
 }
 
 impl Parla {
@@ -105,32 +103,18 @@ impl Parla {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PARLA_") {
-                command.env_remove(key);
-            }
-        }
-        command.envs(env.iter().copied());
+        without_parla_env(&mut command).envs(env.iter().copied());
         let mut child = command.spawn().expect("parla starts");
-        let pid = Pid::from_raw(child.id() as i32);
         let stdin = child.stdin.take();
         let stdout = Lines::read("stdout", child.stdout.take().unwrap());
         let stderr = Lines::read("stderr", child.stderr.take().unwrap());
-        let exited = Arc::new(AtomicBool::new(false));
-        let (status_tx, status) = oneshot::channel();
-        let flag = exited.clone();
-        std::thread::spawn(move || {
-            let status = child.wait().expect("wait for parla");
-            flag.store(true, Ordering::SeqCst);
-            let _ = status_tx.send(status);
-        });
+        let process = Watched::new(child);
         Parla {
-            pid,
-            exited,
+            pid: process.pid,
+            process,
             stdin,
             stdout,
             stderr,
-            status: Some(status),
         }
     }
 
@@ -150,24 +134,13 @@ impl Parla {
 
     /// Waits (bounded) for the exit code.
     async fn exit_code(&mut self) -> Option<i32> {
-        let status = tokio::time::timeout(WAIT, self.status.take().unwrap())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "parla still running after {WAIT:?}; stdout {:#?}",
-                    self.stdout.seen
-                )
-            })
-            .unwrap();
+        let status = self.process.status().await.unwrap_or_else(|| {
+            panic!(
+                "parla still running after {WAIT:?}; stdout {:#?}",
+                self.stdout.seen
+            )
+        });
         status.code()
-    }
-}
-
-impl Drop for Parla {
-    fn drop(&mut self) {
-        if !self.exited.load(Ordering::SeqCst) {
-            let _ = kill(self.pid, Signal::SIGKILL);
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!   ([`irc::blocking`] wraps it for the synchronous window tests).
 //! * [`nats`]: [`nats::Nats`], a `nats-server -js` on a loopback port, stopped by a guard.
 //! * [`ping`]: [`FakePinger`], a [`parla_net::Pinger`] whose answers the test scripts.
+//! * [`process`]: [`process::Watched`], a program a test started, killed by a guard.
 //! * [`require`]: the one rule for a test that needs something from outside (a program, a
 //!   permission): a clear skip line locally, a failure under `CI=true`, where
 //!   `ci/install-test-deps` must have provided it.
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub mod irc;
 pub mod nats;
 pub mod ping;
+pub mod process;
 pub mod require;
 
 pub use irc::RawClient;

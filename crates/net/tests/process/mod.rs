@@ -5,22 +5,20 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parla_testkit::WAIT;
-use tokio::sync::{mpsc, oneshot};
+use parla_testkit::process::{Watched, without_parla_env};
+use tokio::sync::mpsc;
 
 /// A running `parla-server`. Dropping it SIGKILLs the process unless it has exited.
 pub struct Server {
     pub pid: Pid,
-    exited: Arc<AtomicBool>,
+    process: Watched,
     /// stdout and stderr, merged, line by line (its log goes to stdout, errors to stderr).
     output: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
-    status: Option<oneshot::Receiver<ExitStatus>>,
     /// Its history's directory (`--data-dir`), unless the test chose.
     _data: Option<tempfile::TempDir>,
 }
@@ -52,14 +50,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // Flags only from the command line: no PARLA_* from the environment running the tests.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PARLA_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command.spawn().expect("parla-server starts");
-        let pid = Pid::from_raw(child.id() as i32);
+        let mut child = without_parla_env(&mut command)
+            .spawn()
+            .expect("parla-server starts");
         let (tx, output) = mpsc::unbounded_channel();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -77,21 +70,13 @@ impl Server {
                 }
             });
         }
-        let exited = Arc::new(AtomicBool::new(false));
-        let (status_tx, status) = oneshot::channel();
-        let flag = exited.clone();
-        std::thread::spawn(move || {
-            let status = child.wait().expect("wait for parla-server");
-            flag.store(true, Ordering::SeqCst);
-            let _ = status_tx.send(status);
-        });
+        let process = Watched::new(child);
         Server {
             _data: data,
-            pid,
-            exited,
+            pid: process.pid,
+            process,
             output,
             seen: Vec::new(),
-            status: Some(status),
         }
     }
 
@@ -125,10 +110,8 @@ impl Server {
 
     /// Waits (bounded) for the process to exit; returns its status and the rest of its output.
     pub async fn exit(&mut self) -> (ExitStatus, Vec<String>) {
-        let status = tokio::time::timeout(WAIT, self.status.take().unwrap())
-            .await
-            .unwrap_or_else(|_| panic!("parla-server still running after {WAIT:?}"))
-            .unwrap();
+        let status = (self.process.status().await)
+            .unwrap_or_else(|| panic!("parla-server still running after {WAIT:?}"));
         while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.output.recv()).await {
             self.seen.push(line);
         }
@@ -137,13 +120,5 @@ impl Server {
 
     pub fn signal(&self, signal: Signal) {
         kill(self.pid, signal).expect("signal parla-server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.exited.load(Ordering::SeqCst) {
-            let _ = kill(self.pid, Signal::SIGKILL);
-        }
     }
 }
