@@ -448,7 +448,7 @@ impl Replica {
 
     fn apply_entry(&mut self, core: &mut Server, seq: u64, origin: u64, entry: Entry) {
         // A server speaks only for its own connections.
-        let own = |conn: ConnId| conn.0 >> 32 == origin;
+        let own = |conn: ConnId| conn.server() == origin;
         match entry {
             Entry::Hello { .. } => {}
             Entry::Connect { conn, now, host } if own(conn) => {

@@ -86,7 +86,7 @@ impl Cluster {
                     .apply(&mut n.core, i as u64 + 1, bytes)
                     .expect("a valid batch");
             }
-            let own = |conn: ConnId| conn.0 >> 32 == n.home;
+            let own = |conn: ConnId| conn.server() == n.home;
             while let Some(out) = n.core.poll_output() {
                 match out {
                     Output::Send { to, line } => {
@@ -214,7 +214,7 @@ fn a_room_spans_servers_and_each_server_sends_only_to_its_own() {
         assert!(
             n.seen
                 .iter()
-                .all(|(conn, _)| conn.0 >> 32 == n.replica.number().unwrap()),
+                .all(|(conn, _)| conn.server() == n.replica.number().unwrap()),
             "server {i} sent to another's connection"
         );
     }

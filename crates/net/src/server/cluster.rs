@@ -15,7 +15,7 @@
 //! comes back, once and in order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -42,7 +42,7 @@ pub struct ClusterOptions {
     pub nonce: u64,
     /// Set if the cluster refused this server (it runs with other chat settings); `run` then
     /// returns at once, and the caller should exit with an error.
-    pub refused: Arc<std::sync::atomic::AtomicBool>,
+    pub refused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ClusterOptions {
@@ -64,11 +64,11 @@ pub(super) struct Link {
     /// This server's number once its hello was applied; 0 before, and after it was evicted.
     number: AtomicU64,
     joined: Notify,
-    refused: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<AtomicBool>,
     /// A beat is queued and not yet in the log: no other is queued behind it (a beat says
     /// "alive now"; a backlog of them, published at once after an outage, would count as
     /// several and could have another server declared gone).
-    beat_queued: std::sync::atomic::AtomicBool,
+    beat_queued: AtomicBool,
     /// Told when a publish gets through: the log is back, and a reader waiting to retry
     /// reads again at once (a server that just joined learns it before it is missed).
     back: Notify,
@@ -86,7 +86,7 @@ impl Link {
             number: AtomicU64::new(0),
             joined: Notify::new(),
             refused: options.refused.clone(),
-            beat_queued: std::sync::atomic::AtomicBool::new(false),
+            beat_queued: AtomicBool::new(false),
             back: Notify::new(),
         }
     }
@@ -105,6 +105,13 @@ impl Link {
         self.number.store(number, Ordering::Release);
         self.joined.notify_waiters();
         info!(number, name = %self.name, "joined the cluster");
+    }
+
+    /// The wait before the next try to say hello or to read the log, after `wait`: twice as
+    /// long, but never over a beat (a server back on the log must see its own entries before
+    /// the others have beaten three times) nor over 5 s.
+    fn next_wait(&self, wait: Duration) -> Duration {
+        (wait * 2).min(self.beat).min(Duration::from_secs(5))
     }
 
     /// We were declared gone: nothing more is published under the old number.
@@ -154,7 +161,7 @@ async fn say_hello(link: &Link, hello: Vec<u8>, nonce: u64, attempt: u64) {
             Err(err) => {
                 warn!(cause = %err, "could not say hello to the cluster; retrying");
                 clock::sleep(wait).await;
-                wait = (wait * 2).min(link.beat).min(Duration::from_secs(5));
+                wait = link.next_wait(wait);
             }
         }
     }
@@ -250,15 +257,13 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
             },
             Err(err) => warn!(cause = %err, from, "cannot read the cluster's log; retrying"),
         }
-        // Never longer than a beat: a server back on the log must see its own entries (its
-        // hello above all) before the others have beaten three times.
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             () = link.back.notified() => {}
             () = clock::sleep(wait) => {}
         }
-        wait = (wait * 2).min(link.beat).min(Duration::from_secs(5));
+        wait = link.next_wait(wait);
     }
 }
 
@@ -285,7 +290,7 @@ async fn publisher(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Entry>) 
             (origin, number) = (now_origin, 0);
         }
         // Entries of connections from before an eviction are of a server that is gone.
-        entries.retain(|e| conn_of(e).is_none_or(|c| c.0 >> 32 == origin));
+        entries.retain(|e| conn_of(e).is_none_or(|c| c.server() == origin));
         if entries.is_empty() {
             continue;
         }

@@ -377,12 +377,9 @@ impl Shared {
                 observer.connected(now, conn, peer);
             }
             state.outboxes.insert(conn, outbox);
-            state.hosts.insert(conn, peer.ip().to_string());
-            link.publish(Entry::Connect {
-                conn,
-                now,
-                host: peer.ip().to_string(),
-            });
+            let host = peer.ip().to_string();
+            state.hosts.insert(conn, host.clone());
+            link.publish(Entry::Connect { conn, now, host });
             return conn;
         }
         let conn = {

@@ -66,6 +66,19 @@ use crate::time::Millis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
+impl ConnId {
+    /// In a cluster: the number of the server this connection is on (the top half of its id).
+    pub fn server(self) -> u64 {
+        self.0 >> 32
+    }
+}
+
+/// Whether `id` is one of this server's own connections, `cluster` being the server's number
+/// in a cluster (always, outside one).
+fn is_local_to(cluster: Option<u64>, id: ConnId) -> bool {
+    cluster.is_none_or(|n| id.server() == n)
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "c{}", self.0)
@@ -147,6 +160,11 @@ pub struct Server {
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
     relayed: u64,
+}
+
+/// In a cluster: the ids of server `number`'s connections (`number << 32 | n`).
+fn ids_of(number: u64) -> std::ops::RangeInclusive<ConnId> {
+    ConnId(number << 32)..=ConnId((number << 32) | u64::from(u32::MAX))
 }
 
 impl Server {
@@ -256,7 +274,7 @@ impl Server {
 
     /// Whether `id` is one of this server's own connections (always, outside a cluster).
     pub fn is_local(&self, id: ConnId) -> bool {
-        self.cluster.is_none_or(|n| id.0 >> 32 == n)
+        is_local_to(self.cluster, id)
     }
 
     /// The ids of this server's own connections, as a range (a contiguous one: a room's
@@ -264,7 +282,7 @@ impl Server {
     pub(super) fn local_ids(&self) -> std::ops::RangeInclusive<ConnId> {
         match self.cluster {
             None => ConnId(0)..=ConnId(u64::MAX),
-            Some(n) => ConnId(n << 32)..=ConnId((n << 32) | u64::from(u32::MAX)),
+            Some(n) => ids_of(n),
         }
     }
 
@@ -285,7 +303,7 @@ impl Server {
     pub(super) fn server_name_of(&self, id: ConnId) -> String {
         (self
             .cluster
-            .and_then(|_| self.server_names.get(&(id.0 >> 32))))
+            .and_then(|_| self.server_names.get(&id.server())))
         .unwrap_or(&self.config.server_name)
         .clone()
     }
@@ -299,13 +317,8 @@ impl Server {
     /// Every connection of server `number` leaves with `reason` (it shut down, or stopped
     /// answering): its users quit in every room; its names are free.
     pub fn handle_server_gone(&mut self, now: Millis, number: u64, reason: &str) {
-        let from = ConnId(number << 32);
-        let to = ConnId((number << 32) | u64::from(u32::MAX));
-        let ids: Vec<ConnId> = self
-            .conns
-            .ids()
-            .filter(|id| (from..=to).contains(id))
-            .collect();
+        let theirs = ids_of(number);
+        let ids: Vec<ConnId> = self.conns.ids().filter(|id| theirs.contains(id)).collect();
         for id in ids {
             self.quit(now, id, reason);
         }

@@ -221,13 +221,13 @@ impl Server {
         }
         c.registered = true;
         self.users += 1;
-        if self.cluster.is_none_or(|n| id.0 >> 32 == n) {
+        if super::is_local_to(self.cluster, id) {
             self.local_users += 1;
         }
         c.last_spoke = now;
         // From now on liveness pings, not the registration deadline, decide the next wake-up.
         // (In a cluster, only its own server times it.)
-        if self.cluster.is_none_or(|n| id.0 >> 32 == n) {
+        if super::is_local_to(self.cluster, id) {
             c.timer_due = now.plus(self.config.ping_interval_ms);
             self.timers.push(Reverse((c.timer_due, id)));
         }
