@@ -673,26 +673,18 @@ impl<'a> Runner<'a> {
             let incarnation = Arc::new(AtomicU32::new(0));
             self.sim.host(host.clone(), move || {
                 let inc = incarnation.fetch_add(1, Ordering::Relaxed);
-                let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-                let epoch_millis = EPOCH_SECS * 1000 + elapsed;
+                let epoch_millis = epoch_now();
                 let token = CancellationToken::new();
                 if let Some(slot) = &token_slot {
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
                 }
                 let history: Arc<Mutex<dyn parla_room::history::History>> =
                     Arc::new(Mutex::new(MemoryHistory::new(Retention::default())));
+                let watch = crate::journal::ReplicaWatch {
+                    host: host.clone(),
+                    journal: journal.clone(),
+                };
                 let options = ServerOptions {
-                    core: core_config(&flags, bug),
-                    max_clients: flags.max_clients,
-                    sendq_bytes: flags.sendq_bytes,
-                    flood: flags.flood,
-                    epoch_millis,
-                    history: HistorySlot(Some(history)),
-                    abort_on_core_panic: false,
-                    observer: ObserverSlot(Some(Arc::new(crate::journal::ReplicaWatch {
-                        host: host.clone(),
-                        journal: journal.clone(),
-                    }))),
                     cluster: Some(ClusterOptions {
                         log: Arc::new(SimLog::new("broker")),
                         name: host.clone(),
@@ -701,7 +693,13 @@ impl<'a> Runner<'a> {
                         nonce: (k as u64) << 32 | u64::from(inc),
                         refused: Default::default(),
                     }),
-                    ..ServerOptions::default()
+                    ..server_options(
+                        &flags,
+                        core_config(&flags, bug),
+                        epoch_millis,
+                        history,
+                        watch,
+                    )
                 };
                 let (journal, host) = (journal.clone(), host.clone());
                 async move {
@@ -724,30 +722,13 @@ impl<'a> Runner<'a> {
         let (history, books) = (self.history.clone(), self.books.clone());
         self.sim.host("server", move || {
             let inc = incarnation.fetch_add(1, Ordering::Relaxed);
-            // Each incarnation's clock starts when it does (a restarted server's messages are
-            // later than its predecessor's, as on a real machine).
-            let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let epoch_millis = EPOCH_SECS * 1000 + elapsed;
+            let epoch_millis = epoch_now();
             let token = CancellationToken::new();
             *token_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
             let core = core_config(&flags, bug);
             let settings = core.clone();
-            let options = ServerOptions {
-                core,
-                max_clients: flags.max_clients,
-                sendq_bytes: flags.sendq_bytes,
-                flood: flags.flood,
-                epoch_millis,
-                observer: ObserverSlot(Some(Arc::new(journal.server_observer(
-                    inc,
-                    settings,
-                    Millis(epoch_millis),
-                    books.clone(),
-                )))),
-                history: HistorySlot(Some(history.clone())),
-                abort_on_core_panic: false,
-                ..ServerOptions::default()
-            };
+            let watch = journal.server_observer(inc, settings, Millis(epoch_millis), books.clone());
+            let options = server_options(&flags, core, epoch_millis, history.clone(), watch);
             let (journal, blocked, tls) = (journal.clone(), blocked.clone(), flags.tls);
             async move {
                 journal.line("server", &format!("started (incarnation {inc})"));
@@ -796,6 +777,35 @@ impl<'a> Runner<'a> {
                 }
             }
         });
+    }
+}
+
+/// When a simulated server's process starts, as its clock's epoch: each incarnation's clock
+/// starts when it does (a restarted server's messages are later than its predecessor's, as on
+/// a real machine).
+fn epoch_now() -> u64 {
+    EPOCH_SECS * 1000 + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+/// The runtime's settings for a simulated server with `flags` (one server or each of a
+/// cluster's): its core's `core`, its clock from `epoch_millis`, its history, its watcher.
+fn server_options(
+    flags: &ServerFlags,
+    core: parla_room::Config,
+    epoch_millis: u64,
+    history: Arc<Mutex<dyn parla_room::history::History>>,
+    observer: impl parla_net::server::Observer,
+) -> ServerOptions {
+    ServerOptions {
+        core,
+        max_clients: flags.max_clients,
+        sendq_bytes: flags.sendq_bytes,
+        flood: flags.flood,
+        epoch_millis,
+        observer: ObserverSlot(Some(Arc::new(observer))),
+        history: HistorySlot(Some(history)),
+        abort_on_core_panic: false,
+        ..ServerOptions::default()
     }
 }
 
