@@ -194,13 +194,13 @@ pub fn cluster(r: &Records) -> Vec<String> {
                     ));
                 }
                 last = Some((n, line));
-                match meaning.get(id) {
+                match meaning.get(&id) {
                     Some(m) if m != message => v.push(format!(
                         "message id {id} is {m:?} to one client and {message:?} to {name}"
                     )),
                     Some(_) => {}
                     None => {
-                        meaning.insert(id.to_owned(), message.to_owned());
+                        meaning.insert(id, message.to_owned());
                     }
                 }
             }
@@ -210,17 +210,20 @@ pub fn cluster(r: &Records) -> Vec<String> {
 }
 
 /// A message received live (not in a batch): its id and the rest of the line after the tags.
-fn live_message(line: &str) -> Option<(&str, &str)> {
-    let (tags, rest) = line.strip_prefix('@')?.split_once(' ')?;
-    if tags.split(';').any(|t| t.starts_with("batch=")) {
-        return None;
-    }
-    let id = tags.split(';').find_map(|t| t.strip_prefix("msgid="))?;
+fn live_message(line: &str) -> Option<(String, &str)> {
+    let msg = parla_room::Message::parse(line).ok()?;
     // A multiline message's id is on its BATCH line for those who take batches, and on its
     // first line for the others: not one text to compare.
-    if rest.split(' ').nth(1) == Some("BATCH") {
+    if msg.verb == "BATCH" || msg.tags.iter().any(|t| t.key == "batch") {
         return None;
     }
+    let id = msg
+        .tags
+        .iter()
+        .find(|t| t.key == "msgid")?
+        .value
+        .to_string();
+    let (_, rest) = line.strip_prefix('@')?.split_once(' ')?;
     Some((id, rest))
 }
 
