@@ -334,32 +334,13 @@ impl<T: Transport> Link<T> {
                 attempt,
             };
             let _ = self.events.send(event).await;
-            let until = crate::clock::sleep(after);
-            tokio::pin!(until);
-            loop {
-                tokio::select! {
-                    () = &mut until => break,
-                    cmd = self.commands.recv() => {
-                        if !between_connections(&self.events, cmd).await {
-                            return None;
-                        }
-                    }
-                }
-            }
-            // Until the new connection is up, what is typed is still answered here: a quit
-            // meanwhile gives up the connection being made (there is nobody to say it to yet).
+            // Until the new connection is up, what is typed is answered here: a quit, during
+            // the wait or while the connection is being made, ends it all (there is nobody to
+            // say it to yet).
+            let wait = crate::clock::sleep(after);
+            between_connections(&mut self.commands, &self.events, wait).await?;
             let opening = open(&self.transport, &self.config);
-            tokio::pin!(opening);
-            let opened = loop {
-                tokio::select! {
-                    opened = &mut opening => break opened,
-                    cmd = self.commands.recv() => {
-                        if !between_connections(&self.events, cmd).await {
-                            return None;
-                        }
-                    }
-                }
-            };
+            let opened = between_connections(&mut self.commands, &self.events, opening).await?;
             match opened {
                 Ok(pair) => return Some(pair),
                 Err(err) => reason = err.to_string(),
@@ -368,18 +349,27 @@ impl<T: Transport> Link<T> {
     }
 }
 
-/// A command typed while there is no connection: refused with a word, or, if it is a quit (or
-/// the front end went away), the end (`false`).
-async fn between_connections(events: &mpsc::Sender<Event>, cmd: Option<Command>) -> bool {
-    match cmd {
-        None | Some(Command::Quit(_)) => {
-            let _ = events.send(Event::Disconnected(Disconnect::Quit)).await;
-            false
-        }
-        Some(_) => {
-            let text = parla_room::client::RECONNECTING.to_owned();
-            let _ = events.send(Event::ServerError { text }).await;
-            true
+/// Runs `work` while there is no connection, answering what is typed meanwhile: a command is
+/// refused with a word; a quit (or the front end going away) ends it all, and gives `None`.
+async fn between_connections<T>(
+    commands: &mut mpsc::Receiver<Command>,
+    events: &mpsc::Sender<Event>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Some(done),
+            cmd = commands.recv() => match cmd {
+                None | Some(Command::Quit(_)) => {
+                    let _ = events.send(Event::Disconnected(Disconnect::Quit)).await;
+                    return None;
+                }
+                Some(_) => {
+                    let text = parla_room::client::RECONNECTING.to_owned();
+                    let _ = events.send(Event::ServerError { text }).await;
+                }
+            },
         }
     }
 }
