@@ -222,6 +222,15 @@ impl Shared {
         self.wake_timer_if_earlier(before, after);
     }
 
+    /// In a cluster: a line of the runtime's own to `conn` (the core is not asked: it cannot
+    /// be told anything while the log is unreachable). A SendQ overflow it causes is not acted
+    /// on here.
+    fn tell(&self, state: &mut State, conn: ConnId, line: &[u8]) {
+        let line = state.lines.put(line);
+        let mut overflowed = VecDeque::new();
+        self.deliver(state, conn, &line, &mut overflowed);
+    }
+
     /// In a cluster, a line is taken only while the log is reachable: otherwise `conn` is told
     /// so and the line dropped. `true` if it was refused.
     fn refuse_unreachable(&self, state: &mut State, conn: ConnId) -> bool {
@@ -237,9 +246,7 @@ impl Shared {
              try again in a moment\r\n",
             state.core.config().server_name
         );
-        let line = state.lines.put(line.as_bytes());
-        let mut overflowed = VecDeque::new();
-        self.deliver(state, conn, &line, &mut overflowed);
+        self.tell(state, conn, line.as_bytes());
         true
     }
 
@@ -318,9 +325,7 @@ impl Shared {
                 let host = state.hosts.remove(&conn).unwrap_or_default();
                 let error =
                     parla_room::server::error_line(&format!("Closing Link: {host} ({reason})"));
-                let error = state.lines.put(&error);
-                let mut overflowed = VecDeque::new();
-                self.deliver(&mut state, conn, &error, &mut overflowed);
+                self.tell(&mut state, conn, &error);
                 if let Some(outbox) = state.outboxes.remove(&conn) {
                     outbox.close();
                 }
