@@ -4,78 +4,15 @@
 //! Every `parla` process is SIGKILLed by a guard if the test fails; every wait is bounded by
 //! [`WAIT`]. All runs but the ICMP one pass `--no-ping`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::{ChildStdin, Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parla_net::LocalServer;
 use parla_net::server::ServerOptions;
-use parla_testkit::process::{Watched, without_parla_env};
+use parla_testkit::process::{Lines, Watched, without_parla_env};
 use parla_testkit::{RawClient, WAIT, icmp_permitted, require};
-use tokio::sync::mpsc;
-
-/// Output of the child, line by line, with what was read so far.
-struct Lines {
-    name: &'static str,
-    rx: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn read(name: &'static str, stream: impl std::io::Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            name,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads until a line contains `needle` (prompts have no newline of their own, so a prompt
-    /// and the next line arrive as one). Fails on timeout or end of output.
-    async fn expect(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Ok(None) => panic!("{} ended before {needle:?}: {:#?}", self.name, self.seen),
-                Err(_) => panic!(
-                    "{}: no {needle:?} within {WAIT:?}: {:#?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-    }
-
-    /// Everything up to the end of output (bounded by [`WAIT`]), including what was seen.
-    async fn all(&mut self) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(line)) => self.seen.push(line),
-                Ok(None) => return self.seen.clone(),
-                Err(_) => panic!(
-                    "{} did not end within {WAIT:?}: {:#?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-    }
-}
 
 /// A running `parla --headless`. Dropping it SIGKILLs the process unless it has exited.
 struct Parla {
@@ -106,8 +43,8 @@ impl Parla {
         without_parla_env(&mut command).envs(env.iter().copied());
         let mut child = command.spawn().expect("parla starts");
         let stdin = child.stdin.take();
-        let stdout = Lines::read("stdout", child.stdout.take().unwrap());
-        let stderr = Lines::read("stderr", child.stderr.take().unwrap());
+        let stdout = Lines::read("stdout", vec![Box::new(child.stdout.take().unwrap())]);
+        let stderr = Lines::read("stderr", vec![Box::new(child.stderr.take().unwrap())]);
         let process = Watched::new(child);
         Parla {
             pid: process.pid,

@@ -65,3 +65,72 @@ pub fn without_parla_env(command: &mut Command) -> &mut Command {
     }
     command
 }
+
+/// A program's output, line by line (its streams merged, in the order lines arrive), with
+/// what was read so far.
+pub struct Lines {
+    name: &'static str,
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Reads `streams` (stdout, stderr, …) on threads of their own.
+    pub fn read(name: &'static str, streams: Vec<Box<dyn std::io::Read + Send>>) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Lines {
+            name,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a line contains `needle` and returns it. Fails on timeout ([`WAIT`]) or end
+    /// of output, showing what was read.
+    pub async fn expect(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("{} ended before {needle:?}: {:#?}", self.name, self.seen),
+                Err(_) => panic!(
+                    "{}: no {needle:?} within {WAIT:?}: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Everything up to the end of output (bounded by [`WAIT`]), including what was seen.
+    pub async fn all(&mut self) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => self.seen.push(line),
+                Ok(None) => return self.seen.clone(),
+                Err(_) => panic!(
+                    "{} did not end within {WAIT:?}: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+}

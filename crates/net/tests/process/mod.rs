@@ -2,23 +2,20 @@
 //! signalled, and killed by a guard if the test fails. Every wait is bounded by [`WAIT`].
 #![allow(dead_code)]
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parla_testkit::WAIT;
-use parla_testkit::process::{Watched, without_parla_env};
-use tokio::sync::mpsc;
+use parla_testkit::process::{Lines, Watched, without_parla_env};
 
 /// A running `parla-server`. Dropping it SIGKILLs the process unless it has exited.
 pub struct Server {
     pub pid: Pid,
     process: Watched,
     /// stdout and stderr, merged, line by line (its log goes to stdout, errors to stderr).
-    output: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
+    output: Lines,
     /// Its history's directory (`--data-dir`), unless the test chose.
     _data: Option<tempfile::TempDir>,
 }
@@ -53,48 +50,25 @@ impl Server {
         let mut child = without_parla_env(&mut command)
             .spawn()
             .expect("parla-server starts");
-        let (tx, output) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let output = Lines::read(
+            "parla-server",
+            vec![
+                Box::new(child.stdout.take().unwrap()),
+                Box::new(child.stderr.take().unwrap()),
+            ],
+        );
         let process = Watched::new(child);
         Server {
             _data: data,
             pid: process.pid,
             process,
             output,
-            seen: Vec::new(),
         }
     }
 
     /// Reads output until a line contains `needle`; fails on timeout or end of output.
     pub async fn expect_output(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.output.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Ok(None) => panic!("output ended before {needle:?}: {:#?}", self.seen),
-                Err(_) => panic!("no {needle:?} within {WAIT:?}: {:#?}", self.seen),
-            }
-        }
+        self.output.expect(needle).await
     }
 
     /// The address from the `listening addr=…` log line.
@@ -112,10 +86,7 @@ impl Server {
     pub async fn exit(&mut self) -> (ExitStatus, Vec<String>) {
         let status = (self.process.status().await)
             .unwrap_or_else(|| panic!("parla-server still running after {WAIT:?}"));
-        while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.output.recv()).await {
-            self.seen.push(line);
-        }
-        (status, self.seen.clone())
+        (status, self.output.all().await)
     }
 
     pub fn signal(&self, signal: Signal) {
