@@ -257,6 +257,64 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A snapshot that could not be made or taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotError(String);
+
+impl SnapshotError {
+    pub fn new(what: impl Into<String>) -> SnapshotError {
+        SnapshotError(what.into())
+    }
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"PRS1";
+
+/// The layout of a snapshot's state. Bump it whenever a serialized type changes (a field
+/// added, removed, reordered or retyped in the core's state, its history, or [`Replica`]'s):
+/// the encoding is positional, and a server must not take a snapshot of another layout for
+/// its own. `snapshot_layout_is_pinned` fails until it is bumped.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// What a snapshot holds of the replica besides the core: the cluster as the log showed it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReplicaState {
+    cluster_config: Option<u64>,
+    peers: BTreeMap<u64, Peer>,
+    applied: u64,
+    now: Millis,
+}
+
+/// The head of a snapshot: its format and the log position it was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHead {
+    pub format: u32,
+    pub position: u64,
+}
+
+impl SnapshotHead {
+    /// The head of the snapshot in `bytes`, without decoding the rest.
+    pub fn of(bytes: &[u8]) -> Result<SnapshotHead, SnapshotError> {
+        let mut r = Reader(bytes);
+        let not = |_| SnapshotError::new("not a Parla snapshot (cut short)");
+        if r.take(4).map_err(not)? != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::new("not a Parla snapshot"));
+        }
+        let format = u32::from_le_bytes(r.take(4).map_err(not)?.try_into().expect("four"));
+        let position = r.u64().map_err(not)?;
+        Ok(SnapshotHead { format, position })
+    }
+
+    const LEN: usize = 16;
+}
+
 /// What the runtime hears from the [`Replica`] besides the core's lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -274,7 +332,7 @@ pub enum Event {
 }
 
 /// One server of the cluster, as the log shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Peer {
     name: String,
     /// The last batch number applied from it.
@@ -325,6 +383,58 @@ impl Replica {
             events: VecDeque::new(),
             pauses: Vec::new(),
         }
+    }
+
+    /// The state at the last applied position (the core's, its history, and the cluster as
+    /// the log showed it), for another server to start from ([`Replica::restore`]). Any server
+    /// may take it: every replica holds the same state at the same position.
+    pub fn snapshot(&self, core: &Server) -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+        put_u64(&mut out, self.applied);
+        let state = ReplicaState {
+            cluster_config: self.cluster_config,
+            peers: self.peers.clone(),
+            applied: self.applied,
+            now: self.now,
+        };
+        out = postcard::to_extend(&state, out)
+            .map_err(|e| SnapshotError::new(format!("the cluster's state: {e}")))?;
+        core.save_state(&mut out)?;
+        Ok(out)
+    }
+
+    /// A replica that starts from `snapshot` instead of the log's beginning: `core` (new, with
+    /// this server's settings) takes the snapshot's state, and the log is read from the
+    /// position after [`Replica::applied`]. Like [`Replica::new`] otherwise. A snapshot of
+    /// another [`SNAPSHOT_FORMAT`] is refused; `core` is unchanged on an error.
+    pub fn restore(
+        core: &mut Server,
+        nonce: u64,
+        snapshot: &[u8],
+    ) -> Result<Replica, SnapshotError> {
+        let head = SnapshotHead::of(snapshot)?;
+        if head.format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::new(format!(
+                "the snapshot is of format {} and this server reads format {SNAPSHOT_FORMAT} \
+                 (it was taken by another version of Parla)",
+                head.format
+            )));
+        }
+        let (state, rest): (ReplicaState, &[u8]) =
+            postcard::take_from_bytes(&snapshot[SnapshotHead::LEN..])
+                .map_err(|e| SnapshotError::new(format!("the snapshot's cluster state: {e}")))?;
+        if state.applied != head.position {
+            return Err(SnapshotError::new("the snapshot contradicts its own head"));
+        }
+        core.load_state(rest)?;
+        let mut replica = Replica::new(core, nonce);
+        replica.cluster_config = state.cluster_config;
+        replica.peers = state.peers;
+        replica.applied = state.applied;
+        replica.now = state.now;
+        Ok(replica)
     }
 
     /// The hello this server publishes (again, after [`Event::Evicted`]).

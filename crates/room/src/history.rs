@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+pub use crate::cluster::SnapshotError;
 use crate::names::{casefold, is_channel_name};
 use crate::time::Millis;
 
 /// Where a message sits in its target's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Pos {
     /// When the server relayed it.
     pub at: Millis,
@@ -49,7 +50,7 @@ impl Pos {
 }
 
 /// `PRIVMSG` or `NOTICE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verb {
     Privmsg,
     Notice,
@@ -65,7 +66,7 @@ impl Verb {
 }
 
 /// One kept message, as it was relayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     pub pos: Pos,
     pub msgid: String,
@@ -112,7 +113,7 @@ pub fn target_key(me: &str, target: &str) -> String {
 
 /// Who held a name, for deciding whose conversations a new holder may read: its address, since
 /// when, and when it left (`None` while held, or if the server stopped while it was).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     pub host: String,
     pub since: Millis,
@@ -185,6 +186,25 @@ pub trait History: Send + fmt::Debug {
     /// Who held `nick` (folded) last, and recording it.
     fn owner(&self, nick: &str) -> Option<Owner>;
     fn set_owner(&mut self, nick: &str, owner: Owner);
+
+    /// For a cluster's snapshot ([`crate::cluster::Replica::snapshot`]): everything kept,
+    /// appended to `out` in a form [`History::load`] takes back. A store that cannot (one on
+    /// disk, which a cluster does not use) says so.
+    fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        let _ = out;
+        Err(SnapshotError::new(
+            "this history store cannot be part of a cluster's snapshot",
+        ))
+    }
+
+    /// Replaces everything kept with what [`History::save`] wrote in `bytes`; unchanged on an
+    /// error.
+    fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let _ = bytes;
+        Err(SnapshotError::new(
+            "this history store cannot start from a cluster's snapshot",
+        ))
+    }
 }
 
 impl<H: History + ?Sized> History for Arc<Mutex<H>> {
@@ -226,6 +246,12 @@ impl<H: History + ?Sized> History for Arc<Mutex<H>> {
     fn set_owner(&mut self, nick: &str, owner: Owner) {
         lock(self).set_owner(nick, owner)
     }
+    fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        lock(self).save(out)
+    }
+    fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        lock(self).load(bytes)
+    }
 }
 
 fn lock<H: ?Sized>(h: &Mutex<H>) -> std::sync::MutexGuard<'_, H> {
@@ -247,12 +273,17 @@ pub fn sides<'a>(target: &'a str, m: &'a Stored) -> Option<[(&'a str, &'a str, &
 pub const MEMORY_MAX_MESSAGES: usize = 200_000;
 
 /// History in memory, bounded by its [`Retention`] and by [`MEMORY_MAX_MESSAGES`] in all.
-#[derive(Debug, Default)]
+///
+/// Serialized whole in a cluster's snapshot, but for its retention (a setting of the server
+/// that loads it) and the index of ids (rebuilt).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryHistory {
+    #[serde(skip)]
     retention: Retention,
     targets: BTreeMap<String, VecDeque<Arc<Stored>>>,
     /// Every kept message's target and id, oldest first (for the bound in all).
     order: VecDeque<(String, String)>,
+    #[serde(skip)]
     ids: HashMap<String, Pos>,
     /// Folded nick → folded peer → (peer as last written, newest message).
     conversations: BTreeMap<String, BTreeMap<String, (String, Millis)>>,
@@ -383,6 +414,24 @@ impl History for MemoryHistory {
 
     fn set_owner(&mut self, nick: &str, owner: Owner) {
         self.owners.insert(nick.to_owned(), owner);
+    }
+
+    fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        let bytes = std::mem::take(out);
+        *out = postcard::to_extend(self, bytes)
+            .map_err(|e| SnapshotError::new(format!("history does not serialize: {e}")))?;
+        Ok(())
+    }
+
+    fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let mut loaded: MemoryHistory = postcard::from_bytes(bytes)
+            .map_err(|e| SnapshotError::new(format!("the snapshot's history: {e}")))?;
+        loaded.retention = self.retention;
+        loaded.ids = (loaded.targets.values().flatten())
+            .map(|m| (m.msgid.clone(), m.pos))
+            .collect();
+        *self = loaded;
+        Ok(())
     }
 }
 

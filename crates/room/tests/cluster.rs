@@ -43,9 +43,18 @@ impl Cluster {
 
     /// A new server says hello and catches up with the log.
     fn add(&mut self, name: &str) -> usize {
+        self.add_from(name, None)
+    }
+
+    /// A new server that starts from `snapshot` (or, with none, from the log's beginning),
+    /// says hello and catches up with the log.
+    fn add_from(&mut self, name: &str, snapshot: Option<&[u8]>) -> usize {
         let mut core = Server::new(Config::default(), self.now);
         let nonce = 1000 + self.nodes.len() as u64;
-        let replica = Replica::new(&mut core, nonce);
+        let replica = match snapshot {
+            None => Replica::new(&mut core, nonce),
+            Some(bytes) => Replica::restore(&mut core, nonce, bytes).expect("a valid snapshot"),
+        };
         let hello = replica.hello(name).encode();
         self.nodes.push(Node {
             name: name.to_owned(),
@@ -618,4 +627,140 @@ fn beats_published_together_count_once() {
         alice,
         ":bob!~bob@192.0.2.7 QUIT :Server s2 stopped answering",
     );
+}
+
+/// The same story told twice, the third server starting from the log's beginning or from a
+/// snapshot taken by the first: what every server then sends and holds is the same.
+#[test]
+fn a_server_started_from_a_snapshot_decides_as_one_that_replayed() {
+    let replayed = snapshot_story(false);
+    let restored = snapshot_story(true);
+    assert_eq!(replayed.len(), restored.len());
+    for (i, (a, b)) in replayed.iter().zip(&restored).enumerate() {
+        assert_eq!(a, b, "server s{} differs", i + 1);
+    }
+}
+
+/// Runs the story; returns each server's lines to its own and its digest.
+fn snapshot_story(restore: bool) -> Vec<(Vec<(ConnId, String)>, String)> {
+    let mut c = Cluster::new(2);
+    let alice = c.user(0, "alice");
+    let bob = c.user(1, "bob");
+    let carol = c.user(0, "carol");
+    for (node, conn, line) in [
+        (0, alice, "CAP REQ :message-tags server-time batch draft/multiline draft/chathistory"),
+        (0, alice, "JOIN #ops"),
+        (0, alice, "TOPIC #ops :Only ops here"),
+        (0, alice, "MODE #ops +ik sesame"),
+        (0, alice, "MODE #ops +b *!*@203.0.113.*"),
+        (0, alice, "INVITE bob #ops"),
+        (1, bob, "MONITOR + carol,dave"),
+        (1, bob, "AWAY :lunch"),
+        (1, bob, "PRIVMSG alice :a word in private"),
+        (0, carol, "PRIVMSG #lobby :hello lobby"),
+        (0, carol, "NICK carola"),
+        (0, carol, "QUIT :bye"),
+        (0, alice, "PRIVMSG #lobby :after carol"),
+        (0, alice, "MARKREAD #lobby timestamp=2026-11-30T10:00:00.000Z"),
+        // A multiline message is being sent when the snapshot is taken.
+        (0, alice, "BATCH +m1 draft/multiline #lobby"),
+        (0, alice, "@batch=m1 PRIVMSG #lobby :first of two"),
+    ] {
+        c.say(node, conn, line);
+    }
+    c.sync();
+    let snapshot = (c.nodes[0].replica.snapshot(&c.nodes[0].core)).expect("a snapshot");
+    // More happens while the third server starts.
+    c.say(0, alice, "@batch=m1 PRIVMSG #lobby :second of two");
+    c.say(0, alice, "BATCH -m1");
+    c.say(1, bob, "JOIN #ops");
+    let s3 = c.add_from("s3", restore.then_some(&snapshot[..]));
+    let dave = c.user(s3, "dave");
+    for line in [
+        "CAP REQ :message-tags server-time batch draft/chathistory",
+        "CHATHISTORY LATEST #lobby * 10",
+        "CHATHISTORY LATEST alice * 10",
+        "WHOWAS carol",
+        "WHOWAS carola",
+        "WHOIS bob",
+        "WHO #lobby",
+        "LIST",
+        "TOPIC #ops",
+        "MODE #ops b",
+        "JOIN #ops",
+        "JOIN #ops sesame",
+        "LUSERS",
+        "NICK carol",
+    ] {
+        c.ask(s3, dave, line);
+    }
+    c.ask(0, alice, "PRIVMSG #lobby :the end");
+    // What dave was told rests on what happened before the snapshot.
+    for part in [
+        ":carol!~carol@192.0.2.7 PRIVMSG #lobby :hello lobby",
+        "PRIVMSG #lobby :second of two",
+        " 314 dave carola ~carol 192.0.2.7 ",
+        " 301 dave bob :lunch",
+        " 473 dave #ops ",
+        " 332 dave #ops :Only ops here",
+        " 367 dave #ops *!*@203.0.113.* alice",
+    ] {
+        c.expect(s3, dave, part);
+    }
+    c.nodes
+        .iter()
+        .map(|n| (n.seen.clone(), n.core.digest()))
+        .collect()
+}
+
+/// A snapshot's encoding is positional: a change to any type it serializes must come with a
+/// new `SNAPSHOT_FORMAT` (a server then refuses the older snapshots instead of misreading
+/// them). This pins the bytes of one small state; when it fails, bump the format and the pin.
+#[test]
+fn snapshot_layout_is_pinned() {
+    let mut c = Cluster::new(1);
+    let alice = c.user(0, "alice");
+    for line in [
+        "CAP REQ :message-tags draft/multiline batch",
+        "TOPIC #lobby :pinned",
+        "MODE #lobby +b x!*@*",
+        "MONITOR + bob",
+        "AWAY :away",
+        "PRIVMSG #lobby :kept",
+        "NICK alicia",
+        "MARKREAD #lobby timestamp=2026-11-30T10:00:00.000Z",
+        "BATCH +b draft/multiline #lobby",
+    ] {
+        c.say(0, alice, line);
+    }
+    c.sync();
+    let bytes = c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap();
+    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    assert_eq!(
+        (parla_room::cluster::SNAPSHOT_FORMAT, bytes.len(), fnv),
+        (1, 541, 3966543120788322988),
+        "the snapshot's layout changed: bump SNAPSHOT_FORMAT, then this pin"
+    );
+}
+
+#[test]
+fn a_snapshot_of_another_format_or_damaged_is_refused_and_changes_nothing() {
+    let (c, _, _) = alice_and_bob();
+    let good = c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap();
+    let mut other = good.clone();
+    other[4] = 99; // the format number
+    let mut cut = good.clone();
+    cut.truncate(good.len() / 2);
+    for (bytes, why) in [
+        (&other[..], "format 99"),
+        (&cut[..], ""),
+        (&b"PRL1 not a snapshot"[..], "not a Parla snapshot"),
+    ] {
+        let mut core = Server::new(Config::default(), Millis(T0));
+        let err = Replica::restore(&mut core, 1, bytes).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!(core.digest(), Server::new(Config::default(), Millis(T0)).digest());
+    }
 }

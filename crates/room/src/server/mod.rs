@@ -40,6 +40,7 @@ mod redaction;
 mod registration;
 mod replies;
 mod rooms;
+mod snapshot;
 mod state;
 mod timers;
 mod whowas;
@@ -63,7 +64,7 @@ use crate::names::casefold;
 use crate::time::Millis;
 
 /// Identifies one connection for its whole life. The core hands them out and never reuses one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
@@ -99,10 +100,17 @@ pub enum Output {
 }
 
 /// The chat server's state machine. See the module docs.
-#[derive(Debug)]
+///
+/// In a cluster, its state is what a snapshot carries (`snapshot`): every field the log decides
+/// is serialized; what is this server's own business (its settings, its timers, its output,
+/// its number, the line being handled) is `#[serde(skip)]`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Server {
+    #[serde(skip)]
     config: Config,
+    #[serde(skip)]
     started: Millis,
+    #[serde(skip)]
     next_id: u64,
     conns: Conns,
     /// Folded nick → its holder (registered or not: a name is reserved from `NICK` on, so that
@@ -111,22 +119,27 @@ pub struct Server {
     rooms: BTreeMap<String, Room>,
     /// Each live connection has exactly one entry; stale entries are re-armed lazily when popped,
     /// so activity costs no heap operation (see `handle_timeout`).
+    #[serde(skip)]
     timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
+    #[serde(skip)]
     out: VecDeque<Output>,
     /// Registered users, and those of them with `+i`: kept as counts because every
     /// registration reports them (`LUSERS`), and counting the map each time is O(n) per user.
     users: usize,
     invisible_users: usize,
     /// Registered users connected to this server (all of them, outside a cluster).
+    #[serde(skip)]
     local_users: usize,
     /// Servers in the cluster (1 outside one), as LUSERS shows them.
     servers: usize,
     /// In a cluster: each server's name by its number (WHOIS shows a person's server).
     server_names: BTreeMap<u64, String>,
     max_users: usize,
+    #[serde(skip)]
     shutting_down: bool,
     /// Set while a line is handled whose message overdrew a room's budget: its sender is not
     /// to be read again before then ([`Server::take_pause`]).
+    #[serde(skip)]
     pause: Option<(ConnId, Millis)>,
     /// Recent `OPER` password checks, server-wide.
     oper_checks: operators::OperChecks,
@@ -137,28 +150,35 @@ pub struct Server {
     /// Message ids given so far (see `next_msgid`).
     msgids: u64,
     /// The client-only tags (`+key`, value) of the line being handled.
+    #[serde(skip)]
     client_tags: Vec<(String, String)>,
     /// The label of the line being handled, until its replies are labelled (labeled-response).
+    #[serde(skip)]
     label: Option<String>,
     /// Positions in `out` of lines to the sender that are not replies to its line (its own
     /// message delivered to itself), which labeled-response leaves unlabelled.
+    #[serde(skip)]
     not_replies: Vec<usize>,
     /// Folded name → who monitors it (`MONITOR`).
     watchers: HashMap<String, Vec<ConnId>>,
     /// Where what was said is kept (`CHATHISTORY`, the replay on join).
+    #[serde(skip, default = "snapshot::no_history")]
     history: Box<dyn History>,
     /// In a cluster ([`crate::cluster`]): this server's number, the top half of its own
     /// connections' ids (0 until it has joined: nothing is its own yet). `None`: a single server,
     /// every connection its own.
+    #[serde(skip)]
     cluster: Option<u64>,
     /// Connections whose liveness timer ran out in a cluster, with the reason: the runtime
     /// publishes their departure ([`Server::take_expired`]).
+    #[serde(skip)]
     expired: Vec<(ConnId, String)>,
     /// The first half of every message id (see `next_msgid`): when this server started, or, in
     /// a cluster, when the cluster's log began (the same on every server).
     msgid_epoch: Millis,
     /// Room messages relayed so far (drives `Bug::DropForOneMember`).
     #[cfg(feature = "deliberate-bugs")]
+    #[serde(skip)]
     relayed: u64,
 }
 

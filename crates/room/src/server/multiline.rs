@@ -27,7 +27,7 @@ const BATCH_TYPE: &str = "draft/multiline";
 const CONCAT: &str = "draft/multiline-concat";
 
 /// A multiline message being received.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Multiline {
     /// The client's reference for the batch.
     reference: String,

@@ -9,7 +9,7 @@ use crate::time::Millis;
 /// Capabilities a client enabled with `CAP REQ`: one bit each, in [`CAP_ORDER`]. Every
 /// room membership keeps a copy (for fan-out without looking the connection up), so they are
 /// two bytes, not twelve.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Caps(u16);
 
 /// The capabilities a client may enable, in `CAP LIST`'s order; a capability's bit is its
@@ -121,7 +121,7 @@ impl Caps {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Conn {
     pub(super) host: String,
     /// Display form; when `Some`, the folded form is reserved in `Server::nicks`.
@@ -170,7 +170,7 @@ pub(super) struct Conn {
 }
 
 /// When a connection last renamed and changed topics (the newest at the back).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Recent {
     pub(super) renames: std::collections::VecDeque<Millis>,
     pub(super) topics: std::collections::VecDeque<Millis>,
@@ -243,7 +243,7 @@ impl Conn {
 /// A type of its own so that the one "the caller knows it is open" accessor ([`Conns::live`],
 /// [`Conns::live_mut`]) borrows only this field of the server, and a handler may hold a
 /// connection while it touches the rooms or the counters.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Conns(
     /// Boxed: a B-tree node holds 11 entries and is often half full, so inline values would
     /// cost twice their size per connection.
@@ -311,7 +311,7 @@ impl Conns {
 
 /// A user's rooms as a sorted vector: a user is in a handful of rooms (at most
 /// `max_rooms_per_user`), and a `BTreeSet` would allocate a whole 11-slot node for the first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct RoomKeys(Vec<String>);
 
 impl RoomKeys {
@@ -360,7 +360,7 @@ impl RoomKeys {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Topic {
     pub(super) text: String,
     pub(super) setter: String,
@@ -370,7 +370,7 @@ pub(super) struct Topic {
 /// One member of a room: its capabilities (a room message goes to every member, and what the
 /// line looks like depends only on these, so the fan-out needs no lookup per recipient) and
 /// its standing in the room.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Member {
     pub(super) caps: Caps,
     /// `@`: may change the room's modes and topic, kick, invite.
@@ -393,7 +393,7 @@ impl Member {
 }
 
 /// A ban: who set it, when.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Ban {
     /// `nick!user@host` with `*` and `?`, as set (the match is case-insensitive).
     pub(super) mask: String,
@@ -402,7 +402,7 @@ pub(super) struct Ban {
 }
 
 /// A room's modes (`CHANMODES=b,k,l,imnst`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Modes {
     /// `+i`: only the invited (and operators) may join.
     pub(super) invite_only: bool,
@@ -447,7 +447,7 @@ impl Default for Modes {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Room {
     pub(super) name: String,
     pub(super) members: BTreeMap<ConnId, Member>,
@@ -463,7 +463,7 @@ pub(super) struct Room {
 
 /// A room's budget as a token bucket in byte-milliseconds (bytes × 1000, so that refills at
 /// any rate stay exact in integers): full at `burst × 1000`, `rate` added per millisecond.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Budget {
     tokens: i64,
     updated: Millis,

@@ -11,7 +11,7 @@ use crate::numerics::*;
 use crate::time::Millis;
 
 /// One name as it was held.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Was {
     nick: String,
     user: String,
