@@ -21,7 +21,19 @@ use crate::names::{casefold, is_channel_name};
 use crate::time::Millis;
 
 /// Where a message sits in its target's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Pos {
     /// When the server relayed it.
     pub at: Millis,

@@ -6,7 +6,19 @@ use std::fmt;
 ///
 /// The core never reads a clock; every handler takes the current `Millis` as a parameter, which
 /// keeps it deterministic and lets transcripts print times as plain numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Millis(pub u64);
 
 impl Millis {

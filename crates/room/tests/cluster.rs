@@ -648,7 +648,11 @@ fn snapshot_story(restore: bool) -> Vec<(Vec<(ConnId, String)>, String)> {
     let bob = c.user(1, "bob");
     let carol = c.user(0, "carol");
     for (node, conn, line) in [
-        (0, alice, "CAP REQ :message-tags server-time batch draft/multiline draft/chathistory"),
+        (
+            0,
+            alice,
+            "CAP REQ :message-tags server-time batch draft/multiline draft/chathistory",
+        ),
         (0, alice, "JOIN #ops"),
         (0, alice, "TOPIC #ops :Only ops here"),
         (0, alice, "MODE #ops +ik sesame"),
@@ -661,7 +665,11 @@ fn snapshot_story(restore: bool) -> Vec<(Vec<(ConnId, String)>, String)> {
         (0, carol, "NICK carola"),
         (0, carol, "QUIT :bye"),
         (0, alice, "PRIVMSG #lobby :after carol"),
-        (0, alice, "MARKREAD #lobby timestamp=2026-11-30T10:00:00.000Z"),
+        (
+            0,
+            alice,
+            "MARKREAD #lobby timestamp=2026-11-30T10:00:00.000Z",
+        ),
         // A multiline message is being sent when the snapshot is taken.
         (0, alice, "BATCH +m1 draft/multiline #lobby"),
         (0, alice, "@batch=m1 PRIVMSG #lobby :first of two"),
@@ -761,6 +769,9 @@ fn a_snapshot_of_another_format_or_damaged_is_refused_and_changes_nothing() {
         let mut core = Server::new(Config::default(), Millis(T0));
         let err = Replica::restore(&mut core, 1, bytes).unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
-        assert_eq!(core.digest(), Server::new(Config::default(), Millis(T0)).digest());
+        assert_eq!(
+            core.digest(),
+            Server::new(Config::default(), Millis(T0)).digest()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! cannot make it break the protocol toward itself.
 
 use parla_room::Millis;
-use parla_room::client::{Command, Config, Session};
+use parla_room::client::{Command, Config, Event, Session};
 use proptest::prelude::*;
 
 const VERBS: &[&str] = &[
@@ -105,4 +105,40 @@ fn the_longest_ping_gets_a_pong_that_fits_and_a_longer_line_is_ignored() {
     assert_eq!(s.poll_transmit(), Some(format!("PONG :{token}")));
     s.handle_line(Millis(0), format!("PING :{token}y").as_bytes());
     assert_eq!(s.poll_transmit(), None);
+}
+
+/// Found by the case above: a hostile server puts us in a room whose name takes most of a
+/// line. What we say there is cut to fit our own line; a name that leaves no room at all gets
+/// nothing sent and an error that says so.
+#[test]
+fn a_room_with_a_huge_name_gets_lines_that_fit_or_nothing() {
+    for (len, sent) in [(440, true), (500, false)] {
+        let now = Millis(0);
+        let mut s = Session::new(Config::default(), now);
+        s.handle_command(now, Command::Nick("me".into()));
+        s.handle_line(now, b":srv 001 me :hi");
+        let room = format!("#{}", "x".repeat(len));
+        s.handle_line(now, format!(":me!u@h JOIN {room}").as_bytes());
+        while s.poll_transmit().is_some() {}
+        while s.poll_event().is_some() {}
+        s.handle_command(now, Command::Say("word ".repeat(60)));
+        let lines: Vec<String> = std::iter::from_fn(|| s.poll_transmit()).collect();
+        assert!(lines.iter().all(|l| l.len() <= 510), "{lines:?}");
+        let said: String = (lines.iter())
+            .filter_map(|l| l.strip_prefix(&format!("PRIVMSG {room} :")))
+            .collect();
+        let errors: Vec<String> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                Event::ServerError { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        if sent {
+            assert_eq!(said, "word ".repeat(60), "{lines:?}");
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert!(lines.is_empty(), "{lines:?}");
+            assert!(errors[0].contains("nothing was sent"), "{errors:?}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use crate::message::Message;
 use crate::names::casefold;
 
 /// The shortest piece a text is split into, whatever the overhead: a very long nick or target
-/// still lets a message through, a few bytes at a time rather than not at all.
+/// still lets a message through, a few bytes at a time rather than not at all (if our own line
+/// has room for them).
 const MIN_PIECE_LEN: usize = 64;
 
 impl Session {
@@ -46,6 +47,16 @@ impl Session {
                 nick.get(..shorter).unwrap_or(&nick).to_owned()
             }
             _ => nick,
+        };
+        // Our own line fits whatever the pieces' budget for the relayed one: a target whose
+        // name (a hostile server's room) leaves too little room gets nothing.
+        if own_room(target, action) < MIN_OWN_ROOM {
+            self.emit(Event::ServerError {
+                text: "That room's name is too long for a message to fit in an IRC line; \
+                       nothing was sent"
+                    .into(),
+            });
+            return;
         };
         for chunk in message_pieces(text, &nick, target, action) {
             let line = if action {
@@ -125,12 +136,24 @@ pub fn message_pieces<'a>(text: &'a str, nick: &str, target: &str, action: bool)
         + " :".len()
         + "\r\n".len()
         + ctcp;
-    let budget = MAX_BODY_LEN.saturating_sub(overhead).max(MIN_PIECE_LEN);
+    let budget = (MAX_BODY_LEN.saturating_sub(overhead).max(MIN_PIECE_LEN))
+        .min(own_room(target, action))
+        .max(MIN_OWN_ROOM);
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .flat_map(|line| split_text(line, budget))
         .collect()
 }
+
+/// Bytes of text our own `PRIVMSG <target> :<text>` line has room for.
+fn own_room(target: &str, action: bool) -> usize {
+    let ctcp = if action { "\x01ACTION \x01".len() } else { 0 };
+    let fixed = "PRIVMSG ".len() + target.len() + " :".len() + ctcp + "\r\n".len();
+    MAX_BODY_LEN.saturating_sub(fixed)
+}
+
+/// The least room for text worth sending a line for (and any character fits).
+const MIN_OWN_ROOM: usize = 4;
 
 /// Splits `text` into pieces of at most `max` bytes, at spaces where possible and always at
 /// character boundaries. Nothing is dropped.

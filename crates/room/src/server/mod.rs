@@ -64,7 +64,9 @@ use crate::names::casefold;
 use crate::time::Millis;
 
 /// Identifies one connection for its whole life. The core hands them out and never reuses one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
