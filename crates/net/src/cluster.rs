@@ -38,6 +38,29 @@ pub trait Log: Send + Sync + 'static {
     fn read(&self, from: u64) -> LogFuture<'_, Entries>;
     /// Whether the log is reachable right now (a cheap check, before taking a line).
     fn reachable(&self) -> bool;
+
+    /// Stores `bytes` as the snapshot of the state at log position `position` (see
+    /// `parla_room::cluster::Replica::snapshot`), replacing one stored there before.
+    fn put_snapshot(&self, position: u64, bytes: Vec<u8>) -> LogFuture<'_, ()>;
+    /// The positions of the stored snapshots, in ascending order.
+    fn snapshots(&self) -> LogFuture<'_, Vec<u64>>;
+    /// The snapshot at `position`; `None` if there is none (it may have just been deleted).
+    fn snapshot(&self, position: u64) -> LogFuture<'_, Option<Vec<u8>>>;
+    /// Deletes the snapshot at `position`, if there is one.
+    fn delete_snapshot(&self, position: u64) -> LogFuture<'_, ()>;
+    /// Drops every entry before position `before` for good (a snapshot holds what they did):
+    /// a read from an earlier position starts at the first entry kept.
+    fn trim(&self, before: u64) -> LogFuture<'_, ()>;
+}
+
+/// A snapshot's name in a store: its position, zero-padded so that names sort as positions.
+pub fn snapshot_name(position: u64) -> String {
+    format!("snapshot-{position:020}")
+}
+
+/// The position a snapshot name stands for (`None`: not a snapshot's name).
+pub fn snapshot_position(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?.parse().ok()
 }
 
 /// How to reach NATS: `--cluster` and its companions.
@@ -66,6 +89,8 @@ pub struct NatsLog {
     js: jetstream::Context,
     stream: String,
     subject: String,
+    /// Where snapshots are kept: an object store beside the stream (`<stream>_snapshots`).
+    snapshots: jetstream::object_store::ObjectStore,
 }
 
 impl NatsLog {
@@ -146,12 +171,32 @@ impl NatsLog {
                 options.url, options.stream
             )
         })?;
+        let bucket = format!("{}_snapshots", options.stream);
+        let snapshots = match js.get_object_store(&bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: bucket.clone(),
+                    description: Some("Parla's snapshots of the chat at a log position".into()),
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))
+                .with_context(|| {
+                    format!(
+                        "NATS at {} could not make the object store {bucket} for snapshots",
+                        options.url
+                    )
+                })?,
+        };
         Ok(NatsLog {
             client,
             connections,
             js,
             stream: options.stream.clone(),
             subject,
+            snapshots,
         })
     }
 }
@@ -214,5 +259,81 @@ impl Log for NatsLog {
 
     fn reachable(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn put_snapshot(&self, position: u64, bytes: Vec<u8>) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            let mut data = std::io::Cursor::new(bytes);
+            self.snapshots
+                .put(snapshot_name(position).as_str(), &mut data)
+                .await
+                .map_err(|err| LogError(format!("storing a snapshot failed: {err}")))?;
+            Ok(())
+        })
+    }
+
+    fn snapshots(&self) -> LogFuture<'_, Vec<u64>> {
+        Box::pin(async move {
+            let fail = |err: &dyn std::fmt::Display| LogError(format!("listing snapshots: {err}"));
+            // The list waits for a first object: a store never written to has none.
+            let bucket = format!("OBJ_{}_snapshots", self.stream);
+            let mut stream = self.js.get_stream(&bucket).await.map_err(|e| fail(&e))?;
+            if stream.info().await.map_err(|e| fail(&e))?.state.messages == 0 {
+                return Ok(Vec::new());
+            }
+            let list = self.snapshots.list().await.map_err(|e| fail(&e))?;
+            let listed = crate::clock::timeout(Duration::from_secs(10), list.collect::<Vec<_>>())
+                .await
+                .map_err(|_| LogError("listing snapshots timed out".into()))?;
+            let mut positions = Vec::new();
+            for info in listed {
+                let info = info.map_err(|e| fail(&e))?;
+                positions.extend(snapshot_position(&info.name));
+            }
+            positions.sort_unstable();
+            Ok(positions)
+        })
+    }
+
+    fn snapshot(&self, position: u64) -> LogFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            use jetstream::object_store::GetErrorKind;
+            use tokio::io::AsyncReadExt;
+            let mut object = match self.snapshots.get(snapshot_name(position)).await {
+                Ok(object) => object,
+                Err(err) if err.kind() == GetErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(LogError(format!("reading a snapshot: {err}"))),
+            };
+            let mut bytes = Vec::new();
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|err| LogError(format!("reading a snapshot: {err}")))?;
+            Ok(Some(bytes))
+        })
+    }
+
+    fn delete_snapshot(&self, position: u64) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            use jetstream::object_store::DeleteErrorKind;
+            match self.snapshots.delete(snapshot_name(position)).await {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == DeleteErrorKind::NotFound => Ok(()),
+                Err(err) => Err(LogError(format!("deleting a snapshot: {err}"))),
+            }
+        })
+    }
+
+    fn trim(&self, before: u64) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            let stream = (self.js.get_stream(&self.stream).await)
+                .map_err(|err| LogError(format!("stream {} not found: {err}", self.stream)))?;
+            stream
+                .purge()
+                .sequence(before)
+                .await
+                .map_err(|err| LogError(format!("trimming the log: {err}")))?;
+            Ok(())
+        })
     }
 }

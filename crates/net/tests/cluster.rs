@@ -16,7 +16,24 @@ use process::Server;
 
 /// A Parla server of the cluster on `nats`, named `name`, beating every `beat`.
 async fn member(nats: &str, name: &str, beat: &str) -> (Server, SocketAddr) {
-    let mut server = Server::spawn(&[
+    member_with(nats, name, beat, &[]).await
+}
+
+/// [`member`], with more flags.
+async fn member_with(
+    nats: &str,
+    name: &str,
+    beat: &str,
+    more: &[&str],
+) -> (Server, SocketAddr) {
+    let mut server = spawn_member(nats, name, beat, more);
+    let addr = server.listening_addr().await;
+    (server, addr)
+}
+
+/// [`member_with`], without waiting for it to listen.
+fn spawn_member(nats: &str, name: &str, beat: &str, more: &[&str]) -> Server {
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--cluster",
@@ -28,9 +45,9 @@ async fn member(nats: &str, name: &str, beat: &str) -> (Server, SocketAddr) {
         "--history",
         "memory",
         "--no-flood-control",
-    ]);
-    let addr = server.listening_addr().await;
-    (server, addr)
+    ];
+    args.extend_from_slice(more);
+    Server::spawn(&args)
 }
 
 /// The text of each PRIVMSG among `lines`, in order.
@@ -268,4 +285,54 @@ async fn a_server_with_other_chat_settings_is_refused_and_exits_with_the_reason(
     let mut alice = RawClient::join(a1, "alice").await;
     alice.send("LUSERS").await;
     alice.expect_numeric("251").await;
+}
+
+/// A starting server loads the newest snapshot and reads only what came after it; the log
+/// keeps only the entries after the oldest snapshot kept. What it then shows (history, names,
+/// topics) is the whole chat's.
+#[tokio::test]
+async fn a_starting_server_loads_the_newest_snapshot_and_the_log_is_trimmed() {
+    let Some(nats) = Nats::start() else { return };
+    let snapshots = ["--cluster-snapshot-every", "10", "--cluster-snapshots-kept", "1"];
+    let (mut one, a1) = member_with(&nats.url(), "one", "5s", &snapshots).await;
+    let mut alice = RawClient::connect(a1, "alice").await;
+    alice.send_registration("alice").await;
+    alice.expect_numeric("001").await;
+    alice.send("TOPIC #lobby :kept in a snapshot").await;
+    // One at a time, so that they take a log position each (entries published together
+    // share one): several snapshots are taken, and the log trimmed after each.
+    for i in 0..40 {
+        alice.send(&format!("PRIVMSG #lobby :message {i}")).await;
+        alice.send(&format!("PING :{i}")).await;
+        alice.expect_has(&format!("PONG parla.local :{i}")).await;
+    }
+    one.expect_output("stored a snapshot of the chat").await;
+    one.expect_output("the cluster's log now starts after the oldest snapshot kept")
+        .await;
+
+    let mut two = spawn_member(&nats.url(), "two", "5s", &snapshots);
+    let started = two.expect_output("started from the cluster's snapshot").await;
+    let position: u64 = (started.split("position=").nth(1))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no position in {started:?}"));
+    assert!(position >= 40, "{started}");
+    let a2 = two.listening_addr().await;
+    let mut bob = RawClient::connect(a2, "bob").await;
+    bob.send_registration_for_history("bob").await;
+    bob.expect_numeric("001").await;
+    assert!(
+        bob.expect_numeric("332").await.contains(":kept in a snapshot"),
+        "the topic"
+    );
+    let names = bob.expect_numeric("353").await;
+    assert!(names.contains("alice"), "{names}");
+    let lines = bob.history_page("CHATHISTORY LATEST #lobby * 100").await;
+    let said = texts(&lines);
+    let expected: Vec<String> = (0..40).map(|i| format!("message {i}")).collect();
+    assert_eq!(said, expected);
+    // And the chat goes on across both.
+    bob.send("PRIVMSG #lobby :bob from two").await;
+    alice
+        .expect_has(":bob!~bob@127.0.0.1 PRIVMSG #lobby :bob from two")
+        .await;
 }

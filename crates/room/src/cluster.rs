@@ -405,15 +405,12 @@ impl Replica {
         Ok(out)
     }
 
-    /// A replica that starts from `snapshot` instead of the log's beginning: `core` (new, with
-    /// this server's settings) takes the snapshot's state, and the log is read from the
-    /// position after [`Replica::applied`]. Like [`Replica::new`] otherwise. A snapshot of
-    /// another [`SNAPSHOT_FORMAT`] is refused; `core` is unchanged on an error.
-    pub fn restore(
-        core: &mut Server,
-        nonce: u64,
-        snapshot: &[u8],
-    ) -> Result<Replica, SnapshotError> {
+    /// Starts over from `snapshot` instead of the log's beginning: `core` (this server's, with
+    /// its settings) and the replica take the snapshot's state, and the log is to be read from
+    /// the position after [`Replica::applied`]. Nothing in it is this server's: it has not
+    /// joined (again) yet. A snapshot of another [`SNAPSHOT_FORMAT`] is refused; `core` and
+    /// the replica are unchanged on an error.
+    pub fn restore(&mut self, core: &mut Server, snapshot: &[u8]) -> Result<(), SnapshotError> {
         let head = SnapshotHead::of(snapshot)?;
         if head.format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::new(format!(
@@ -429,12 +426,15 @@ impl Replica {
             return Err(SnapshotError::new("the snapshot contradicts its own head"));
         }
         core.load_state(rest)?;
-        let mut replica = Replica::new(core, nonce);
-        replica.cluster_config = state.cluster_config;
-        replica.peers = state.peers;
-        replica.applied = state.applied;
-        replica.now = state.now;
-        Ok(replica)
+        core.set_cluster(0);
+        *self = Replica {
+            cluster_config: state.cluster_config,
+            peers: state.peers,
+            applied: state.applied,
+            now: state.now,
+            ..Replica::new(core, self.nonce)
+        };
+        Ok(())
     }
 
     /// The hello this server publishes (again, after [`Event::Evicted`]).

@@ -51,10 +51,10 @@ impl Cluster {
     fn add_from(&mut self, name: &str, snapshot: Option<&[u8]>) -> usize {
         let mut core = Server::new(Config::default(), self.now);
         let nonce = 1000 + self.nodes.len() as u64;
-        let replica = match snapshot {
-            None => Replica::new(&mut core, nonce),
-            Some(bytes) => Replica::restore(&mut core, nonce, bytes).expect("a valid snapshot"),
-        };
+        let mut replica = Replica::new(&mut core, nonce);
+        if let Some(bytes) = snapshot {
+            (replica.restore(&mut core, bytes)).expect("a valid snapshot");
+        }
         let hello = replica.hello(name).encode();
         self.nodes.push(Node {
             name: name.to_owned(),
@@ -767,7 +767,9 @@ fn a_snapshot_of_another_format_or_damaged_is_refused_and_changes_nothing() {
         (&b"PRL1 not a snapshot"[..], "not a Parla snapshot"),
     ] {
         let mut core = Server::new(Config::default(), Millis(T0));
-        let err = Replica::restore(&mut core, 1, bytes).unwrap_err();
+        let mut replica = Replica::new(&mut core, 1);
+        let err = replica.restore(&mut core, bytes).unwrap_err();
+        assert_eq!(replica.applied(), 0);
         assert!(err.to_string().contains(why), "{err}");
         assert_eq!(
             core.digest(),

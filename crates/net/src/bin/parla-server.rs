@@ -235,6 +235,14 @@ struct Args {
     /// another's beats is gone: its users quit everywhere and their names are free.
     #[arg(long, env = "PARLA_CLUSTER_BEAT", default_value = "5s", value_parser = humantime::parse_duration, requires = "cluster")]
     cluster_beat: Duration,
+    /// Take a snapshot of the chat every this many entries of the cluster's log (one server
+    /// does), so that a starting server loads it and reads only what came after; 0 = never
+    /// (the log is then kept whole and replayed at every start).
+    #[arg(long, env = "PARLA_CLUSTER_SNAPSHOT_EVERY", default_value_t = 100_000, requires = "cluster")]
+    cluster_snapshot_every: u64,
+    /// Snapshots kept in NATS; the log keeps only the entries after the oldest of them.
+    #[arg(long, env = "PARLA_CLUSTER_SNAPSHOTS_KEPT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100), requires = "cluster")]
+    cluster_snapshots_kept: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -414,6 +422,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 log: Arc::new(log),
                 name,
                 beat: args.cluster_beat,
+                snapshot_every: args.cluster_snapshot_every,
+                snapshots_kept: args.cluster_snapshots_kept as usize,
                 nonce: u64::from_le_bytes(nonce),
                 refused: Default::default(),
             })
@@ -482,11 +492,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if refused.is_some_and(|r| r.load(std::sync::atomic::Ordering::Acquire)) {
-        anyhow::bail!(
-            "the cluster refused this server: it runs with other chat settings (see the log \
-             above); start it with the same flags as the running servers"
-        );
+    if let Some(why) = refused.as_ref().and_then(|r| r.get()) {
+        anyhow::bail!("{why}");
     }
     Ok(())
 }

@@ -14,8 +14,8 @@
 //! sight), and new connections are turned away; what was already queued is published when it
 //! comes back, once and in order.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,7 +23,7 @@ use parla_room::ConnId;
 use parla_room::cluster::{Batch, Entry};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::shared::Shared;
 use crate::clock;
@@ -40,9 +40,16 @@ pub struct ClusterOptions {
     pub beat: Duration,
     /// Tells this server's hello from others' (random in production).
     pub nonce: u64,
-    /// Set if the cluster refused this server (it runs with other chat settings); `run` then
-    /// returns at once, and the caller should exit with an error.
-    pub refused: Arc<AtomicBool>,
+    /// Take a snapshot of the chat every this many log entries (the server with the lowest
+    /// number does; 0: never, and the log is kept whole). A starting server loads the newest
+    /// and reads only the entries after it.
+    pub snapshot_every: u64,
+    /// Snapshots kept (at least 1); the log keeps only the entries after the oldest of them.
+    pub snapshots_kept: usize,
+    /// Set, with the reason, if this server cannot be one of the cluster (it runs with other
+    /// chat settings; the log no longer holds what it needs and no snapshot it can read does);
+    /// `run` then returns, and the caller should exit with an error that says why.
+    pub refused: Arc<OnceLock<String>>,
 }
 
 impl std::fmt::Debug for ClusterOptions {
@@ -50,6 +57,8 @@ impl std::fmt::Debug for ClusterOptions {
         f.debug_struct("ClusterOptions")
             .field("name", &self.name)
             .field("beat", &self.beat)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("snapshots_kept", &self.snapshots_kept)
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +73,13 @@ pub(super) struct Link {
     /// This server's number once its hello was applied; 0 before, and after it was evicted.
     number: AtomicU64,
     joined: Notify,
-    refused: Arc<AtomicBool>,
+    refused: Arc<OnceLock<String>>,
+    snapshot_every: u64,
+    snapshots_kept: usize,
+    /// Snapshots taken and not yet stored (one at a time: while one is on its way, the next
+    /// is skipped).
+    taken: mpsc::Sender<(u64, Vec<u8>)>,
+    taken_rx: std::sync::Mutex<Option<mpsc::Receiver<(u64, Vec<u8>)>>>,
     /// A beat is queued and not yet in the log: no other is queued behind it (a beat says
     /// "alive now"; a backlog of them, published at once after an outage, would count as
     /// several and could have another server declared gone).
@@ -77,6 +92,7 @@ pub(super) struct Link {
 impl Link {
     pub(super) fn new(options: &ClusterOptions) -> Link {
         let (queue, queued) = mpsc::unbounded_channel();
+        let (taken, taken_rx) = mpsc::channel(1);
         Link {
             log: options.log.clone(),
             name: options.name.clone(),
@@ -86,6 +102,10 @@ impl Link {
             number: AtomicU64::new(0),
             joined: Notify::new(),
             refused: options.refused.clone(),
+            snapshot_every: options.snapshot_every,
+            snapshots_kept: options.snapshots_kept.max(1),
+            taken,
+            taken_rx: std::sync::Mutex::new(Some(taken_rx)),
             beat_queued: AtomicBool::new(false),
             back: Notify::new(),
         }
@@ -119,10 +139,31 @@ impl Link {
         self.number.store(0, Ordering::Release);
     }
 
-    /// Our hello was refused (other settings than the cluster's): `join` gives up.
-    pub(super) fn refused(&self) {
-        self.refused.store(true, Ordering::Release);
+    /// This server cannot be one of the cluster, for `why`: `join` gives up, the server stops.
+    pub(super) fn refuse(&self, why: String) {
+        let _ = self.refused.set(why);
         self.joined.notify_waiters();
+    }
+
+    fn is_refused(&self) -> bool {
+        self.refused.get().is_some()
+    }
+
+    /// Whether the replica, having just applied its entry at `seq`, should be snapshotted by
+    /// this server: every `snapshot_every` entries, by the live server with the lowest number.
+    pub(super) fn snapshot_due(&self, seq: u64, replica: &parla_room::cluster::Replica) -> bool {
+        self.snapshot_every > 0
+            && seq % self.snapshot_every == 0
+            && replica.number().is_some()
+            && replica.servers().first().map(|&(n, _)| n) == replica.number()
+    }
+
+    /// Hands a snapshot taken at `position` to the task that stores it; skipped (with a
+    /// warning) while the one before is still being stored.
+    pub(super) fn offer_snapshot(&self, position: u64, bytes: Vec<u8>) {
+        if self.taken.try_send((position, bytes)).is_err() {
+            warn!(position, "skipping a snapshot: the one before is still being stored");
+        }
     }
 
     /// Whether a line may be taken now: the log is reachable and we are in the cluster.
@@ -137,7 +178,7 @@ impl Link {
             if self.number() != 0 {
                 return true;
             }
-            if self.refused.load(Ordering::Acquire) {
+            if self.is_refused() {
                 return false;
             }
             joined.await;
@@ -177,7 +218,15 @@ pub(super) async fn join(
     stop: &CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) -> bool {
+    info!(name = %link.name, "joining the cluster");
+    if !start_from_snapshot(shared, link, stop, false).await {
+        return false;
+    }
     tasks.spawn(reader(shared.clone(), link.clone(), stop.clone()));
+    let taken = link.taken_rx.lock().expect("never poisoned").take();
+    if let Some(taken) = taken {
+        tasks.spawn(snapshotter(link.clone(), taken, stop.clone()));
+    }
     let queued = link.queued.lock().expect("never poisoned").take();
     if let Some(queued) = queued {
         tasks.spawn(publisher(link.clone(), queued));
@@ -190,7 +239,6 @@ pub(super) async fn join(
         nonce,
         stop.clone(),
     ));
-    info!(name = %link.name, "joining the cluster");
     tokio::select! {
         biased;
         _ = stop.cancelled() => false,
@@ -246,7 +294,19 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
                 match next {
                     Some(Ok((seq, bytes))) => {
                         wait = Duration::from_millis(100);
-                        shared.apply_log(seq, &bytes);
+                        if !shared.apply_log(seq, &bytes) {
+                            warn!(
+                                seq,
+                                applied = shared.applied(),
+                                "the cluster's log no longer holds the entries this server needs \
+                                 next (a snapshot holds what they did): starting over from the \
+                                 newest snapshot"
+                            );
+                            if !start_from_snapshot(&shared, &link, &stop, true).await {
+                                return;
+                            }
+                            break;
+                        }
                     }
                     Some(Err(err)) => {
                         warn!(cause = %err, "reading the cluster's log; reading again");
@@ -264,6 +324,129 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
             () = clock::sleep(wait) => {}
         }
         wait = link.next_wait(wait);
+    }
+}
+
+/// Starts the replica from the newest snapshot this server can read (trying older ones if
+/// not), retrying while the log is out of reach; `false` if `stop` fired or this server cannot
+/// go on. With no snapshot stored (or none readable) the log is read from its beginning, unless
+/// `needed` (the log's beginning is gone): then this server is refused, with why.
+async fn start_from_snapshot(
+    shared: &Shared,
+    link: &Link,
+    stop: &CancellationToken,
+    needed: bool,
+) -> bool {
+    let mut wait = Duration::from_millis(100);
+    'list: loop {
+        let listed = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return false,
+            listed = link.log.snapshots() => listed,
+        };
+        let positions = match listed {
+            Ok(positions) => positions,
+            Err(err) => {
+                warn!(cause = %err, "cannot list the cluster's snapshots; retrying");
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return false,
+                    () = clock::sleep(wait) => {}
+                }
+                wait = link.next_wait(wait);
+                continue;
+            }
+        };
+        let mut unreadable = Vec::new();
+        for &position in positions.iter().rev() {
+            let got = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                got = link.log.snapshot(position) => got,
+            };
+            match got {
+                // Deleted since the list (a newer one was stored): list again.
+                Ok(None) => continue 'list,
+                Err(err) => {
+                    warn!(position, cause = %err, "cannot read a snapshot; retrying");
+                    clock::sleep(wait).await;
+                    wait = link.next_wait(wait);
+                    continue 'list;
+                }
+                Ok(Some(bytes)) => match shared.start_over(&bytes) {
+                    Ok(()) => {
+                        info!(position, bytes = bytes.len(), "started from the cluster's snapshot");
+                        return true;
+                    }
+                    Err(err) => {
+                        warn!(position, cause = %err, "cannot start from this snapshot");
+                        unreadable.push(format!("at {position}: {err}"));
+                    }
+                },
+            }
+        }
+        if !needed {
+            if !positions.is_empty() {
+                warn!("no snapshot this server can read; reading the cluster's log from its start");
+            }
+            return true;
+        }
+        let why = format!(
+            "the cluster's log no longer holds its beginning, and no snapshot of it can be read by \
+             this server ({}); run the same Parla version as the running servers",
+            if unreadable.is_empty() {
+                "none is stored".to_owned()
+            } else {
+                unreadable.join("; ")
+            }
+        );
+        error!("{why}");
+        link.refuse(why);
+        return false;
+    }
+}
+
+/// Stores each snapshot taken, keeps the newest `snapshots_kept`, and trims the log to the
+/// entries after the oldest kept (a server starting from any of them reads on from there).
+async fn snapshotter(
+    link: Arc<Link>,
+    mut taken: mpsc::Receiver<(u64, Vec<u8>)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (position, bytes) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            next = taken.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let size = bytes.len();
+        if let Err(err) = link.log.put_snapshot(position, bytes).await {
+            warn!(position, cause = %err, "could not store a snapshot; the next one will be tried");
+            continue;
+        }
+        info!(position, bytes = size, "stored a snapshot of the chat");
+        let stored = match link.log.snapshots().await {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!(cause = %err, "could not list the snapshots to drop old ones");
+                continue;
+            }
+        };
+        let old = stored.len().saturating_sub(link.snapshots_kept);
+        for &p in &stored[..old] {
+            if let Err(err) = link.log.delete_snapshot(p).await {
+                warn!(position = p, cause = %err, "could not delete an old snapshot");
+            }
+        }
+        if let Some(&oldest) = stored.get(old) {
+            match link.log.trim(oldest + 1).await {
+                Ok(()) => info!(from = oldest + 1, "the cluster's log now starts after the oldest snapshot kept"),
+                Err(err) => warn!(cause = %err, "could not trim the cluster's log"),
+            }
+        }
     }
 }
 

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use append_only_bytes::BytesSlice;
-use parla_room::cluster::{Entry, Event as ReplicaEvent, Replica};
+use parla_room::cluster::{Entry, Event as ReplicaEvent, Replica, SnapshotError};
+use parla_room::server::error_line;
 use parla_room::{ConnId, Millis, Output, Server};
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
@@ -173,17 +174,29 @@ impl Shared {
         self.lock().replica.as_ref().map_or(0, Replica::applied)
     }
 
-    /// In a cluster: applies the log's entry at `seq`, then carries out the outputs.
-    pub(super) fn apply_log(&self, seq: u64, bytes: &[u8]) {
+    /// In a cluster: applies the log's entry at `seq`, then carries out the outputs. `false`
+    /// (and nothing applied) if entries before it are missing: the log was trimmed past where
+    /// this server got to, and it must start over from a snapshot.
+    pub(super) fn apply_log(&self, seq: u64, bytes: &[u8]) -> bool {
         let now = self.clock.now();
         let mut state = self.lock();
         let before = state.core.poll_timeout();
         let State { core, replica, .. } = &mut *state;
         let Some(replica) = replica.as_mut() else {
-            return;
+            return true;
         };
+        if seq > replica.applied() + 1 {
+            return false;
+        }
         if let Err(err) = replica.apply(core, seq, bytes) {
             warn!(seq, cause = %err, "skipping an entry of the cluster's log");
+        }
+        let link = self.cluster.as_ref().expect("a replica has a link");
+        if link.snapshot_due(seq, replica) {
+            match replica.snapshot(core) {
+                Ok(bytes) => link.offer_snapshot(seq, bytes),
+                Err(err) => warn!(seq, cause = %err, "could not take a snapshot"),
+            }
         }
         for (conn, until) in replica.take_pauses() {
             if state.outboxes.contains_key(&conn) {
@@ -194,7 +207,6 @@ impl Shared {
         if let Some(observer) = &self.observer {
             observer.applied(seq, &state.core);
         }
-        let link = self.cluster.as_ref().expect("a replica has a link");
         while let Some(event) = state.replica.as_mut().and_then(Replica::poll_event) {
             match event {
                 ReplicaEvent::Joined { number } => link.joined(number),
@@ -209,7 +221,11 @@ impl Shared {
                          limits, operators, history rules or version): start it with the same \
                          flags as the running servers, or stop them all to change settings"
                     );
-                    link.refused();
+                    link.refuse(
+                        "the cluster refused this server: it runs with other chat settings (see \
+                         the log above); start it with the same flags as the running servers"
+                            .to_owned(),
+                    );
                 }
                 ReplicaEvent::Evicted => {
                     link.evicted();
@@ -220,6 +236,42 @@ impl Shared {
         let after = state.core.poll_timeout();
         drop(state);
         self.wake_timer_if_earlier(before, after);
+        true
+    }
+
+    /// In a cluster: the core and the replica start over from `snapshot` (this server is
+    /// starting, or the log no longer holds what it needs next). If it had joined, its
+    /// connections are closed with an `ERROR` that says why, and it must say hello again
+    /// (`evicted` fires). Unchanged on an error (a snapshot it cannot read).
+    pub(super) fn start_over(&self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        let mut state = self.lock();
+        let State { core, replica, .. } = &mut *state;
+        let replica = replica.as_mut().expect("in a cluster");
+        let joined = replica.number().is_some();
+        replica.restore(core, snapshot)?;
+        let position = replica.applied();
+        if let Some(observer) = &self.observer {
+            observer.applied(position, &state.core);
+        }
+        if joined {
+            let link = self.cluster.as_ref().expect("a replica has a link");
+            let line = error_line(
+                "Closing Link: this server fell behind the chat network and is starting over; \
+                 reconnect",
+            );
+            let mut conns: Vec<ConnId> = state.outboxes.keys().copied().collect();
+            conns.sort_unstable();
+            for conn in conns {
+                self.tell(&mut state, conn, &line);
+                state.hosts.remove(&conn);
+                if let Some(outbox) = state.outboxes.remove(&conn) {
+                    outbox.close();
+                }
+            }
+            link.evicted();
+            self.evicted.notify_one();
+        }
+        Ok(())
     }
 
     /// In a cluster: a line of the runtime's own to `conn` (the core is not asked: it cannot
