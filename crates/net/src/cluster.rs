@@ -328,6 +328,17 @@ impl Log for NatsLog {
         Box::pin(async move {
             let stream = (self.js.get_stream(&self.stream).await)
                 .map_err(|err| LogError(format!("stream {} not found: {err}", self.stream)))?;
+            // JetStream's purge does not always read its sequence as "before this": 0 and 1
+            // purge every message (nats-server 2.9.10), and a sequence past the next position
+            // purges every message and makes the next publish jump to it. So: nothing to do
+            // before position 1, and past the end the trim stops at the next position, as the
+            // stream's info just fetched has it (an entry published since then is kept, which
+            // a trim may do: it only bounds what the log must keep).
+            let next = stream.cached_info().state.last_sequence + 1;
+            let before = before.min(next);
+            if before <= 1 {
+                return Ok(());
+            }
             stream
                 .purge()
                 .sequence(before)

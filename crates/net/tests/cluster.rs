@@ -20,12 +20,7 @@ async fn member(nats: &str, name: &str, beat: &str) -> (Server, SocketAddr) {
 }
 
 /// [`member`], with more flags.
-async fn member_with(
-    nats: &str,
-    name: &str,
-    beat: &str,
-    more: &[&str],
-) -> (Server, SocketAddr) {
+async fn member_with(nats: &str, name: &str, beat: &str, more: &[&str]) -> (Server, SocketAddr) {
     let mut server = spawn_member(nats, name, beat, more);
     let addr = server.listening_addr().await;
     (server, addr)
@@ -293,7 +288,12 @@ async fn a_server_with_other_chat_settings_is_refused_and_exits_with_the_reason(
 #[tokio::test]
 async fn a_starting_server_loads_the_newest_snapshot_and_the_log_is_trimmed() {
     let Some(nats) = Nats::start() else { return };
-    let snapshots = ["--cluster-snapshot-every", "10", "--cluster-snapshots-kept", "1"];
+    let snapshots = [
+        "--cluster-snapshot-every",
+        "10",
+        "--cluster-snapshots-kept",
+        "1",
+    ];
     let (mut one, a1) = member_with(&nats.url(), "one", "5s", &snapshots).await;
     let mut alice = RawClient::connect(a1, "alice").await;
     alice.send_registration("alice").await;
@@ -311,7 +311,9 @@ async fn a_starting_server_loads_the_newest_snapshot_and_the_log_is_trimmed() {
         .await;
 
     let mut two = spawn_member(&nats.url(), "two", "5s", &snapshots);
-    let started = two.expect_output("started from the cluster's snapshot").await;
+    let started = two
+        .expect_output("started from the cluster's snapshot")
+        .await;
     let position: u64 = (started.split("position=").nth(1))
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no position in {started:?}"));
@@ -321,7 +323,9 @@ async fn a_starting_server_loads_the_newest_snapshot_and_the_log_is_trimmed() {
     bob.send_registration_for_history("bob").await;
     bob.expect_numeric("001").await;
     assert!(
-        bob.expect_numeric("332").await.contains(":kept in a snapshot"),
+        bob.expect_numeric("332")
+            .await
+            .contains(":kept in a snapshot"),
         "the topic"
     );
     let names = bob.expect_numeric("353").await;

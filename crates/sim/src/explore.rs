@@ -1387,6 +1387,14 @@ pub fn generate(seed: u64, workload: Workload) -> String {
     let mut server = "server --ping-interval 10s --ping-timeout 5s".to_owned();
     if g.cluster {
         server.push_str(" --cluster 3 --beat 1s");
+        // Snapshots in two seeds of three (so that restarted servers start from one beside
+        // servers that replayed, and servers cut off for long find the log trimmed), at a rate
+        // the seed decides without a draw of its own.
+        match seed % 3 {
+            1 => server.push_str(" --snapshot-every 8 --snapshots-kept 1"),
+            2 => server.push_str(" --snapshot-every 25"),
+            _ => {}
+        }
     }
     // Time to register: short in some seeds, so that silent hosts and clients whose name was
     // refused are timed out within the run.

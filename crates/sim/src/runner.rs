@@ -689,6 +689,8 @@ impl<'a> Runner<'a> {
                         log: Arc::new(SimLog::new("broker")),
                         name: host.clone(),
                         beat: flags.beat,
+                        snapshot_every: flags.snapshot_every,
+                        snapshots_kept: flags.snapshots_kept,
                         // Each incarnation its own: it tells its hello from its predecessor's.
                         nonce: (k as u64) << 32 | u64::from(inc),
                         refused: Default::default(),

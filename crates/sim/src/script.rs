@@ -170,6 +170,10 @@ pub struct ServerFlags {
     pub cluster: usize,
     /// How often each server of a cluster says it is alive (`--beat`).
     pub beat: Duration,
+    /// A cluster snapshots the chat every this many log entries (`--snapshot-every`; 0: never).
+    pub snapshot_every: u64,
+    /// Snapshots a cluster keeps (`--snapshots-kept`); its log keeps what came after the oldest.
+    pub snapshots_kept: usize,
 }
 
 impl Default for ServerFlags {
@@ -187,6 +191,8 @@ impl Default for ServerFlags {
             tls: false,
             cluster: 0,
             beat: Duration::from_secs(1),
+            snapshot_every: 0,
+            snapshots_kept: 2,
         }
     }
 }
@@ -563,6 +569,17 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
                     .ok_or("--cluster needs a number of servers from 1 to 9")?
             }
             "--beat" => f.beat = duration(value, "--beat")?,
+            "--snapshot-every" => {
+                f.snapshot_every = value
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--snapshot-every needs a number of log entries")?
+            }
+            "--snapshots-kept" => {
+                f.snapshots_kept = value
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or("--snapshots-kept needs a number from 1")?
+            }
             "--no-default-room" => {
                 f.room = None;
                 i += 1;

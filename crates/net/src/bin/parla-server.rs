@@ -238,7 +238,12 @@ struct Args {
     /// Take a snapshot of the chat every this many entries of the cluster's log (one server
     /// does), so that a starting server loads it and reads only what came after; 0 = never
     /// (the log is then kept whole and replayed at every start).
-    #[arg(long, env = "PARLA_CLUSTER_SNAPSHOT_EVERY", default_value_t = 100_000, requires = "cluster")]
+    #[arg(
+        long,
+        env = "PARLA_CLUSTER_SNAPSHOT_EVERY",
+        default_value_t = 100_000,
+        requires = "cluster"
+    )]
     cluster_snapshot_every: u64,
     /// Snapshots kept in NATS; the log keeps only the entries after the oldest of them.
     #[arg(long, env = "PARLA_CLUSTER_SNAPSHOTS_KEPT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100), requires = "cluster")]

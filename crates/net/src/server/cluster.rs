@@ -63,6 +63,9 @@ impl std::fmt::Debug for ClusterOptions {
     }
 }
 
+/// A snapshot taken: its log position and bytes.
+type Taken = (u64, Vec<u8>);
+
 /// The shared state of the cluster tasks and the connections.
 pub(super) struct Link {
     pub(super) log: Arc<dyn Log>,
@@ -78,8 +81,8 @@ pub(super) struct Link {
     snapshots_kept: usize,
     /// Snapshots taken and not yet stored (one at a time: while one is on its way, the next
     /// is skipped).
-    taken: mpsc::Sender<(u64, Vec<u8>)>,
-    taken_rx: std::sync::Mutex<Option<mpsc::Receiver<(u64, Vec<u8>)>>>,
+    taken: mpsc::Sender<Taken>,
+    taken_rx: std::sync::Mutex<Option<mpsc::Receiver<Taken>>>,
     /// A beat is queued and not yet in the log: no other is queued behind it (a beat says
     /// "alive now"; a backlog of them, published at once after an outage, would count as
     /// several and could have another server declared gone).
@@ -153,7 +156,7 @@ impl Link {
     /// this server: every `snapshot_every` entries, by the live server with the lowest number.
     pub(super) fn snapshot_due(&self, seq: u64, replica: &parla_room::cluster::Replica) -> bool {
         self.snapshot_every > 0
-            && seq % self.snapshot_every == 0
+            && seq.is_multiple_of(self.snapshot_every)
             && replica.number().is_some()
             && replica.servers().first().map(|&(n, _)| n) == replica.number()
     }
@@ -162,7 +165,10 @@ impl Link {
     /// warning) while the one before is still being stored.
     pub(super) fn offer_snapshot(&self, position: u64, bytes: Vec<u8>) {
         if self.taken.try_send((position, bytes)).is_err() {
-            warn!(position, "skipping a snapshot: the one before is still being stored");
+            warn!(
+                position,
+                "skipping a snapshot: the one before is still being stored"
+            );
         }
     }
 
@@ -375,7 +381,11 @@ async fn start_from_snapshot(
                 }
                 Ok(Some(bytes)) => match shared.start_over(&bytes) {
                     Ok(()) => {
-                        info!(position, bytes = bytes.len(), "started from the cluster's snapshot");
+                        info!(
+                            position,
+                            bytes = bytes.len(),
+                            "started from the cluster's snapshot"
+                        );
                         return true;
                     }
                     Err(err) => {
@@ -408,11 +418,7 @@ async fn start_from_snapshot(
 
 /// Stores each snapshot taken, keeps the newest `snapshots_kept`, and trims the log to the
 /// entries after the oldest kept (a server starting from any of them reads on from there).
-async fn snapshotter(
-    link: Arc<Link>,
-    mut taken: mpsc::Receiver<(u64, Vec<u8>)>,
-    stop: CancellationToken,
-) {
+async fn snapshotter(link: Arc<Link>, mut taken: mpsc::Receiver<Taken>, stop: CancellationToken) {
     loop {
         let (position, bytes) = tokio::select! {
             biased;
@@ -443,7 +449,10 @@ async fn snapshotter(
         }
         if let Some(&oldest) = stored.get(old) {
             match link.log.trim(oldest + 1).await {
-                Ok(()) => info!(from = oldest + 1, "the cluster's log now starts after the oldest snapshot kept"),
+                Ok(()) => info!(
+                    from = oldest + 1,
+                    "the cluster's log now starts after the oldest snapshot kept"
+                ),
                 Err(err) => warn!(cause = %err, "could not trim the cluster's log"),
             }
         }

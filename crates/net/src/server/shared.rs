@@ -193,8 +193,20 @@ impl Shared {
         }
         let link = self.cluster.as_ref().expect("a replica has a link");
         if link.snapshot_due(seq, replica) {
+            // Taken under the core's lock (it is the state at this position); what it costs
+            // is logged, as it holds up this server's chat while it lasts.
+            let started = std::time::Instant::now();
             match replica.snapshot(core) {
-                Ok(bytes) => link.offer_snapshot(seq, bytes),
+                Ok(bytes) => {
+                    let took = started.elapsed();
+                    info!(
+                        seq,
+                        bytes = bytes.len(),
+                        ?took,
+                        "took a snapshot of the chat"
+                    );
+                    link.offer_snapshot(seq, bytes);
+                }
                 Err(err) => warn!(seq, cause = %err, "could not take a snapshot"),
             }
         }
