@@ -429,15 +429,11 @@ impl History for MemoryHistory {
     }
 
     fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
-        let bytes = std::mem::take(out);
-        *out = postcard::to_extend(self, bytes)
-            .map_err(|e| SnapshotError::new(format!("history does not serialize: {e}")))?;
-        Ok(())
+        crate::cluster::put_part(out, self, "the history")
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let mut loaded: MemoryHistory = postcard::from_bytes(bytes)
-            .map_err(|e| SnapshotError::new(format!("the snapshot's history: {e}")))?;
+        let (mut loaded, _): (MemoryHistory, _) = crate::cluster::take_part(bytes, "history")?;
         loaded.retention = self.retention;
         loaded.ids = (loaded.targets.values().flatten())
             .map(|m| (m.msgid.clone(), m.pos))

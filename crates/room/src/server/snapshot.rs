@@ -10,7 +10,7 @@
 use std::mem;
 
 use super::{Conn, Server};
-use crate::cluster::SnapshotError;
+use crate::cluster::{SnapshotError, put_part, take_part};
 use crate::history::{History, MemoryHistory};
 use crate::time::Millis;
 
@@ -23,9 +23,7 @@ impl Server {
     /// Appends the state the log decided to `out`, then everything its history keeps. An
     /// error if its history store cannot be snapshotted (one on disk).
     pub fn save_state(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
-        let bytes = mem::take(out);
-        *out = postcard::to_extend(self, bytes)
-            .map_err(|e| SnapshotError::new(format!("the core's state does not serialize: {e}")))?;
+        put_part(out, self, "the core's state")?;
         self.history.save(out)
     }
 
@@ -33,8 +31,7 @@ impl Server {
     /// (on any server of the cluster); this server's settings, clock and history store stay
     /// its own, and every connection in it is another server's. Unchanged on an error.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let (mut state, history): (Server, &[u8]) = postcard::take_from_bytes(bytes)
-            .map_err(|e| SnapshotError::new(format!("the snapshot's chat state: {e}")))?;
+        let (mut state, history): (Server, &[u8]) = take_part(bytes, "chat state")?;
         self.history.load(history)?;
         mem::swap(&mut state.config, &mut self.config);
         mem::swap(&mut state.history, &mut self.history);
