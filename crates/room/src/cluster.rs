@@ -319,6 +319,7 @@ struct ReplicaState {
     cluster_config: Option<u64>,
     peers: BTreeMap<u64, Peer>,
     applied: u64,
+    entries: u64,
     now: Millis,
 }
 
@@ -386,6 +387,8 @@ pub struct Replica {
     peers: BTreeMap<u64, Peer>,
     /// The last log position applied (positions count from 1).
     applied: u64,
+    /// Entries applied so far, of every server (a position holds a batch of them).
+    entries: u64,
     /// The time of the last entry applied: entries carry their server's clock, and the core
     /// is given the latest seen, so its time never runs backwards.
     now: Millis,
@@ -409,6 +412,7 @@ impl Replica {
             me: None,
             peers: BTreeMap::new(),
             applied: 0,
+            entries: 0,
             now: Millis(0),
             events: VecDeque::new(),
             pauses: Vec::new(),
@@ -427,6 +431,7 @@ impl Replica {
             cluster_config: self.cluster_config,
             peers: self.peers.clone(),
             applied: self.applied,
+            entries: self.entries,
             now: self.now,
         };
         put_part(&mut out, &state, "the cluster's state")?;
@@ -459,6 +464,7 @@ impl Replica {
             cluster_config: state.cluster_config,
             peers: state.peers,
             applied: state.applied,
+            entries: state.entries,
             now: state.now,
             ..Replica::new(core, self.nonce)
         };
@@ -486,6 +492,12 @@ impl Replica {
     /// The last log position applied: a restarted subscription resumes after it.
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// Entries applied so far, of every server: the inputs (lines, connections, departures,
+    /// beats) that a server starting from the log's beginning would apply up to here.
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 
     /// The servers the log shows alive, by number, with their names.
@@ -540,6 +552,7 @@ impl Replica {
             if !self.peers.contains_key(&origin) {
                 break; // it left in this batch
             }
+            self.entries += 1;
             self.apply_entry(core, seq, origin, entry);
         }
         Ok(())

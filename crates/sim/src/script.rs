@@ -170,7 +170,7 @@ pub struct ServerFlags {
     pub cluster: usize,
     /// How often each server of a cluster says it is alive (`--beat`).
     pub beat: Duration,
-    /// A cluster snapshots the chat every this many log entries (`--snapshot-every`; 0: never).
+    /// A cluster snapshots the chat every this many inputs in its log (`--snapshot-every`; 0: never).
     pub snapshot_every: u64,
     /// Snapshots a cluster keeps (`--snapshots-kept`); its log keeps what came after the oldest.
     pub snapshots_kept: usize,
@@ -572,7 +572,7 @@ fn server_flags(w: &[&str]) -> Result<ServerFlags, String> {
             "--snapshot-every" => {
                 f.snapshot_every = value
                     .and_then(|v| v.parse().ok())
-                    .ok_or("--snapshot-every needs a number of log entries")?
+                    .ok_or("--snapshot-every needs a number of inputs")?
             }
             "--snapshots-kept" => {
                 f.snapshots_kept = value

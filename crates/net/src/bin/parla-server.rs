@@ -235,9 +235,10 @@ struct Args {
     /// another's beats is gone: its users quit everywhere and their names are free.
     #[arg(long, env = "PARLA_CLUSTER_BEAT", default_value = "5s", value_parser = humantime::parse_duration, requires = "cluster")]
     cluster_beat: Duration,
-    /// Take a snapshot of the chat every this many entries of the cluster's log (one server
-    /// does), so that a starting server loads it and reads only what came after; 0 = never
-    /// (the log is then kept whole and replayed at every start).
+    /// Take a snapshot of the chat every this many inputs in the cluster's log (lines,
+    /// connections, departures; one server does), so that a starting server loads it and
+    /// replays only what came after; 0 = never (the log is then kept whole and replayed at
+    /// every start).
     #[arg(
         long,
         env = "PARLA_CLUSTER_SNAPSHOT_EVERY",

@@ -40,9 +40,9 @@ pub struct ClusterOptions {
     pub beat: Duration,
     /// Tells this server's hello from others' (random in production).
     pub nonce: u64,
-    /// Take a snapshot of the chat every this many log entries (the server with the lowest
-    /// number does; 0: never, and the log is kept whole). A starting server loads the newest
-    /// and reads only the entries after it.
+    /// Take a snapshot of the chat every this many entries of the log (inputs: lines,
+    /// connections, departures; the server with the lowest number does; 0: never, and the log
+    /// is kept whole). A starting server loads the newest and reads only what came after it.
     pub snapshot_every: u64,
     /// Snapshots kept (at least 1); the log keeps only the entries after the oldest of them.
     pub snapshots_kept: usize,
@@ -152,11 +152,13 @@ impl Link {
         self.refused.get().is_some()
     }
 
-    /// Whether the replica, having just applied its entry at `seq`, should be snapshotted by
-    /// this server: every `snapshot_every` entries, by the live server with the lowest number.
-    pub(super) fn snapshot_due(&self, seq: u64, replica: &parla_room::cluster::Replica) -> bool {
-        self.snapshot_every > 0
-            && seq.is_multiple_of(self.snapshot_every)
+    /// Whether the replica, having applied entries up to `entries` (from `before`), should be
+    /// snapshotted by this server: each time the count passes a multiple of `snapshot_every`,
+    /// by the live server with the lowest number.
+    pub(super) fn snapshot_due(&self, before: u64, replica: &parla_room::cluster::Replica) -> bool {
+        let every = self.snapshot_every;
+        every > 0
+            && replica.entries() / every > before / every
             && replica.number().is_some()
             && replica.servers().first().map(|&(n, _)| n) == replica.number()
     }

@@ -188,11 +188,12 @@ impl Shared {
         if seq > replica.applied() + 1 {
             return false;
         }
+        let entries_before = replica.entries();
         if let Err(err) = replica.apply(core, seq, bytes) {
             warn!(seq, cause = %err, "skipping an entry of the cluster's log");
         }
         let link = self.cluster.as_ref().expect("a replica has a link");
-        if link.snapshot_due(seq, replica) {
+        if link.snapshot_due(entries_before, replica) {
             // Taken under the core's lock (it is the state at this position); what it costs
             // is logged, as it holds up this server's chat while it lasts.
             let started = std::time::Instant::now();
