@@ -1391,8 +1391,8 @@ pub fn generate(seed: u64, workload: Workload) -> String {
         // servers that replayed, and servers cut off for long find the log trimmed), at a rate
         // the seed decides without a draw of its own.
         match seed % 3 {
-            1 => server.push_str(" --snapshot-every 8 --snapshots-kept 1"),
-            2 => server.push_str(" --snapshot-every 25"),
+            1 => server.push_str(" --snapshot-every 20 --snapshots-kept 1"),
+            2 => server.push_str(" --snapshot-every 60"),
             _ => {}
         }
     }
