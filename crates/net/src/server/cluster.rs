@@ -77,6 +77,8 @@ pub(super) struct Link {
     number: AtomicU64,
     joined: Notify,
     refused: Arc<OnceLock<String>>,
+    /// Cancelled when `refused` is set: a server that had joined stops.
+    refused_token: CancellationToken,
     snapshot_every: u64,
     snapshots_kept: usize,
     /// Snapshots taken and not yet stored (one at a time: while one is on its way, the next
@@ -105,6 +107,7 @@ impl Link {
             number: AtomicU64::new(0),
             joined: Notify::new(),
             refused: options.refused.clone(),
+            refused_token: CancellationToken::new(),
             snapshot_every: options.snapshot_every,
             snapshots_kept: options.snapshots_kept.max(1),
             taken,
@@ -145,7 +148,13 @@ impl Link {
     /// This server cannot be one of the cluster, for `why`: `join` gives up, the server stops.
     pub(super) fn refuse(&self, why: String) {
         let _ = self.refused.set(why);
+        self.refused_token.cancel();
         self.joined.notify_waiters();
+    }
+
+    /// Cancelled once this server cannot be one of the cluster ([`Link::refuse`]).
+    pub(super) fn refused_token(&self) -> CancellationToken {
+        self.refused_token.clone()
     }
 
     fn is_refused(&self) -> bool {
@@ -337,14 +346,17 @@ async fn reader(shared: Arc<Shared>, link: Arc<Link>, stop: CancellationToken) {
 
 /// Starts the replica from the newest snapshot this server can read (trying older ones if
 /// not), retrying while the log is out of reach; `false` if `stop` fired or this server cannot
-/// go on. With no snapshot stored (or none readable) the log is read from its beginning, unless
-/// `needed` (the log's beginning is gone): then this server is refused, with why.
+/// go on. At start-up, with no snapshot stored (or none readable) the log is read from its
+/// beginning. `after_gap` (the log's entries this server needs next are gone): one is needed,
+/// or this server is refused, with why; and it says hello again afterwards (see
+/// [`Shared::start_over`]).
 async fn start_from_snapshot(
     shared: &Shared,
     link: &Link,
     stop: &CancellationToken,
-    needed: bool,
+    after_gap: bool,
 ) -> bool {
+    let needed = after_gap;
     let mut wait = Duration::from_millis(100);
     'list: loop {
         let listed = tokio::select! {
@@ -381,7 +393,7 @@ async fn start_from_snapshot(
                     wait = link.next_wait(wait);
                     continue 'list;
                 }
-                Ok(Some(bytes)) => match shared.start_over(&bytes) {
+                Ok(Some(bytes)) => match shared.start_over(&bytes, needed) {
                     Ok(()) => {
                         info!(
                             position,

@@ -291,10 +291,15 @@ async fn serve<L: Listener>(
         info!(%addr, "listening");
     }
 
+    // In a cluster: fires if this server finds it can no longer be one of it (it fell behind
+    // a log that no longer holds what it needs); it then shuts down as on Ctrl-C.
+    let cluster_refused =
+        (shared.cluster.as_ref()).map_or_else(CancellationToken::new, |l| l.refused_token());
     let timer_ended = loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break None,
+            _ = cluster_refused.cancelled() => break None,
             // Never ready while the server is well: the timer task only returns when told to.
             ended = &mut timer => break Some(ended),
             accepted = listener.accept() => accepted,

@@ -253,20 +253,21 @@ impl Shared {
     }
 
     /// In a cluster: the core and the replica start over from `snapshot` (this server is
-    /// starting, or the log no longer holds what it needs next). If it had joined, its
-    /// connections are closed with an `ERROR` that says why, and it must say hello again
-    /// (`evicted` fires). Unchanged on an error (a snapshot it cannot read).
-    pub(super) fn start_over(&self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+    /// starting, or, with `rejoin`, the log no longer holds what it needs next). With `rejoin`
+    /// its connections, if any, are closed with an `ERROR` that says why, and it says hello
+    /// again (`evicted` fires): its hello may be inside the snapshot, where nothing tells it
+    /// apart (a hello of its that comes after is then one more server, found silent and gone
+    /// like any). Unchanged on an error (a snapshot it cannot read).
+    pub(super) fn start_over(&self, snapshot: &[u8], rejoin: bool) -> Result<(), SnapshotError> {
         let mut state = self.lock();
         let State { core, replica, .. } = &mut *state;
         let replica = replica.as_mut().expect("in a cluster");
-        let joined = replica.number().is_some();
         replica.restore(core, snapshot)?;
         let position = replica.applied();
         if let Some(observer) = &self.observer {
             observer.applied(position, &state.core);
         }
-        if joined {
+        if rejoin {
             let link = self.cluster.as_ref().expect("a replica has a link");
             let line = error_line(
                 "Closing Link: this server fell behind the chat network and is starting over; \
