@@ -151,8 +151,9 @@ fn delivery(r: &Records, v: &mut Vec<String>) {
 }
 
 /// A cluster's invariants (nothing to check for one server):
-/// - every server has the same names and rooms at the same position of the log (so a name is
-///   held once in the whole cluster at every position, as each core allows one holder);
+/// - every server has the same names and rooms at the same position of the log, and in that
+///   picture a name (compared as IRC folds it) has one holder: a name is held once in the whole
+///   cluster at every position;
 /// - one order: the messages each connection received live (not history) carry ids that only
 ///   grow (ids count in log order), and a message id means the same message to everyone.
 pub fn cluster(r: &Records) -> Vec<String> {
@@ -165,6 +166,14 @@ pub fn cluster(r: &Records) -> Vec<String> {
                 "the servers disagree at log position {seq}: {pictures:?}"
             ));
             break; // later positions only repeat it
+        }
+        if let Some(picture) = pictures.values().next()
+            && let Some(name) = held_twice(picture)
+        {
+            v.push(format!(
+                "two connections hold the name {name:?} at log position {seq}: {picture}"
+            ));
+            break;
         }
     }
     if !r.cluster {
@@ -207,6 +216,26 @@ pub fn cluster(r: &Records) -> Vec<String> {
         }
     }
     v
+}
+
+/// A name two connections hold in a server's digest (`Server::digest`: a line per connection,
+/// `ConnId(n) Some("nick") …`), if any.
+fn held_twice(picture: &str) -> Option<String> {
+    let mut held = std::collections::BTreeSet::new();
+    for line in picture.lines().filter(|l| l.starts_with("ConnId(")) {
+        let Some(nick) = line
+            .split(' ')
+            .nth(1)
+            .and_then(|n| n.strip_prefix("Some(\""))
+        else {
+            continue;
+        };
+        let folded = parla_room::names::casefold(nick.trim_end_matches("\")"));
+        if !held.insert(folded.clone()) {
+            return Some(folded);
+        }
+    }
+    None
 }
 
 /// A message received live (not in a batch): its id and the rest of the line after the tags.
@@ -280,5 +309,34 @@ mod cluster_tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("not in log order"), "{v:?}");
         assert!(v[1].contains("message id e-3"), "{v:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parla_room::{Config, Millis, Server};
+
+    /// The digest of a core where alice registered, as the cluster check reads it.
+    fn digest_with_alice() -> String {
+        let mut core = Server::new(Config::default(), Millis(1));
+        let id = core.handle_connect(Millis(1), "192.0.2.1");
+        core.handle_line(Millis(1), id, b"NICK alice");
+        core.handle_line(Millis(1), id, b"USER a 0 * :A");
+        core.digest()
+    }
+
+    #[test]
+    fn a_name_held_twice_in_a_picture_is_found_as_irc_folds_it() {
+        let picture = digest_with_alice();
+        assert_eq!(super::held_twice(&picture), None, "{picture}");
+        let line = picture
+            .lines()
+            .find(|l| l.starts_with("ConnId(1)"))
+            .unwrap();
+        let twin = line
+            .replacen("ConnId(1)", "ConnId(2)", 1)
+            .replacen("\"alice\"", "\"ALICE\"", 1);
+        let doubled = format!("{picture}{twin}\n");
+        assert_eq!(super::held_twice(&doubled).as_deref(), Some("alice"));
     }
 }
