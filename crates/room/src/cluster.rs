@@ -346,6 +346,26 @@ impl SnapshotHead {
     const LEN: usize = 16;
 }
 
+/// A snapshot begun by [`Replica::start_snapshot`]: what remains is to serialize its copy of
+/// the history.
+#[derive(Debug)]
+pub struct Snapshot {
+    out: Vec<u8>,
+    /// The history's copy; `None` if it is in `out` already (a store that cannot be copied
+    /// was serialized at once).
+    history: Option<Box<dyn crate::history::History>>,
+}
+
+impl Snapshot {
+    /// The snapshot's bytes, history included.
+    pub fn finish(mut self) -> Result<Vec<u8>, SnapshotError> {
+        if let Some(history) = &self.history {
+            history.save(&mut self.out)?;
+        }
+        Ok(self.out)
+    }
+}
+
 /// What the runtime hears from the [`Replica`] besides the core's lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -423,6 +443,14 @@ impl Replica {
     /// the log showed it), for another server to start from ([`Replica::restore`]). Any server
     /// may take it: every replica holds the same state at the same position.
     pub fn snapshot(&self, core: &Server) -> Result<Vec<u8>, SnapshotError> {
+        self.start_snapshot(core)?.finish()
+    }
+
+    /// [`Replica::snapshot`] in two steps, so that the state need not stay still while all of
+    /// it is serialized: this step serializes the cluster's state and the core's (small next
+    /// to the history) and takes a copy of the history kept in memory (its messages are shared,
+    /// not copied); [`Snapshot::finish`], later and elsewhere, serializes the copy.
+    pub fn start_snapshot(&self, core: &Server) -> Result<Snapshot, SnapshotError> {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
@@ -435,8 +463,12 @@ impl Replica {
             now: self.now,
         };
         put_part(&mut out, &state, "the cluster's state")?;
-        core.save_state(&mut out)?;
-        Ok(out)
+        core.save_core(&mut out)?;
+        let history = core.history_copy();
+        if history.is_none() {
+            core.save_history(&mut out)?;
+        }
+        Ok(Snapshot { out, history })
     }
 
     /// Starts over from `snapshot` instead of the log's beginning: `core` (this server's, with

@@ -209,6 +209,12 @@ pub trait History: Send + fmt::Debug {
         ))
     }
 
+    /// A copy of everything kept, as it is now, for a snapshot to serialize while this store
+    /// goes on changing; `None` if it cannot (then it is serialized at once).
+    fn copy(&self) -> Option<Box<dyn History>> {
+        None
+    }
+
     /// Replaces everything kept with what [`History::save`] wrote in `bytes`; unchanged on an
     /// error.
     fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -261,6 +267,9 @@ impl<H: History + ?Sized> History for Arc<Mutex<H>> {
     fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         lock(self).save(out)
     }
+    fn copy(&self) -> Option<Box<dyn History>> {
+        lock(self).copy()
+    }
     fn load(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         lock(self).load(bytes)
     }
@@ -288,7 +297,7 @@ pub const MEMORY_MAX_MESSAGES: usize = 200_000;
 ///
 /// Serialized whole in a cluster's snapshot, but for its retention (a setting of the server
 /// that loads it) and the index of ids (rebuilt).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MemoryHistory {
     #[serde(skip)]
     retention: Retention,
@@ -426,6 +435,11 @@ impl History for MemoryHistory {
 
     fn set_owner(&mut self, nick: &str, owner: Owner) {
         self.owners.insert(nick.to_owned(), owner);
+    }
+
+    fn copy(&self) -> Option<Box<dyn History>> {
+        // Its messages are shared (`Arc`): the copy costs the maps, not the texts.
+        Some(Box::new(self.clone()))
     }
 
     fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {

@@ -793,3 +793,16 @@ fn a_snapshot_of_another_format_or_damaged_is_refused_and_changes_nothing() {
         );
     }
 }
+
+/// A snapshot is begun under the core's lock and its history serialized later, from a copy:
+/// what happens in between is not in it.
+#[test]
+fn a_snapshot_holds_its_position_whatever_happens_before_it_is_finished() {
+    let (mut c, alice, _) = alice_and_bob();
+    c.ask(0, alice, "PRIVMSG #lobby :before");
+    let whole = c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap();
+    let begun = c.nodes[0].replica.start_snapshot(&c.nodes[0].core).unwrap();
+    c.ask(0, alice, "PRIVMSG #lobby :after");
+    assert_eq!(begun.finish().unwrap(), whole);
+    assert_ne!(c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap(), whole);
+}

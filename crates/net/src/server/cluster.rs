@@ -63,8 +63,8 @@ impl std::fmt::Debug for ClusterOptions {
     }
 }
 
-/// A snapshot taken: its log position and bytes.
-type Taken = (u64, Vec<u8>);
+/// A snapshot taken: its log position, and the snapshot to finish and store.
+type Taken = (u64, parla_room::cluster::Snapshot);
 
 /// The shared state of the cluster tasks and the connections.
 pub(super) struct Link {
@@ -174,8 +174,8 @@ impl Link {
 
     /// Hands a snapshot taken at `position` to the task that stores it; skipped (with a
     /// warning) while the one before is still being stored.
-    pub(super) fn offer_snapshot(&self, position: u64, bytes: Vec<u8>) {
-        if self.taken.try_send((position, bytes)).is_err() {
+    pub(super) fn offer_snapshot(&self, position: u64, snapshot: parla_room::cluster::Snapshot) {
+        if self.taken.try_send((position, snapshot)).is_err() {
             warn!(
                 position,
                 "skipping a snapshot: the one before is still being stored"
@@ -434,7 +434,7 @@ async fn start_from_snapshot(
 /// entries after the oldest kept (a server starting from any of them reads on from there).
 async fn snapshotter(link: Arc<Link>, mut taken: mpsc::Receiver<Taken>, stop: CancellationToken) {
     loop {
-        let (position, bytes) = tokio::select! {
+        let (position, snapshot) = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             next = taken.recv() => match next {
@@ -442,7 +442,16 @@ async fn snapshotter(link: Arc<Link>, mut taken: mpsc::Receiver<Taken>, stop: Ca
                 None => return,
             },
         };
+        let started = std::time::Instant::now();
+        let bytes = match snapshot.finish() {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                warn!(position, cause = %err, "could not serialize a snapshot");
+                continue;
+            }
+        };
         let size = bytes.len();
+        info!(position, bytes = size, took = ?started.elapsed(), "serialized a snapshot of the chat");
         if let Err(err) = link.log.put_snapshot(position, bytes).await {
             warn!(position, cause = %err, "could not store a snapshot; the next one will be tried");
             continue;

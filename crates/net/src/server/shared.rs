@@ -194,19 +194,15 @@ impl Shared {
         }
         let link = self.cluster.as_ref().expect("a replica has a link");
         if link.snapshot_due(entries_before, replica) {
-            // Taken under the core's lock (it is the state at this position); what it costs
-            // is logged, as it holds up this server's chat while it lasts.
+            // Begun under the core's lock (it is the state at this position): what that costs
+            // is logged, as it holds up this server's chat while it lasts. The history, most
+            // of it, is serialized from a copy by the task that stores it.
             let started = std::time::Instant::now();
-            match replica.snapshot(core) {
-                Ok(bytes) => {
+            match replica.start_snapshot(core) {
+                Ok(snapshot) => {
                     let took = started.elapsed();
-                    info!(
-                        seq,
-                        bytes = bytes.len(),
-                        ?took,
-                        "took a snapshot of the chat"
-                    );
-                    link.offer_snapshot(seq, bytes);
+                    info!(seq, ?took, "took a snapshot of the chat");
+                    link.offer_snapshot(seq, snapshot);
                 }
                 Err(err) => warn!(seq, cause = %err, "could not take a snapshot"),
             }

@@ -23,8 +23,23 @@ impl Server {
     /// Appends the state the log decided to `out`, then everything its history keeps. An
     /// error if its history store cannot be snapshotted (one on disk).
     pub fn save_state(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
-        put_part(out, self, "the core's state")?;
+        self.save_core(out)?;
+        self.save_history(out)
+    }
+
+    /// The first half of [`Server::save_state`]: the state the log decided, but the history.
+    pub fn save_core(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        put_part(out, self, "the core's state")
+    }
+
+    /// The second half of [`Server::save_state`]: everything its history keeps.
+    pub fn save_history(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         self.history.save(out)
+    }
+
+    /// A copy of its history as it is now, to serialize later ([`History::copy`]).
+    pub fn history_copy(&self) -> Option<Box<dyn History>> {
+        self.history.copy()
     }
 
     /// Replaces the state the log decided with the one [`Server::save_state`] wrote in `bytes`
