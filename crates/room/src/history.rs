@@ -297,7 +297,7 @@ pub const MEMORY_MAX_MESSAGES: usize = 200_000;
 ///
 /// Serialized whole in a cluster's snapshot, but for its retention (a setting of the server
 /// that loads it) and the index of ids (rebuilt).
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryHistory {
     #[serde(skip)]
     retention: Retention,
@@ -438,8 +438,17 @@ impl History for MemoryHistory {
     }
 
     fn copy(&self) -> Option<Box<dyn History>> {
-        // Its messages are shared (`Arc`): the copy costs the maps, not the texts.
-        Some(Box::new(self.clone()))
+        // Its messages are shared (`Arc`): the copy costs the maps, not the texts; and only
+        // what a snapshot serializes (the index of ids is rebuilt when one is loaded).
+        Some(Box::new(MemoryHistory {
+            retention: self.retention,
+            targets: self.targets.clone(),
+            order: self.order.clone(),
+            ids: HashMap::new(),
+            conversations: self.conversations.clone(),
+            markers: self.markers.clone(),
+            owners: self.owners.clone(),
+        }))
     }
 
     fn save(&self, out: &mut Vec<u8>) -> Result<(), SnapshotError> {

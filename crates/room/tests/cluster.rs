@@ -804,5 +804,8 @@ fn a_snapshot_holds_its_position_whatever_happens_before_it_is_finished() {
     let begun = c.nodes[0].replica.start_snapshot(&c.nodes[0].core).unwrap();
     c.ask(0, alice, "PRIVMSG #lobby :after");
     assert_eq!(begun.finish().unwrap(), whole);
-    assert_ne!(c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap(), whole);
+    assert_ne!(
+        c.nodes[0].replica.snapshot(&c.nodes[0].core).unwrap(),
+        whole
+    );
 }
