@@ -303,7 +303,8 @@ pub struct MemoryHistory {
     retention: Retention,
     targets: BTreeMap<String, VecDeque<Arc<Stored>>>,
     /// Every kept message's target and id, oldest first (for the bound in all).
-    order: VecDeque<(String, String)>,
+    /// Shared strings: a snapshot copies this deque while the chat waits (`History::copy`).
+    order: VecDeque<(Arc<str>, Arc<str>)>,
     #[serde(skip)]
     ids: HashMap<String, Pos>,
     /// Folded nick → folded peer → (peer as last written, newest message).
@@ -353,7 +354,7 @@ impl History for MemoryHistory {
         let at = kept.partition_point(|k| k.pos <= m.pos);
         kept.insert(at, Arc::new(m.clone()));
         self.ids.insert(m.msgid.clone(), m.pos);
-        self.order.push_back((target.to_owned(), m.msgid.clone()));
+        self.order.push_back((target.into(), m.msgid.as_str().into()));
         for (me, peer, shown) in sides(target, m).into_iter().flatten() {
             self.conversations
                 .entry(me.to_owned())
