@@ -354,7 +354,8 @@ impl History for MemoryHistory {
         let at = kept.partition_point(|k| k.pos <= m.pos);
         kept.insert(at, Arc::new(m.clone()));
         self.ids.insert(m.msgid.clone(), m.pos);
-        self.order.push_back((target.into(), m.msgid.as_str().into()));
+        self.order
+            .push_back((target.into(), m.msgid.as_str().into()));
         for (me, peer, shown) in sides(target, m).into_iter().flatten() {
             self.conversations
                 .entry(me.to_owned())
