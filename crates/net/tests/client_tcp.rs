@@ -430,6 +430,9 @@ async fn unanswered_icmp_pings_end_the_session_after_max_misses() {
                 misses.push(consecutive);
             }
             Some(Event::PingReply { .. }) => assert!(misses.is_empty(), "a reply after a miss"),
+            // The join's page of history may come after the first pings (a loaded machine:
+            // CI rehearsal run62).
+            Some(Event::History { .. }) => {}
             Some(Event::Disconnected(why)) => break why,
             Some(other) => panic!("unexpected {other:?}"),
             None => panic!("ended without Disconnected"),
