@@ -356,22 +356,17 @@ async fn start_from_snapshot(
     stop: &CancellationToken,
     after_gap: bool,
 ) -> bool {
-    let needed = after_gap;
     let mut wait = Duration::from_millis(100);
     'list: loop {
-        let listed = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return false,
-            listed = link.log.snapshots() => listed,
+        let Some(listed) = unless_stopped(stop, link.log.snapshots()).await else {
+            return false;
         };
         let positions = match listed {
             Ok(positions) => positions,
             Err(err) => {
                 warn!(cause = %err, "cannot list the cluster's snapshots; retrying");
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return false,
-                    () = clock::sleep(wait) => {}
+                if unless_stopped(stop, clock::sleep(wait)).await.is_none() {
+                    return false;
                 }
                 wait = link.next_wait(wait);
                 continue;
@@ -379,21 +374,21 @@ async fn start_from_snapshot(
         };
         let mut unreadable = Vec::new();
         for &position in positions.iter().rev() {
-            let got = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return false,
-                got = link.log.snapshot(position) => got,
+            let Some(got) = unless_stopped(stop, link.log.snapshot(position)).await else {
+                return false;
             };
             match got {
                 // Deleted since the list (a newer one was stored): list again.
                 Ok(None) => continue 'list,
                 Err(err) => {
                     warn!(position, cause = %err, "cannot read a snapshot; retrying");
-                    clock::sleep(wait).await;
+                    if unless_stopped(stop, clock::sleep(wait)).await.is_none() {
+                        return false;
+                    }
                     wait = link.next_wait(wait);
                     continue 'list;
                 }
-                Ok(Some(bytes)) => match shared.start_over(&bytes, needed) {
+                Ok(Some(bytes)) => match shared.start_over(&bytes, after_gap) {
                     Ok(()) => {
                         info!(
                             position,
@@ -409,7 +404,7 @@ async fn start_from_snapshot(
                 },
             }
         }
-        if !needed {
+        if !after_gap {
             if !positions.is_empty() {
                 warn!("no snapshot this server can read; reading the cluster's log from its start");
             }
@@ -427,6 +422,18 @@ async fn start_from_snapshot(
         error!("{why}");
         link.refuse(why);
         return false;
+    }
+}
+
+/// `future`'s output, or `None` if `stop` fires first.
+async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        out = future => Some(out),
     }
 }
 
